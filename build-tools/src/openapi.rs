@@ -1,0 +1,216 @@
+//! OpenAPI → Rust with progenitor.
+//!
+//! Every spec is generated with the same settings, kept here in one place (oxide.rs'
+//! xtask does the same): the builder interface (`client.get_sandbox().sandbox_id(id)
+//! .send().await`), one extension trait per OpenAPI tag gathered in `prelude`, and
+//! `PartialEq` on every type on top of typify's `Serialize`, `Deserialize`, `Debug` and
+//! `Clone`, so a server can use the same types for its requests and responses and tests
+//! can compare them.
+//!
+//! The token stream is printed with `prettyplease` (which turns `#[doc = ".."]` into `///`
+//! comments) and then formatted by `rustfmt`, so the checked-in file passes `cargo fmt
+//! --check` and regenerating it gives the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use progenitor::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
+use syn::visit_mut::VisitMut;
+
+use crate::GeneratedFile;
+use crate::format::{GENERATED_HEADER, rustfmt};
+
+/// One OpenAPI document and where its client goes.
+struct Spec {
+    /// The spec, relative to the workspace root.
+    input: &'static str,
+    /// The generated file, relative to the workspace root.
+    output: &'static str,
+    /// Whether the crate must implement `progenitor_client::ClientHooks` for its `Client`.
+    /// `e2b-api` does (a tracing span per operation); `e2b-envd` keeps the default hooks.
+    hooks: HooksMode,
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        input: "openapi/e2b-api.yml",
+        output: "crates/e2b-api/src/generated.rs",
+        hooks: HooksMode::Expected,
+    },
+    Spec {
+        input: "openapi/envd.yml",
+        output: "crates/e2b-envd/src/generated/http.rs",
+        hooks: HooksMode::Optional,
+    },
+];
+
+/// Generates the REST clients from `openapi/`.
+pub(crate) fn generate(root: &Path) -> Result<Vec<GeneratedFile>> {
+    SPECS
+        .iter()
+        .map(|spec| {
+            let contents = generate_one(&root.join(spec.input), spec.hooks)
+                .with_context(|| format!("generating {} from {}", spec.output, spec.input))?;
+            Ok(GeneratedFile {
+                path: PathBuf::from(spec.output),
+                contents,
+            })
+        })
+        .collect()
+}
+
+/// Generates, prints and formats the client for one spec.
+fn generate_one(input: &Path, hooks: HooksMode) -> Result<String> {
+    let text =
+        std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
+    let spec: openapiv3::OpenAPI = serde_yaml::from_str(&text)
+        .with_context(|| format!("parsing {} as OpenAPI 3.0", input.display()))?;
+
+    let mut settings = GenerationSettings::new();
+    settings
+        .with_interface(InterfaceStyle::Builder)
+        .with_tag(TagStyle::Separate)
+        .with_hooks(hooks)
+        .with_derive("PartialEq")
+        // Sorted maps, so metadata and env vars serialise in a stable order.
+        .with_map_type("::std::collections::BTreeMap");
+    let mut generator = Generator::new(&settings);
+    // progenitor reports unsupported constructs by panicking in a few places; turn those into
+    // an error that names the spec instead of a bare backtrace.
+    let tokens = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        generator.generate_tokens(&spec)
+    }))
+    .map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        anyhow::anyhow!("progenitor panicked: {message}")
+    })?
+    .with_context(|| format!("progenitor rejected {}", input.display()))?;
+
+    let mut file =
+        syn::parse_file(&tokens.to_string()).context("progenitor emitted invalid Rust")?;
+    DocLines.visit_file_mut(&mut file);
+    let printed = space_out_items(&prettyplease::unparse(&file));
+    rustfmt(&format!("{GENERATED_HEADER}\n{printed}"))
+}
+
+/// Splits every multi-line `#[doc = "..."]` into one attribute per line, each starting with a
+/// space, so the printed code has ordinary `/// text` comments instead of `/** ... */` blocks
+/// and `///text` lines.
+struct DocLines;
+
+impl VisitMut for DocLines {
+    fn visit_attributes_mut(&mut self, attrs: &mut Vec<syn::Attribute>) {
+        let mut out = Vec::with_capacity(attrs.len());
+        for attr in attrs.drain(..) {
+            match doc_text(&attr) {
+                Some(text) => {
+                    for line in text.trim_end().lines() {
+                        let line = line.trim_end();
+                        let line = if line.is_empty() || line.starts_with(' ') {
+                            line.to_owned()
+                        } else {
+                            format!(" {line}")
+                        };
+                        let mut split = attr.clone();
+                        split.meta = syn::parse_quote!(doc = #line);
+                        out.push(split);
+                    }
+                }
+                None => out.push(attr),
+            }
+        }
+        *attrs = out;
+    }
+
+    // `visit_attributes_mut` is not a visitor hook of its own: call it from every node that
+    // carries attributes.
+    fn visit_item_mut(&mut self, item: &mut syn::Item) {
+        if let Some(attrs) = item_attrs(item) {
+            self.visit_attributes_mut(attrs);
+        }
+        syn::visit_mut::visit_item_mut(self, item);
+    }
+
+    fn visit_field_mut(&mut self, field: &mut syn::Field) {
+        self.visit_attributes_mut(&mut field.attrs);
+        syn::visit_mut::visit_field_mut(self, field);
+    }
+
+    fn visit_variant_mut(&mut self, variant: &mut syn::Variant) {
+        self.visit_attributes_mut(&mut variant.attrs);
+        syn::visit_mut::visit_variant_mut(self, variant);
+    }
+
+    fn visit_impl_item_fn_mut(&mut self, item: &mut syn::ImplItemFn) {
+        self.visit_attributes_mut(&mut item.attrs);
+        syn::visit_mut::visit_impl_item_fn_mut(self, item);
+    }
+
+    fn visit_trait_item_fn_mut(&mut self, item: &mut syn::TraitItemFn) {
+        self.visit_attributes_mut(&mut item.attrs);
+        syn::visit_mut::visit_trait_item_fn_mut(self, item);
+    }
+}
+
+/// The text of a `#[doc = "..."]` attribute, if `attr` is one with a multi-line or unspaced
+/// string literal.
+fn doc_text(attr: &syn::Attribute) -> Option<String> {
+    let syn::Meta::NameValue(meta) = &attr.meta else {
+        return None;
+    };
+    if !meta.path.is_ident("doc") {
+        return None;
+    }
+    let syn::Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Str(text),
+        ..
+    }) = &meta.value
+    else {
+        return None;
+    };
+    let text = text.value();
+    (text.contains('\n') || !(text.is_empty() || text.starts_with(' '))).then_some(text)
+}
+
+/// The attributes of the item kinds progenitor emits.
+fn item_attrs(item: &mut syn::Item) -> Option<&mut Vec<syn::Attribute>> {
+    Some(match item {
+        syn::Item::Const(i) => &mut i.attrs,
+        syn::Item::Enum(i) => &mut i.attrs,
+        syn::Item::Fn(i) => &mut i.attrs,
+        syn::Item::Impl(i) => &mut i.attrs,
+        syn::Item::Mod(i) => &mut i.attrs,
+        syn::Item::Struct(i) => &mut i.attrs,
+        syn::Item::Trait(i) => &mut i.attrs,
+        syn::Item::Type(i) => &mut i.attrs,
+        syn::Item::Use(i) => &mut i.attrs,
+        _ => return None,
+    })
+}
+
+/// Puts a blank line after every closing brace of an item at the outer three levels of
+/// nesting (what progenitor's own `space_out_items` does), so items do not run together.
+fn space_out_items(code: &str) -> String {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = String::with_capacity(code.len() + code.len() / 16);
+    for (i, line) in lines.iter().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        let Some(next) = lines.get(i + 1) else {
+            continue;
+        };
+        let next_indent = next.len() - next.trim_start().len();
+        if line.trim() == "}"
+            && !next.trim().is_empty()
+            && next_indent <= 8
+            && !next.trim_start().starts_with('}')
+        {
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -1,0 +1,296 @@
+//! The sandbox's root filesystem: overlays of the template layers, a minimal `/dev`, a fresh
+//! `/proc` with the host-wide knobs masked, `/tmp` on tmpfs, entered with `pivot_root`.
+//!
+//! Everything here except [`mount_disk`]/[`unmount_disk`] runs inside the sandbox's new mount
+//! namespace (after the mount tree was made private), so none of it is visible on the host.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+
+/// One overlay to mount: `target` inside the sandbox (`/` first, then e.g. `/usr`),
+/// with its read-only `lower` directory and per-sandbox `upper` and `work` directories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerPlan {
+    /// Absolute path inside the sandbox.
+    pub target: PathBuf,
+    /// Read-only lower directory (host path).
+    pub lower: PathBuf,
+    /// Upper directory (host path, per sandbox).
+    pub upper: PathBuf,
+    /// Overlay work directory (host path, per sandbox, same filesystem as `upper`).
+    pub work: PathBuf,
+}
+
+/// How to build a sandbox root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsPlan {
+    /// Host directory the root overlay is mounted on, then pivoted into.
+    pub rootfs: PathBuf,
+    /// Overlays; the first must target `/`.
+    pub layers: Vec<LayerPlan>,
+    /// Size of the `/tmp` and `/dev/shm` tmpfs in bytes (`None`: the kernel default).
+    pub tmp_bytes: Option<u64>,
+    /// Whether to add `userxattr` to overlay options (rootless overlay).
+    pub userxattr: bool,
+}
+
+/// Host device nodes bind-mounted into the sandbox's `/dev`.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// `/proc` files hidden behind `/dev/null` (host-wide information or kernel memory).
+pub const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sched_debug", "kallsyms"];
+
+/// `/proc` paths made read-only (host-wide kernel knobs; `/proc/sys/kernel/core_pattern`
+/// alone would be an escape).
+pub const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+fn mount(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
+    nix::mount::mount(src, target, fstype, flags, data).map_err(io::Error::from)
+}
+
+/// Step 1: stop mount events from propagating to the host (the host `/` is often shared).
+///
+/// # Errors
+///
+/// [`Error::MountPrivate`].
+pub fn make_private() -> Result<()> {
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(Error::MountPrivate)
+}
+
+fn inside(rootfs: &Path, target: &Path) -> PathBuf {
+    rootfs.join(target.strip_prefix("/").unwrap_or(target))
+}
+
+/// Step 2: mount each layer's overlay.
+///
+/// # Errors
+///
+/// [`Error::MountOverlay`] naming the mount point.
+pub fn mount_overlays(plan: &RootfsPlan) -> Result<()> {
+    for layer in &plan.layers {
+        let target = inside(&plan.rootfs, &layer.target);
+        let mut opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            layer.lower.display(),
+            layer.upper.display(),
+            layer.work.display()
+        );
+        if plan.userxattr {
+            opts.push_str(",userxattr");
+        }
+        mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(&opts),
+        )
+        .map_err(|e| Error::MountOverlay(target.clone(), e))?;
+    }
+    Ok(())
+}
+
+fn size_opt(bytes: Option<u64>) -> String {
+    bytes.map(|b| format!(",size={b}")).unwrap_or_default()
+}
+
+/// Step 3: `/tmp` on its own tmpfs.
+///
+/// # Errors
+///
+/// [`Error::MountTmpfs`].
+pub fn mount_tmp(plan: &RootfsPlan) -> Result<()> {
+    let tmp = plan.rootfs.join("tmp");
+    mkdir(&tmp)?;
+    mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&format!("mode=1777{}", size_opt(plan.tmp_bytes))),
+    )
+    .map_err(|e| Error::MountTmpfs(tmp, e))
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::CreateDir(p.to_path_buf(), e)),
+    }
+}
+
+fn symlink(to: &str, at: PathBuf) -> Result<()> {
+    std::os::unix::fs::symlink(to, &at).map_err(|e| Error::Symlink(at, e))
+}
+
+fn bind(src: &Path, target: &Path, flags: MsFlags) -> Result<()> {
+    mount(
+        Some(src.to_str().unwrap_or_default()),
+        target,
+        None,
+        MsFlags::MS_BIND | flags,
+        None,
+    )
+    .map_err(|e| Error::BindMount(target.to_path_buf(), e))
+}
+
+/// Step 4: a minimal `/dev`: a small tmpfs with the usual character devices bind-mounted
+/// from the host, a private devpts instance, `/dev/shm`, and the `fd`/`std*` symlinks.
+///
+/// # Errors
+///
+/// The failing step's variant, naming the path.
+pub fn mount_dev(plan: &RootfsPlan) -> Result<()> {
+    let dev = plan.rootfs.join("dev");
+    mkdir(&dev)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536"),
+    )
+    .map_err(|e| Error::MountTmpfs(dev.clone(), e))?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        std::fs::File::create(&target).map_err(|e| Error::WriteFile(target.clone(), e))?;
+        bind(&Path::new("/dev").join(name), &target, MsFlags::empty())?;
+    }
+    let pts = dev.join("pts");
+    mkdir(&pts)?;
+    // A new devpts instance: the sandbox sees only its own ptys.
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| Error::MountDevpts(pts.clone(), e))?;
+    symlink("pts/ptmx", dev.join("ptmx"))?;
+    let shm = dev.join("shm");
+    mkdir(&shm)?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&format!("mode=1777{}", size_opt(plan.tmp_bytes))),
+    )
+    .map_err(|e| Error::MountTmpfs(shm, e))?;
+    symlink("/proc/self/fd", dev.join("fd"))?;
+    symlink("/proc/self/fd/0", dev.join("stdin"))?;
+    symlink("/proc/self/fd/1", dev.join("stdout"))?;
+    symlink("/proc/self/fd/2", dev.join("stderr"))?;
+    Ok(())
+}
+
+/// Step 5: a fresh `/proc` for the new pid namespace, with host-wide files masked and
+/// kernel knobs read-only. Must run in a process inside the new pid namespace.
+///
+/// # Errors
+///
+/// The failing step's variant, naming the path.
+pub fn mount_proc(plan: &RootfsPlan) -> Result<()> {
+    let proc_ = plan.rootfs.join("proc");
+    mkdir(&proc_)?;
+    mount(
+        Some("proc"),
+        &proc_,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
+    .map_err(|e| Error::MountProc(proc_.clone(), e))?;
+    let null = plan.rootfs.join("dev/null");
+    for name in PROC_MASKED {
+        let p = proc_.join(name);
+        if p.exists() {
+            bind(&null, &p, MsFlags::empty())?;
+        }
+    }
+    for name in PROC_READ_ONLY {
+        let p = proc_.join(name);
+        if !p.exists() {
+            continue;
+        }
+        bind(&p, &p, MsFlags::MS_REC)?;
+        bind(
+            &p,
+            &p,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+        )?;
+    }
+    Ok(())
+}
+
+/// Step 6: make the overlay the root and detach the host's root from this namespace.
+///
+/// Uses the `pivot_root(".", ".")` form: the old root ends up stacked on the new one and is
+/// detached at once, so no directory for it is needed and nothing of the host stays reachable.
+///
+/// # Errors
+///
+/// [`Error::Chdir`], [`Error::PivotRoot`] or [`Error::UnmountOldRoot`].
+pub fn pivot(rootfs: &Path) -> Result<()> {
+    nix::unistd::chdir(rootfs).map_err(|e| Error::Chdir(rootfs.to_path_buf(), e.into()))?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| Error::PivotRoot(rootfs.to_path_buf(), e.into()))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::UnmountOldRoot(e.into()))?;
+    nix::unistd::chdir("/").map_err(|e| Error::Chdir(PathBuf::from("/"), e.into()))?;
+    Ok(())
+}
+
+/// Host side: mounts a tmpfs of `bytes` at `dir` to hold a sandbox's upper and work
+/// directories, so a sandbox that fills its disk gets `ENOSPC` and the host does not.
+///
+/// # Errors
+///
+/// [`Error::MountDisk`].
+pub fn mount_disk(dir: &Path, bytes: u64) -> Result<()> {
+    mount(
+        Some("e2b-disk"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&format!("mode=0700,size={bytes}")),
+    )
+    .map_err(|e| Error::MountDisk(dir.to_path_buf(), e))
+}
+
+/// Host side: detaches a sandbox's disk tmpfs (lazily, since the dying sandbox's overlay may
+/// hold it for a moment longer); its memory is freed when the last reference goes.
+///
+/// # Errors
+///
+/// [`Error::UnmountDisk`], except that "not mounted" is success.
+pub fn unmount_disk(dir: &Path) -> Result<()> {
+    match nix::mount::umount2(dir, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::UnmountDisk(dir.to_path_buf(), e.into())),
+    }
+}

@@ -1,0 +1,432 @@
+//! Templates: the read-only layers a sandbox's root overlay is built from.
+//!
+//! * [`Template::base`] — the default template `base`, made on first use from the host's own
+//!   system directories (`/usr`, and `/bin`, `/sbin`, `/lib*` when they are not usr-merge
+//!   symlinks), each an overlay lower layer used in place (nothing is copied), plus a small
+//!   generated root directory in the data dir with a filtered `/etc` and empty `/home/user`,
+//!   `/root`, `/tmp`, `/var`. What goes into it is listed in `docs/isolation.md`.
+//! * [`Template::from_rootfs`] — any root filesystem directory (e.g. made with debootstrap),
+//!   used as the single lower layer.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::isolation::{Error, Result};
+
+/// The name of the default template.
+pub const BASE: &str = "base";
+
+/// Bump when the generated base root changes, so old data dirs get a fresh one.
+const BASE_VERSION: &str = "1";
+
+/// One read-only layer: `source` on the host appears at `target` in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateLayer {
+    /// Absolute path inside the sandbox (`/` for the first layer).
+    pub target: PathBuf,
+    /// Host directory (never written).
+    pub source: PathBuf,
+}
+
+/// A template: its name and layers, the first targeting `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    /// Template name (`base`, or what `template add` was given).
+    pub name: String,
+    /// Layers, `/` first.
+    pub layers: Vec<TemplateLayer>,
+}
+
+/// Host directories that become layers of `base` when they are real directories
+/// (on usr-merged hosts they are symlinks into `/usr` and are recreated as symlinks).
+pub const HOST_SYSTEM_DIRS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Host `/etc` entries copied into `base` (files, symlinks or whole directories).
+/// Everything else of the host's `/etc` — above all `shadow`, `gshadow`, `ssh/`, `machine-id`,
+/// the host's `passwd`/`group`, `sudoers`, and `ssl/private` — is never copied.
+pub const ETC_COPIED: &[&str] = &[
+    "resolv.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "bash.bashrc",
+    "profile",
+    "profile.d",
+    "skel",
+    "shells",
+    "login.defs",
+    "inputrc",
+    "os-release",
+    "debian_version",
+    "localtime",
+    "timezone",
+    "protocols",
+    "services",
+    "mime.types",
+    "gai.conf",
+    "host.conf",
+    "environment",
+    "pam.d",
+    "security",
+    "python3",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "perl",
+    "magic",
+    "magic.mime",
+    "mke2fs.conf",
+    "terminfo",
+];
+
+/// Names never copied even inside a copied directory.
+const ETC_EXCLUDED: &[&str] = &["private", "shadow", "gshadow", "machine-id"];
+
+impl Template {
+    /// The default template `base`, generating its root directory under
+    /// `<data_dir>/templates/base` on first use (about a megabyte; `/usr` is not copied).
+    ///
+    /// # Errors
+    ///
+    /// The failing file operation's variant, naming the path.
+    pub fn base(data_dir: &Path) -> Result<Template> {
+        let dir = data_dir.join("templates").join(BASE);
+        let root = dir.join("root");
+        let stamp = dir.join("version");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(BASE_VERSION) {
+            build_base(data_dir, &dir)?;
+        }
+        let mut layers = vec![TemplateLayer {
+            target: PathBuf::from("/"),
+            source: root,
+        }];
+        layers.push(TemplateLayer {
+            target: PathBuf::from("/usr"),
+            source: PathBuf::from("/usr"),
+        });
+        for name in HOST_SYSTEM_DIRS {
+            let host = Path::new("/").join(name);
+            if let Ok(md) = std::fs::symlink_metadata(&host) {
+                if md.is_dir() {
+                    layers.push(TemplateLayer {
+                        target: host.clone(),
+                        source: host,
+                    });
+                }
+            }
+        }
+        Ok(Template {
+            name: BASE.to_owned(),
+            layers,
+        })
+    }
+
+    /// A template whose single layer is the root filesystem directory `dir`
+    /// (e.g. made with debootstrap). The directory must contain `bin/sh` (or a usr-merge
+    /// `bin` symlink) and is never written. It should have its own `user` (uid 1000).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] when `name` is not `[a-z0-9._-]+` or `dir` is not a root
+    /// filesystem.
+    pub fn from_rootfs(name: &str, dir: &Path) -> Result<Template> {
+        let bad = |reason: String| Error::Template {
+            name: name.to_owned(),
+            reason,
+        };
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return Err(bad("name must be 1 to 64 characters of [a-z0-9._-]".into()));
+        }
+        let dir = std::fs::canonicalize(dir)
+            .map_err(|e| bad(format!("root directory {}: {e}", dir.display())))?;
+        if !dir.is_dir() {
+            return Err(bad(format!("{} is not a directory", dir.display())));
+        }
+        if std::fs::symlink_metadata(dir.join("bin")).is_err() {
+            return Err(bad(format!(
+                "{} has no bin/: not a root filesystem",
+                dir.display()
+            )));
+        }
+        Ok(Template {
+            name: name.to_owned(),
+            layers: vec![TemplateLayer {
+                target: PathBuf::from("/"),
+                source: dir,
+            }],
+        })
+    }
+}
+
+fn mkdir(p: &Path, mode: u32) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::CreateDir(p.to_path_buf(), e))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::Chown(p.to_path_buf(), e))
+}
+
+fn write(p: &Path, body: &str, mode: u32) -> Result<()> {
+    std::fs::write(p, body).map_err(|e| Error::WriteFile(p.to_path_buf(), e))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::Chown(p.to_path_buf(), e))
+}
+
+fn link(to: &Path, at: &Path) -> Result<()> {
+    symlink(to, at).map_err(|e| Error::Symlink(at.to_path_buf(), e))
+}
+
+/// Builds the base root in a temporary directory and renames it into place, so concurrent
+/// first uses never see a half-built template.
+fn build_base(data_dir: &Path, dir: &Path) -> Result<()> {
+    let templates = data_dir.join("templates");
+    mkdir(&templates, 0o755)?;
+    let tmp = templates.join(format!(".base-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let root = tmp.join("root");
+    mkdir(&root, 0o755)?;
+    populate_base_root(&root)?;
+    write(&tmp.join("version"), BASE_VERSION, 0o644)?;
+    // Replace an older version; if another process won the race, use theirs.
+    if dir.exists()
+        && std::fs::read_to_string(dir.join("version")).ok().as_deref() != Some(BASE_VERSION)
+    {
+        let old = templates.join(format!(".base-old-{}", std::process::id()));
+        let _ = std::fs::rename(dir, &old);
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    match std::fs::rename(&tmp, dir) {
+        Ok(()) => Ok(()),
+        Err(_) if dir.join("version").exists() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => Err(Error::CreateDir(dir.to_path_buf(), e)),
+    }
+}
+
+/// The generated root: mount points, symlinks mirroring the host's usr-merge, `/etc`,
+/// `/home/user`, `/root`, `/tmp`, `/var`.
+pub(crate) fn populate_base_root(root: &Path) -> Result<()> {
+    for (d, mode) in [
+        ("usr", 0o755),
+        ("dev", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("run", 0o755),
+        ("run/lock", 0o1777),
+        ("mnt", 0o755),
+        ("media", 0o755),
+        ("opt", 0o755),
+        ("srv", 0o755),
+        ("root", 0o700),
+        ("home", 0o755),
+        ("home/user", 0o755),
+        ("var", 0o755),
+        ("var/tmp", 0o1777),
+        ("var/log", 0o755),
+        ("var/cache", 0o755),
+        ("var/lib", 0o755),
+        ("var/spool", 0o755),
+        ("var/mail", 0o2775),
+        ("code", 0o777),
+    ] {
+        mkdir(&root.join(d), mode)?;
+    }
+    link(Path::new("/run"), &root.join("var/run"))?;
+    link(Path::new("/run/lock"), &root.join("var/lock"))?;
+    for name in HOST_SYSTEM_DIRS {
+        let host = Path::new("/").join(name);
+        match std::fs::symlink_metadata(&host) {
+            Ok(md) if md.file_type().is_symlink() => {
+                let to =
+                    std::fs::read_link(&host).map_err(|e| Error::CopyHostFile(host.clone(), e))?;
+                link(&to, &root.join(name))?;
+            }
+            Ok(md) if md.is_dir() => mkdir(&root.join(name), 0o755)?,
+            _ => {}
+        }
+    }
+    let etc = root.join("etc");
+    mkdir(&etc, 0o755)?;
+    populate_etc(Path::new("/etc"), &etc)?;
+    // `user`'s home: the skeleton dotfiles, owned by 1000:1000.
+    let home = root.join("home/user");
+    let skel = Path::new("/etc/skel");
+    if skel.is_dir() {
+        copy_tree(skel, &home)?;
+    }
+    if nix::unistd::geteuid().is_root() {
+        chown_tree(&home, 1000, 1000)?;
+    }
+    Ok(())
+}
+
+fn populate_etc(host_etc: &Path, etc: &Path) -> Result<()> {
+    write(
+        &etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n",
+        0o644,
+    )?;
+    let sudo = Path::new("/usr/bin/sudo").exists();
+    let group = if sudo {
+        "root:x:0:\nsudo:x:27:user\nuser:x:1000:\n"
+    } else {
+        "root:x:0:\nuser:x:1000:\n"
+    };
+    write(&etc.join("group"), group, 0o644)?;
+    write(&etc.join("hostname"), "sandbox\n", 0o644)?;
+    write(
+        &etc.join("hosts"),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        0o644,
+    )?;
+    write(
+        &etc.join("nsswitch.conf"),
+        "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n\
+         protocols: files\nservices: files\nethers: files\nrpc: files\n",
+        0o644,
+    )?;
+    link(Path::new("../proc/self/mounts"), &etc.join("mtab"))?;
+    for name in ETC_COPIED {
+        let src = host_etc.join(name);
+        let Ok(md) = std::fs::symlink_metadata(&src) else {
+            continue;
+        };
+        let dst = etc.join(name);
+        if md.file_type().is_symlink() {
+            let to = std::fs::read_link(&src).map_err(|e| Error::CopyHostFile(src.clone(), e))?;
+            link(&to, &dst)?;
+        } else if md.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if md.is_file() {
+            copy_file(&src, &dst, md.permissions().mode())?;
+        }
+    }
+    if sudo {
+        write(
+            &etc.join("sudoers"),
+            "Defaults env_reset\nDefaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
+             root ALL=(ALL:ALL) ALL\nuser ALL=(ALL:ALL) NOPASSWD: ALL\n",
+            0o440,
+        )?;
+        mkdir(&etc.join("sudoers.d"), 0o755)?;
+    }
+    Ok(())
+}
+
+fn copy_file(src: &Path, dst: &Path, mode: u32) -> Result<()> {
+    std::fs::copy(src, dst).map_err(|e| Error::CopyHostFile(src.to_path_buf(), e))?;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|e| Error::Chown(dst.to_path_buf(), e))
+}
+
+/// Copies a directory tree: directories, regular files (with their modes) and symlinks (as
+/// symlinks); skips [`ETC_EXCLUDED`] names, sockets, fifos and devices.
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let md = std::fs::metadata(src).map_err(|e| Error::CopyHostFile(src.to_path_buf(), e))?;
+    mkdir(dst, md.permissions().mode() & 0o7777)?;
+    let entries = std::fs::read_dir(src).map_err(|e| Error::CopyHostFile(src.to_path_buf(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::CopyHostFile(src.to_path_buf(), e))?;
+        let name = entry.file_name();
+        if ETC_EXCLUDED.iter().any(|x| name == *x) {
+            continue;
+        }
+        let from = entry.path();
+        let to = dst.join(&name);
+        let ft = entry
+            .file_type()
+            .map_err(|e| Error::CopyHostFile(from.clone(), e))?;
+        if ft.is_symlink() {
+            let target =
+                std::fs::read_link(&from).map_err(|e| Error::CopyHostFile(from.clone(), e))?;
+            link(&target, &to)?;
+        } else if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if ft.is_file() {
+            let mode = entry
+                .metadata()
+                .map_err(|e| Error::CopyHostFile(from.clone(), e))?
+                .permissions()
+                .mode();
+            copy_file(&from, &to, mode)?;
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+        .map_err(|e| Error::Chown(p.to_path_buf(), e))?;
+    let md = std::fs::symlink_metadata(p).map_err(|e| Error::Chown(p.to_path_buf(), e))?;
+    if md.is_dir() {
+        for entry in std::fs::read_dir(p).map_err(|e| Error::Chown(p.to_path_buf(), e))? {
+            let entry = entry.map_err(|e| Error::Chown(p.to_path_buf(), e))?;
+            chown_tree(&entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_root_has_users_and_no_secrets() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let root = dir.path().join("root");
+        mkdir(&root, 0o755).unwrap_or_else(|e| panic!("{e}"));
+        populate_base_root(&root).unwrap_or_else(|e| panic!("{e}"));
+        let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+        assert_eq!(
+            passwd,
+            "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n"
+        );
+        for secret in [
+            "etc/shadow",
+            "etc/gshadow",
+            "etc/ssh",
+            "etc/machine-id",
+            "etc/ssl/private",
+        ] {
+            assert!(
+                std::fs::symlink_metadata(root.join(secret)).is_err(),
+                "{secret} must not be in the template"
+            );
+        }
+        use std::os::unix::fs::MetadataExt;
+        let home = std::fs::metadata(root.join("home/user")).unwrap_or_else(|e| panic!("{e}"));
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((home.uid(), home.gid()), (1000, 1000));
+        }
+        let tmp = std::fs::metadata(root.join("tmp")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
+    }
+
+    #[test]
+    fn from_rootfs_validates() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let err = Template::from_rootfs("x", dir.path()).map(|_| ());
+        assert!(matches!(err, Err(Error::Template { .. })));
+        std::fs::create_dir(dir.path().join("bin")).unwrap_or_default();
+        let t = Template::from_rootfs("deb12", dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.layers.len(), 1);
+        assert_eq!(t.layers[0].target, PathBuf::from("/"));
+        assert!(matches!(
+            Template::from_rootfs("Bad/Name", dir.path()),
+            Err(Error::Template { .. })
+        ));
+    }
+}

@@ -186,7 +186,19 @@ struct CapData {
 ///
 /// [`Error::DropCapability`] with the kernel's error.
 pub fn restrict_current() -> Result<()> {
-    let keep = kept_mask();
+    capset(kept_mask())
+}
+
+/// Clears the current process's effective, permitted and inheritable sets.
+///
+/// # Errors
+///
+/// [`Error::DropCapability`] with the kernel's error.
+pub fn clear_current() -> Result<()> {
+    capset(0)
+}
+
+fn capset(keep: u64) -> Result<()> {
     let lo = (keep & 0xffff_ffff) as u32;
     let hi = (keep >> 32) as u32;
     let header = CapHeader {

@@ -259,6 +259,8 @@ pub struct CgroupStats {
     pub cpu_usage_ns: u64,
     /// Number of tasks (threads) in the cgroup.
     pub pids: u64,
+    /// How often a fork failed because the pids limit was reached (`pids.events` max).
+    pub pids_max_events: u64,
 }
 
 /// What the runtime does with a sandbox's cgroup; implemented for v1 and v2.
@@ -497,6 +499,7 @@ fn stats_of(cg: &Cgroup, v2: bool) -> CgroupStats {
     }
     if let Some(p) = cg.controller_of::<PidController>() {
         s.pids = p.get_pid_current().unwrap_or(0);
+        s.pids_max_events = p.get_pid_events().unwrap_or(0);
     }
     if v2 {
         if let Some(c) = cg.controller_of::<CpuController>() {

@@ -467,9 +467,11 @@ fn reaper(p: &Prepared, status: &mut File) -> Error {
     // The reaper must not hold the status pipe open: the host waits for its end-of-file.
     // SAFETY: the fd is owned by `status`, which is never used again in this process.
     unsafe { libc::close(status.as_raw_fd()) };
-    // Not dumpable: sandbox processes cannot ptrace or read the memory of their init.
+    // Not dumpable: sandbox processes cannot ptrace it or read its /proc files; and it needs
+    // no capability to wait and forward signals to its own child, so it keeps none.
     // SAFETY: PR_SET_DUMPABLE touches no memory.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let _ = caps::clear_current();
     loop {
         let sig = match set.wait() {
             Ok(s) => s,

@@ -1,0 +1,382 @@
+//! Isolation tests: each runs attack code inside a real sandbox, as `root` and as `user`, and
+//! asserts the denial. Needs root: `cargo test -p e2b-local -- --include-ignored`.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{as_root_and_user, default_limits, env, sh, sleeper, spawn, text};
+use e2b_local::isolation::{ExecOptions, InitProgram, Limits, SandboxCgroup};
+
+const CG: &str = "e2b-local-test";
+
+/// Runs a python3 snippet that calls a raw syscall through ctypes and prints `rc errno`.
+fn syscall_py(nr: i64, args: &str) -> String {
+    format!(
+        "import ctypes; l = ctypes.CDLL(None, use_errno=True); \
+         l.syscall.restype = ctypes.c_long; \
+         r = l.syscall(ctypes.c_long({nr}){args}); print(r, ctypes.get_errno())"
+    )
+}
+
+root_test! {
+    fn init_runs_with_hostname_users_and_bounded_privileges() {
+        let env = env(CG);
+        let sb = sleeper(env, "iso-basics");
+        let out = sh(&sb, "hostname; cat /etc/hostname; id -u; grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/2/status /proc/1/status", &ExecOptions::default());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        // Kept: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+        // NET_RAW SYS_CHROOT AUDIT_WRITE SETFCAP = 0xa00425fb. The program (pid 2) has them;
+        // the reaper (pid 1) has none left.
+        assert_eq!(
+            text(&out.stdout),
+            "iso-basics\niso-basics\n0\n\
+             /proc/2/status:CapEff:\t00000000a00425fb\n/proc/2/status:CapBnd:\t00000000a00425fb\n\
+             /proc/2/status:NoNewPrivs:\t0\n/proc/2/status:Seccomp:\t2\n\
+             /proc/1/status:CapEff:\t0000000000000000\n/proc/1/status:CapBnd:\t00000000a00425fb\n\
+             /proc/1/status:NoNewPrivs:\t0\n/proc/1/status:Seccomp:\t2\n"
+        );
+        let out = sh(&sb, "id; echo $HOME; pwd", &ExecOptions::user());
+        assert_eq!(
+            text(&out.stdout),
+            "uid=1000(user) gid=1000(user) groups=1000(user)\n/home/user\n/home/user\n"
+        );
+        let out = sh(&sb, "grep -E '^(CapEff|CapBnd):' /proc/self/status", &ExecOptions::user());
+        assert_eq!(text(&out.stdout), "CapEff:\t0000000000000000\nCapBnd:\t00000000a00425fb\n");
+    }
+
+    fn cannot_read_host_files_outside_the_template() {
+        let env = env(CG);
+        let secret = Path::new("/root/e2b-local-test-secret");
+        std::fs::write(secret, "host secret\n").unwrap_or_else(|e| panic!("write secret: {e}"));
+        let data_secret = env.dir.join("host-secret");
+        std::fs::write(&data_secret, "data secret\n").unwrap_or_else(|e| panic!("write: {e}"));
+        let sb = sleeper(env, "iso-read");
+        for (who, opts) in as_root_and_user() {
+            let script = format!(
+                "cat {} {} /etc/shadow /etc/machine-id; ls /root /home; ls /work 2>&1; cat /proc/1/root{} 2>&1",
+                secret.display(),
+                data_secret.display(),
+                secret.display()
+            );
+            let out = sh(&sb, &script, &opts);
+            let stdout = text(&out.stdout);
+            let stderr = text(&out.stderr);
+            assert!(!stdout.contains("host secret") && !stdout.contains("data secret"), "{who} read a host secret: {stdout}");
+            // root finds no such file; user is already stopped by the sandbox's own /root (0700).
+            let denial = if who == "root" { "No such file or directory" } else { "Permission denied" };
+            assert!(stderr.contains(&format!("cat: {}: {denial}", secret.display())), "{who}: {stderr}");
+            assert!(stderr.contains(&format!("cat: {}: No such file or directory", data_secret.display())), "{who}: {stderr}");
+            assert!(stderr.contains("cat: /etc/shadow: No such file or directory"), "{who}: {stderr}");
+            assert!(stderr.contains("cat: /etc/machine-id: No such file or directory"), "{who}: {stderr}");
+            assert!(stdout.contains("ls: cannot access '/work': No such file or directory"), "{who}: {stdout}");
+            assert!(stdout.contains("No such file or directory") || stdout.contains("Permission denied"), "{who}: {stdout}");
+            if who == "user" {
+                assert!(stderr.contains("ls: cannot open directory '/root': Permission denied"), "{stderr}");
+            }
+            // /home holds only `user`.
+            assert!(stdout.contains("/home:\nuser\n"), "{who}: {stdout}");
+        }
+        let _ = std::fs::remove_file(secret);
+    }
+
+    fn sees_only_its_own_processes() {
+        let env = env(CG);
+        let mut host_sleep = Command::new("sleep").arg("300").spawn().unwrap_or_else(|e| panic!("sleep: {e}"));
+        let sb = sleeper(env, "iso-ps");
+        for (who, opts) in as_root_and_user() {
+            let out = sh(&sb, "ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '; echo; cat /proc/1/cmdline | tr '\\0' ' '", &opts);
+            let s = text(&out.stdout);
+            let mut lines = s.lines();
+            let pids: Vec<u32> = lines.next().unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            // The reaper (1), the sleeper (2), bash and ls/grep/...: all small pids.
+            assert!(pids.len() <= 8 && pids.iter().all(|p| *p < 100), "{who} sees {pids:?}");
+            assert!(!pids.contains(&host_sleep.id()), "{who} sees the host sleep");
+            assert!(pids.contains(&1) && pids.contains(&2), "{who}: {pids:?}");
+            assert!(lines.next().unwrap_or_default().contains("__sandbox-init"), "{who}: {s}");
+        }
+        let _ = host_sleep.kill();
+        let _ = host_sleep.wait();
+    }
+
+    fn cannot_signal_a_host_process() {
+        let env = env(CG);
+        let mut host_sleep = Command::new("sleep").arg("300").spawn().unwrap_or_else(|e| panic!("sleep: {e}"));
+        let pid = host_sleep.id();
+        let sb = sleeper(env, "iso-kill");
+        for (who, opts) in as_root_and_user() {
+            let out = sh(&sb, &format!("kill -9 {pid}"), &opts);
+            assert_eq!(out.status.code(), Some(1), "{who}");
+            assert_eq!(text(&out.stderr), format!("/bin/bash: line 1: kill: ({pid}) - No such process\n"), "{who}");
+            // The sandbox cannot see the host's pid 1 either: its own pid 1 is the reaper.
+            let out = sh(&sb, "kill -0 1 && echo alive", &opts);
+            if who == "root" {
+                assert_eq!(text(&out.stdout), "alive\n");
+            } else {
+                assert!(text(&out.stderr).contains("Operation not permitted"), "{}", text(&out.stderr));
+            }
+        }
+        assert!(host_sleep.try_wait().map(|s| s.is_none()).unwrap_or(false), "host sleep died");
+        let _ = host_sleep.kill();
+        let _ = host_sleep.wait();
+    }
+
+    fn cannot_connect_to_the_hosts_loopback() {
+        let env = env(CG);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        listener.set_nonblocking(true).unwrap_or_default();
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let sb = sleeper(env, "iso-net");
+        for (who, opts) in as_root_and_user() {
+            let out = sh(&sb, &format!("echo hi > /dev/tcp/127.0.0.1/{port}"), &opts);
+            assert_eq!(out.status.code(), Some(1), "{who}");
+            assert!(text(&out.stderr).contains("Connection refused"), "{who}: {}", text(&out.stderr));
+            // Only loopback exists: no route anywhere else.
+            let out = sh(&sb, "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '", &opts);
+            assert_eq!(text(&out.stdout), "lo\n", "{who}");
+            let out = sh(&sb, "echo hi > /dev/tcp/10.0.0.1/80", &opts);
+            assert!(text(&out.stderr).contains("Network is unreachable"), "{who}: {}", text(&out.stderr));
+        }
+        assert_eq!(
+            listener.accept().map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "the host listener got a connection"
+        );
+    }
+
+    fn host_reaches_a_port_inside_without_a_host_port() {
+        let env = env(CG);
+        let port = 38_917;
+        let server = format!(
+            "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(8)\n\
+             while True:\n    c, _ = s.accept()\n    c.sendall(b'hello from ' + socket.gethostname().encode())\n    c.close()\n"
+        );
+        let sb = spawn(env, "iso-port", InitProgram::sandbox(["/usr/bin/python3", "-c", &server]), default_limits());
+        let start = Instant::now();
+        let mut stream = loop {
+            match sb.connect(port) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        };
+        let mut got = String::new();
+        stream.read_to_string(&mut got).unwrap_or_default();
+        assert_eq!(got, "hello from iso-port");
+        // Nothing listens on the host side.
+        assert_eq!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionRefused)
+        );
+        // A closed port inside is refused.
+        assert_eq!(sb.connect(1).map(|_| ()).map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionRefused));
+    }
+
+    fn cannot_mount_load_modules_or_use_bpf() {
+        let env = env(CG);
+        let sb = sleeper(env, "iso-sys");
+        let cases: &[(&str, String, &str)] = &[
+            ("mount", syscall_py(libc::SYS_mount, ", b'none', b'/mnt', b'tmpfs', 0, None"), "-1 1\n"),
+            ("umount2", syscall_py(libc::SYS_umount2, ", b'/proc/sys', 2"), "-1 1\n"),
+            ("init_module", syscall_py(libc::SYS_init_module, ", None, 0, b''"), "-1 1\n"),
+            ("finit_module", syscall_py(libc::SYS_finit_module, ", 0, b'', 0"), "-1 1\n"),
+            ("delete_module", syscall_py(libc::SYS_delete_module, ", b'ext4', 0"), "-1 1\n"),
+            ("bpf", syscall_py(libc::SYS_bpf, ", 0, None, 0"), "-1 1\n"),
+            ("unshare(NEWUSER)", syscall_py(libc::SYS_unshare, ", 0x10000000"), "-1 1\n"),
+            ("unshare(NEWNS)", syscall_py(libc::SYS_unshare, ", 0x00020000"), "-1 1\n"),
+            ("setns", syscall_py(libc::SYS_setns, ", 0, 0"), "-1 1\n"),
+            ("keyctl", syscall_py(libc::SYS_keyctl, ", 0, 0"), "-1 1\n"),
+            ("perf_event_open", syscall_py(libc::SYS_perf_event_open, ", None, 0, -1, -1, 0"), "-1 1\n"),
+            ("kexec_load", syscall_py(libc::SYS_kexec_load, ", 0, 0, None, 0"), "-1 1\n"),
+            ("open_by_handle_at", syscall_py(libc::SYS_open_by_handle_at, ", 0, None, 0"), "-1 1\n"),
+            ("clone3", syscall_py(libc::SYS_clone3, ", None, 0"), "-1 38\n"),
+            ("x32 mount", syscall_py(0x4000_0000 + libc::SYS_mount, ", b'none', b'/mnt', b'tmpfs', 0, None"), "-1 1\n"),
+        ];
+        for (who, opts) in as_root_and_user() {
+            for (name, code, want) in cases {
+                let out = sb.exec_in(&["/usr/bin/python3", "-c", code], &opts).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(text(&out.stdout), *want, "{who} {name}: {}", text(&out.stderr));
+            }
+            // The tools agree.
+            let out = sh(&sb, "mount -t tmpfs none /mnt", &opts);
+            let want = if who == "root" { "permission denied" } else { "must be superuser" };
+            assert!(text(&out.stderr).contains(want), "{who}: {}", text(&out.stderr));
+            assert_ne!(out.status.code(), Some(0), "{who}");
+            let out = sh(&sb, "echo '|/tmp/x' > /proc/sys/kernel/core_pattern", &opts);
+            assert!(
+                text(&out.stderr).contains("Read-only file system") || text(&out.stderr).contains("Permission denied"),
+                "{who}: {}",
+                text(&out.stderr)
+            );
+            let out = sh(&sb, "mknod /tmp/disk b 254 0", &opts);
+            assert!(text(&out.stderr).contains("Operation not permitted"), "{who}: {}", text(&out.stderr));
+        }
+        // Fork and threads (clone without namespace flags) still work.
+        let out = sh(&sb, "(echo sub) | cat; python3 -c 'import threading; t = threading.Thread(target=print, args=(\"thread\",)); t.start(); t.join()'", &ExecOptions::user());
+        assert_eq!(text(&out.stdout), "sub\nthread\n", "{}", text(&out.stderr));
+    }
+
+    fn fork_bomb_stops_at_the_pids_limit_and_the_host_stays_responsive() {
+        let env = env(CG);
+        let limits = Limits { pids: Some(64), cpu_millis: Some(500), ..default_limits() };
+        for (who, opts) in as_root_and_user() {
+            let sb = spawn(env, &format!("iso-forkbomb-{who}"), InitProgram::sandbox(["/bin/sleep", "infinity"]), limits);
+            let out = sh(&sb, "bash -c ':(){ :|:& };:' >/dev/null 2>&1 </dev/null & sleep 1; echo started", &opts);
+            assert_eq!(text(&out.stdout), "started\n", "{who}");
+            let start = Instant::now();
+            while sb.stats().pids_max_events == 0 && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let stats = sb.stats();
+            assert!(stats.pids_max_events > 0, "{who}: the bomb never hit the limit: {stats:?}");
+            assert!(stats.pids <= 64, "{who}: {stats:?}");
+            // The host still spawns processes promptly.
+            let t = Instant::now();
+            let ok = Command::new("true").status().map(|s| s.success()).unwrap_or(false);
+            assert!(ok && t.elapsed() < Duration::from_secs(2), "host unresponsive: {:?}", t.elapsed());
+            // Kill ends a running bomb completely.
+            sb.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+            assert!(!sb.cgroup().exists(), "{who}: cgroup left behind");
+        }
+    }
+
+    fn memory_bomb_is_oom_killed_inside_the_sandbox_only() {
+        let env = env(CG);
+        let limits = Limits { memory_bytes: Some(64 << 20), ..default_limits() };
+        let sb = spawn(env, "iso-oom", InitProgram::sandbox(["/bin/sleep", "infinity"]), limits);
+        for (who, opts) in as_root_and_user() {
+            let out = sb.exec_in(&["/usr/bin/python3", "-c", "b = []\nwhile True: b.append(bytearray(1 << 20))"], &opts)
+                .unwrap_or_else(|e| panic!("{e}"));
+            // SIGKILL from the memcg OOM killer.
+            assert_eq!(out.status.code(), Some(137), "{who}: {}", text(&out.stderr));
+            assert!(sb.is_running(), "{who}: the sandbox's init must survive");
+            let out = sh(&sb, "echo still here", &opts);
+            assert_eq!(text(&out.stdout), "still here\n");
+        }
+        assert!(sb.stats().memory_limit_bytes == Some(64 << 20));
+    }
+
+    fn writes_land_only_in_the_sandboxs_upper_directory() {
+        let env = env(CG);
+        let sb = sleeper(env, "iso-upper");
+        let out = sh(&sb, "echo user-data > /home/user/f && echo tmp > /tmp/t", &ExecOptions::user());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = sh(&sb, "echo root-data > /usr/local/e2b-local-test-file && echo etc > /etc/e2b-test", &ExecOptions::default());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(std::fs::read_to_string(sb.upper_dir().join("home/user/f")).unwrap_or_default(), "user-data\n");
+        assert_eq!(std::fs::read_to_string(sb.upper_dir().join("etc/e2b-test")).unwrap_or_default(), "etc\n");
+        assert_eq!(
+            std::fs::read_to_string(sb.layer_upper_dir(Path::new("/usr")).join("local/e2b-local-test-file")).unwrap_or_default(),
+            "root-data\n"
+        );
+        // Not on the host, not in the template, not in the upper (/tmp is a tmpfs).
+        assert!(!Path::new("/usr/local/e2b-local-test-file").exists());
+        assert!(!env.base.layers[0].source.join("home/user/f").exists());
+        assert!(!env.base.layers[0].source.join("etc/e2b-test").exists());
+        assert!(!sb.upper_dir().join("tmp/t").exists());
+        // A user cannot write the read-only template's system files.
+        let out = sh(&sb, "echo x > /usr/bin/e2b-x", &ExecOptions::user());
+        assert!(text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
+    }
+
+    fn a_full_disk_gets_enospc_not_the_host() {
+        let env = env(CG);
+        let limits = Limits { disk_bytes: Some(8 << 20), ..default_limits() };
+        let sb = spawn(env, "iso-disk", InitProgram::sandbox(["/bin/sleep", "infinity"]), limits);
+        let out = sh(&sb, "dd if=/dev/zero of=/home/user/big bs=1M count=32", &ExecOptions::user());
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("No space left on device"), "{}", text(&out.stderr));
+        let size = std::fs::metadata(sb.upper_dir().join("home/user/big")).map(|m| m.len()).unwrap_or(0);
+        assert!(size <= 8 << 20, "wrote {size} bytes");
+    }
+
+    fn two_sandboxes_see_neither_files_nor_processes_of_each_other() {
+        let env = env(CG);
+        let a = spawn(env, "iso-two-a", InitProgram::sandbox(["/bin/sleep", "4242"]), default_limits());
+        let b = spawn(env, "iso-two-b", InitProgram::sandbox(["/bin/sleep", "4343"]), default_limits());
+        let out = sh(&a, "echo a-secret > /home/user/a-secret && echo a-tmp > /tmp/a-tmp", &ExecOptions::user());
+        assert!(out.status.success());
+        for (who, opts) in as_root_and_user() {
+            let out = sh(&b, "cat /home/user/a-secret /tmp/a-tmp; ps -eo args", &opts);
+            let stdout = text(&out.stdout);
+            assert!(!stdout.contains("a-secret") && !stdout.contains("a-tmp"), "{who}: {stdout}");
+            assert!(!stdout.contains("4242"), "{who} sees sandbox a's process: {stdout}");
+            assert!(stdout.contains("sleep 4343"), "{who}: {stdout}");
+            assert!(text(&out.stderr).contains("cat: /home/user/a-secret: No such file or directory"));
+        }
+    }
+
+    fn freeze_stops_and_thaw_resumes_every_process() {
+        let env = env(CG);
+        let init = InitProgram::sandbox(["/bin/bash", "-c", "i=0; while :; do i=$((i+1)); echo $i > /home/user/counter; sleep 0.01; done"]);
+        let sb = spawn(env, "iso-freeze", init, default_limits());
+        let counter = sb.upper_dir().join("home/user/counter");
+        let read = || std::fs::read_to_string(&counter).unwrap_or_default();
+        let start = Instant::now();
+        while read().is_empty() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sb.freeze().unwrap_or_else(|e| panic!("freeze: {e}"));
+        assert!(sb.is_frozen());
+        let frozen = read();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(read(), frozen, "a frozen sandbox kept running");
+        sb.thaw().unwrap_or_else(|e| panic!("thaw: {e}"));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_ne!(read(), frozen, "a thawed sandbox did not resume");
+        // Kill works on a frozen sandbox too.
+        sb.freeze().unwrap_or_else(|e| panic!("freeze: {e}"));
+        sb.kill().unwrap_or_else(|e| panic!("kill frozen: {e}"));
+        assert!(!sb.cgroup().exists());
+    }
+
+    fn init_exit_code_is_reported_and_bad_programs_fail_cleanly() {
+        let env = env(CG);
+        let sb = spawn(env, "iso-exit", InitProgram::sandbox(["/bin/sh", "-c", "exit 7"]), default_limits());
+        let start = Instant::now();
+        let code = loop {
+            match sb.try_wait() {
+                Ok(Some(c)) => break c,
+                Ok(None) if start.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(5)),
+                other => panic!("try_wait: {other:?}"),
+            }
+        };
+        assert_eq!(code, 7);
+        assert!(matches!(sb.exec_in(&["/bin/true"], &ExecOptions::default()).map(|o| o.status.code()), Ok(Some(125))));
+
+        let mut spec = e2b_local::isolation::SandboxSpec::new("iso-noexe", &env.base, InitProgram::sandbox(["/nonexistent/prog"]));
+        spec.limits = default_limits();
+        let err = env.runtime.spawn(spec).map(|_| ()).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("sandbox setup: exec /nonexistent/prog: No such file or directory (os error 2)"));
+        assert!(!env.dir.join("sandboxes/iso-noexe").exists(), "failed spawn left its directory");
+        assert!(!Path::new("/sys/fs/cgroup/pids").join(CG).join("iso-noexe").exists(), "failed spawn left its cgroup");
+        let spec = e2b_local::isolation::SandboxSpec::new("iso-exit", &env.base, InitProgram::sandbox(["/bin/true"]));
+        assert_eq!(env.runtime.spawn(spec).map(|_| ()).err().map(|e| e.to_string()).as_deref(), Some("sandbox iso-exit already exists"));
+    }
+
+    fn self_exe_runs_the_host_binary_inside() {
+        let env = env(CG);
+        // The helper's own executable (the e2b-local binary) with no arguments prints usage
+        // and exits 2: proof it ran inside by descriptor, without any copy in the sandbox.
+        let log = env.dir.join("self-exe.log");
+        let mut spec = e2b_local::isolation::SandboxSpec::new("iso-selfexe", &env.base, InitProgram::self_exe(["e2b-local"]));
+        spec.log = Some(log.clone());
+        let sb = common::Guard(env.runtime.spawn(spec).unwrap_or_else(|e| panic!("{e}")));
+        let start = Instant::now();
+        let code = loop {
+            match sb.try_wait() {
+                Ok(Some(c)) => break c,
+                Ok(None) if start.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(5)),
+                other => panic!("try_wait: {other:?}"),
+            }
+        };
+        assert_eq!(code, 2);
+        assert!(std::fs::read_to_string(&log).unwrap_or_default().starts_with("usage: e2b-local"));
+    }
+}

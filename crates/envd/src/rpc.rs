@@ -369,7 +369,7 @@ fn pb_entry(e: Entry) -> fpb::EntryInfo {
         permissions: e.permissions,
         owner: e.owner,
         group: e.group,
-        modified_time: Some(pbjson_types::Timestamp {
+        modified_time: Some(e2b_envd::Timestamp {
             seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
             nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
         }),

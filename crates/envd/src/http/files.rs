@@ -146,12 +146,11 @@ fn negotiate(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     }
     let gzip_q = gzip.or(star).unwrap_or(0.0);
     let identity_q = identity.or(star.filter(|q| *q == 0.0)).unwrap_or(1.0);
-    if gzip_q > 0.0 && gzip_q >= identity_q {
+    // A client that lists gzip at all gets it; identity is the fallback.
+    if gzip_q > 0.0 {
         Ok(Encoding::Gzip)
     } else if identity_q > 0.0 {
         Ok(Encoding::Identity)
-    } else if gzip_q > 0.0 {
-        Ok(Encoding::Gzip)
     } else {
         Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,

@@ -1,0 +1,100 @@
+//! Shared test support: runs the real `envd` binary on an ephemeral port.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running envd; killed on drop.
+pub struct Envd {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+impl Envd {
+    /// Starts envd with extra arguments.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_envd"))
+            .args(["--port", "0", "--listen", "127.0.0.1"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn envd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read address line");
+        let addr = line
+            .trim()
+            .strip_prefix("envd listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let pid = child.id();
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            pid,
+        }
+    }
+
+    /// Resident set size of the envd process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Envd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reqwest client (rustls ring provider installed once).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// Whether the tests run as root (CI does).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Ensures a local test user exists (root only) and returns (name, uid, gid, home).
+pub fn test_user() -> (String, u32, u32, String) {
+    let name = "envdtest";
+    let find = || {
+        std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (
+                    name.to_owned(),
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                    f[5].to_owned(),
+                )
+            })
+    };
+    if let Some(u) = find() {
+        return u;
+    }
+    let st = Command::new("useradd")
+        .args(["-m", "-s", "/bin/bash", name])
+        .status()
+        .expect("useradd");
+    // Another test may have created it concurrently.
+    assert!(st.success() || find().is_some(), "useradd failed: {st}");
+    find().expect("user after useradd")
+}

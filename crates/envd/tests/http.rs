@@ -1,0 +1,659 @@
+//! `/health`, `/init`, `/envs`, `/metrics`, access control and `/files`, against the real
+//! binary.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt as _;
+
+use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder};
+use base64::Engine as _;
+use common::{Envd, http, is_root, test_user};
+use reqwest::StatusCode;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt as _;
+
+async fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    GzipEncoder::new(data).read_to_end(&mut out).await.unwrap();
+    out
+}
+
+async fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    GzipDecoder::new(data).read_to_end(&mut out).await.unwrap();
+    out
+}
+
+fn sign(path: &str, op: &str, user: &str, token: &str, exp: Option<i64>) -> String {
+    let mut raw = format!("{path}:{op}:{user}:{token}");
+    if let Some(e) = exp {
+        raw.push_str(&format!(":{e}"));
+    }
+    format!(
+        "v1_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(raw.as_bytes()))
+    )
+}
+
+async fn json_error(r: reqwest::Response) -> (StatusCode, serde_json::Value) {
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    (status, body)
+}
+
+#[tokio::test]
+async fn health_init_envs_metrics_and_token_gate() {
+    let envd = Envd::start(&["--sandbox-id", "itestsandbox"]);
+    let c = http();
+    let r = c.get(format!("{}/health", envd.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+
+    let r = c
+        .post(format!("{}/init", envd.base))
+        .json(&serde_json::json!({
+            "envVars": {"FOO": "bar", "E2B_SANDBOX": "false"},
+            "accessToken": "secret-token",
+            "defaultUser": "root",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["x-envd-version"], "0.6.13");
+
+    // The gate: /envs needs the token now.
+    let r = c.get(format!("{}/envs", envd.base)).send().await.unwrap();
+    let (status, body) = json_error(r).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        serde_json::json!({"code": 401, "message": "unauthorized access, please provide a valid access token or method signing if supported"})
+    );
+    // RPC paths too.
+    let r = c
+        .post(format!("{}/process.Process/List", envd.base))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Health stays open.
+    let r = c.get(format!("{}/health", envd.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let r = c
+        .get(format!("{}/envs", envd.base))
+        .header("x-access-token", "secret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let envs: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        envs,
+        serde_json::json!({"E2B_SANDBOX": "true", "E2B_SANDBOX_ID": "itestsandbox", "FOO": "bar"})
+    );
+
+    let r = c
+        .get(format!("{}/metrics", envd.base))
+        .header("x-access-token", "secret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let m: serde_json::Value = r.json().await.unwrap();
+    for k in [
+        "ts", "cpu_count", "cpu_used_pct", "mem_total", "mem_used", "mem_cache", "disk_used",
+        "disk_total", "mem_total_mib", "mem_used_mib",
+    ] {
+        assert!(m.get(k).is_some(), "metrics lacks {k}: {m}");
+    }
+    assert!(m["mem_total"].as_u64().unwrap() > 0);
+
+    // Re-init without the token is refused; with it, the token can be rotated.
+    let r = c
+        .post(format!("{}/init", envd.base))
+        .json(&serde_json::json!({"accessToken": "other"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(format!("{}/init", envd.base))
+        .json(&serde_json::json!({"accessToken": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .post(format!("{}/init", envd.base))
+        .header("x-access-token", "secret-token")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Token cleared: /envs is open again.
+    let r = c.get(format!("{}/envs", envd.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cors_preflight() {
+    let envd = Envd::start(&[]);
+    let r = http()
+        .request(reqwest::Method::OPTIONS, format!("{}/files", envd.base))
+        .header("origin", "https://example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "x-access-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://example.com");
+    assert_eq!(r.headers()["access-control-max-age"], "7200");
+    assert!(
+        r.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-access-token")
+    );
+}
+
+#[tokio::test]
+async fn files_upload_download_errors_gzip_and_ranges() {
+    let envd = Envd::start(&[]);
+    let c = http();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
+    let files = format!("{}/files", envd.base);
+
+    // Raw upload, parents created.
+    let target = format!("{root}/a/b/c.txt");
+    let r = c
+        .post(&files)
+        .query(&[("path", &target)])
+        .header("content-type", "application/octet-stream")
+        .header("x-metadata-Owner", "alice")
+        .body("hello world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([{"path": target, "name": "c.txt", "type": "file", "metadata": {"owner": "alice"}}])
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"hello world");
+    assert_eq!(
+        xattr::get(&target, "user.e2b.owner").unwrap().as_deref(),
+        Some(&b"alice"[..])
+    );
+
+    // Download, plain and gzip.
+    let r = c.get(&files).query(&[("path", &target)]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-disposition"], "inline; filename=\"c.txt\"");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.bytes().await.unwrap(), &b"hello world"[..]);
+    let r = c
+        .get(&files)
+        .query(&[("path", &target)])
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(gunzip(&r.bytes().await.unwrap()).await, b"hello world");
+    let r = c
+        .get(&files)
+        .query(&[("path", &target)])
+        .header("accept-encoding", "br, identity;q=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
+
+    // Ranges.
+    let r = c
+        .get(&files)
+        .query(&[("path", &target)])
+        .header("range", "bytes=6-")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 6-10/11");
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.bytes().await.unwrap(), &b"world"[..]);
+    let r = c
+        .get(&files)
+        .query(&[("path", &target)])
+        .header("range", "bytes=50-60")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["content-range"], "bytes */11");
+
+    // Gzip upload.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let gz_target = format!("{root}/gz.bin");
+    let r = c
+        .post(&files)
+        .query(&[("path", &gz_target)])
+        .header("content-type", "application/octet-stream")
+        .header("content-encoding", "gzip")
+        .body(gzip(&big).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(std::fs::read(&gz_target).unwrap(), big);
+    let r = c
+        .post(&files)
+        .query(&[("path", &gz_target)])
+        .header("content-type", "application/octet-stream")
+        .header("content-encoding", "gzip")
+        .body("definitely not gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // Errors.
+    let (s, b) = json_error(
+        c.get(&files)
+            .query(&[("path", format!("{root}/missing"))])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["message"], format!("path '{root}/missing' does not exist"));
+    assert_eq!(b["code"], 404);
+    let (s, b) = json_error(c.get(&files).query(&[("path", &root)]).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["message"], format!("path '{root}' is a directory"));
+    let (s, b) = json_error(
+        c.post(&files)
+            .header("content-type", "application/octet-stream")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["message"], "path query parameter is required for raw body upload");
+    let (s, _) = json_error(
+        c.post(&files)
+            .query(&[("path", &root)])
+            .header("content-type", "application/octet-stream")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = json_error(
+        c.post(&files)
+            .query(&[("path", &target)])
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b) = json_error(
+        c.get(&files)
+            .query(&[("path", &target), ("username", &"no-such-user-xyz".to_owned())])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error looking up user 'no-such-user-xyz'"),
+        "{b}"
+    );
+    let (s, _) = json_error(
+        c.post(&files)
+            .query(&[("path", &target)])
+            .header("content-type", "application/octet-stream")
+            .header(
+                "x-metadata-k",
+                reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+            )
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+fn multipart_body(boundary: &str, parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, filename, data) in parts {
+        b.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    b
+}
+
+#[tokio::test]
+async fn files_multipart() {
+    let envd = Envd::start(&[]);
+    let c = http();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
+    let files = format!("{}/files", envd.base);
+    let (p1, p2) = (format!("{root}/one.txt"), format!("{root}/sub/two.txt"));
+    let body = multipart_body(
+        "XyZ",
+        &[
+            ("file", &p1, b"first"),
+            ("other", "/ignored", b"nope"),
+            ("file", &p2, b"second"),
+        ],
+    );
+    let r = c
+        .post(&files)
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([
+            {"path": p1, "name": "one.txt", "type": "file"},
+            {"path": p2, "name": "two.txt", "type": "file"},
+        ])
+    );
+    assert_eq!(std::fs::read(&p1).unwrap(), b"first");
+    assert_eq!(std::fs::read(&p2).unwrap(), b"second");
+    assert!(!std::path::Path::new("/ignored").exists());
+
+    // Two parts with one path.
+    let body = multipart_body("b", &[("file", &p1, b"a"), ("file", &p1, b"b")]);
+    let (s, b) = json_error(
+        c.post(&files)
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["message"].as_str().unwrap().contains("cannot upload multiple files to the same path"));
+
+    // The path query overrides the part's filename.
+    let p3 = format!("{root}/three.txt");
+    let body = multipart_body("b", &[("file", "whatever.txt", b"third")]);
+    let r = c
+        .post(&files)
+        .query(&[("path", &p3)])
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(std::fs::read(&p3).unwrap(), b"third");
+
+    // Malformed multipart.
+    let (s, _) = json_error(
+        c.post(&files)
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body("--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno end")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Relative filenames resolve against the user's home (root here).
+    let rel = format!("envd-test-{}.txt", std::process::id());
+    let body = multipart_body("b", &[("file", &rel, b"rel")]);
+    let r = c
+        .post(&files)
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let expected_home = if is_root() { "/root".to_owned() } else { home };
+    assert_eq!(v[0]["path"], format!("{expected_home}/{rel}"));
+    std::fs::remove_file(format!("{expected_home}/{rel}")).unwrap();
+}
+
+#[tokio::test]
+async fn files_signatures() {
+    let envd = Envd::start(&[]);
+    let c = http();
+    let token = "tok123";
+    let r = c
+        .post(format!("{}/init", envd.base))
+        .json(&serde_json::json!({"accessToken": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("{}/signed.txt", dir.path().to_str().unwrap());
+    let files = format!("{}/files", envd.base);
+
+    let upload = |q: Vec<(&'static str, String)>| {
+        c.post(&files)
+            .query(&q)
+            .header("content-type", "application/octet-stream")
+            .body("signed")
+            .send()
+    };
+    // Missing signature.
+    let (s, b) = json_error(upload(vec![("path", path.clone())]).await.unwrap()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b, serde_json::json!({"code": 401, "message": "missing signature query parameter"}));
+    // Invalid signature (signed for read, used for write).
+    let (s, b) = json_error(
+        upload(vec![("path", path.clone()), ("signature", sign(&path, "read", "", token, None))])
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b, serde_json::json!({"code": 401, "message": "invalid signature"}));
+    // Valid write signature.
+    let r = upload(vec![("path", path.clone()), ("signature", sign(&path, "write", "", token, None))])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Valid read signature with a future expiration and a username.
+    let exp = chrono::Utc::now().timestamp() + 60;
+    let r = c
+        .get(&files)
+        .query(&[
+            ("path", path.clone()),
+            ("username", "root".to_owned()),
+            ("signature", sign(&path, "read", "root", token, Some(exp))),
+            ("signature_expiration", exp.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "signed");
+    // Expired.
+    let exp = chrono::Utc::now().timestamp() - 10;
+    let (s, b) = json_error(
+        c.get(&files)
+            .query(&[
+                ("path", path.clone()),
+                ("signature", sign(&path, "read", "", token, Some(exp))),
+                ("signature_expiration", exp.to_string()),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b, serde_json::json!({"code": 401, "message": "signature is already expired"}));
+    // Header token instead of a signature; a wrong one is refused.
+    let r = c
+        .get(&files)
+        .query(&[("path", &path)])
+        .header("x-access-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, b) = json_error(
+        c.get(&files)
+            .query(&[("path", &path)])
+            .header("x-access-token", "wrong")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        b,
+        serde_json::json!({"code": 401, "message": "access token present in header but does not match"})
+    );
+}
+
+#[tokio::test]
+async fn files_disk_full_is_507() {
+    if !is_root() {
+        eprintln!("skipping: needs root to mount a tmpfs");
+        return;
+    }
+    let envd = Envd::start(&[]);
+    let c = http();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().to_str().unwrap().to_owned();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs", &mnt])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let r = c
+        .post(format!("{}/files", envd.base))
+        .query(&[("path", format!("{mnt}/big.bin"))])
+        .header("content-type", "application/octet-stream")
+        .body(vec![7u8; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let b: serde_json::Value = r.json().await.unwrap();
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(b["code"], 507);
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("not enough disk space available"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn files_as_another_user_are_owned_by_it() {
+    if !is_root() {
+        eprintln!("skipping: needs root to create a user");
+        return;
+    }
+    let (name, uid, gid, home) = test_user();
+    let envd = Envd::start(&[]);
+    let c = http();
+    let r = c
+        .post(format!("{}/files", envd.base))
+        .query(&[("path", "newdir/owned.txt"), ("username", &name)])
+        .header("content-type", "application/octet-stream")
+        .body("mine")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v[0]["path"], format!("{home}/newdir/owned.txt"));
+    let md = std::fs::metadata(format!("{home}/newdir/owned.txt")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (uid, gid));
+    let md = std::fs::metadata(format!("{home}/newdir")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (uid, gid));
+    std::fs::remove_dir_all(format!("{home}/newdir")).unwrap();
+}
+
+#[tokio::test]
+async fn large_upload_and_download_stream_with_bounded_memory() {
+    let envd = Envd::start(&[]);
+    let c = http();
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("{}/big.bin", dir.path().to_str().unwrap());
+    const SIZE: usize = 256 * 1024 * 1024;
+    let before = envd.rss_kib();
+    let chunk = bytes::Bytes::from(vec![0x5a_u8; 1024 * 1024]);
+    let stream = futures_util::stream::iter(
+        (0..SIZE / chunk.len()).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let r = c
+        .post(format!("{}/files", envd.base))
+        .query(&[("path", &path)])
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE as u64);
+    let mut r = c
+        .get(format!("{}/files", envd.base))
+        .query(&[("path", &path)])
+        .send()
+        .await
+        .unwrap();
+    let mut total = 0usize;
+    while let Some(ch) = r.chunk().await.unwrap() {
+        total += ch.len();
+    }
+    assert_eq!(total, SIZE);
+    let after = envd.rss_kib();
+    assert!(
+        after < before + 64 * 1024,
+        "envd RSS grew from {before} KiB to {after} KiB while streaming {SIZE} bytes"
+    );
+}

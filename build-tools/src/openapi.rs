@@ -214,3 +214,54 @@ fn space_out_items(code: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_docs_become_line_comments() {
+        let mut file: syn::File = syn::parse_quote! {
+            #[doc = "First line\n\nThird line"]
+            pub struct S {
+                #[doc = "unspaced"]
+                pub field: u8,
+            }
+        };
+        DocLines.visit_file_mut(&mut file);
+        let printed = prettyplease::unparse(&file);
+        assert_eq!(
+            printed,
+            "/// First line\n///\n/// Third line\npub struct S {\n    /// unspaced\n    pub field: u8,\n}\n"
+        );
+    }
+
+    #[test]
+    fn items_are_spaced_out() {
+        let code = "mod a {\n    fn f() {\n    }\n    fn g() {}\n}\nstruct B;\n";
+        assert_eq!(
+            space_out_items(code),
+            "mod a {\n    fn f() {\n    }\n\n    fn g() {}\n}\n\nstruct B;\n"
+        );
+    }
+
+    #[test]
+    fn generation_is_deterministic_and_marked() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let first = generate(root).unwrap();
+        let second = generate(root).unwrap();
+        assert_eq!(first.len(), SPECS.len());
+        for (a, b) in first.iter().zip(&second) {
+            assert!(
+                a.contents.starts_with(GENERATED_HEADER),
+                "{}",
+                a.path.display()
+            );
+            assert!(
+                a.contents == b.contents,
+                "{} is not stable",
+                a.path.display()
+            );
+        }
+    }
+}

@@ -261,6 +261,15 @@ mod tests {
     }
 
     #[test]
+    fn client_debug_does_not_show_the_api_key() {
+        let client = ClientConfig::new("http://127.0.0.1:1", "e2b_secret_key_123")
+            .build()
+            .unwrap();
+        let debug = format!("{client:?}");
+        assert!(!debug.contains("e2b_secret_key_123"), "{debug}");
+    }
+
+    #[test]
     fn default_user_agent_names_the_crate_version() {
         assert_eq!(
             DEFAULT_USER_AGENT,

@@ -120,3 +120,104 @@ impl EnvelopeDecoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(payloads: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        for (flags, payload) in payloads {
+            encode_with(&mut buf, *flags, |b| b.extend_from_slice(payload));
+        }
+        buf.to_vec()
+    }
+
+    fn decode_all(decoder: &mut EnvelopeDecoder) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        while let Some(envelope) = decoder.next_envelope().unwrap() {
+            out.push(envelope);
+        }
+        out
+    }
+
+    #[test]
+    fn prefix_is_flags_then_big_endian_length() {
+        assert_eq!(frames(&[(0, b"{}")]), [0, 0, 0, 0, 2, b'{', b'}']);
+        assert_eq!(frames(&[(FLAG_END_STREAM, b"")]), [2, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_stream_split_at_every_byte_boundary_decodes_the_same() {
+        let wire = frames(&[
+            (0, b"first"),
+            (0, b""),
+            (0, &[7; 300]),
+            (FLAG_END_STREAM, b"{}"),
+        ]);
+        let mut whole = EnvelopeDecoder::new(1024, Code::Internal);
+        whole.push(&wire);
+        let expected = decode_all(&mut whole);
+        assert_eq!(expected.len(), 4);
+        for split in 0..=wire.len() {
+            let mut decoder = EnvelopeDecoder::new(1024, Code::Internal);
+            decoder.push(&wire[..split]);
+            let mut got = decode_all(&mut decoder);
+            decoder.push(&wire[split..]);
+            got.extend(decode_all(&mut decoder));
+            assert_eq!(got, expected, "split at {split}");
+            decoder.finish().unwrap();
+        }
+        // And one byte at a time.
+        let mut decoder = EnvelopeDecoder::new(1024, Code::Internal);
+        let mut got = Vec::new();
+        for byte in &wire {
+            decoder.push(std::slice::from_ref(byte));
+            got.extend(decode_all(&mut decoder));
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn truncation_is_reported_with_what_was_missing() {
+        let wire = frames(&[(0, b"hello")]);
+        let mut decoder = EnvelopeDecoder::new(1024, Code::InvalidArgument);
+        decoder.push(&wire[..7]);
+        assert_eq!(decoder.next_envelope().unwrap(), None);
+        let error = decoder.finish().unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert_eq!(
+            error.message(),
+            "stream truncated inside a message (2 of 5 bytes)"
+        );
+
+        let mut decoder = EnvelopeDecoder::new(1024, Code::Internal);
+        decoder.push(&wire[..3]);
+        let error = decoder.finish().unwrap_err();
+        assert_eq!(error.code(), Code::Internal);
+        assert_eq!(
+            error.message(),
+            "stream truncated inside an envelope prefix (3 of 5 bytes)"
+        );
+    }
+
+    #[test]
+    fn oversize_messages_are_resource_exhausted_before_buffering() {
+        let mut decoder = EnvelopeDecoder::new(16, Code::Internal);
+        decoder.push(&[0, 0, 0, 0, 17]);
+        let error = decoder.next_envelope().unwrap_err();
+        assert_eq!(error.code(), Code::ResourceExhausted);
+        assert_eq!(
+            error.message(),
+            "message of 17 bytes is larger than the limit of 16 bytes"
+        );
+    }
+
+    #[test]
+    fn compressed_frames_are_rejected() {
+        let mut decoder = EnvelopeDecoder::new(16, Code::InvalidArgument);
+        decoder.push(&frames(&[(FLAG_COMPRESSED, b"x")]));
+        let error = decoder.next_envelope().unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+    }
+}

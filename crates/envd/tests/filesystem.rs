@@ -1,0 +1,358 @@
+//! `filesystem.Filesystem` over Connect against the real binary, with the generated client.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{Envd, is_root, test_user};
+use e2b_envd::pb::filesystem::watch_dir_response::Event as W;
+use e2b_envd::pb::filesystem::{self as pb, filesystem_client::FilesystemClient};
+use e2b_envd::{Client, Code, Request};
+use futures_util::StreamExt as _;
+
+fn client(envd: &Envd) -> FilesystemClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    FilesystemClient::new(Client::builder(envd.base.clone()).build().unwrap())
+}
+
+fn ev(name: &str, t: pb::EventType) -> (String, i32) {
+    (name.to_owned(), t as i32)
+}
+
+#[tokio::test]
+async fn stat_make_dir_move_list_remove() {
+    let envd = Envd::start(&[]);
+    let c = client(&envd);
+    let d = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    let r = root.to_str().unwrap().to_owned();
+
+    let made = c
+        .make_dir(pb::MakeDirRequest { path: format!("{r}/a/b") })
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(made.name, "b");
+    assert_eq!(made.r#type, pb::FileType::Directory as i32);
+    assert_eq!(made.path, format!("{r}/a/b"));
+    assert_eq!(made.mode, 0o755);
+    assert_eq!(made.permissions, "drwxr-xr-x");
+    let e = c
+        .make_dir(pb::MakeDirRequest { path: format!("{r}/a/b") })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message().to_owned()),
+        (Code::AlreadyExists, format!("directory already exists: {r}/a/b"))
+    );
+    std::fs::write(root.join("a/f.txt"), b"12345").unwrap();
+    xattr::set(root.join("a/f.txt"), "user.e2b.k", b"v").unwrap();
+    let e = c
+        .make_dir(pb::MakeDirRequest { path: format!("{r}/a/f.txt") })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let st = c
+        .stat(pb::StatRequest { path: format!("{r}/a/f.txt") })
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(st.size, 5);
+    assert_eq!(st.r#type, pb::FileType::File as i32);
+    assert_eq!(st.metadata.get("k").map(String::as_str), Some("v"));
+    assert_eq!(st.owner, if is_root() { "root" } else { &st.owner });
+    let mtime = std::fs::metadata(root.join("a/f.txt")).unwrap().mtime();
+    assert_eq!(st.modified_time.unwrap().seconds, mtime);
+    let e = c
+        .stat(pb::StatRequest { path: format!("{r}/nope") })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .stat(pb::StatRequest { path: "~someone/x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    std::os::unix::fs::symlink(root.join("a/f.txt"), root.join("a/link")).unwrap();
+    let l = c
+        .stat(pb::StatRequest { path: format!("{r}/a/link") })
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(l.r#type, pb::FileType::File as i32);
+    assert_eq!(l.permissions, "Lrwxrwxrwx");
+    assert_eq!(l.mode, 0o644);
+    assert_eq!(l.symlink_target.as_deref(), Some(format!("{r}/a/f.txt").as_str()));
+
+    let list = c
+        .list_dir(pb::ListDirRequest { path: r.clone(), depth: 0 })
+        .await
+        .unwrap();
+    let names: Vec<_> = list.entries.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(names, [format!("{r}/a")]);
+    let list = c
+        .list_dir(pb::ListDirRequest { path: r.clone(), depth: 2 })
+        .await
+        .unwrap();
+    let names: Vec<_> = list.entries.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(names, ["a", "b", "f.txt", "link"]);
+    std::os::unix::fs::symlink(root.join("l2"), root.join("l1")).unwrap();
+    std::os::unix::fs::symlink(root.join("l1"), root.join("l2")).unwrap();
+    let e = c
+        .list_dir(pb::ListDirRequest { path: format!("{r}/l1"), depth: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = c
+        .list_dir(pb::ListDirRequest { path: format!("{r}/a/f.txt"), depth: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c
+        .list_dir(pb::ListDirRequest { path: format!("{r}/zzz"), depth: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    let moved = c
+        .r#move(pb::MoveRequest {
+            source: format!("{r}/a/f.txt"),
+            destination: format!("{r}/x/y/g.txt"),
+        })
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!((moved.name.as_str(), moved.size), ("g.txt", 5));
+    let e = c
+        .r#move(pb::MoveRequest {
+            source: format!("{r}/a/f.txt"),
+            destination: format!("{r}/x/h.txt"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    c.remove(pb::RemoveRequest { path: format!("{r}/x") }).await.unwrap();
+    assert!(!root.join("x").exists());
+    c.remove(pb::RemoveRequest { path: format!("{r}/x") }).await.unwrap();
+
+    // Wire shape of an entry as the SDK reads it.
+    let resp = common::http()
+        .post(format!("{}/filesystem.Filesystem/Stat", envd.base))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"path": format!("{r}/a/b")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["entry"]["type"], "FILE_TYPE_DIRECTORY");
+    assert!(v["entry"]["size"].is_string());
+    assert!(v["entry"]["modifiedTime"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn make_dir_as_user_owns_created_dirs() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let (name, uid, gid, home) = test_user();
+    let envd = Envd::start(&[]);
+    let c = client(&envd);
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{name}:"))
+    );
+    let e = c
+        .make_dir(Request::new(pb::MakeDirRequest { path: "mk/inner".into() }).with_header("authorization", &auth))
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(e.path, format!("{home}/mk/inner"));
+    assert_eq!(e.owner, name);
+    for p in ["mk", "mk/inner"] {
+        let md = std::fs::metadata(format!("{home}/{p}")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (uid, gid));
+    }
+    std::fs::remove_dir_all(format!("{home}/mk")).unwrap();
+}
+
+async fn next_events(
+    s: &mut e2b_envd::Streaming<pb::WatchDirResponse>,
+    n: usize,
+) -> Vec<(String, i32)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {got:?}"))
+            .unwrap()
+            .unwrap();
+        match m.event {
+            Some(W::Filesystem(f)) => got.push((f.name, f.r#type)),
+            Some(W::Keepalive(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn watch_dir_streaming_recursive() {
+    let envd = Envd::start(&[]);
+    let c = client(&envd);
+    let d = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    std::fs::create_dir(root.join("nested")).unwrap();
+    let mut s = c
+        .watch_dir(pb::WatchDirRequest {
+            path: root.to_str().unwrap().into(),
+            recursive: true,
+            include_entry: true,
+            allow_network_mounts: false,
+        })
+        .await
+        .unwrap();
+    let first = s.next().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(W::Start(_))), "{first:?}");
+
+    std::fs::write(root.join("nested/f.txt"), b"x").unwrap();
+    assert_eq!(
+        next_events(&mut s, 2).await,
+        [ev("nested/f.txt", pb::EventType::Create), ev("nested/f.txt", pb::EventType::Write)]
+    );
+    std::fs::rename(root.join("nested/f.txt"), root.join("nested/g.txt")).unwrap();
+    assert_eq!(
+        next_events(&mut s, 2).await,
+        [ev("nested/f.txt", pb::EventType::Rename), ev("nested/g.txt", pb::EventType::Create)]
+    );
+    std::fs::remove_file(root.join("nested/g.txt")).unwrap();
+    assert_eq!(next_events(&mut s, 1).await, [ev("nested/g.txt", pb::EventType::Remove)]);
+    // A new subdirectory is watched too.
+    std::fs::create_dir(root.join("fresh")).unwrap();
+    assert_eq!(next_events(&mut s, 1).await, [ev("fresh", pb::EventType::Create)]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(root.join("fresh/h"), b"").unwrap();
+    assert_eq!(next_events(&mut s, 1).await, [ev("fresh/h", pb::EventType::Create)]);
+    std::fs::set_permissions(root.join("fresh/h"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), s.next()).await.unwrap().unwrap().unwrap();
+    match m.event {
+        Some(W::Filesystem(f)) => {
+            assert_eq!((f.name.as_str(), f.r#type), ("fresh/h", pb::EventType::Chmod as i32));
+            assert_eq!(f.entry.unwrap().mode, 0o600);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Errors.
+    let err = match c
+        .watch_dir(pb::WatchDirRequest { path: root.join("missing").to_str().unwrap().into(), ..Default::default() })
+        .await
+    {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(err.code(), Code::NotFound);
+    std::fs::write(root.join("file"), b"").unwrap();
+    let err = match c
+        .watch_dir(pb::WatchDirRequest { path: root.join("file").to_str().unwrap().into(), ..Default::default() })
+        .await
+    {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Keepalive at the requested interval.
+    let mut s = c
+        .watch_dir(
+            Request::new(pb::WatchDirRequest { path: root.to_str().unwrap().into(), ..Default::default() })
+                .with_header("keepalive-ping-interval", "1"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(s.next().await.unwrap().unwrap().event, Some(W::Start(_))));
+    let m = tokio::time::timeout(Duration::from_secs(3), s.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(m.event, Some(W::Keepalive(_))), "{m:?}");
+}
+
+#[tokio::test]
+async fn polled_watchers() {
+    let envd = Envd::start(&[]);
+    let c = client(&envd);
+    let d = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    let id = c
+        .create_watcher(pb::CreateWatcherRequest {
+            path: root.to_str().unwrap().into(),
+            recursive: true,
+            include_entry: false,
+            allow_network_mounts: false,
+        })
+        .await
+        .unwrap()
+        .watcher_id;
+    assert!(id.starts_with('w') && id.len() == 21, "{id}");
+    std::fs::create_dir(root.join("sub")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(root.join("sub/a"), b"1").unwrap();
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let evs = c
+            .get_watcher_events(pb::GetWatcherEventsRequest { watcher_id: id.clone() })
+            .await
+            .unwrap()
+            .events;
+        got.extend(evs.into_iter().map(|e| (e.name, e.r#type)));
+        if got.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        got,
+        [
+            ev("sub", pb::EventType::Create),
+            ev("sub/a", pb::EventType::Create),
+            ev("sub/a", pb::EventType::Write)
+        ]
+    );
+    // Drained: nothing new.
+    let evs = c
+        .get_watcher_events(pb::GetWatcherEventsRequest { watcher_id: id.clone() })
+        .await
+        .unwrap()
+        .events;
+    assert!(evs.is_empty(), "{evs:?}");
+    c.remove_watcher(pb::RemoveWatcherRequest { watcher_id: id.clone() })
+        .await
+        .unwrap();
+    let e = c
+        .get_watcher_events(pb::GetWatcherEventsRequest { watcher_id: id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .remove_watcher(pb::RemoveWatcherRequest { watcher_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .create_watcher(pb::CreateWatcherRequest {
+            path: root.join("nope").to_str().unwrap().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}

@@ -32,7 +32,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn exempt(method: &Method, path: &str) -> bool {
     matches!(
         (method, path),
-        (&Method::GET, "/health") | (&Method::GET | &Method::POST, "/files") | (&Method::POST, "/init")
+        (&Method::GET, "/health")
+            | (&Method::GET | &Method::POST, "/files")
+            | (&Method::POST, "/init")
     )
 }
 
@@ -46,7 +48,8 @@ pub async fn gate(AxState(state): AxState<Arc<State>>, req: Request, next: Next)
             .get(ACCESS_TOKEN_HEADER)
             .is_some_and(|v| constant_time_eq(v.as_bytes(), token.as_bytes()));
         if !ok {
-            return ApiError::new(http::StatusCode::UNAUTHORIZED, UNAUTHORIZED_MESSAGE).into_response();
+            return ApiError::new(http::StatusCode::UNAUTHORIZED, UNAUTHORIZED_MESSAGE)
+                .into_response();
         }
     }
     next.run(req).await
@@ -153,7 +156,10 @@ mod tests {
             Err("invalid signature")
         );
         let good: &'static str = Box::leak(s.into_boxed_str());
-        assert_eq!(validate_signing(Some("tok"), &input(Some(good), None)), Ok(()));
+        assert_eq!(
+            validate_signing(Some("tok"), &input(Some(good), None)),
+            Ok(())
+        );
         let expired: &'static str =
             Box::leak(signature("/a", "read", "", "tok", Some(10)).into_boxed_str());
         assert_eq!(

@@ -73,9 +73,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| fail("bind", &format!("{addr}: {e}")));
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|e| fail("bind", &e));
+        let local = listener.local_addr().unwrap_or_else(|e| fail("bind", &e));
         println!("envd listening on {local}");
         let _ = std::io::stdout().flush();
         tracing::info!(%local, version = envd::ENVD_VERSION, "envd started");

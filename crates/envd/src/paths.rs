@@ -86,7 +86,10 @@ mod tests {
         assert_eq!(r("", Some("/code")).unwrap(), PathBuf::from("/code"));
         assert_eq!(r("~", None).unwrap(), PathBuf::from("/home/user"));
         assert_eq!(r("~/a/b", None).unwrap(), PathBuf::from("/home/user/a/b"));
-        assert_eq!(r("a/../b/./c", None).unwrap(), PathBuf::from("/home/user/b/c"));
+        assert_eq!(
+            r("a/../b/./c", None).unwrap(),
+            PathBuf::from("/home/user/b/c")
+        );
         assert_eq!(r("/x//y/../z", None).unwrap(), PathBuf::from("/x/z"));
         assert_eq!(r("/../..", None).unwrap(), PathBuf::from("/"));
         assert_eq!(

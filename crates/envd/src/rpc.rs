@@ -255,10 +255,7 @@ impl ppb::process_server::Process for Service {
             deadline,
         };
         let switch_user = self.state.euid == 0;
-        let sub = self
-            .state
-            .processes
-            .start(spec, &user, env, switch_user)?;
+        let sub = self.state.processes.start(spec, &user, env, switch_user)?;
         Ok(process_stream(sub, interval, |e| ppb::StartResponse {
             event: Some(e),
         }))
@@ -289,7 +286,10 @@ impl ppb::process_server::Process for Service {
         let mut target = None;
         while let Some(msg) = stream.next().await {
             let msg = msg.map_err(|e| {
-                ConnectError::new(WireCode::Unknown, format!("error reading input stream: {}", e.message()))
+                ConnectError::new(
+                    WireCode::Unknown,
+                    format!("error reading input stream: {}", e.message()),
+                )
             })?;
             match msg.event {
                 Some(E::Start(s)) => {
@@ -332,7 +332,10 @@ impl ppb::process_server::Process for Service {
             _ => {
                 return Err(ConnectError::new(
                     WireCode::Unimplemented,
-                    format!("invalid signal {}: only SIGTERM and SIGKILL are supported", msg.signal),
+                    format!(
+                        "invalid signal {}: only SIGTERM and SIGKILL are supported",
+                        msg.signal
+                    ),
                 ));
             }
         };

@@ -84,7 +84,9 @@ impl AccountFiles {
                 else {
                     continue;
                 };
-                let Ok(gid) = gid.parse::<u32>() else { continue };
+                let Ok(gid) = gid.parse::<u32>() else {
+                    continue;
+                };
                 if gid != user.gid
                     && members.split(',').any(|m| m.trim() == name)
                     && !user.groups.contains(&gid)

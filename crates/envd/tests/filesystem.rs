@@ -30,7 +30,9 @@ async fn stat_make_dir_move_list_remove() {
     let r = root.to_str().unwrap().to_owned();
 
     let made = c
-        .make_dir(pb::MakeDirRequest { path: format!("{r}/a/b") })
+        .make_dir(pb::MakeDirRequest {
+            path: format!("{r}/a/b"),
+        })
         .await
         .unwrap()
         .entry
@@ -41,23 +43,32 @@ async fn stat_make_dir_move_list_remove() {
     assert_eq!(made.mode, 0o755);
     assert_eq!(made.permissions, "drwxr-xr-x");
     let e = c
-        .make_dir(pb::MakeDirRequest { path: format!("{r}/a/b") })
+        .make_dir(pb::MakeDirRequest {
+            path: format!("{r}/a/b"),
+        })
         .await
         .unwrap_err();
     assert_eq!(
         (e.code(), e.message().to_owned()),
-        (Code::AlreadyExists, format!("directory already exists: {r}/a/b"))
+        (
+            Code::AlreadyExists,
+            format!("directory already exists: {r}/a/b")
+        )
     );
     std::fs::write(root.join("a/f.txt"), b"12345").unwrap();
     xattr::set(root.join("a/f.txt"), "user.e2b.k", b"v").unwrap();
     let e = c
-        .make_dir(pb::MakeDirRequest { path: format!("{r}/a/f.txt") })
+        .make_dir(pb::MakeDirRequest {
+            path: format!("{r}/a/f.txt"),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     let st = c
-        .stat(pb::StatRequest { path: format!("{r}/a/f.txt") })
+        .stat(pb::StatRequest {
+            path: format!("{r}/a/f.txt"),
+        })
         .await
         .unwrap()
         .entry
@@ -69,19 +80,25 @@ async fn stat_make_dir_move_list_remove() {
     let mtime = std::fs::metadata(root.join("a/f.txt")).unwrap().mtime();
     assert_eq!(st.modified_time.unwrap().seconds, mtime);
     let e = c
-        .stat(pb::StatRequest { path: format!("{r}/nope") })
+        .stat(pb::StatRequest {
+            path: format!("{r}/nope"),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = c
-        .stat(pb::StatRequest { path: "~someone/x".into() })
+        .stat(pb::StatRequest {
+            path: "~someone/x".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     std::os::unix::fs::symlink(root.join("a/f.txt"), root.join("a/link")).unwrap();
     let l = c
-        .stat(pb::StatRequest { path: format!("{r}/a/link") })
+        .stat(pb::StatRequest {
+            path: format!("{r}/a/link"),
+        })
         .await
         .unwrap()
         .entry
@@ -89,16 +106,25 @@ async fn stat_make_dir_move_list_remove() {
     assert_eq!(l.r#type, pb::FileType::File as i32);
     assert_eq!(l.permissions, "Lrwxrwxrwx");
     assert_eq!(l.mode, 0o644);
-    assert_eq!(l.symlink_target.as_deref(), Some(format!("{r}/a/f.txt").as_str()));
+    assert_eq!(
+        l.symlink_target.as_deref(),
+        Some(format!("{r}/a/f.txt").as_str())
+    );
 
     let list = c
-        .list_dir(pb::ListDirRequest { path: r.clone(), depth: 0 })
+        .list_dir(pb::ListDirRequest {
+            path: r.clone(),
+            depth: 0,
+        })
         .await
         .unwrap();
     let names: Vec<_> = list.entries.iter().map(|e| e.path.clone()).collect();
     assert_eq!(names, [format!("{r}/a")]);
     let list = c
-        .list_dir(pb::ListDirRequest { path: r.clone(), depth: 2 })
+        .list_dir(pb::ListDirRequest {
+            path: r.clone(),
+            depth: 2,
+        })
         .await
         .unwrap();
     let names: Vec<_> = list.entries.iter().map(|e| e.name.clone()).collect();
@@ -106,17 +132,26 @@ async fn stat_make_dir_move_list_remove() {
     std::os::unix::fs::symlink(root.join("l2"), root.join("l1")).unwrap();
     std::os::unix::fs::symlink(root.join("l1"), root.join("l2")).unwrap();
     let e = c
-        .list_dir(pb::ListDirRequest { path: format!("{r}/l1"), depth: 1 })
+        .list_dir(pb::ListDirRequest {
+            path: format!("{r}/l1"),
+            depth: 1,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     let e = c
-        .list_dir(pb::ListDirRequest { path: format!("{r}/a/f.txt"), depth: 1 })
+        .list_dir(pb::ListDirRequest {
+            path: format!("{r}/a/f.txt"),
+            depth: 1,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = c
-        .list_dir(pb::ListDirRequest { path: format!("{r}/zzz"), depth: 1 })
+        .list_dir(pb::ListDirRequest {
+            path: format!("{r}/zzz"),
+            depth: 1,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -140,9 +175,17 @@ async fn stat_make_dir_move_list_remove() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 
-    c.remove(pb::RemoveRequest { path: format!("{r}/x") }).await.unwrap();
+    c.remove(pb::RemoveRequest {
+        path: format!("{r}/x"),
+    })
+    .await
+    .unwrap();
     assert!(!root.join("x").exists());
-    c.remove(pb::RemoveRequest { path: format!("{r}/x") }).await.unwrap();
+    c.remove(pb::RemoveRequest {
+        path: format!("{r}/x"),
+    })
+    .await
+    .unwrap();
 
     // Wire shape of an entry as the SDK reads it.
     let resp = common::http()
@@ -173,7 +216,12 @@ async fn make_dir_as_user_owns_created_dirs() {
         base64::engine::general_purpose::STANDARD.encode(format!("{name}:"))
     );
     let e = c
-        .make_dir(Request::new(pb::MakeDirRequest { path: "mk/inner".into() }).with_header("authorization", &auth))
+        .make_dir(
+            Request::new(pb::MakeDirRequest {
+                path: "mk/inner".into(),
+            })
+            .with_header("authorization", &auth),
+        )
         .await
         .unwrap()
         .entry
@@ -229,26 +277,52 @@ async fn watch_dir_streaming_recursive() {
     std::fs::write(root.join("nested/f.txt"), b"x").unwrap();
     assert_eq!(
         next_events(&mut s, 2).await,
-        [ev("nested/f.txt", pb::EventType::Create), ev("nested/f.txt", pb::EventType::Write)]
+        [
+            ev("nested/f.txt", pb::EventType::Create),
+            ev("nested/f.txt", pb::EventType::Write)
+        ]
     );
     std::fs::rename(root.join("nested/f.txt"), root.join("nested/g.txt")).unwrap();
     assert_eq!(
         next_events(&mut s, 2).await,
-        [ev("nested/f.txt", pb::EventType::Rename), ev("nested/g.txt", pb::EventType::Create)]
+        [
+            ev("nested/f.txt", pb::EventType::Rename),
+            ev("nested/g.txt", pb::EventType::Create)
+        ]
     );
     std::fs::remove_file(root.join("nested/g.txt")).unwrap();
-    assert_eq!(next_events(&mut s, 1).await, [ev("nested/g.txt", pb::EventType::Remove)]);
+    assert_eq!(
+        next_events(&mut s, 1).await,
+        [ev("nested/g.txt", pb::EventType::Remove)]
+    );
     // A new subdirectory is watched too.
     std::fs::create_dir(root.join("fresh")).unwrap();
-    assert_eq!(next_events(&mut s, 1).await, [ev("fresh", pb::EventType::Create)]);
+    assert_eq!(
+        next_events(&mut s, 1).await,
+        [ev("fresh", pb::EventType::Create)]
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     std::fs::write(root.join("fresh/h"), b"").unwrap();
-    assert_eq!(next_events(&mut s, 1).await, [ev("fresh/h", pb::EventType::Create)]);
-    std::fs::set_permissions(root.join("fresh/h"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(10), s.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        next_events(&mut s, 1).await,
+        [ev("fresh/h", pb::EventType::Create)]
+    );
+    std::fs::set_permissions(
+        root.join("fresh/h"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     match m.event {
         Some(W::Filesystem(f)) => {
-            assert_eq!((f.name.as_str(), f.r#type), ("fresh/h", pb::EventType::Chmod as i32));
+            assert_eq!(
+                (f.name.as_str(), f.r#type),
+                ("fresh/h", pb::EventType::Chmod as i32)
+            );
             assert_eq!(f.entry.unwrap().mode, 0o600);
         }
         other => panic!("{other:?}"),
@@ -256,7 +330,10 @@ async fn watch_dir_streaming_recursive() {
 
     // Errors.
     let err = match c
-        .watch_dir(pb::WatchDirRequest { path: root.join("missing").to_str().unwrap().into(), ..Default::default() })
+        .watch_dir(pb::WatchDirRequest {
+            path: root.join("missing").to_str().unwrap().into(),
+            ..Default::default()
+        })
         .await
     {
         Err(e) => e,
@@ -265,7 +342,10 @@ async fn watch_dir_streaming_recursive() {
     assert_eq!(err.code(), Code::NotFound);
     std::fs::write(root.join("file"), b"").unwrap();
     let err = match c
-        .watch_dir(pb::WatchDirRequest { path: root.join("file").to_str().unwrap().into(), ..Default::default() })
+        .watch_dir(pb::WatchDirRequest {
+            path: root.join("file").to_str().unwrap().into(),
+            ..Default::default()
+        })
         .await
     {
         Err(e) => e,
@@ -276,13 +356,23 @@ async fn watch_dir_streaming_recursive() {
     // Keepalive at the requested interval.
     let mut s = c
         .watch_dir(
-            Request::new(pb::WatchDirRequest { path: root.to_str().unwrap().into(), ..Default::default() })
-                .with_header("keepalive-ping-interval", "1"),
+            Request::new(pb::WatchDirRequest {
+                path: root.to_str().unwrap().into(),
+                ..Default::default()
+            })
+            .with_header("keepalive-ping-interval", "1"),
         )
         .await
         .unwrap();
-    assert!(matches!(s.next().await.unwrap().unwrap().event, Some(W::Start(_))));
-    let m = tokio::time::timeout(Duration::from_secs(3), s.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(
+        s.next().await.unwrap().unwrap().event,
+        Some(W::Start(_))
+    ));
+    let m = tokio::time::timeout(Duration::from_secs(3), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(matches!(m.event, Some(W::Keepalive(_))), "{m:?}");
 }
 
@@ -309,7 +399,9 @@ async fn polled_watchers() {
     let mut got = Vec::new();
     for _ in 0..50 {
         let evs = c
-            .get_watcher_events(pb::GetWatcherEventsRequest { watcher_id: id.clone() })
+            .get_watcher_events(pb::GetWatcherEventsRequest {
+                watcher_id: id.clone(),
+            })
             .await
             .unwrap()
             .events;
@@ -329,16 +421,22 @@ async fn polled_watchers() {
     );
     // Drained: nothing new.
     let evs = c
-        .get_watcher_events(pb::GetWatcherEventsRequest { watcher_id: id.clone() })
+        .get_watcher_events(pb::GetWatcherEventsRequest {
+            watcher_id: id.clone(),
+        })
         .await
         .unwrap()
         .events;
     assert!(evs.is_empty(), "{evs:?}");
-    c.remove_watcher(pb::RemoveWatcherRequest { watcher_id: id.clone() })
-        .await
-        .unwrap();
+    c.remove_watcher(pb::RemoveWatcherRequest {
+        watcher_id: id.clone(),
+    })
+    .await
+    .unwrap();
     let e = c
-        .get_watcher_events(pb::GetWatcherEventsRequest { watcher_id: id.clone() })
+        .get_watcher_events(pb::GetWatcherEventsRequest {
+            watcher_id: id.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);

@@ -105,8 +105,16 @@ async fn health_init_envs_metrics_and_token_gate() {
     assert_eq!(r.status(), StatusCode::OK);
     let m: serde_json::Value = r.json().await.unwrap();
     for k in [
-        "ts", "cpu_count", "cpu_used_pct", "mem_total", "mem_used", "mem_cache", "disk_used",
-        "disk_total", "mem_total_mib", "mem_used_mib",
+        "ts",
+        "cpu_count",
+        "cpu_used_pct",
+        "mem_total",
+        "mem_used",
+        "mem_cache",
+        "disk_used",
+        "disk_total",
+        "mem_total_mib",
+        "mem_used_mib",
     ] {
         assert!(m.get(k).is_some(), "metrics lacks {k}: {m}");
     }
@@ -152,7 +160,10 @@ async fn cors_preflight() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://example.com");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://example.com"
+    );
     assert_eq!(r.headers()["access-control-max-age"], "7200");
     assert!(
         r.headers()["access-control-allow-headers"]
@@ -194,9 +205,17 @@ async fn files_upload_download_errors_gzip_and_ranges() {
     );
 
     // Download, plain and gzip.
-    let r = c.get(&files).query(&[("path", &target)]).send().await.unwrap();
+    let r = c
+        .get(&files)
+        .query(&[("path", &target)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["content-disposition"], "inline; filename=\"c.txt\"");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "inline; filename=\"c.txt\""
+    );
     assert_eq!(r.headers()["content-type"], "text/plain");
     assert_eq!(r.bytes().await.unwrap(), &b"hello world"[..]);
     let r = c
@@ -276,9 +295,19 @@ async fn files_upload_download_errors_gzip_and_ranges() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(b["message"], format!("path '{root}/missing' does not exist"));
+    assert_eq!(
+        b["message"],
+        format!("path '{root}/missing' does not exist")
+    );
     assert_eq!(b["code"], 404);
-    let (s, b) = json_error(c.get(&files).query(&[("path", &root)]).send().await.unwrap()).await;
+    let (s, b) = json_error(
+        c.get(&files)
+            .query(&[("path", &root)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(b["message"], format!("path '{root}' is a directory"));
     let (s, b) = json_error(
@@ -291,7 +320,10 @@ async fn files_upload_download_errors_gzip_and_ranges() {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(b["message"], "path query parameter is required for raw body upload");
+    assert_eq!(
+        b["message"],
+        "path query parameter is required for raw body upload"
+    );
     let (s, _) = json_error(
         c.post(&files)
             .query(&[("path", &root)])
@@ -316,7 +348,10 @@ async fn files_upload_download_errors_gzip_and_ranges() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, b) = json_error(
         c.get(&files)
-            .query(&[("path", &target), ("username", &"no-such-user-xyz".to_owned())])
+            .query(&[
+                ("path", &target),
+                ("username", &"no-such-user-xyz".to_owned()),
+            ])
             .send()
             .await
             .unwrap(),
@@ -411,7 +446,12 @@ async fn files_multipart() {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(b["message"].as_str().unwrap().contains("cannot upload multiple files to the same path"));
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot upload multiple files to the same path")
+    );
 
     // The path query overrides the part's filename.
     let p3 = format!("{root}/three.txt");
@@ -483,20 +523,32 @@ async fn files_signatures() {
     // Missing signature.
     let (s, b) = json_error(upload(vec![("path", path.clone())]).await.unwrap()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert_eq!(b, serde_json::json!({"code": 401, "message": "missing signature query parameter"}));
+    assert_eq!(
+        b,
+        serde_json::json!({"code": 401, "message": "missing signature query parameter"})
+    );
     // Invalid signature (signed for read, used for write).
     let (s, b) = json_error(
-        upload(vec![("path", path.clone()), ("signature", sign(&path, "read", "", token, None))])
-            .await
-            .unwrap(),
+        upload(vec![
+            ("path", path.clone()),
+            ("signature", sign(&path, "read", "", token, None)),
+        ])
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert_eq!(b, serde_json::json!({"code": 401, "message": "invalid signature"}));
+    assert_eq!(
+        b,
+        serde_json::json!({"code": 401, "message": "invalid signature"})
+    );
     // Valid write signature.
-    let r = upload(vec![("path", path.clone()), ("signature", sign(&path, "write", "", token, None))])
-        .await
-        .unwrap();
+    let r = upload(vec![
+        ("path", path.clone()),
+        ("signature", sign(&path, "write", "", token, None)),
+    ])
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // Valid read signature with a future expiration and a username.
     let exp = chrono::Utc::now().timestamp() + 60;
@@ -528,7 +580,10 @@ async fn files_signatures() {
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert_eq!(b, serde_json::json!({"code": 401, "message": "signature is already expired"}));
+    assert_eq!(
+        b,
+        serde_json::json!({"code": 401, "message": "signature is already expired"})
+    );
     // Header token instead of a signature; a wrong one is refused.
     let r = c
         .get(&files)

@@ -82,7 +82,10 @@ where
             }
         };
         if first {
-            assert!(matches!(ev, Some(Ev::Start(_))), "first event must be start: {ev:?}");
+            assert!(
+                matches!(ev, Some(Ev::Start(_))),
+                "first event must be start: {ev:?}"
+            );
             first = false;
         }
         assert!(run.end.is_none(), "event after end: {ev:?}");
@@ -200,7 +203,9 @@ async fn environment_and_cwd() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let c = client(&envd);
-    let mut req = sh("echo \"$PATH|$HOME|$USER|$LOGNAME|$E2B_SANDBOX|$E2B_SANDBOX_ID|$GLOBAL|$OVER|$REQ\"; pwd");
+    let mut req = sh(
+        "echo \"$PATH|$HOME|$USER|$LOGNAME|$E2B_SANDBOX|$E2B_SANDBOX_ID|$GLOBAL|$OVER|$REQ\"; pwd",
+    );
     let p = req.process.as_mut().unwrap();
     p.envs.insert("OVER".into(), "request".into());
     p.envs.insert("REQ".into(), "r".into());
@@ -229,12 +234,18 @@ async fn environment_and_cwd() {
     let r = start(&c, req).await;
     assert_eq!(
         code_of(&r.error),
-        Some((Code::InvalidArgument, "cwd '/definitely/missing' does not exist".to_owned()))
+        Some((
+            Code::InvalidArgument,
+            "cwd '/definitely/missing' does not exist".to_owned()
+        ))
     );
     let mut req = sh("pwd");
     req.process.as_mut().unwrap().cwd = Some("~root/x".to_owned());
     let r = start(&c, req).await;
-    assert_eq!(r.error.as_ref().map(ConnectError::code), Some(Code::InvalidArgument));
+    assert_eq!(
+        r.error.as_ref().map(ConnectError::code),
+        Some(Code::InvalidArgument)
+    );
 
     // The default workdir from /init applies to processes without a cwd.
     let r = http
@@ -276,7 +287,9 @@ async fn stdin_send_close_and_stream_input() {
     let msgs = vec![
         pb::StreamInputRequest {
             event: Some(pb::stream_input_request::Event::Start(
-                pb::stream_input_request::StartEvent { process: pid_sel(pid) },
+                pb::stream_input_request::StartEvent {
+                    process: pid_sel(pid),
+                },
             )),
         },
         pb::StreamInputRequest {
@@ -294,10 +307,14 @@ async fn stdin_send_close_and_stream_input() {
             )),
         },
     ];
-    c.stream_input(futures_util::stream::iter(msgs)).await.unwrap();
-    c.close_stdin(pb::CloseStdinRequest { process: pid_sel(pid) })
+    c.stream_input(futures_util::stream::iter(msgs))
         .await
         .unwrap();
+    c.close_stdin(pb::CloseStdinRequest {
+        process: pid_sel(pid),
+    })
+    .await
+    .unwrap();
     let r = drain(Box::pin(
         futures_util::stream::once(async move {
             Ok(Some(pb::ProcessEvent {
@@ -326,7 +343,10 @@ async fn stdin_send_close_and_stream_input() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Internal);
-    assert_eq!(e.message(), "error writing to stdin: stdin not enabled or closed");
+    assert_eq!(
+        e.message(),
+        "error writing to stdin: stdin not enabled or closed"
+    );
     let e = c
         .send_input(pb::SendInputRequest {
             process: pid_sel(pid),
@@ -337,7 +357,10 @@ async fn stdin_send_close_and_stream_input() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Internal);
-    assert_eq!(e.message(), "error writing to tty: tty not assigned to process");
+    assert_eq!(
+        e.message(),
+        "error writing to tty: tty not assigned to process"
+    );
     let e = c
         .send_input(pb::SendInputRequest {
             process: pid_sel(pid),
@@ -347,9 +370,11 @@ async fn stdin_send_close_and_stream_input() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     // Closing a missing stdin is a no-op.
-    c.close_stdin(pb::CloseStdinRequest { process: pid_sel(pid) })
-        .await
-        .unwrap();
+    c.close_stdin(pb::CloseStdinRequest {
+        process: pid_sel(pid),
+    })
+    .await
+    .unwrap();
     let e = c
         .update(pb::UpdateRequest {
             process: pid_sel(pid),
@@ -360,7 +385,10 @@ async fn stdin_send_close_and_stream_input() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Internal);
-    assert_eq!(e.message(), "error resizing tty: tty not assigned to process");
+    assert_eq!(
+        e.message(),
+        "error resizing tty: tty not assigned to process"
+    );
     c.send_signal(pb::SendSignalRequest {
         process: pid_sel(pid),
         signal: pb::Signal::Sigkill as i32,
@@ -411,7 +439,12 @@ async fn signals_and_unknown_processes() {
         (e.code(), e.message()),
         (Code::NotFound, "process with pid 999999999 not found")
     );
-    let r = match c.connect(pb::ConnectRequest { process: tag_sel("nope") }).await {
+    let r = match c
+        .connect(pb::ConnectRequest {
+            process: tag_sel("nope"),
+        })
+        .await
+    {
         Ok(s) => drain(Box::pin(s.map(|r| r.map(|m| m.event)))).await,
         Err(e) => Run {
             error: Some(e),
@@ -450,7 +483,10 @@ async fn connect_list_tags_disconnect_and_retention() {
             stdin: Some(true),
             process: Some(cfg(
                 "/bin/sh",
-                &["-c", &format!("read x; echo got $x; sleep 1; touch {}", marker.display())],
+                &[
+                    "-c",
+                    &format!("read x; echo got $x; sleep 1; touch {}", marker.display()),
+                ],
             )),
             ..Default::default()
         })
@@ -468,11 +504,17 @@ async fn connect_list_tags_disconnect_and_retention() {
         .expect("listed");
     assert_eq!(beta.tag.as_deref(), Some("beta"));
     assert_eq!(beta.config.as_ref().unwrap().cmd, "/bin/sh");
-    assert!(list.processes.iter().any(|p| p.tag.as_deref() == Some("alpha")));
+    assert!(
+        list.processes
+            .iter()
+            .any(|p| p.tag.as_deref() == Some("alpha"))
+    );
 
     // Connect by tag while the Start stream is still attached: both see the output.
     let conn = c
-        .connect(Request::new(pb::ConnectRequest { process: tag_sel("beta") }))
+        .connect(Request::new(pb::ConnectRequest {
+            process: tag_sel("beta"),
+        }))
         .await
         .unwrap();
     let conn_task = tokio::spawn(drain(Box::pin(conn.map(|r| r.map(|m| m.event)))));
@@ -503,14 +545,19 @@ async fn connect_list_tags_disconnect_and_retention() {
     assert_eq!(r.pid, pid2);
     assert_eq!(r.stdout, b"got hi\n");
     assert_eq!(r.end, Some(end(0, true, "exit status 0")));
-    assert!(marker.exists(), "process finished after its Start client disconnected");
+    assert!(
+        marker.exists(),
+        "process finished after its Start client disconnected"
+    );
 
     // The exit is kept for a late Connect: start + end.
     let r = drain(Box::pin(
-        c.connect(pb::ConnectRequest { process: pid_sel(pid2) })
-            .await
-            .unwrap()
-            .map(|r| r.map(|m| m.event)),
+        c.connect(pb::ConnectRequest {
+            process: pid_sel(pid2),
+        })
+        .await
+        .unwrap()
+        .map(|r| r.map(|m| m.event)),
     ))
     .await;
     assert_eq!(r.pid, pid2);
@@ -541,12 +588,19 @@ async fn deadline_kills_and_keepalives_arrive() {
     let t0 = Instant::now();
     let r = start(
         &c,
-        Request::new(sh(&format!("echo $$ > {}; exec sleep 30", pidfile.display())))
-            .with_timeout(Duration::from_millis(1500)),
+        Request::new(sh(&format!(
+            "echo $$ > {}; exec sleep 30",
+            pidfile.display()
+        )))
+        .with_timeout(Duration::from_millis(1500)),
     )
     .await;
     assert!(t0.elapsed() < Duration::from_secs(10));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // Either the deadline error or the kill's end event reaches the client first.
     if let Some(e) = &r.error {
         assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
@@ -573,7 +627,11 @@ async fn deadline_kills_and_keepalives_arrive() {
         Request::new(sh("sleep 3.5")).with_header("keepalive-ping-interval", "1"),
     )
     .await;
-    assert!((2..=4).contains(&r.keepalives), "{} keepalives", r.keepalives);
+    assert!(
+        (2..=4).contains(&r.keepalives),
+        "{} keepalives",
+        r.keepalives
+    );
     let r = start(&c, sh("sleep 1.5")).await;
     assert_eq!(r.keepalives, 0);
 }
@@ -609,32 +667,40 @@ async fn pty_echo_and_resize() {
         })
     };
     let mut out = Vec::new();
-    let read_until = async |s: &mut e2b_envd::Streaming<pb::StartResponse>, needle: &str, out: &mut Vec<u8>| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !String::from_utf8_lossy(out).contains(needle) {
-            assert!(Instant::now() < deadline, "timed out waiting for {needle:?} in {:?}", String::from_utf8_lossy(out));
-            let m = tokio::time::timeout(Duration::from_secs(10), s.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            match m.event.and_then(|e| e.event) {
-                Some(Ev::Data(d)) => match d.output {
-                    Some(Output::Pty(b)) => out.extend(b),
-                    other => panic!("non-pty output {other:?}"),
-                },
-                Some(Ev::End(e)) => panic!("ended early: {e:?}"),
-                _ => {}
+    let read_until =
+        async |s: &mut e2b_envd::Streaming<pb::StartResponse>, needle: &str, out: &mut Vec<u8>| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !String::from_utf8_lossy(out).contains(needle) {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {needle:?} in {:?}",
+                    String::from_utf8_lossy(out)
+                );
+                let m = tokio::time::timeout(Duration::from_secs(10), s.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                match m.event.and_then(|e| e.event) {
+                    Some(Ev::Data(d)) => match d.output {
+                        Some(Output::Pty(b)) => out.extend(b),
+                        other => panic!("non-pty output {other:?}"),
+                    },
+                    Some(Ev::End(e)) => panic!("ended early: {e:?}"),
+                    _ => {}
+                }
             }
-        }
-    };
+        };
     send(b"stty size; tty\n").await.unwrap();
     read_until(&mut s, "24 80", &mut out).await;
     read_until(&mut s, "/dev/pts/", &mut out).await;
     c.update(pb::UpdateRequest {
         process: pid_sel(pid),
         pty: Some(pb::Pty {
-            size: Some(pb::pty::Size { cols: 100, rows: 40 }),
+            size: Some(pb::pty::Size {
+                cols: 100,
+                rows: 40,
+            }),
         }),
     })
     .await
@@ -654,7 +720,9 @@ async fn pty_echo_and_resize() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Internal);
     let e = c
-        .close_stdin(pb::CloseStdinRequest { process: pid_sel(pid) })
+        .close_stdin(pb::CloseStdinRequest {
+            process: pid_sel(pid),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unknown);
@@ -706,7 +774,10 @@ async fn users_processes_run_as_the_requested_user() {
     .await;
     assert_eq!(
         code_of(&r.error),
-        Some((Code::Unauthenticated, "invalid username: 'no-such-user-xyz'".to_owned()))
+        Some((
+            Code::Unauthenticated,
+            "invalid username: 'no-such-user-xyz'".to_owned()
+        ))
     );
     if !is_root() {
         eprintln!("skipping the user switch: needs root");
@@ -714,13 +785,19 @@ async fn users_processes_run_as_the_requested_user() {
     }
     let (name, uid, gid, home) = test_user();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let f = dir.path().join("made-by-user");
     let r = start(
         &c,
-        Request::new(sh(&format!("id -u; id -g; echo $HOME $USER; pwd; touch {}", f.display())))
-            .with_header("authorization", &basic(&name)),
+        Request::new(sh(&format!(
+            "id -u; id -g; echo $HOME $USER; pwd; touch {}",
+            f.display()
+        )))
+        .with_header("authorization", &basic(&name)),
     )
     .await;
     assert_eq!(
@@ -779,11 +856,17 @@ async fn wire_json_matches_upstream_shapes() {
     let mut rest = &bytes[..];
     while rest.len() >= 5 {
         let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        frames.push((rest[0], String::from_utf8(rest[5..5 + len].to_vec()).unwrap()));
+        frames.push((
+            rest[0],
+            String::from_utf8(rest[5..5 + len].to_vec()).unwrap(),
+        ));
         rest = &rest[5 + len..];
     }
     let n = frames.len();
-    assert!(frames[0].1.starts_with(r#"{"event":{"start":{"pid":"#), "{frames:?}");
+    assert!(
+        frames[0].1.starts_with(r#"{"event":{"start":{"pid":"#),
+        "{frames:?}"
+    );
     assert_eq!(
         frames[1].1,
         format!(

@@ -135,12 +135,15 @@ fn kind_of(md: &std::fs::Metadata) -> FileKind {
 /// The `lstat` error.
 pub fn entry_info(path: &Path, names: &Names) -> std::io::Result<Entry> {
     let lmd = std::fs::symlink_metadata(path)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| path.to_string_lossy().into_owned(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || path.to_string_lossy().into_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let (kind, mode, symlink_target) = if lmd.file_type().is_symlink() {
-        let target = std::fs::canonicalize(path)
-            .map_or_else(|_| path.to_string_lossy().into_owned(), |p| p.to_string_lossy().into_owned());
+        let target = std::fs::canonicalize(path).map_or_else(
+            |_| path.to_string_lossy().into_owned(),
+            |p| p.to_string_lossy().into_owned(),
+        );
         match std::fs::metadata(path) {
             Ok(t) => (kind_of(&t), t.permissions().mode() & 0o777, Some(target)),
             Err(_) => (FileKind::Unspecified, lmd.mode() & 0o777, Some(target)),
@@ -150,7 +153,10 @@ pub fn entry_info(path: &Path, names: &Names) -> std::io::Result<Entry> {
     };
     let modified = if lmd.mtime() >= 0 {
         SystemTime::UNIX_EPOCH
-            + Duration::new(lmd.mtime().unsigned_abs(), lmd.mtime_nsec().clamp(0, 999_999_999) as u32)
+            + Duration::new(
+                lmd.mtime().unsigned_abs(),
+                lmd.mtime_nsec().clamp(0, 999_999_999) as u32,
+            )
     } else {
         SystemTime::UNIX_EPOCH
     };
@@ -204,7 +210,10 @@ pub fn ensure_dirs(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
 pub fn stat(path: &Path, names: &Names) -> RpcResult<Entry> {
     entry_info(path, names).map_err(|e| match e.kind() {
         ErrorKind::NotFound => RpcError::not_found(format!("file not found: {}", path.display())),
-        _ => RpcError::internal(format!("error getting file info for {}: {e}", path.display())),
+        _ => RpcError::internal(format!(
+            "error getting file info for {}: {e}",
+            path.display()
+        )),
     })
 }
 
@@ -303,10 +312,7 @@ pub fn list_dir(path: &Path, depth: u32, names: &Names) -> RpcResult<Vec<Entry>>
         if e.kind() == ErrorKind::NotFound {
             RpcError::not_found(format!("path not found: {}", path.display()))
         } else if e.raw_os_error() == Some(libc::ELOOP) {
-            RpcError::failed_precondition(format!(
-                "path is a symlink loop: {}",
-                path.display()
-            ))
+            RpcError::failed_precondition(format!("path is a symlink loop: {}", path.display()))
         } else {
             RpcError::internal(format!("error resolving path {}: {e}", path.display()))
         }
@@ -378,8 +384,14 @@ mod tests {
         assert_eq!(go_mode_string(libc::S_IFDIR | 0o755), "drwxr-xr-x");
         assert_eq!(go_mode_string(libc::S_IFLNK | 0o777), "Lrwxrwxrwx");
         assert_eq!(go_mode_string(libc::S_IFCHR | 0o666), "Dcrw-rw-rw-");
-        assert_eq!(go_mode_string(libc::S_IFDIR | libc::S_ISVTX | 0o777), "dtrwxrwxrwx");
-        assert_eq!(go_mode_string(libc::S_IFREG | libc::S_ISUID | 0o755), "urwxr-xr-x");
+        assert_eq!(
+            go_mode_string(libc::S_IFDIR | libc::S_ISVTX | 0o777),
+            "dtrwxrwxrwx"
+        );
+        assert_eq!(
+            go_mode_string(libc::S_IFREG | libc::S_ISUID | 0o755),
+            "urwxr-xr-x"
+        );
         assert_eq!(go_mode_string(libc::S_IFIFO | 0o600), "prw-------");
     }
 
@@ -405,7 +417,12 @@ mod tests {
         assert_eq!(l.permissions, "Lrwxrwxrwx");
         assert_eq!(
             l.symlink_target.as_deref(),
-            Some(std::fs::canonicalize(root.join("a/f.txt")).unwrap().to_str().unwrap())
+            Some(
+                std::fs::canonicalize(root.join("a/f.txt"))
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+            )
         );
         let dl = stat(&root.join("a/dangling"), &names).unwrap();
         assert_eq!(dl.kind, FileKind::Unspecified);
@@ -425,7 +442,14 @@ mod tests {
         assert_eq!(err.code, crate::error::Code::InvalidArgument);
         let err = list_dir(&root.join("missing"), 1, &names).unwrap_err();
         assert_eq!(err.code, crate::error::Code::NotFound);
-        let moved = rename(&root.join("a/f.txt"), &root.join("x/y/g.txt"), uid, gid, &names).unwrap();
+        let moved = rename(
+            &root.join("a/f.txt"),
+            &root.join("x/y/g.txt"),
+            uid,
+            gid,
+            &names,
+        )
+        .unwrap();
         assert_eq!(moved.name, "g.txt");
         assert_eq!(moved.size, 5);
         let err = rename(&root.join("a/f.txt"), &root.join("z"), uid, gid, &names).unwrap_err();

@@ -58,11 +58,11 @@ pub struct WatchSpec {
 }
 
 const NETWORK_FS_MAGIC: [i64; 5] = [
-    0x6969,             // NFS
-    0x517B,             // SMB
+    0x6969,                 // NFS
+    0x517B,                 // SMB
     0xFF53_4D42_u32 as i64, // CIFS
     0xFE53_4D42_u32 as i64, // SMB2
-    0x6573_5546,        // FUSE
+    0x6573_5546,            // FUSE
 ];
 
 /// Checks the watch target as envd does.
@@ -201,7 +201,11 @@ impl Translator {
     }
 }
 
-fn start_notify(spec: &WatchSpec, names: Names, sink: impl Sink) -> RpcResult<notify::RecommendedWatcher> {
+fn start_notify(
+    spec: &WatchSpec,
+    names: Names,
+    sink: impl Sink,
+) -> RpcResult<notify::RecommendedWatcher> {
     let tr = Translator {
         root: spec.path.clone(),
         recursive: spec.recursive,
@@ -383,7 +387,9 @@ impl Watchers {
                 drop(w);
                 Ok(())
             }
-            None => Err(RpcError::not_found(format!("watcher with id {id} not found"))),
+            None => Err(RpcError::not_found(format!(
+                "watcher with id {id} not found"
+            ))),
         }
     }
 }
@@ -477,9 +483,19 @@ mod tests {
             assert!(sink.push(Ok(ev.clone())));
         }
         assert!(!sink.push(Ok(ev)));
-        assert!(lock(&sink.0).error.as_ref().unwrap().message.contains("65536"));
+        assert!(
+            lock(&sink.0)
+                .error
+                .as_ref()
+                .unwrap()
+                .message
+                .contains("65536")
+        );
         ws.remove(&id).unwrap();
         assert_eq!(ws.take(&id).unwrap_err().code, crate::error::Code::NotFound);
-        assert_eq!(ws.remove(&id).unwrap_err().code, crate::error::Code::NotFound);
+        assert_eq!(
+            ws.remove(&id).unwrap_err().code,
+            crate::error::Code::NotFound
+        );
     }
 }

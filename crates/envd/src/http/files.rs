@@ -74,7 +74,9 @@ fn authorize(
 ) -> Result<(User, Option<PathBuf>), ApiError> {
     let expiration = match &q.signature_expiration {
         Some(s) => Some(s.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid signature_expiration '{s}': not an integer"))
+            ApiError::bad_request(format!(
+                "invalid signature_expiration '{s}': not an integer"
+            ))
         })?),
         None => None,
     };
@@ -92,10 +94,7 @@ fn authorize(
     )
     .map_err(ApiError::unauthorized)?;
     let user = state.user(q.username.as_deref()).map_err(|e| {
-        let name = q
-            .username
-            .clone()
-            .unwrap_or_else(|| state.defaults().user);
+        let name = q.username.clone().unwrap_or_else(|| state.defaults().user);
         ApiError::unauthorized(format!("error looking up user '{name}': {e}"))
     })?;
     let path = match &q.path {
@@ -309,7 +308,8 @@ pub async fn download(
                     .await
                     .map_err(|e| ApiError::internal(format!("error seeking: {e}")))?;
                 let len = end - start + 1;
-                let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 64 * 1024));
+                let body =
+                    Body::from_stream(ReaderStream::with_capacity(file.take(len), 64 * 1024));
                 return builder
                     .status(StatusCode::PARTIAL_CONTENT)
                     .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
@@ -375,10 +375,7 @@ fn parse_metadata(headers: &HeaderMap) -> Result<Option<BTreeMap<String, String>
                 "metadata too large: more than {MAX_METADATA_TOTAL} bytes of keys and values"
             )));
         }
-        out.insert(
-            key.to_owned(),
-            String::from_utf8_lossy(bytes).into_owned(),
-        );
+        out.insert(key.to_owned(), String::from_utf8_lossy(bytes).into_owned());
     }
     Ok((!out.is_empty()).then_some(out))
 }
@@ -421,17 +418,20 @@ async fn write_file(
                 ApiError::internal(format!("error opening file '{}': {e}", path.display()))
             }
         })?;
-    let std_file = file
-        .into_std()
-        .await;
-    std::os::unix::fs::fchown(&std_file, Some(user.uid), Some(user.gid))
-        .map_err(|e| ApiError::internal(format!("error changing ownership of '{}': {e}", path.display())))?;
+    let std_file = file.into_std().await;
+    std::os::unix::fs::fchown(&std_file, Some(user.uid), Some(user.gid)).map_err(|e| {
+        ApiError::internal(format!(
+            "error changing ownership of '{}': {e}",
+            path.display()
+        ))
+    })?;
     let mut file = tokio::fs::File::from_std(std_file);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = body.read(&mut buf).await.map_err(|e| {
-            ApiError::bad_request(format!("error reading request body: {e}"))
-        })?;
+        let n = body
+            .read(&mut buf)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("error reading request body: {e}")))?;
         if n == 0 {
             break;
         }
@@ -568,14 +568,14 @@ pub async fn upload(
                 .map(|b| b.as_str().to_owned())
                 .ok_or_else(|| ApiError::bad_request("multipart body without a boundary"))?;
             let reader = body_reader(&headers, body)?;
-            let mut mp = multer::Multipart::new(ReaderStream::with_capacity(reader, 64 * 1024), boundary);
+            let mut mp =
+                multer::Multipart::new(ReaderStream::with_capacity(reader, 64 * 1024), boundary);
             let mut seen = HashSet::new();
             let mut entries = Vec::new();
             loop {
-                let field = mp
-                    .next_field()
-                    .await
-                    .map_err(|e| ApiError::bad_request(format!("error parsing multipart body: {e}")))?;
+                let field = mp.next_field().await.map_err(|e| {
+                    ApiError::bad_request(format!("error parsing multipart body: {e}"))
+                })?;
                 let Some(field) = field else { break };
                 if field.name() != Some("file") {
                     continue;
@@ -635,6 +635,9 @@ mod tests {
             negotiate(&h("br, identity;q=0")).unwrap_err().status,
             StatusCode::NOT_ACCEPTABLE
         );
-        assert_eq!(negotiate(&h("*;q=0")).unwrap_err().status, StatusCode::NOT_ACCEPTABLE);
+        assert_eq!(
+            negotiate(&h("*;q=0")).unwrap_err().status,
+            StatusCode::NOT_ACCEPTABLE
+        );
     }
 }

@@ -134,7 +134,9 @@ pub async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
         let now = cpu_sample()?;
         let prev = lock(&state.cpu_sample).replace(now);
         let (busy, total) = match prev {
-            Some(p) if now.total > p.total => (now.busy.saturating_sub(p.busy), now.total - p.total),
+            Some(p) if now.total > p.total => {
+                (now.busy.saturating_sub(p.busy), now.total - p.total)
+            }
             _ => (now.busy, now.total.max(1)),
         };
         let pct = ((busy as f64 / total as f64) * 10000.0).round() / 100.0;

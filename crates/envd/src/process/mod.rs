@@ -381,7 +381,8 @@ struct Table {
 impl Table {
     fn purge(&mut self) {
         let now = Instant::now();
-        self.ended.retain(|r| now.duration_since(r.at) < EXIT_RETENTION);
+        self.ended
+            .retain(|r| now.duration_since(r.at) < EXIT_RETENTION);
     }
 }
 
@@ -478,7 +479,10 @@ impl Processes {
 
     fn retire(&self, proc_: &Arc<Proc>, end: EndInfo) {
         let mut t = lock(&self.table);
-        if t.live.get(&proc_.pid).is_some_and(|p| Arc::ptr_eq(p, proc_)) {
+        if t.live
+            .get(&proc_.pid)
+            .is_some_and(|p| Arc::ptr_eq(p, proc_))
+        {
             t.live.remove(&proc_.pid);
         }
         t.purge();
@@ -635,7 +639,12 @@ impl Processes {
                 )));
             }
             if let Some(err) = stderr {
-                readers.push(tokio::spawn(pump(proc_.clone(), err, Event::Stderr, cancel_rx)));
+                readers.push(tokio::spawn(pump(
+                    proc_.clone(),
+                    err,
+                    Event::Stderr,
+                    cancel_rx,
+                )));
             }
             for r in readers {
                 let _ = r.await;

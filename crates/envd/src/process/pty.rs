@@ -65,7 +65,7 @@ impl Master {
     pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|f| (&*f.get_ref()).read(buf)) {
+            match guard.try_io(|f| f.get_ref().read(buf)) {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
                 Ok(Err(e)) => return Err(e),
@@ -78,7 +78,7 @@ impl Master {
     pub(crate) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|f| (&*f.get_ref()).write(buf)) {
+            match guard.try_io(|f| f.get_ref().write(buf)) {
                 Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(Ok(n)) => buf = &buf[n..],
                 Ok(Err(e)) => return Err(e),

@@ -26,7 +26,9 @@ impl Envd {
             .expect("spawn envd");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read address line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read address line");
         let addr = line
             .trim()
             .strip_prefix("envd listening on ")

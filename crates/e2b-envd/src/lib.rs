@@ -44,6 +44,15 @@ pub mod pb {
     }
 }
 
+/// envd's plain HTTP endpoints (`/health`, `/metrics`, `/envs`, `/init`, `/files`): a
+/// progenitor client generated from `openapi/envd.yml`. Multipart upload is the `e2b`
+/// crate's, since OpenAPI generators cannot express it.
+#[cfg(feature = "client")]
+#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+#[rustfmt::skip]
+#[path = "generated/http.rs"]
+pub mod http;
+
 /// What generated service code uses; not part of the public API.
 #[doc(hidden)]
 pub mod codegen {

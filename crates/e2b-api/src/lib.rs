@@ -210,6 +210,98 @@ pub enum ConfigError {
     Http(#[source] reqwest::Error),
 }
 
+/// The most of an error body that is read; the rest is dropped.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Makes every 4xx and 5xx body the documented `{"code", "message"}` JSON.
+///
+/// E2B answers errors with that body, but what sits in front of it may not: Go's plain
+/// `404 page not found`, an empty 500, a load balancer's HTML 502. For a status the spec
+/// documents, progenitor would then fail to decode the body and drop the status
+/// (`Error::InvalidResponsePayload`). Rewriting such a body to `{"code": <status>,
+/// "message": <its text>}` keeps both, the way the official SDKs fall back to
+/// `"<status>: <raw body>"`. Bodies that already parse are passed on unchanged; success
+/// responses are not touched (nor buffered).
+async fn normalize_error_body(response: reqwest::Response) -> reqwest::Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let url = response.url().clone();
+    let version = response.version();
+    let mut headers = response.headers().clone();
+
+    let body = match read_capped(response, MAX_ERROR_BODY).await {
+        Ok(body) if serde_json::from_slice::<types::Error>(&body).is_ok() => body,
+        read => {
+            let message = match read {
+                Ok(body) => error_message(&body),
+                Err(error) => format!("reading the error body failed: {error}"),
+            };
+            let message = if message.is_empty() {
+                status.canonical_reason().unwrap_or_default().to_owned()
+            } else {
+                message
+            };
+            headers.remove(reqwest::header::CONTENT_LENGTH);
+            headers.remove(reqwest::header::CONTENT_ENCODING);
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let body = serde_json::json!({ "code": status.as_u16(), "message": message });
+            body.to_string().into_bytes()
+        }
+    };
+
+    let mut rebuilt = http_response(status, version, url, body);
+    *rebuilt.headers_mut() = headers;
+    rebuilt
+}
+
+/// The message of a non-conforming error body: its `message` string if it is a JSON object
+/// with one, else its text.
+fn error_message(body: &[u8]) -> String {
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body)
+        && let Some(serde_json::Value::String(message)) = object.get("message")
+    {
+        return message.clone();
+    }
+    String::from_utf8_lossy(body).trim().to_owned()
+}
+
+/// Reads at most `limit` bytes of `response`'s body.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// A `reqwest::Response` with the given parts, remembering the URL it came from.
+fn http_response(
+    status: reqwest::StatusCode,
+    version: reqwest::Version,
+    url: reqwest::Url,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    use reqwest::ResponseBuilderExt as _;
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    // reqwest keeps the URL in a private extension that only its builder extension sets. A
+    // builder given nothing but that extension cannot fail.
+    if let Ok(carrier) = http::Response::builder().url(url).body(()) {
+        *response.extensions_mut() = carrier.into_parts().0.extensions;
+    }
+    reqwest::Response::from(response)
+}
+
 /// One `tracing` span per operation, named after its `operationId`, with the method, path,
 /// status and duration. Lives here rather than in generated code (oxide.rs does the same).
 impl ClientHooks<()> for Client {
@@ -226,7 +318,10 @@ impl ClientHooks<()> for Client {
         );
         async move {
             let started = Instant::now();
-            let result = self.client.execute(request).await;
+            let result = match self.client.execute(request).await {
+                Ok(response) => Ok(normalize_error_body(response).await),
+                Err(error) => Err(error),
+            };
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
             match &result {
                 Ok(response) => {

@@ -35,11 +35,21 @@ impl Recorded {
     }
 }
 
-/// A canned response: status, extra headers, JSON body (or none).
+/// A canned response: status, extra headers, JSON body (or none), or a raw body.
 struct Canned {
     status: u16,
     headers: Vec<(&'static str, &'static str)>,
     body: Option<Value>,
+    raw: Option<&'static str>,
+}
+
+fn raw(status: u16, content_type: &'static str, text: &'static str) -> Canned {
+    Canned {
+        status,
+        headers: vec![("content-type", content_type)],
+        body: None,
+        raw: Some(text),
+    }
 }
 
 fn reply(status: u16, body: Value) -> Canned {
@@ -47,6 +57,7 @@ fn reply(status: u16, body: Value) -> Canned {
         status,
         headers: Vec::new(),
         body: Some(body),
+        raw: None,
     }
 }
 
@@ -55,6 +66,7 @@ fn empty(status: u16) -> Canned {
         status,
         headers: Vec::new(),
         body: None,
+        raw: None,
     }
 }
 
@@ -92,13 +104,14 @@ impl Server {
         let Some(canned) = self.replies.lock().unwrap().pop_front() else {
             return (StatusCode::IM_A_TEAPOT, "no canned reply left").into_response();
         };
-        let mut response = match canned.body {
-            Some(body) => (
+        let mut response = match (canned.body, canned.raw) {
+            (Some(body), _) => (
                 [(axum::http::header::CONTENT_TYPE, "application/json")],
                 body.to_string(),
             )
                 .into_response(),
-            None => ().into_response(),
+            (None, Some(text)) => text.into_response(),
+            (None, None) => ().into_response(),
         };
         *response.status_mut() = StatusCode::from_u16(canned.status).unwrap();
         for (name, value) in canned.headers {
@@ -245,6 +258,7 @@ async fn list_v2_query_encoding_and_paging_headers() {
             ("x-total-running", "3"),
         ],
         body: Some(json!([listed_json("i1"), listed_json("i2")])),
+        raw: None,
     });
 
     // The metadata filter as the SDKs build it (sdk-behavior §2.3): each key and value
@@ -646,4 +660,122 @@ async fn connection_refused_is_a_communication_error() {
         Error::CommunicationError(e) => assert!(e.is_connect(), "{e:?}"),
         other => panic!("expected CommunicationError, got {other:?}"),
     }
+}
+
+/// The typed `{code, message}` of a call that must fail with `Error::ErrorResponse`.
+fn typed(err: Error<types::Error>) -> (u16, types::Error) {
+    match err {
+        Error::ErrorResponse(body) => (body.status().as_u16(), body.into_inner()),
+        other => panic!("expected a typed error response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn non_json_error_bodies_keep_status_and_text() {
+    let (server, addr) = Server::start().await;
+    let client = client(addr);
+    let get = || client.get_sandbox().sandbox_id("i1").send();
+
+    // Go's default mux, in front of the API.
+    server.push(raw(
+        404,
+        "text/plain; charset=utf-8",
+        "404 page not found\n",
+    ));
+    let (status, body) = typed(get().await.unwrap_err());
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        types::Error {
+            code: 404,
+            message: "404 page not found".into(),
+            error_code: None,
+        }
+    );
+
+    // An empty 500: the reason phrase stands in for the missing text.
+    server.push(raw(500, "text/plain", ""));
+    let (status, body) = typed(get().await.unwrap_err());
+    assert_eq!((status, body.code), (500, 500));
+    assert_eq!(body.message, "Internal Server Error");
+
+    // JSON without the documented fields: its `message` is kept.
+    server.push(raw(
+        401,
+        "application/json",
+        r#"{"message":"bad key","reason":7}"#,
+    ));
+    let (status, body) = typed(get().await.unwrap_err());
+    assert_eq!((status, body.code), (401, 401));
+    assert_eq!(body.message, "bad key");
+
+    // A conforming body passes through untouched, `error_code` included.
+    server.push(reply(
+        500,
+        json!({"code": 500, "message": "boom", "error_code": "internal_server_error"}),
+    ));
+    let (_, body) = typed(get().await.unwrap_err());
+    assert_eq!(body.error_code.as_deref(), Some("internal_server_error"));
+
+    // An undocumented status with an HTML body: still the status plus a JSON body to read.
+    server.push(raw(
+        502,
+        "text/html",
+        "<html><body>Bad Gateway</body></html>",
+    ));
+    let err = get().await.unwrap_err();
+    let Error::UnexpectedResponse(response) = err else {
+        panic!("expected UnexpectedResponse, got {err:?}");
+    };
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(
+        response.url().path().ends_with("/sandboxes/i1"),
+        "{}",
+        response.url()
+    );
+    let body: types::Error = response.json().await.unwrap();
+    assert_eq!(body.code, 502);
+    assert_eq!(body.message, "<html><body>Bad Gateway</body></html>");
+}
+
+#[tokio::test]
+async fn the_proxy_502_body_reads_as_an_error() {
+    let (server, addr) = Server::start().await;
+    // E2B's proxy answers this for unknown or stopped sandboxes.
+    server.push(reply(
+        502,
+        json!({"sandboxId": "i1", "message": "The sandbox was not found", "code": 502}),
+    ));
+    let err = client(addr)
+        .get_sandbox()
+        .sandbox_id("i1")
+        .send()
+        .await
+        .unwrap_err();
+    let Error::UnexpectedResponse(response) = err else {
+        panic!("expected UnexpectedResponse, got {err:?}");
+    };
+    let body: types::Error = response.json().await.unwrap();
+    assert_eq!(
+        (body.code, body.message.as_str()),
+        (502, "The sandbox was not found")
+    );
+}
+
+#[tokio::test]
+async fn oversized_error_bodies_are_cut_at_64_kib() {
+    let (server, addr) = Server::start().await;
+    let huge: &'static str = Box::leak("x".repeat(1 << 20).into_boxed_str());
+    server.push(raw(500, "text/plain", huge));
+    let (status, body) = typed(
+        client(addr)
+            .get_sandbox()
+            .sandbox_id("i1")
+            .send()
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 500);
+    assert_eq!(body.message.len(), 64 * 1024);
 }

@@ -5154,7 +5154,7 @@ pub trait ClientSandboxesExt {
     /// Sends a `GET` request to `/sandboxes`
     ///
     /// Arguments:
-    /// - `metadata`: Metadata filter such as `user=abc&app=prod`, each key and value percent-encoded before joining (the whole string is then encoded again as the query value). A sandbox matches when it has every pair.
+    /// - `metadata`: Metadata filter such as `user=abc&app=prod`. The SDKs percent-encode each key and value, then form-encode the pairs into `k=v&k2=v2` (encoding them a second time); that string is the parameter's value. A sandbox matches when it has every pair.
     /// ```ignore
     /// let response = client.get_sandboxes()
     ///    .metadata(metadata)
@@ -5183,7 +5183,7 @@ pub trait ClientSandboxesExt {
     ///
     /// Arguments:
     /// - `limit`: Maximum number of items per page, 1 to 100 (100 when absent).
-    /// - `metadata`: Metadata filter such as `user=abc&app=prod`, each key and value percent-encoded before joining (the whole string is then encoded again as the query value). A sandbox matches when it has every pair.
+    /// - `metadata`: Metadata filter such as `user=abc&app=prod`. The SDKs percent-encode each key and value, then form-encode the pairs into `k=v&k2=v2` (encoding them a second time); that string is the parameter's value. A sandbox matches when it has every pair.
     /// - `next_token`: Cursor from the previous page's `X-Next-Token` header.
     /// - `order`: Sort direction by start time; `desc` (newest first) when absent.
     /// - `started_after`: Return sandboxes started at or after this RFC 3339 timestamp.

@@ -261,11 +261,12 @@ async fn list_v2_query_encoding_and_paging_headers() {
         raw: None,
     });
 
-    // The metadata filter as the SDKs build it (sdk-behavior §2.3): each key and value
-    // percent-encoded, joined as a query string, then sent as one value.
+    // The metadata filter exactly as e2b (py) builds it for {"sandbox_test_id": "test_ab12",
+    // "user": "a b"} (sdk-behavior §2.3): `urlencode({quote(k): quote(v)})`, so the space is
+    // `%20` encoded once more to `%2520`; the whole string is then one query value.
     let page = client(addr)
         .get_sandboxes_v2()
-        .metadata("sandbox_test_id=test_ab12&user=a%20b")
+        .metadata("sandbox_test_id=test_ab12&user=a%2520b")
         .state("running,paused")
         .order(types::OrderDirection::Asc)
         .started_after(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap())
@@ -304,7 +305,7 @@ async fn list_v2_query_encoding_and_paging_headers() {
         request.query.as_deref(),
         Some(
             "limit=10\
-             &metadata=sandbox_test_id%3Dtest_ab12%26user%3Da%2520b\
+             &metadata=sandbox_test_id%3Dtest_ab12%26user%3Da%252520b\
              &nextToken=abc\
              &order=asc\
              &startedAfter=2026-01-02T03%3A04%3A05Z\
@@ -317,7 +318,7 @@ async fn list_v2_query_encoding_and_paging_headers() {
         serde_urlencoded_pairs(request.query.as_deref().unwrap_or_default());
     assert!(pairs.contains(&(
         "metadata".to_owned(),
-        "sandbox_test_id=test_ab12&user=a%20b".to_owned()
+        "sandbox_test_id=test_ab12&user=a%2520b".to_owned()
     )));
     assert!(pairs.contains(&("state".to_owned(), "running,paused".to_owned())));
 }

@@ -303,13 +303,17 @@ fn http_response(
 }
 
 /// One `tracing` span per operation, named after its `operationId`, with the method, path,
-/// status and duration. Lives here rather than in generated code (oxide.rs does the same).
+/// status and duration; also drops progenitor's `api-version` header and normalises error
+/// bodies. Lives here rather than in generated code (oxide.rs does the same).
 impl ClientHooks<()> for Client {
     async fn exec(
         &self,
-        request: reqwest::Request,
+        mut request: reqwest::Request,
         info: &OperationInfo,
     ) -> reqwest::Result<reqwest::Response> {
+        // progenitor stamps the spec's `info.version` on every request as `api-version`; E2B
+        // has no such header and the official SDKs do not send it, so neither do we.
+        request.headers_mut().remove("api-version");
         let span = tracing::debug_span!(
             "e2b_api",
             operation = info.operation_id,

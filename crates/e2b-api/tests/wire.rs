@@ -203,8 +203,8 @@ async fn create_sends_key_user_agent_and_exact_body() {
     assert_eq!(request.header("user-agent"), Some(DEFAULT_USER_AGENT));
     assert_eq!(request.header("content-type"), Some("application/json"));
     assert_eq!(request.header("accept"), Some("application/json"));
-    // progenitor adds the spec's version to every request; E2B ignores it.
-    assert_eq!(request.header("api-version"), Some("0.1.0"));
+    // progenitor's `api-version` header is dropped: the official SDKs do not send it.
+    assert_eq!(request.header("api-version"), None);
     assert_eq!(
         request.json(),
         json!({

@@ -780,3 +780,76 @@ async fn oversized_error_bodies_are_cut_at_64_kib() {
     assert_eq!(status, 500);
     assert_eq!(body.message.len(), 64 * 1024);
 }
+
+#[tokio::test]
+async fn deprecated_and_template_operations() {
+    let (server, addr) = Server::start().await;
+    let client = client(addr);
+
+    server.push(reply(200, json!({"logs": [], "logEntries": []})));
+    client
+        .get_sandbox_logs()
+        .sandbox_id("i1")
+        .start(1_700_000_000_000_i64)
+        .limit(50_i32)
+        .send()
+        .await
+        .unwrap();
+    let request = server.take_one();
+    assert_eq!(request.path, "/sandboxes/i1/logs");
+    assert_eq!(
+        request.query.as_deref(),
+        Some("limit=50&start=1700000000000")
+    );
+
+    server.push(reply(201, sandbox_json()));
+    let resumed = client
+        .post_sandbox_resume()
+        .sandbox_id("i1")
+        .body(types::ResumedSandbox::builder().timeout(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 201);
+    let request = server.take_one();
+    assert_eq!(
+        (&request.method, request.path.as_str()),
+        (&Method::POST, "/sandboxes/i1/resume")
+    );
+    assert_eq!(request.json(), json!({"timeout": 60}));
+
+    server.push(reply(200, json!([])));
+    client
+        .get_templates()
+        .team_id("team-1")
+        .send()
+        .await
+        .unwrap();
+    let request = server.take_one();
+    assert_eq!(request.path, "/templates");
+    assert_eq!(request.query.as_deref(), Some("teamID=team-1"));
+
+    server.push(Canned {
+        status: 200,
+        headers: vec![("x-next-token", "page-2")],
+        body: Some(json!({
+            "templateID": "t1", "public": false, "aliases": [], "names": [],
+            "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
+            "lastSpawnedAt": null, "spawnCount": 0, "builds": [],
+        })),
+        raw: None,
+    });
+    let template = client
+        .get_template()
+        .template_id("t1")
+        .limit(std::num::NonZeroU32::new(5).unwrap())
+        .next_token("page-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(template.headers()["x-next-token"], "page-2");
+    assert_eq!(template.into_inner().template_id, "t1");
+    let request = server.take_one();
+    assert_eq!(request.path, "/templates/t1");
+    assert_eq!(request.query.as_deref(), Some("limit=5&nextToken=page-1"));
+}

@@ -151,8 +151,14 @@ fn server(service: &Service, buf: &mut String) {
         let (name, input, output) = (&method.name, &method.input_type, &method.output_type);
         let (request, response) = match kind(method) {
             Kind::Unary => (format!("super::{input}"), format!("super::{output}")),
-            Kind::ServerStreaming => (format!("super::{input}"), format!("Self::{}", stream_type(method))),
-            Kind::ClientStreaming => (format!("Streaming<super::{input}>"), format!("super::{output}")),
+            Kind::ServerStreaming => (
+                format!("super::{input}"),
+                format!("Self::{}", stream_type(method)),
+            ),
+            Kind::ClientStreaming => (
+                format!("Streaming<super::{input}>"),
+                format!("super::{output}"),
+            ),
             Kind::BidiStreaming => unreachable!("rejected when generating the client"),
         };
         let _ = writeln!(
@@ -185,7 +191,10 @@ fn server(service: &Service, buf: &mut String) {
         let (function, request) = match kind(method) {
             Kind::Unary => ("unary_route", format!("super::{input}")),
             Kind::ServerStreaming => ("server_streaming_route", format!("super::{input}")),
-            Kind::ClientStreaming => ("client_streaming_route", format!("Streaming<super::{input}>")),
+            Kind::ClientStreaming => (
+                "client_streaming_route",
+                format!("Streaming<super::{input}>"),
+            ),
             Kind::BidiStreaming => unreachable!("rejected when generating the client"),
         };
         let _ = writeln!(

@@ -40,6 +40,9 @@ impl Codec for JsonCodec {
     const NAME: &'static str = "json";
 
     fn encode<M: Message>(message: &M, buf: &mut BytesMut) {
+        // Base64 makes bytes fields 4/3 larger; reserving up front avoids regrowing large
+        // output messages several times.
+        buf.reserve(message.encoded_len() / 3 * 4 + 64);
         serde_json::to_writer((&mut *buf).writer(), message)
             .expect("generated messages always serialize to JSON");
     }

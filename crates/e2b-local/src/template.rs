@@ -112,13 +112,11 @@ impl Template {
         });
         for name in HOST_SYSTEM_DIRS {
             let host = Path::new("/").join(name);
-            if let Ok(md) = std::fs::symlink_metadata(&host) {
-                if md.is_dir() {
-                    layers.push(TemplateLayer {
-                        target: host.clone(),
-                        source: host,
-                    });
-                }
+            if std::fs::symlink_metadata(&host).is_ok_and(|md| md.is_dir()) {
+                layers.push(TemplateLayer {
+                    target: host.clone(),
+                    source: host,
+                });
             }
         }
         Ok(Template {

@@ -262,10 +262,10 @@ fn exec_program(p: &Prepared) -> Error {
     {
         return Error::SetUser(p.uid, p.gid, e.into());
     }
-    if p.uid == 0 {
-        if let Err(e) = caps::restrict_current() {
-            return e;
-        }
+    if p.uid == 0
+        && let Err(e) = caps::restrict_current()
+    {
+        return e;
     }
     if p.no_new_privs {
         // SAFETY: PR_SET_NO_NEW_PRIVS touches no memory.

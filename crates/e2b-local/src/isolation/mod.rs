@@ -499,9 +499,21 @@ impl Runtime {
         let pid = init_pid.ok_or_else(|| {
             Error::HelperProtocol(format!("no PID line in helper output {lines:?}"))
         })?;
+        // The init is our unreaped child, so its pid cannot have been reused: the pidfd
+        // always refers to it. Its namespace files vanish once it exits, which a program
+        // like /bin/true does at once; such a sandbox is returned as already exited.
         let opened = (|| {
             let pidfd = pidfd_open(pid)?;
-            let netns = namespaces::open_ns(pid, "net")?;
+            let netns = match namespaces::open_ns(pid, "net") {
+                Ok(fd) => Some(fd),
+                // The namespace files go early in exit, before the task is a zombie: wait
+                // for the exit to finish (WNOWAIT leaves the zombie for try_wait/kill).
+                Err(Error::OpenNamespace(_, e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    waitid_pidfd(pid, &pidfd, libc::WNOWAIT)?;
+                    None
+                }
+                Err(e) => return Err(e),
+            };
             Ok((pidfd, netns))
         })();
         let (pidfd, netns) = match opened {
@@ -525,7 +537,7 @@ impl Runtime {
             cgroup,
             state: Mutex::new(State {
                 pidfd: Some(pidfd),
-                netns: Some(netns),
+                netns,
                 disk_mounted,
                 exit: None,
                 killed: false,
@@ -837,27 +849,27 @@ impl SandboxHandle {
         if st.killed {
             return Ok(());
         }
-        if let Some(fd) = st.pidfd.as_ref() {
-            if st.exit.is_none() {
-                // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        fd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
-                if rc != 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::ESRCH) {
-                        return Err(Error::Signal {
-                            pid: self.init_pid,
-                            signal: libc::SIGKILL,
-                            source: e,
-                        });
-                    }
+        if let Some(fd) = st.pidfd.as_ref()
+            && st.exit.is_none()
+        {
+            // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(Error::Signal {
+                        pid: self.init_pid,
+                        signal: libc::SIGKILL,
+                        source: e,
+                    });
                 }
             }
         }
@@ -865,10 +877,10 @@ impl SandboxHandle {
         // catches exec_in helpers, which live in the cgroup but outside the pid namespace.
         self.cgroup.kill_all(KILL_TIMEOUT)?;
         st.frozen = false;
-        if let Some(fd) = st.pidfd.as_ref() {
-            if st.exit.is_none() {
-                st.exit = waitid_pidfd(self.init_pid, fd, 0)?;
-            }
+        if let Some(fd) = st.pidfd.as_ref()
+            && st.exit.is_none()
+        {
+            st.exit = waitid_pidfd(self.init_pid, fd, 0)?;
         }
         st.pidfd = None;
         st.netns = None;

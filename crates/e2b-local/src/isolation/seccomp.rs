@@ -290,7 +290,8 @@ fn guard_x32(prog: &mut BpfProgram) {
     if !cfg!(target_arch = "x86_64") || prog.len() < 3 {
         return;
     }
-    const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+    // BPF_LD | BPF_W | BPF_ABS
+    const BPF_LD_W_ABS: u16 = 0x20;
     const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
     const BPF_RET_K: u16 = 0x06;
     let guard = [

@@ -42,9 +42,15 @@ pub fn env(name: &str) -> &'static Env {
         cfg.cgroup.parent = name.to_owned();
         let runtime = Runtime::new(cfg).unwrap_or_else(|e| panic!("runtime: {e}"));
         runtime.check().unwrap_or_else(|e| panic!("check: {e}"));
-        for entry in std::fs::read_dir(dir.join("sandboxes")).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(dir.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let id = entry.file_name().to_string_lossy().into_owned();
-            runtime.reclaim(&id).unwrap_or_else(|e| panic!("reclaim {id}: {e}"));
+            runtime
+                .reclaim(&id)
+                .unwrap_or_else(|e| panic!("reclaim {id}: {e}"));
         }
         let base = Template::base(runtime.data_dir()).unwrap_or_else(|e| panic!("base: {e}"));
         Env { runtime, base, dir }
@@ -80,7 +86,12 @@ pub fn default_limits() -> Limits {
 
 /// A sandbox whose init sleeps forever.
 pub fn sleeper(env: &Env, id: &str) -> Guard {
-    spawn(env, id, InitProgram::sandbox(["/bin/sleep", "infinity"]), default_limits())
+    spawn(
+        env,
+        id,
+        InitProgram::sandbox(["/bin/sleep", "infinity"]),
+        default_limits(),
+    )
 }
 
 pub fn spawn(env: &Env, id: &str, init: InitProgram, limits: Limits) -> Guard {
@@ -104,5 +115,8 @@ pub fn text(b: &[u8]) -> String {
 
 /// Both identities the isolation tests run as.
 pub fn as_root_and_user() -> [(&'static str, ExecOptions); 2] {
-    [("root", ExecOptions::default()), ("user", ExecOptions::user())]
+    [
+        ("root", ExecOptions::default()),
+        ("user", ExecOptions::user()),
+    ]
 }

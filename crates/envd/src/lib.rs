@@ -1,19 +1,4 @@
-//! # envd
-//!
-//! The daemon that runs inside every sandbox and serves E2B's envd protocol (version
-//! [`ENVD_VERSION`]): the `process.Process` and `filesystem.Filesystem` Connect services and
-//! the plain HTTP endpoints `/health`, `/metrics`, `/envs`, `/init` and `/files`.
-//!
-//! It owns processes, PTYs, files, watches, `/files` and the access token. It knows nothing
-//! about other sandboxes or the host: `e2b-local` starts it inside a sandbox (in-process
-//! through [`serve`] or as the `envd` binary) and talks to it over HTTP like the SDKs do.
-//!
-//! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! envd::serve(listener, envd::Config::default()).await?;
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 #![cfg(target_os = "linux")]
 
 pub mod auth;

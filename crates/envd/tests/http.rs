@@ -712,3 +712,66 @@ async fn large_upload_and_download_stream_with_bounded_memory() {
         "envd RSS grew from {before} KiB to {after} KiB while streaming {SIZE} bytes"
     );
 }
+
+#[tokio::test]
+async fn bad_input_gets_documented_errors() {
+    let envd = Envd::start(&[]);
+    let c = http();
+    let post = |path: &str, body: &'static str| {
+        c.post(format!("{}{path}", envd.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // A negative depth cannot be a uint32.
+    let r = post(
+        "/filesystem.Filesystem/ListDir",
+        r#"{"path":"/tmp","depth":-1}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "invalid_argument");
+    // An unknown signal name.
+    let r = post(
+        "/process.Process/SendSignal",
+        r#"{"process":{"pid":1},"signal":"SIGNAL_SIGINT"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Not JSON at all.
+    let r = post("/filesystem.Filesystem/Stat", "{{{").await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // `~other` paths.
+    let r = post("/filesystem.Filesystem/Stat", r#"{"path":"~nobody/x"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A huge header is refused by the HTTP layer, and envd keeps serving.
+    let r = c
+        .get(format!("{}/health", envd.base))
+        .header("x-big", "a".repeat(512 * 1024))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    let r = c.get(format!("{}/health", envd.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // A bad signature_expiration.
+    let (s, b) = json_error(
+        c.get(format!("{}/files", envd.base))
+            .query(&[("path", "/etc/hostname"), ("signature_expiration", "soon")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b["message"],
+        "invalid signature_expiration 'soon': not an integer"
+    );
+}

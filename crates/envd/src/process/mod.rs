@@ -591,6 +591,7 @@ impl Processes {
         let pid = child
             .id()
             .ok_or_else(|| RpcError::internal("process exited before its pid was read"))?;
+        tracing::debug!(pid, cmd = %spec.config.cmd, user = %user.name, pty = spec.pty.is_some(), "process started");
         // Our copy of the slave must go, or the master never sees EOF.
         let master = pty_pair.map(|(m, _slave)| m);
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -661,6 +662,7 @@ impl Processes {
                     }
                 }
             };
+            tracing::debug!(pid = proc_.pid, status = %end.status, "process ended");
             // Record the end first so a Connect racing with us gets it from the cache.
             let senders = {
                 let mut s = lock(&proc_.subs);

@@ -362,10 +362,12 @@ root_test! {
 
     fn self_exe_runs_the_host_binary_inside() {
         let env = env(CG);
-        // The helper's own executable (the e2b-local binary) with no arguments prints usage
-        // and exits 2: proof it ran inside by descriptor, without any copy in the sandbox.
+        // The helper's own executable (the e2b-local binary) in its exec-helper role with no
+        // config on stdin fails in a way only that binary can, with exit code 125: proof it
+        // ran inside by descriptor, without any copy in the sandbox.
         let log = env.dir.join("self-exe.log");
-        let mut spec = e2b_local::isolation::SandboxSpec::new("iso-selfexe", &env.base, InitProgram::self_exe(["e2b-local"]));
+        let _ = std::fs::remove_file(&log);
+        let mut spec = e2b_local::isolation::SandboxSpec::new("iso-selfexe", &env.base, InitProgram::self_exe(["e2b-local", "__sandbox-exec"]));
         spec.log = Some(log.clone());
         let sb = common::Guard(env.runtime.spawn(spec).unwrap_or_else(|e| panic!("{e}")));
         let start = Instant::now();
@@ -376,7 +378,10 @@ root_test! {
                 other => panic!("try_wait: {other:?}"),
             }
         };
-        assert_eq!(code, 2);
-        assert!(std::fs::read_to_string(&log).unwrap_or_default().starts_with("usage: e2b-local"));
+        assert_eq!(code, 125);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            "e2b-local exec: sandbox helper protocol: bad config: EOF while parsing a value at line 1 column 0\n"
+        );
     }
 }

@@ -739,6 +739,8 @@ mod tests {
         };
         let cg = SandboxCgroupImpl::load(&cfg, "sbx2").unwrap_or_else(|e| panic!("load: {e}"));
         std::fs::create_dir_all(dir.path().join("e2b-test/sbx2")).unwrap_or_default();
+        // The kernel creates cpu.max with its default; cgroups-rs reads it to keep the period.
+        std::fs::write(dir.path().join("e2b-test/sbx2/cpu.max"), "max 100000\n").unwrap_or_default();
         let limits = Limits {
             cpu_millis: Some(500),
             memory_bytes: Some(128 << 20),

@@ -880,3 +880,74 @@ async fn wire_json_matches_upstream_shapes() {
     );
     assert_eq!(frames[n - 1], (2, "{}".to_owned()));
 }
+
+#[tokio::test]
+async fn slow_subscriber_gets_everything_and_unsubscribed_output_is_discarded() {
+    let envd = Envd::start(&[]);
+    let c = proto_client(&envd);
+    // Back-pressure: a reader that pauses after every event still receives every byte.
+    let mut s = c
+        .start(sh(
+            "head -c 4194304 /dev/urandom | od -An -v -tx1 | head -c 4194304",
+        ))
+        .await
+        .unwrap();
+    let mut total = 0usize;
+    while let Some(m) = s.next().await {
+        match m.unwrap().event.and_then(|e| e.event) {
+            Some(Ev::Data(d)) => {
+                if let Some(Output::Stdout(b)) = d.output {
+                    total += b.len();
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Some(Ev::End(e)) => {
+                assert_eq!(e.exit_code, 0);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(total, 4 * 1024 * 1024);
+
+    // Nobody subscribed: 200 MB of output is discarded, so the process is never blocked by
+    // a full pipe, and a later Connect sees only what comes after it.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("wrote-all");
+    let mut s = c
+        .start(sh(&format!(
+            "head -c 200000000 /dev/zero; touch {}; sleep 1; echo late",
+            marker.display()
+        )))
+        .await
+        .unwrap();
+    let pid = match s.next().await.unwrap().unwrap().event.unwrap().event {
+        Some(Ev::Start(s)) => s.pid,
+        other => panic!("{other:?}"),
+    };
+    drop(s);
+    let t0 = Instant::now();
+    while !marker.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the process stayed blocked on its output with no subscriber"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = drain(Box::pin(
+        c.connect(pb::ConnectRequest {
+            process: pid_sel(pid),
+        })
+        .await
+        .unwrap()
+        .map(|r| r.map(|m| m.event)),
+    ))
+    .await;
+    assert_eq!(r.stdout, b"late\n");
+    assert_eq!(r.end, Some(end(0, true, "exit status 0")));
+    assert!(
+        envd.rss_kib() < 64 * 1024,
+        "envd RSS {} KiB",
+        envd.rss_kib()
+    );
+}

@@ -384,4 +384,47 @@ root_test! {
             "e2b-local exec: sandbox helper protocol: bad config: EOF while parsing a value at line 1 column 0\n"
         );
     }
+
+    fn signals_reach_the_program_through_the_reaper() {
+        let env = env(CG);
+        let init = InitProgram::sandbox(["/bin/bash", "-c", "trap 'echo got-term > /home/user/sig; exit 3' TERM; echo up > /home/user/up; while :; do sleep 0.05; done"]);
+        let sb = spawn(env, "iso-signal", init, default_limits());
+        let start = Instant::now();
+        while !sb.upper_dir().join("home/user/up").exists() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sb.signal(libc::SIGTERM).unwrap_or_else(|e| panic!("signal: {e}"));
+        let code = loop {
+            match sb.try_wait() {
+                Ok(Some(c)) => break c,
+                Ok(None) if start.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(5)),
+                other => panic!("try_wait: {other:?}"),
+            }
+        };
+        assert_eq!(code, 3);
+        assert_eq!(std::fs::read_to_string(sb.upper_dir().join("home/user/sig")).unwrap_or_default(), "got-term\n");
+        assert!(matches!(sb.signal(libc::SIGTERM), Err(e2b_local::isolation::Error::NotRunning(_))));
+    }
+
+    fn a_new_handle_attaches_to_a_running_sandbox() {
+        let env = env(CG);
+        let mut spec = e2b_local::isolation::SandboxSpec::new("iso-attach", &env.base, InitProgram::sandbox(["/bin/sleep", "infinity"]));
+        spec.limits = default_limits();
+        let first = env.runtime.spawn(spec).unwrap_or_else(|e| panic!("spawn: {e}"));
+        let pid = first.init_pid();
+        first.freeze().unwrap_or_else(|e| panic!("freeze: {e}"));
+        // Dropping a handle leaves the sandbox running (as after a server restart).
+        drop(first);
+        let wrong = env.runtime.attach("iso-attach", i32::try_from(std::process::id()).unwrap_or(1));
+        assert!(matches!(wrong, Err(e2b_local::isolation::Error::NotRunning(_))), "{wrong:?}");
+        let sb = common::Guard(env.runtime.attach("iso-attach", pid).unwrap_or_else(|e| panic!("attach: {e}")));
+        assert!(sb.is_frozen());
+        sb.thaw().unwrap_or_else(|e| panic!("thaw: {e}"));
+        let out = sh(&sb, "echo attached; hostname", &ExecOptions::default());
+        assert_eq!(text(&out.stdout), "attached\niso-attach\n");
+        sb.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(!sb.cgroup().exists());
+        assert!(!env.dir.join("sandboxes/iso-attach").exists());
+        assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains("iso-attach"));
+    }
 }

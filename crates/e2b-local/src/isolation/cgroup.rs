@@ -291,6 +291,8 @@ pub trait SandboxCgroup {
     ///
     /// [`Error::Cgroup`] naming the step.
     fn thaw(&self) -> Result<()>;
+    /// Whether the freezer reports the group frozen (or freezing).
+    fn is_frozen(&self) -> bool;
     /// Process ids (host view) in the group.
     fn procs(&self) -> Vec<u32>;
     /// Sends SIGKILL to every process in the group until it is empty.
@@ -384,6 +386,9 @@ impl SandboxCgroup for SandboxCgroupImpl {
     fn thaw(&self) -> Result<()> {
         self.as_dyn().thaw()
     }
+    fn is_frozen(&self) -> bool {
+        self.as_dyn().is_frozen()
+    }
     fn procs(&self) -> Vec<u32> {
         self.as_dyn().procs()
     }
@@ -422,6 +427,11 @@ fn resources(limits: &Limits) -> Resources {
 
 fn freezer(cg: &Cgroup) -> Option<&FreezerController> {
     cg.controller_of::<FreezerController>()
+}
+
+fn frozen(cg: &Cgroup) -> bool {
+    freezer(cg)
+        .is_some_and(|f| matches!(f.state(), Ok(FreezerState::Frozen | FreezerState::Freezing)))
 }
 
 fn procs_of(cg: &Cgroup) -> Vec<u32> {
@@ -548,6 +558,9 @@ impl SandboxCgroup for CgroupV1 {
             None => Ok(()),
         }
     }
+    fn is_frozen(&self) -> bool {
+        frozen(&self.cg)
+    }
     fn procs(&self) -> Vec<u32> {
         procs_of(&self.cg)
     }
@@ -602,6 +615,9 @@ impl SandboxCgroup for CgroupV2 {
             Some(f) => f.thaw().map_err(|e| Error::cgroup("thaw", &self.path, e)),
             None => Ok(()),
         }
+    }
+    fn is_frozen(&self) -> bool {
+        frozen(&self.cg)
     }
     fn procs(&self) -> Vec<u32> {
         procs_of(&self.cg)
@@ -740,7 +756,8 @@ mod tests {
         let cg = SandboxCgroupImpl::load(&cfg, "sbx2").unwrap_or_else(|e| panic!("load: {e}"));
         std::fs::create_dir_all(dir.path().join("e2b-test/sbx2")).unwrap_or_default();
         // The kernel creates cpu.max with its default; cgroups-rs reads it to keep the period.
-        std::fs::write(dir.path().join("e2b-test/sbx2/cpu.max"), "max 100000\n").unwrap_or_default();
+        std::fs::write(dir.path().join("e2b-test/sbx2/cpu.max"), "max 100000\n")
+            .unwrap_or_default();
         let limits = Limits {
             cpu_millis: Some(500),
             memory_bytes: Some(128 << 20),

@@ -546,6 +546,57 @@ impl Runtime {
         })
     }
 
+    /// Re-attaches to a sandbox created by an earlier server process (after a restart),
+    /// given its id and the init pid recorded at spawn. The process must still exist and be
+    /// in the sandbox's cgroup (checked after taking a pidfd, so a reused pid is refused).
+    /// The returned handle supports everything; its init is no longer the server's child, so
+    /// the exit status is unknown (`try_wait` reports 137 once it is gone).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRunning`] when the sandbox or its process is gone; the failing step's
+    /// variant otherwise.
+    pub fn attach(&self, id: &str, init_pid: i32) -> Result<SandboxHandle> {
+        validate_id(id)?;
+        let dir = self.sandbox_dir(id);
+        if !dir.is_dir() {
+            return Err(Error::NotRunning(id.to_owned()));
+        }
+        let pidfd = pidfd_open(init_pid).map_err(|_| Error::NotRunning(id.to_owned()))?;
+        let cgroup = SandboxCgroupImpl::load(&self.config.cgroup, id)?;
+        let want = format!("/{}", cgroup.path());
+        let member = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.rsplit_once(':').is_some_and(|(_, p)| p == want));
+        if !member {
+            return Err(Error::NotRunning(id.to_owned()));
+        }
+        let netns =
+            namespaces::open_ns(init_pid, "net").map_err(|_| Error::NotRunning(id.to_owned()))?;
+        let disk = dir.join("disk");
+        let disk_mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == disk.to_str());
+        let frozen = cgroup.is_frozen();
+        Ok(SandboxHandle {
+            id: id.to_owned(),
+            init_pid,
+            dir,
+            helper_exe: self.config.helper_exe.clone(),
+            cgroup,
+            state: Mutex::new(State {
+                pidfd: Some(pidfd),
+                netns: Some(netns),
+                disk_mounted,
+                exit: None,
+                killed: false,
+                frozen,
+            }),
+        })
+    }
+
     /// Removes what a sandbox left behind when its handle is gone (e.g. after a server
     /// restart): kills anything in its cgroup, removes the cgroup, unmounts its disk and
     /// deletes its directory. Succeeds when nothing is there.
@@ -720,6 +771,42 @@ impl SandboxHandle {
         let code = waitid_pidfd(self.init_pid, fd, libc::WNOHANG)?;
         st.exit = code;
         Ok(code)
+    }
+
+    /// Sends `signal` to the sandbox's init (the reaper forwards `SIGTERM`, `SIGINT`,
+    /// `SIGHUP`, `SIGQUIT`, `SIGUSR1` and `SIGUSR2` to the program), e.g. for a graceful stop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRunning`] after kill or exit; [`Error::Signal`] otherwise.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        let st = self.lock();
+        let fd = match st.pidfd.as_ref() {
+            Some(fd) if !st.killed && st.exit.is_none() => fd,
+            _ => return Err(Error::NotRunning(self.id.clone())),
+        };
+        // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Err(Error::NotRunning(self.id.clone()));
+            }
+            return Err(Error::Signal {
+                pid: self.init_pid,
+                signal,
+                source: e,
+            });
+        }
+        Ok(())
     }
 
     /// Freezes every process of the sandbox (pause).

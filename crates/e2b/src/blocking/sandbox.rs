@@ -1,0 +1,421 @@
+//! The blocking twin of [`crate::sandbox`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Commands, Filesystem, Pty, Runtime};
+use crate::config::ConnectionConfig;
+use crate::error::Result;
+use crate::sandbox::{SandboxInfo, SandboxMetrics, SandboxQuery};
+
+/// A sandbox, used synchronously: the twin of [`crate::Sandbox`].
+///
+/// Cheap to clone; clones share the runtime thread and connections. **Dropping it does not
+/// kill the sandbox**; call [`kill`](Self::kill) or use [`kill_on_drop`](Self::kill_on_drop).
+///
+/// ```no_run
+/// # fn main() -> e2b::Result<()> {
+/// use std::time::Duration;
+/// use e2b::blocking::Sandbox;
+///
+/// let sandbox = Sandbox::builder().timeout(Duration::from_secs(120)).create()?;
+/// sandbox.files().write("/tmp/a.txt", "hi")?;
+/// assert_eq!(sandbox.files().read("/tmp/a.txt")?, "hi");
+/// sandbox.kill()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub(crate) inner: crate::Sandbox,
+    pub(crate) rt: Arc<Runtime>,
+}
+
+/// Builds and creates a sandbox: [`Sandbox::builder`]. Wraps [`crate::SandboxBuilder`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct SandboxBuilder {
+    inner: crate::SandboxBuilder,
+}
+
+macro_rules! forward {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(self, $arg: $ty) -> Self {
+                Self { inner: self.inner.$name($arg) }
+            }
+        )*
+    };
+}
+
+impl SandboxBuilder {
+    forward! {
+        /// The template (default `base`).
+        template(template: impl Into<String>);
+        /// The sandbox's lifetime (default 300 s).
+        timeout(timeout: Duration);
+        /// Whether envd requires the access token (default true).
+        secure(secure: bool);
+        /// Whether the sandbox may reach the internet (default true).
+        allow_internet_access(allow: bool);
+        /// Pause instead of kill at the timeout.
+        auto_pause(auto_pause: bool);
+        /// Uses `config` instead of the environment.
+        config(config: ConnectionConfig);
+        /// Overrides the API key.
+        api_key(api_key: impl Into<String>);
+        /// Overrides the domain.
+        domain(domain: impl Into<String>);
+        /// Overrides the control-plane URL.
+        api_url(api_url: impl Into<String>);
+        /// Overrides the envd URL.
+        sandbox_url(sandbox_url: impl Into<String>);
+        /// Overrides debug mode.
+        debug(debug: bool);
+        /// Overrides the request timeout.
+        request_timeout(timeout: Option<Duration>);
+    }
+
+    /// Adds a metadata entry.
+    pub fn metadata(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.metadata(key, value),
+        }
+    }
+
+    /// Adds an environment variable.
+    pub fn env(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.env(key, value),
+        }
+    }
+
+    /// Creates the sandbox. See [`crate::SandboxBuilder::create`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SandboxBuilder::create`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime (see [the module docs](crate::blocking)).
+    pub fn create(self) -> Result<Sandbox> {
+        let rt = Runtime::start()?;
+        let inner = rt.run(self.inner.create())?;
+        Ok(Sandbox { inner, rt })
+    }
+
+    /// Connects to a sandbox by id, resuming it if paused.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SandboxBuilder::connect`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn connect(self, sandbox_id: &str) -> Result<Sandbox> {
+        let rt = Runtime::start()?;
+        let id = sandbox_id.to_owned();
+        let inner = rt.run(async move { self.inner.connect(&id).await })?;
+        Ok(Sandbox { inner, rt })
+    }
+}
+
+impl Sandbox {
+    /// A builder.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// Creates a `base` sandbox with the environment's configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::create`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn create() -> Result<Sandbox> {
+        Self::builder().create()
+    }
+
+    /// Connects to a sandbox by id with the environment's configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::connect`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn connect(sandbox_id: &str) -> Result<Sandbox> {
+        Self::builder().connect(sandbox_id)
+    }
+
+    /// The async sandbox this wraps.
+    pub fn as_async(&self) -> &crate::Sandbox {
+        &self.inner
+    }
+
+    /// The sandbox's id.
+    pub fn sandbox_id(&self) -> &str {
+        self.inner.sandbox_id()
+    }
+
+    /// The domain of its URLs.
+    pub fn sandbox_domain(&self) -> &str {
+        self.inner.sandbox_domain()
+    }
+
+    /// envd's version.
+    pub fn envd_version(&self) -> &str {
+        self.inner.envd_version()
+    }
+
+    /// The sandbox's filesystem.
+    pub fn files(&self) -> Filesystem {
+        Filesystem {
+            inner: self.inner.files(),
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// Commands in the sandbox.
+    pub fn commands(&self) -> Commands {
+        Commands {
+            inner: self.inner.commands(),
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// Terminals in the sandbox.
+    pub fn pty(&self) -> Pty {
+        Pty {
+            inner: self.inner.pty(),
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// `host:port` to reach `port` of the sandbox.
+    pub fn get_host(&self, port: u16) -> String {
+        self.inner.get_host(port)
+    }
+
+    /// A signed download URL; see [`crate::Sandbox::download_url`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::download_url`].
+    pub fn download_url(
+        &self,
+        path: &str,
+        user: Option<&str>,
+        expires_in_secs: Option<i64>,
+    ) -> Result<String> {
+        self.inner.download_url(path, user, expires_in_secs)
+    }
+
+    /// A signed upload URL; see [`crate::Sandbox::upload_url`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::upload_url`].
+    pub fn upload_url(
+        &self,
+        path: &str,
+        user: Option<&str>,
+        expires_in_secs: Option<i64>,
+    ) -> Result<String> {
+        self.inner.upload_url(path, user, expires_in_secs)
+    }
+
+    /// Whether envd answers. See [`crate::Sandbox::is_running`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::is_running`].
+    pub fn is_running(&self) -> Result<bool> {
+        let inner = self.inner.clone();
+        self.rt.run(async move { inner.is_running().await })
+    }
+
+    /// Kills the sandbox; `false` when it no longer existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::kill`].
+    pub fn kill(&self) -> Result<bool> {
+        let inner = self.inner.clone();
+        self.rt.run(async move { inner.kill().await })
+    }
+
+    /// Kills a sandbox by id.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::kill_by_id`].
+    pub fn kill_by_id(config: &ConnectionConfig, sandbox_id: &str) -> Result<bool> {
+        let (config, id) = (config.clone(), sandbox_id.to_owned());
+        Runtime::start()?.run(async move { crate::Sandbox::kill_by_id(&config, &id).await })
+    }
+
+    /// Sets the sandbox to end `timeout` from now.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::set_timeout`].
+    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+        let inner = self.inner.clone();
+        self.rt.run(async move { inner.set_timeout(timeout).await })
+    }
+
+    /// Information about the sandbox.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::get_info`].
+    pub fn get_info(&self) -> Result<SandboxInfo> {
+        let inner = self.inner.clone();
+        self.rt.run(async move { inner.get_info().await })
+    }
+
+    /// Resource usage samples.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::get_metrics`].
+    pub fn get_metrics(
+        &self,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Vec<SandboxMetrics>> {
+        let inner = self.inner.clone();
+        self.rt
+            .run(async move { inner.get_metrics(start, end).await })
+    }
+
+    /// Pauses the sandbox; `false` when it was already paused.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::pause`].
+    pub fn pause(&self) -> Result<bool> {
+        let inner = self.inner.clone();
+        self.rt.run(async move { inner.pause().await })
+    }
+
+    /// Lists sandboxes as an iterator that fetches pages as it goes.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::list`].
+    pub fn list(config: &ConnectionConfig, query: SandboxQuery) -> Result<SandboxPaginator> {
+        Ok(SandboxPaginator {
+            inner: Some(crate::Sandbox::list(config, query)?),
+            buffer: VecDeque::new(),
+            rt: Runtime::start()?,
+        })
+    }
+
+    /// A guard that kills the sandbox when dropped.
+    pub fn kill_on_drop(self) -> SandboxGuard {
+        SandboxGuard {
+            sandbox: Some(self),
+        }
+    }
+}
+
+/// Kills its sandbox when dropped (waiting for the kill): [`Sandbox::kill_on_drop`].
+#[derive(Debug)]
+pub struct SandboxGuard {
+    sandbox: Option<Sandbox>,
+}
+
+impl std::ops::Deref for SandboxGuard {
+    type Target = Sandbox;
+
+    fn deref(&self) -> &Sandbox {
+        self.sandbox
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the sandbox is only taken in drop"))
+    }
+}
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            // Inside an async runtime a blocking kill would panic in a destructor; skip it.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tracing::warn!(
+                    sandbox_id = sandbox.sandbox_id(),
+                    "blocking SandboxGuard dropped inside an async runtime; not killing"
+                );
+                return;
+            }
+            if let Err(e) = sandbox.kill() {
+                tracing::warn!(sandbox_id = sandbox.sandbox_id(), error = %e, "killing the sandbox on drop failed");
+            }
+        }
+    }
+}
+
+/// Every sandbox of every page, fetched as the iterator advances: [`Sandbox::list`].
+#[derive(Debug)]
+pub struct SandboxPaginator {
+    inner: Option<crate::SandboxPaginator>,
+    buffer: VecDeque<SandboxInfo>,
+    rt: Arc<Runtime>,
+}
+
+impl SandboxPaginator {
+    /// Whether another page may follow.
+    pub fn has_next(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(crate::SandboxPaginator::has_next)
+    }
+
+    /// The next page.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SandboxPaginator::next_items`].
+    pub fn next_items(&mut self) -> Result<Vec<SandboxInfo>> {
+        let Some(mut pages) = self.inner.take() else {
+            return Ok(Vec::new());
+        };
+        let (pages, items) = self.rt.run_plain(async move {
+            let items = pages.next_items().await;
+            (pages, items)
+        })?;
+        self.inner = Some(pages);
+        items
+    }
+}
+
+impl Iterator for SandboxPaginator {
+    type Item = Result<SandboxInfo>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                return Some(Ok(item));
+            }
+            if !self.has_next() {
+                return None;
+            }
+            match self.next_items() {
+                Ok(items) => self.buffer.extend(items),
+                Err(e) => {
+                    self.inner = None;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

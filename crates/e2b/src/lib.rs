@@ -1,0 +1,40 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod pty;
+pub mod sandbox;
+
+#[cfg(feature = "blocking")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
+pub mod blocking;
+
+mod envd;
+mod signature;
+
+pub use commands::{
+    CommandControl, CommandEvent, CommandHandle, CommandResult, Commands, ProcessInfo, RunOptions,
+};
+pub use config::ConnectionConfig;
+pub use error::{ConnectCode, Error, Result};
+pub use files::{
+    EntryInfo, EventType, FileType, Filesystem, FilesystemEvent, PollingWatchHandle, ReadStream,
+    WatchHandle, WatchOptions, WriteEntry, WriteInfo,
+};
+pub use pty::{Pty, PtyOptions, PtySize};
+pub use sandbox::{
+    Sandbox, SandboxBuilder, SandboxGuard, SandboxInfo, SandboxMetrics, SandboxPaginator,
+    SandboxQuery, SandboxState,
+};
+
+/// The types most programs need: `use e2b::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        CommandEvent, CommandResult, ConnectionConfig, Error, PtyOptions, PtySize, Result,
+        RunOptions, Sandbox, SandboxQuery, WatchOptions, WriteEntry,
+    };
+}

@@ -179,9 +179,16 @@ def _(sbx):
         time.sleep(0.1)
     h.stop()
     got = [(e.name, e.type) for e in events]
-    if ("f.txt", FilesystemEventType.CREATE) not in got or ("f.txt", FilesystemEventType.WRITE) not in got:
-        raise AssertionError(f"events: {got}")
-    eq(got[0], ("f.txt", FilesystemEventType.CREATE), "first event")
+    # As upstream: create, chmod (the chown), write (the SDK's own test counts 3 events).
+    eq(
+        got,
+        [
+            ("f.txt", FilesystemEventType.CREATE),
+            ("f.txt", FilesystemEventType.CHMOD),
+            ("f.txt", FilesystemEventType.WRITE),
+        ],
+        "events of one upload",
+    )
 
 
 # ---------------------------------------------------------------- async
@@ -197,8 +204,22 @@ async def async_checks():
     await sbx.commands.send_stdin(h.pid, "yo\n")
     eq((await h.wait()).stdout, "got yo\n", "async background")
 
+    h = await sbx.commands.run("read x; echo conn $x", background=True, stdin=True)
+    if h.pid not in [p.pid for p in await sbx.commands.list()]:
+        raise AssertionError("async list misses the process")
+    h2 = await sbx.commands.connect(h.pid)
+    await sbx.commands.send_stdin(h.pid, "ok\n")
+    eq((await h2.wait()).stdout, "conn ok\n", "async connect")
+
     h = await sbx.commands.run("sleep 30", background=True)
     eq(await sbx.commands.kill(h.pid), True, "async kill")
+    eq(await sbx.commands.kill(99999999), False, "async kill unknown")
+
+    r = await sbx.commands.run("id -un", user="root")
+    eq(r.stdout, "root\n", "explicit user (Basic auth)")
+
+    h = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=lambda b: None)
+    eq(await sbx.pty.kill(h.pid), True, "async pty kill")
 
     out = []
     h = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=lambda b: out.append(bytes(b)))
@@ -228,6 +249,16 @@ async def async_checks():
         raise AssertionError(f"async events {got}")
     info = await sbx.files.get_info(f"{d}/x.txt")
     eq(info.size, 10, "async get_info")
+    infos = await sbx.files.write_files(
+        [{"path": f"{d}/m1", "data": "1"}, {"path": f"{d}/deep/m2", "data": b"2"}]
+    )
+    eq(len(infos), 2, "async write_files")
+    eq(await sbx.files.exists(f"{d}/deep/m2"), True, "async exists")
+    moved = await sbx.files.rename(f"{d}/deep/m2", f"{d}/m3")
+    eq(moved.name, "m3", "async rename")
+    eq(await sbx.files.make_dir(f"{d}/deep"), False, "async make_dir existing")
+    await sbx.files.remove(f"{d}/deep")
+    eq(await sbx.files.exists(f"{d}/deep"), False, "async remove")
 
 
 @check("async sandbox: commands, pty, files, watch_dir (streaming)")

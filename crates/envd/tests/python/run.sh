@@ -24,6 +24,8 @@ if ! "$venv/bin/python" - <<'EOF'
 import socket, sys
 for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
     s = socket.socket(family, socket.SOCK_STREAM)
+    # As envd does: TIME_WAIT leftovers of a previous run do not count as busy.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind((addr, 49983))
     except OSError as e:
@@ -38,8 +40,13 @@ then
   exit 1
 fi
 
+# `localhost` may resolve to ::1 first: listen dual-stack where IPv6 exists.
+listen=127.0.0.1
+if "$venv/bin/python" -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1", 0))' 2>/dev/null; then
+  listen=::
+fi
 log="$(mktemp)"
-"$ENVD_BIN" --listen :: --port 49983 >"$log" 2>&1 &
+"$ENVD_BIN" --listen "$listen" --port 49983 >"$log" 2>&1 &
 envd_pid=$!
 trap 'kill "$envd_pid" 2>/dev/null || true; wait "$envd_pid" 2>/dev/null || true; rm -f "$log"' EXIT
 

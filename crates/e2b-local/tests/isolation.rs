@@ -324,6 +324,10 @@ root_test! {
         }
         sb.freeze().unwrap_or_else(|e| panic!("freeze: {e}"));
         assert!(sb.is_frozen());
+        assert_eq!(
+            sb.exec_in(&["/bin/true"], &ExecOptions::default()).map(|_| ()).map_err(|e| e.to_string()),
+            Err("sandbox iso-freeze is paused".to_owned())
+        );
         let frozen = read();
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(read(), frozen, "a frozen sandbox kept running");

@@ -116,6 +116,9 @@ pub enum Error {
     /// The sandbox was already killed.
     #[error("sandbox {0} is not running")]
     NotRunning(String),
+    /// The sandbox is frozen (paused); thaw it first.
+    #[error("sandbox {0} is paused")]
+    Frozen(String),
     /// Serializing the helper configuration failed.
     #[error("encode helper config: {0}")]
     Encode(#[source] serde_json::Error),

@@ -544,9 +544,20 @@ fn exec_helper() -> i32 {
 }
 
 /// Reads the helper's status lines until end-of-file or `timeout`.
-pub(crate) fn read_status(fd: RawFd, timeout: std::time::Duration) -> Result<Vec<String>> {
-    let deadline = std::time::Instant::now() + timeout;
+/// Returns the lines read so far together with the error, so a caller can still learn the
+/// init's pid and reap it.
+pub(crate) fn read_status(fd: RawFd, timeout: std::time::Duration) -> (Vec<String>, Result<()>) {
     let mut out = Vec::new();
+    let result = read_until_eof(fd, timeout, &mut out);
+    let lines = String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (lines, result)
+}
+
+fn read_until_eof(fd: RawFd, timeout: std::time::Duration, out: &mut Vec<u8>) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
     let mut buf = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -584,12 +595,8 @@ pub(crate) fn read_status(fd: RawFd, timeout: std::time::Duration) -> Result<Vec
             return Err(Error::HelperPipe(e));
         }
         if n == 0 {
-            break;
+            return Ok(());
         }
         out.extend_from_slice(&buf[..usize::try_from(n).unwrap_or(0)]);
     }
-    Ok(String::from_utf8_lossy(&out)
-        .lines()
-        .map(str::to_owned)
-        .collect())
 }

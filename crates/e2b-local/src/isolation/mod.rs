@@ -461,6 +461,7 @@ impl Runtime {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Error::SpawnHelper(self.config.helper_exe.clone(), e))?;
+        let mut lines = Vec::new();
         let result = (|| {
             cgroup.add_process(child.id())?;
             let mut stdin = child
@@ -473,14 +474,24 @@ impl Runtime {
                 .stdout
                 .take()
                 .ok_or_else(|| Error::HelperProtocol("no stdout pipe".into()))?;
-            exec::read_status(stdout.as_raw_fd(), SPAWN_TIMEOUT)
+            let (read, result) = exec::read_status(stdout.as_raw_fd(), SPAWN_TIMEOUT);
+            lines = read;
+            result
         })();
         // The helper exits right after reporting; reap it whatever happened.
         if result.is_err() {
             let _ = child.kill();
         }
         let _ = child.wait();
-        let lines = result?;
+        let init_pid = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("PID ")?.trim().parse::<i32>().ok());
+        if let Err(e) = result {
+            if let Some(pid) = init_pid {
+                reap_failed_init(pid, cgroup);
+            }
+            return Err(e);
+        }
 
         // Step 5: parse the status.
         let mut init_pid = None;
@@ -881,10 +892,17 @@ impl SandboxHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::NotRunning`], [`Error::SpawnHelper`] or a pipe error.
+    /// [`Error::NotRunning`], [`Error::Frozen`], [`Error::SpawnHelper`] or a pipe error.
     pub fn exec_in(&self, argv: &[&str], opts: &ExecOptions) -> Result<Output> {
-        if self.lock().killed {
-            return Err(Error::NotRunning(self.id.clone()));
+        {
+            let st = self.lock();
+            if st.killed {
+                return Err(Error::NotRunning(self.id.clone()));
+            }
+            // The helper would join the frozen cgroup and freeze with it.
+            if st.frozen {
+                return Err(Error::Frozen(self.id.clone()));
+            }
         }
         let cfg = exec::ExecConfig {
             init_pid: self.init_pid,
@@ -1038,6 +1056,13 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn handles_are_shareable_across_threads() {
+        fn assert<T: Send + Sync + 'static>() {}
+        assert::<Runtime>();
+        assert::<SandboxHandle>();
     }
 
     #[test]

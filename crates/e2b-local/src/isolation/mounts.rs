@@ -3,7 +3,6 @@
 //!
 //! Everything here except [`mount_disk`]/[`unmount_disk`] runs inside the sandbox's new mount
 //! namespace (after the mount tree was made private), so none of it is visible on the host.
-#![allow(unsafe_code)]
 
 use std::io;
 use std::path::{Path, PathBuf};

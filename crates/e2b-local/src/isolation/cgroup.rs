@@ -608,7 +608,31 @@ impl SandboxCgroup for CgroupV2 {
             .map_err(|e| Error::cgroup("add process", &self.path, e))
     }
     fn freeze(&self) -> Result<()> {
-        freeze_and_wait(&self.cg, &self.path)
+        // `cgroup.freeze` holds the requested state; the kernel reports the effective one
+        // as `frozen 1` in `cgroup.events` once every task has stopped.
+        let f = freezer(&self.cg).ok_or_else(|| Error::Unsupported {
+            feature: "cgroup.freeze".into(),
+            hint: "use a kernel with the v2 freezer (5.2+)".into(),
+        })?;
+        f.freeze()
+            .map_err(|e| Error::cgroup("freeze", &self.path, e))?;
+        let events = self.config_dir().join("cgroup.events");
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&events)
+                .map_err(|e| Error::CgroupRead(events.clone(), e))?;
+            if text.lines().any(|l| l.trim() == "frozen 1") {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err(Error::CgroupTimeout {
+                    path: self.path.clone(),
+                    what: "freeze",
+                    millis: 5000,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
     fn thaw(&self) -> Result<()> {
         match freezer(&self.cg) {

@@ -78,6 +78,9 @@ pub enum Error {
     /// Reading the cgroup mount table failed.
     #[error("read cgroup mounts from {0}: {1}")]
     CgroupMounts(PathBuf, #[source] io::Error),
+    /// Reading a cgroup file failed.
+    #[error("read cgroup file {0}: {1}")]
+    CgroupRead(PathBuf, #[source] io::Error),
     /// Spawning the sandbox helper process failed.
     #[error("spawn the sandbox helper {0}: {1}")]
     SpawnHelper(PathBuf, #[source] io::Error),

@@ -782,6 +782,12 @@ mod tests {
         // The kernel creates cpu.max with its default; cgroups-rs reads it to keep the period.
         std::fs::write(dir.path().join("e2b-test/sbx2/cpu.max"), "max 100000\n")
             .unwrap_or_default();
+        // ... and reports the effective freezer state in cgroup.events.
+        std::fs::write(
+            dir.path().join("e2b-test/sbx2/cgroup.events"),
+            "populated 1\nfrozen 1\n",
+        )
+        .unwrap_or_default();
         let limits = Limits {
             cpu_millis: Some(500),
             memory_bytes: Some(128 << 20),

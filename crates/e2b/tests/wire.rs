@@ -1,0 +1,364 @@
+//! The exact requests the SDK sends, checked against a recording server that answers as E2B's
+//! API and envd do (sdk-behavior.md §1–§4).
+
+mod support;
+
+use std::time::Duration;
+
+use e2b::{ConnectionConfig, RunOptions, Sandbox, SandboxQuery, SandboxState, WriteEntry};
+use futures_util::TryStreamExt as _;
+
+const UA: &str = concat!("e2b-rust-sdk/", env!("CARGO_PKG_VERSION"));
+
+fn config(server: &support::recording::Server) -> ConnectionConfig {
+    ConnectionConfig::new()
+        .with_api_key("e2b_0123abcd")
+        .with_api_url(&server.base)
+        .with_sandbox_url(&server.base)
+}
+
+#[tokio::test]
+async fn create_sends_new_sandbox_json_with_key_and_user_agent() {
+    let server = support::recording::start().await;
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .template("my-template")
+        .timeout(Duration::from_secs(120))
+        .metadata("k", "v")
+        .env("A", "1")
+        .allow_internet_access(false)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(sbx.sandbox_id(), "sbx1");
+    assert_eq!(sbx.envd_version(), "0.6.13");
+    assert_eq!(sbx.sandbox_domain(), "e2b.app");
+    assert_eq!(sbx.get_host(3000), "3000-sbx1.e2b.app");
+
+    let r = server.log.find("POST", "/sandboxes");
+    assert_eq!(r.header("x-api-key"), Some("e2b_0123abcd"));
+    assert_eq!(r.header("user-agent"), Some(UA));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["templateID"], "my-template");
+    assert_eq!(body["timeout"], 120);
+    assert_eq!(body["secure"], true);
+    assert_eq!(body["allow_internet_access"], false);
+    assert_eq!(body["metadata"], serde_json::json!({"k": "v"}));
+    assert_eq!(body["envVars"], serde_json::json!({"A": "1"}));
+    assert_eq!(body["autoPause"], false);
+}
+
+#[tokio::test]
+async fn lifecycle_calls_and_their_statuses() {
+    let server = support::recording::start().await;
+    let config = config(&server);
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .timeout(Duration::from_secs(60))
+        .connect("sbx1")
+        .await
+        .unwrap();
+    let r = server.log.find("POST", "/sandboxes/sbx1/connect");
+    assert_eq!(r.json(), serde_json::json!({"timeout": 60}));
+
+    let err = Sandbox::builder()
+        .config(config.clone())
+        .connect("gone")
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found());
+    assert_eq!(err.to_string(), "Paused sandbox gone not found");
+
+    sbx.set_timeout(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        server.log.find("POST", "/sandboxes/sbx1/timeout").json(),
+        serde_json::json!({"timeout": 30})
+    );
+    assert!(sbx.pause().await.unwrap());
+    assert_eq!(
+        server.log.find("POST", "/sandboxes/sbx1/pause").json(),
+        serde_json::json!({"memory": true})
+    );
+    assert!(!Sandbox::pause_by_id(&config, "paused").await.unwrap());
+
+    let info = sbx.get_info().await.unwrap();
+    assert_eq!(info.sandbox_id, "sbx1");
+    assert_eq!(info.state, SandboxState::Running);
+    assert_eq!(info.cpu_count, 2);
+    assert_eq!(info.allow_internet_access, Some(true));
+    let err = Sandbox::get_info_by_id(&config, "missing")
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Sandbox missing not found");
+    let err = Sandbox::get_info_by_id(&config, "unauthorized")
+        .await
+        .unwrap_err();
+    assert!(err.is_authentication());
+    assert_eq!(
+        err.to_string(),
+        "401: Unauthorized, please check your credentials. - Invalid API key"
+    );
+
+    assert!(sbx.kill().await.unwrap());
+    assert!(!Sandbox::kill_by_id(&config, "other").await.unwrap());
+    let kill = server.log.find("DELETE", "/sandboxes/sbx1");
+    assert_eq!(kill.header("x-api-key"), Some("e2b_0123abcd"));
+
+    let err = Sandbox::kill_by_id(&config, "").await.unwrap_err();
+    assert!(err.is_invalid_argument());
+    let err = Sandbox::builder()
+        .config(config.clone())
+        .timeout(Duration::ZERO)
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_argument());
+}
+
+#[tokio::test]
+async fn list_pages_with_query_and_next_token() {
+    let server = support::recording::start().await;
+    let query = SandboxQuery::new()
+        .metadata("k", "v")
+        .state(SandboxState::Running)
+        .state(SandboxState::Paused)
+        .limit(2);
+    let all: Vec<_> = Sandbox::list(&config(&server), query)
+        .unwrap()
+        .into_stream()
+        .try_collect()
+        .await
+        .unwrap();
+    let ids: Vec<_> = all.iter().map(|s| s.sandbox_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    let queries: Vec<_> = server
+        .log
+        .all()
+        .into_iter()
+        .filter(|r| r.path == "/v2/sandboxes")
+        .map(|r| r.query.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        queries,
+        [
+            "limit=2&metadata=k%3Dv&state=running%2Cpaused",
+            "limit=2&metadata=k%3Dv&nextToken=page2&state=running%2Cpaused"
+        ]
+    );
+    let err = Sandbox::list(&config(&server), SandboxQuery::new().limit(0))
+        .unwrap()
+        .next_items()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_argument());
+}
+
+#[tokio::test]
+async fn envd_requests_carry_connect_and_sandbox_headers() {
+    let server = support::recording::start().await;
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .create()
+        .await
+        .unwrap();
+    server.log.clear();
+
+    // Foreground: 60 s stream deadline, keepalive, no auth header without a user.
+    let result = sbx
+        .commands()
+        .run("echo hi", RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(result.stdout, "hi");
+    let start = server.log.find("POST", "/process.Process/Start");
+    assert_eq!(
+        start.header("content-type"),
+        Some("application/connect+json")
+    );
+    assert_eq!(start.header("connect-protocol-version"), Some("1"));
+    assert_eq!(start.header("connect-timeout-ms"), Some("60000"));
+    assert_eq!(start.header("keepalive-ping-interval"), Some("50"));
+    assert_eq!(start.header("e2b-sandbox-id"), Some("sbx1"));
+    assert_eq!(start.header("e2b-sandbox-port"), Some("49983"));
+    assert_eq!(start.header("x-access-token"), Some("tok-123"));
+    assert_eq!(start.header("user-agent"), Some(UA));
+    assert_eq!(start.header("authorization"), None);
+    assert_eq!(
+        start.header("x-api-key"),
+        None,
+        "the API key never goes to envd"
+    );
+    assert_eq!(
+        start.envelope_json(),
+        serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "echo hi"]}, "stdin": false})
+    );
+
+    // Background: no deadline at all; a user becomes Basic auth.
+    server.log.clear();
+    let mut h = sbx
+        .commands()
+        .run_background(
+            "echo hi",
+            RunOptions::new().user("root").env("K", "V").cwd("/tmp"),
+        )
+        .await
+        .unwrap();
+    h.wait().await.unwrap();
+    let start = server.log.find("POST", "/process.Process/Start");
+    assert_eq!(start.header("connect-timeout-ms"), None);
+    assert_eq!(start.header("authorization"), Some("Basic cm9vdDo="));
+    assert_eq!(
+        start.envelope_json()["process"],
+        serde_json::json!({"cmd": "/bin/bash", "args": ["-l", "-c", "echo hi"], "envs": {"K": "V"}, "cwd": "/tmp"})
+    );
+
+    // Unary: application/json with the request timeout as Connect-Timeout-Ms.
+    let info = sbx.files().user("user").get_info("a.txt").await.unwrap();
+    assert_eq!(info.size, 3);
+    let stat = server.log.find("POST", "/filesystem.Filesystem/Stat");
+    assert_eq!(stat.header("content-type"), Some("application/json"));
+    assert_eq!(stat.header("connect-timeout-ms"), Some("60000"));
+    assert_eq!(stat.header("authorization"), Some("Basic dXNlcjo="));
+    assert_eq!(stat.header("keepalive-ping-interval"), None);
+    assert_eq!(stat.json(), serde_json::json!({"path": "a.txt"}));
+
+    assert!(sbx.commands().kill(7).await.unwrap());
+    assert_eq!(
+        server
+            .log
+            .find("POST", "/process.Process/SendSignal")
+            .json(),
+        serde_json::json!({"process": {"pid": 7}, "signal": "SIGNAL_SIGKILL"})
+    );
+
+    let err = sbx.files().list("/nope", 1).await.unwrap_err();
+    assert!(err.is_not_found());
+    assert_eq!(err.to_string(), "path '/nope' does not exist");
+}
+
+#[tokio::test]
+async fn uploads_multipart_and_octet_stream() {
+    let server = support::recording::start().await;
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .create()
+        .await
+        .unwrap();
+    server.log.clear();
+    sbx.files()
+        .write_files(vec![
+            WriteEntry::new("/home/user/a.txt", "AAA"),
+            WriteEntry::new("b/c.txt", "BB"),
+        ])
+        .await
+        .unwrap();
+    let r = server.log.find("POST", "/files");
+    assert_eq!(r.query, None);
+    assert_eq!(r.header("x-access-token"), Some("tok-123"));
+    let ct = r.header("content-type").unwrap();
+    let boundary = ct.strip_prefix("multipart/form-data; boundary=").expect(ct);
+    let expected = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/home/user/a.txt\"\r\nContent-Type: application/octet-stream\r\n\r\nAAA\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b/c.txt\"\r\nContent-Type: application/octet-stream\r\n\r\nBB\r\n\
+         --{boundary}--\r\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&r.body), expected);
+
+    server.log.clear();
+    sbx.files()
+        .user("user")
+        .write("/home/user/a.txt", "x")
+        .await
+        .unwrap();
+    let r = server.log.find("POST", "/files");
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        r.query.as_deref(),
+        Some("path=%2Fhome%2Fuser%2Fa.txt&username=user")
+    );
+    assert_eq!(&r.body[..], b"x");
+
+    server.log.clear();
+    sbx.files()
+        .metadata([("Team", "core")])
+        .write("/home/user/a.txt", "x")
+        .await
+        .unwrap();
+    let r = server.log.find("POST", "/files");
+    assert_eq!(r.header("x-metadata-team"), Some("core"));
+}
+
+#[tokio::test]
+async fn signed_urls() {
+    let server = support::recording::start().await;
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .create()
+        .await
+        .unwrap();
+    let url = sbx
+        .download_url("/home/user/a.txt", Some("user"), None)
+        .unwrap();
+    // v1_ + base64(sha256("/home/user/a.txt:read:user:tok-123")), computed with Python.
+    assert_eq!(
+        url,
+        format!(
+            "{}/files?path=%2Fhome%2Fuser%2Fa.txt&username=user&signature=v1_{}",
+            server.base, "WU421hL9oufM%2F6QQ4tu2j5JE6pCOVNqn8RZYrco28l8"
+        )
+    );
+    let url = sbx.upload_url("/a", None, Some(60)).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let exp: i64 = url
+        .rsplit("signature_expiration=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((now + 58..=now + 61).contains(&exp), "{url}");
+    assert!(url.starts_with(&format!("{}/files?path=%2Fa&signature=v1_", server.base)));
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_flight_becomes_timeout_after_the_health_probe() {
+    let server = support::recording::start().await;
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .create()
+        .await
+        .unwrap();
+    server.log.clear();
+    let err = sbx
+        .commands()
+        .run("die", RunOptions::new())
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        err.to_string().ends_with(
+            ": The sandbox was killed or reached its end of life while the request was in flight."
+        ),
+        "{err}"
+    );
+    let health = server.log.find("GET", "/health");
+    assert_eq!(health.header("e2b-sandbox-id"), Some("sbx1"));
+    // is_running says false for the same 502.
+    assert!(!sbx.is_running().await.unwrap());
+}
+
+#[tokio::test]
+async fn missing_api_key_is_an_authentication_error() {
+    let err = Sandbox::builder()
+        .config(ConnectionConfig::new().with_api_url("http://127.0.0.1:9"))
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_authentication(), "{err:?}");
+    let debug = format!("{:?}", config_with_secret());
+    assert!(!debug.contains("e2b_supersecret"));
+}
+
+fn config_with_secret() -> ConnectionConfig {
+    ConnectionConfig::new().with_api_key("e2b_supersecret")
+}

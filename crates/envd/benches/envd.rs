@@ -119,6 +119,16 @@ fn main() {
             }
             println!("Start→end /bin/true ({name}): {}", percentiles(v));
         }
+        // Breakdown: how long until the start event arrives.
+        let mut v = Vec::new();
+        for _ in 0..300 {
+            let t = Instant::now();
+            let mut s = proto.start(req("/bin/true", &[])).await.expect("start");
+            let _ = s.next().await;
+            v.push(t.elapsed());
+            while s.next().await.is_some() {}
+        }
+        println!("Start→start event /bin/true (proto): {}", percentiles(v));
         let mut v = Vec::new();
         for _ in 0..100 {
             let t = Instant::now();

@@ -123,7 +123,15 @@ fn cors() -> CorsLayer {
 /// # Errors
 /// When accepting connections fails fatally.
 pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt as _;
     let envd = Envd::new(&config);
+    // Streams end with small frames written back to back; without TCP_NODELAY, Nagle and the
+    // peer's delayed ACK hold the last one back ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("setting TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, envd.router())
         .await
         .map_err(|e| anyhow::anyhow!("serving: {e}"))

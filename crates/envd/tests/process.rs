@@ -951,3 +951,40 @@ async fn slow_subscriber_gets_everything_and_unsubscribed_output_is_discarded() 
         envd.rss_kib()
     );
 }
+
+#[tokio::test]
+async fn non_root_envd_only_acts_as_itself() {
+    if !is_root() {
+        eprintln!("skipping: needs root to start envd as another user");
+        return;
+    }
+    let (name, uid, gid, home) = test_user();
+    let envd = Envd::start_as(uid, gid, &[]);
+    let c = client(&envd);
+    let basic = |u: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:"))
+        )
+    };
+    let r = start(&c, sh("id -un; pwd")).await;
+    assert_eq!(
+        String::from_utf8(r.stdout).unwrap(),
+        format!("{name}\n{home}\n")
+    );
+    let r = start(
+        &c,
+        Request::new(sh("id -un")).with_header("authorization", &basic(&name)),
+    )
+    .await;
+    assert_eq!(r.stdout, format!("{name}\n").into_bytes());
+    let r = start(
+        &c,
+        Request::new(sh("id -un")).with_header("authorization", &basic("root")),
+    )
+    .await;
+    assert_eq!(
+        code_of(&r.error),
+        Some((Code::Unauthenticated, "invalid username: 'root'".to_owned()))
+    );
+}

@@ -11,14 +11,41 @@ pub struct Envd {
     pub base: String,
     /// Its pid.
     pub pid: u32,
+    _bin_dir: Option<tempfile::TempDir>,
 }
 
 impl Envd {
     /// Starts envd with extra arguments.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_envd"))
-            .args(["--port", "0", "--listen", "127.0.0.1"])
-            .args(args)
+        Self::start_with(
+            std::path::Path::new(env!("CARGO_BIN_EXE_envd")),
+            args,
+            |_| {},
+        )
+    }
+
+    /// Starts envd as another user (root only). The binary is copied to a world-readable
+    /// directory first: the build tree may sit under a home only root can enter.
+    pub fn start_as(uid: u32, gid: u32, args: &[&str]) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.path().join("envd");
+        std::fs::copy(env!("CARGO_BIN_EXE_envd"), &bin).expect("copy envd");
+        let mut envd = Self::start_with(&bin, args, |c| {
+            c.uid(uid).gid(gid).current_dir("/");
+        });
+        envd._bin_dir = Some(dir);
+        envd
+    }
+
+    fn start_with(bin: &std::path::Path, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", "0", "--listen", "127.0.0.1"])
+            .args(args);
+        tweak(&mut cmd);
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -39,6 +66,7 @@ impl Envd {
             child,
             base: format!("http://{addr}"),
             pid,
+            _bin_dir: None,
         }
     }
 

@@ -1,0 +1,33 @@
+//! The Python "Sandbox sync" quickstart, line by line, with the blocking API:
+//!
+//! ```python
+//! from e2b import Sandbox
+//!
+//! sandbox = Sandbox.create()                              # create
+//! result = sandbox.commands.run("echo hello")             # run a command
+//! print(result.stdout)
+//! sandbox.files.write("/tmp/hello.txt", "Hello, world!")  # write a file
+//! print(sandbox.files.read("/tmp/hello.txt"))             # read it back
+//! for entry in sandbox.files.list("/tmp"):                # list a directory
+//!     print(entry.name)
+//! sandbox.kill()                                          # kill
+//! ```
+//!
+//! Run with `cargo run -p e2b --features blocking --example blocking_quickstart` and
+//! `E2B_API_KEY` set (or `E2B_DEBUG=true` for a local envd on port 49983).
+
+use e2b::RunOptions;
+use e2b::blocking::Sandbox;
+
+fn main() -> e2b::Result<()> {
+    let sandbox = Sandbox::create()?;
+    let result = sandbox.commands().run("echo hello", RunOptions::new())?;
+    print!("{}", result.stdout);
+    sandbox.files().write("/tmp/hello.txt", "Hello, world!")?;
+    println!("{}", sandbox.files().read("/tmp/hello.txt")?);
+    for entry in sandbox.files().list("/tmp", 1)? {
+        println!("{}", entry.name);
+    }
+    sandbox.kill()?;
+    Ok(())
+}

@@ -85,6 +85,9 @@ pub const ETC_COPIED: &[&str] = &[
     "terminfo",
 ];
 
+/// Entries of [`ETC_COPIED`] copied by content even when they are symlinks.
+const ETC_FOLLOWED: &[&str] = &["resolv.conf"];
+
 /// Names never copied even inside a copied directory.
 const ETC_EXCLUDED: &[&str] = &["private", "shadow", "gshadow", "machine-id"];
 
@@ -100,7 +103,14 @@ impl Template {
         let root = dir.join("root");
         let stamp = dir.join("version");
         if std::fs::read_to_string(&stamp).ok().as_deref() != Some(BASE_VERSION) {
-            build_base(data_dir, &dir)?;
+            // One builder per process; other processes are handled by the atomic rename.
+            static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _guard = BUILD
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if std::fs::read_to_string(&stamp).ok().as_deref() != Some(BASE_VERSION) {
+                build_base(data_dir, &dir)?;
+            }
         }
         let mut layers = vec![TemplateLayer {
             target: PathBuf::from("/"),
@@ -302,7 +312,11 @@ fn populate_etc(host_etc: &Path, etc: &Path) -> Result<()> {
             continue;
         };
         let dst = etc.join(name);
-        if md.file_type().is_symlink() {
+        if ETC_FOLLOWED.contains(name) {
+            // Often a symlink into /run (systemd-resolved), which the sandbox does not have.
+            let body = std::fs::read(&src).unwrap_or_default();
+            std::fs::write(&dst, body).map_err(|e| Error::WriteFile(dst.clone(), e))?;
+        } else if md.file_type().is_symlink() {
             let to = std::fs::read_link(&src).map_err(|e| Error::CopyHostFile(src.clone(), e))?;
             link(&to, &dst)?;
         } else if md.is_dir() {

@@ -140,14 +140,24 @@ mod bench {
     }
 
     pub(crate) fn run() -> Res<()> {
-        let n: usize = std::env::args()
-            .nth(1)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(100);
+        // [ITERATIONS] [--helper PATH]: with --helper, another binary (e.g. the real
+        // `e2b-local`) serves the helper roles; the "server answers" rows then need this
+        // binary's listener role and are skipped.
+        let args: Vec<String> = std::env::args().collect();
+        let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+        let helper = args
+            .iter()
+            .position(|a| a == "--helper")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from);
         let data = std::env::temp_dir().join("e2b-local-bench");
         let mut cfg = RuntimeConfig::new(&data);
         cfg.cgroup.parent = "e2b-local-bench".into();
-        cfg.helper_exe = std::env::current_exe()?;
+        let own_helper = helper.is_none();
+        cfg.helper_exe = match helper {
+            Some(h) => h,
+            None => std::env::current_exe()?,
+        };
         let rt = Runtime::new(cfg)?;
         rt.check()?;
         for e in std::fs::read_dir(data.join("sandboxes"))?.flatten() {
@@ -203,7 +213,7 @@ mod bench {
 
         // Spawn until a process inside (this binary, run by descriptor) answers.
         let (mut ready, mut kill) = (Vec::new(), Vec::new());
-        for i in 0..n {
+        for i in 0..if own_helper { n } else { 0 } {
             let mut init = InitProgram::self_exe(["e2b-local-bench-listen"]);
             init.env
                 .push(("E2B_LOCAL_ROLE".into(), "bench-listen".into()));
@@ -215,8 +225,10 @@ mod bench {
             sb.kill()?;
             kill.push(k.elapsed());
         }
-        report("spawn until a server inside answers", ready);
-        report("kill of a serving sandbox", kill);
+        if own_helper {
+            report("spawn until a server inside answers", ready);
+            report("kill of a serving sandbox", kill);
+        }
 
         // 50 concurrent spawns.
         let start = Instant::now();
@@ -282,7 +294,6 @@ mod bench {
             "kill 50 sandboxes",
             killed.as_secs_f64() * 1e3
         );
-        let _: PathBuf = data;
         Ok(())
     }
 }

@@ -621,6 +621,49 @@ async fn deadline_kills_and_keepalives_arrive() {
     .await;
     assert_eq!(r.end, Some(end(-1, false, "signal: killed")));
 
+    // A Connect deadline ends only that stream (deadline_exceeded); the process lives on.
+    let mut s = c.start(sh("exec sleep 30")).await.unwrap();
+    let pid = match s.next().await.unwrap().unwrap().event.unwrap().event {
+        Some(Ev::Start(s)) => s.pid,
+        other => panic!("{other:?}"),
+    };
+    let r = match c
+        .connect(
+            Request::new(pb::ConnectRequest {
+                process: pid_sel(pid),
+            })
+            .with_timeout(Duration::from_millis(500)),
+        )
+        .await
+    {
+        Ok(st) => drain(Box::pin(st.map(|r| r.map(|m| m.event)))).await,
+        Err(e) => Run {
+            error: Some(e),
+            ..Default::default()
+        },
+    };
+    assert_eq!(
+        r.error.as_ref().map(ConnectError::code),
+        Some(Code::DeadlineExceeded)
+    );
+    assert!(r.end.is_none());
+    let alive = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        None,
+    )
+    .is_ok();
+    assert!(alive, "a Connect deadline must not kill the process");
+    c.send_signal(pb::SendSignalRequest {
+        process: pid_sel(pid),
+        signal: pb::Signal::Sigkill as i32,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        rest(pid, s).await.end,
+        Some(end(-1, false, "signal: killed"))
+    );
+
     // Keepalives at the requested interval, none once data flows more often.
     let r = start(
         &c,

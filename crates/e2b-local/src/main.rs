@@ -1,23 +1,24 @@
-//! `e2b-local`: E2B sandboxes on one Linux machine.
+//! `e2b-local`: E2B sandboxes on one Linux machine. All logic lives in the library.
 //!
-//! For now: the hidden sandbox helper roles and a usage message. The control plane, envd
-//! routing and the CLI subcommands are added on top of the library.
+//! Phases: (1) hidden roles — the runtime's helper roles (`__sandbox-init`,
+//! `__sandbox-exec`, argv\[1\]) and the envd role (`E2B_LOCAL_ROLE=envd`), before any thread
+//! exists; (2) the command line.
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: e2b-local <command>
-
-commands (coming): serve, sandbox list|kill, key, template list|add
-";
-
+#[cfg(target_os = "linux")]
 fn main() -> ExitCode {
-    // Phase 1: helper roles run before anything else (no threads, no logging).
-    #[cfg(target_os = "linux")]
-    if let Some(code) = e2b_local::isolation::run_helper_if_requested() {
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    // Phase 1: roles run before anything else (no threads, no logging set up yet).
+    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
+        return code;
     }
     // Phase 2: the CLI.
-    eprint!("{USAGE}");
-    ExitCode::from(2)
+    use clap::Parser as _;
+    e2b_local::cli::run(e2b_local::cli::Cli::parse())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!("e2b-local: only Linux is supported");
+    ExitCode::FAILURE
 }

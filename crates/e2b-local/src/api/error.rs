@@ -1,0 +1,69 @@
+//! The control plane's one error type: an HTTP status and a message, rendered as E2B's
+//! `{"code": <status>, "message": "..."}` body (`e2b_api::types::Error`).
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+/// An error answered to a control-plane request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// HTTP status (also the body's `code`).
+    pub status: StatusCode,
+    /// Human-readable message naming what was wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Any status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the client sent something invalid.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 401: missing or wrong API key.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 404: no such sandbox, template or route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 409: the sandbox is in the wrong state for the operation.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 500: the server failed (never for a client's mistake).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// The 404 of every per-sandbox endpoint, worded as E2B's API.
+    pub fn sandbox_not_found(id: &str) -> Self {
+        Self::not_found(format!(
+            "sandbox \"{id}\" doesn't exist or you don't have access to it"
+        ))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = e2b_api::types::Error {
+            code: i32::from(self.status.as_u16()),
+            error_code: None,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

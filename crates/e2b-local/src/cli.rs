@@ -1,0 +1,295 @@
+//! The `e2b-local` command line: `serve`, `sandbox list|kill`, `key`, `template list|add`.
+//!
+//! `sandbox` subcommands talk to a running server over its REST API (the server owns the
+//! sandboxes); `key` and `template` read and write the state database directly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+
+use crate::server::{DEFAULT_LISTEN, Server, default_data_dir};
+use crate::state::Store;
+
+/// E2B sandboxes on one Linux machine.
+#[derive(Debug, Parser)]
+#[command(name = "e2b-local", version)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the control plane and envd routing (prints the variables to export).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: String,
+        /// Data directory (default /var/lib/e2b-local as root, else $XDG_DATA_HOME/e2b-local).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Sandbox domain reported to SDKs (default localhost:<port>).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Maximum sandbox lifetime in seconds.
+        #[arg(long, default_value_t = 24 * 3600)]
+        max_lifetime: u64,
+    },
+    /// Sandboxes of a running server.
+    Sandbox {
+        /// What to do.
+        #[command(subcommand)]
+        action: SandboxAction,
+        /// Server URL.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:3000",
+            env = "E2B_API_URL"
+        )]
+        api_url: String,
+        /// Data directory holding the API key.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the API key (created on first use).
+    Key {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Templates.
+    Template {
+        /// What to do.
+        #[command(subcommand)]
+        action: TemplateAction,
+        /// Data directory.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// `sandbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SandboxAction {
+    /// List running and paused sandboxes.
+    List,
+    /// Kill a sandbox.
+    Kill {
+        /// Sandbox ID.
+        id: String,
+    },
+}
+
+/// `template` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TemplateAction {
+    /// List templates.
+    List,
+    /// Register a root filesystem directory as a template.
+    Add {
+        /// Template name (`[a-z0-9._-]+`).
+        name: String,
+        /// Root filesystem directory (e.g. made with debootstrap).
+        #[arg(long)]
+        rootfs: PathBuf,
+    },
+}
+
+fn fail(phase: &str, e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("e2b-local: {phase} failed: {e}");
+    ExitCode::FAILURE
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail("runtime", &e),
+    };
+    match cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            domain,
+            max_lifetime,
+        } => {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .try_init();
+            runtime.block_on(async move {
+                let mut b = Server::builder()
+                    .listen(listen)
+                    .max_lifetime(std::time::Duration::from_secs(max_lifetime));
+                if let Some(d) = data_dir {
+                    b = b.data_dir(d);
+                }
+                if let Some(d) = domain {
+                    b = b.domain(d);
+                }
+                let server = match b.start().await {
+                    Ok(s) => s,
+                    Err(e) => return fail("serve", &e),
+                };
+                println!("e2b-local serving on {}", server.api_url());
+                println!("data directory: {}", server.data_dir().display());
+                println!("export these for the E2B SDKs:");
+                for (k, v) in server.env_vars() {
+                    println!("export {k}={v}");
+                }
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                server.run_until_signal().await;
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Key { data_dir } => {
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            match open_store(&dir).and_then(|s| s.api_key().map_err(|e| e.to_string())) {
+                Ok(k) => {
+                    println!("{k}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail("key", &e),
+            }
+        }
+        Command::Template { action, data_dir } => {
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            let store = match open_store(&dir) {
+                Ok(s) => s,
+                Err(e) => return fail("template", &e),
+            };
+            match action {
+                TemplateAction::List => match store.templates() {
+                    Ok(ts) => {
+                        println!("{:<24} ROOTFS", "NAME");
+                        println!("{:<24} (host /usr, /bin, /lib*; filtered /etc)", "base");
+                        for t in ts {
+                            println!("{:<24} {}", t.name, t.rootfs.display());
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail("template list", &e),
+                },
+                TemplateAction::Add { name, rootfs } => {
+                    if name == crate::template::BASE {
+                        return fail("template add", &"the name base is reserved");
+                    }
+                    let rootfs = std::fs::canonicalize(&rootfs).unwrap_or(rootfs);
+                    if let Err(e) = crate::template::Template::from_rootfs(&name, &rootfs) {
+                        return fail("template add", &e);
+                    }
+                    match store.put_template(&name, &rootfs) {
+                        Ok(()) => {
+                            println!("template {name} -> {}", rootfs.display());
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => fail("template add", &e),
+                    }
+                }
+            }
+        }
+        Command::Sandbox {
+            action,
+            api_url,
+            data_dir,
+        } => {
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            let key = match open_store(&dir).and_then(|s| s.api_key().map_err(|e| e.to_string())) {
+                Ok(k) => k,
+                Err(e) => return fail("sandbox", &e),
+            };
+            runtime.block_on(async move {
+                match action {
+                    SandboxAction::List => {
+                        let url = format!("{}/v2/sandboxes", api_url.trim_end_matches('/'));
+                        match call(http::Method::GET, &url, &key).await {
+                            Ok((200, body)) => {
+                                print_list(&body);
+                                ExitCode::SUCCESS
+                            }
+                            Ok((s, body)) => fail(
+                                "sandbox list",
+                                &format!("{s}: {}", String::from_utf8_lossy(&body)),
+                            ),
+                            Err(e) => fail("sandbox list", &e),
+                        }
+                    }
+                    SandboxAction::Kill { id } => {
+                        let url = format!("{}/sandboxes/{id}", api_url.trim_end_matches('/'));
+                        match call(http::Method::DELETE, &url, &key).await {
+                            Ok((204, _)) => {
+                                println!("killed {id}");
+                                ExitCode::SUCCESS
+                            }
+                            Ok((s, body)) => fail(
+                                "sandbox kill",
+                                &format!("{s}: {}", String::from_utf8_lossy(&body)),
+                            ),
+                            Err(e) => fail("sandbox kill", &e),
+                        }
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn open_store(dir: &std::path::Path) -> Result<Store, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Store::open(dir).map_err(|e| e.to_string())
+}
+
+async fn call(method: http::Method, url: &str, key: &str) -> Result<(u16, Bytes), String> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("x-api-key", key)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("{url}: {e}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("{url}: {e} (is `e2b-local serve` running?)"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+fn print_list(body: &[u8]) {
+    let list: Vec<e2b_api::types::ListedSandbox> = serde_json::from_slice(body).unwrap_or_default();
+    println!(
+        "{:<22} {:<12} {:<8} {:<26} END",
+        "ID", "TEMPLATE", "STATE", "STARTED"
+    );
+    for s in list {
+        println!(
+            "{:<22} {:<12} {:<8} {:<26} {}",
+            s.sandbox_id,
+            s.template_id,
+            s.state,
+            s.started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            s.end_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+}

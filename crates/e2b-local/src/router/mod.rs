@@ -1,0 +1,376 @@
+//! envd and port routing on the control plane's listener.
+//!
+//! A request goes to a sandbox when it carries the `E2b-Sandbox-Id` / `E2b-Sandbox-Port`
+//! headers, when its Host is `<port>-<sandboxID>.<domain>`, or when it is a pre-signed
+//! `/files` URL (no headers) whose v1 signature matches a live sandbox's token. Everything
+//! else is the control plane's.
+//!
+//! The proxy is a pooled hyper client whose connector opens a TCP connection inside the
+//! sandbox's network namespace ([`SandboxHandle::connect`](crate::isolation::SandboxHandle::connect)),
+//! so no host port is opened per sandbox. Bodies stream both ways. Pausing or killing a
+//! sandbox cancels its token, which cuts every open response stream mid-body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, Uri, header};
+use http_body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::api::manager::{ENVD_PORT, Manager, valid_sandbox_id};
+use crate::state::SandboxState;
+
+/// Routing header naming the sandbox.
+pub const SANDBOX_ID_HEADER: &str = "e2b-sandbox-id";
+/// Routing header naming the port inside the sandbox.
+pub const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
+
+/// envd routes only the control plane may call; the proxy answers 404.
+pub const INTERNAL_ROUTES: &[&str] = &[
+    "/init",
+    "/freeze",
+    "/unfreeze",
+    "/collapse",
+    "/fsfreeze",
+    "/fsthaw",
+    "/upgrade",
+];
+
+/// Opens connections into sandboxes. The URI authority is `<sandboxID>:<port>`.
+#[derive(Debug, Clone)]
+pub struct SandboxConnector {
+    mgr: Weak<Manager>,
+}
+
+type ConnectFuture =
+    Pin<Box<dyn Future<Output = Result<TokioIo<tokio::net::TcpStream>, std::io::Error>> + Send>>;
+
+impl tower::Service<Uri> for SandboxConnector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let mgr = self.mgr.clone();
+        Box::pin(async move {
+            let not_running = |id: &str| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    format!("sandbox {id} is not running"),
+                )
+            };
+            let id = uri.host().unwrap_or("").to_owned();
+            let port = uri.port_u16().unwrap_or(ENVD_PORT);
+            let live = mgr
+                .upgrade()
+                .and_then(|m| m.get(&id))
+                .ok_or_else(|| not_running(&id))?;
+            let handle = live.handle.clone();
+            let stream = tokio::task::spawn_blocking(move || handle.connect(port))
+                .await
+                .map_err(std::io::Error::other)??;
+            stream.set_nonblocking(true)?;
+            let _ = stream.set_nodelay(true);
+            Ok(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
+        })
+    }
+}
+
+/// The proxy client, pooled per `(sandbox, port)`.
+pub type ProxyClient = Client<SandboxConnector, Body>;
+
+/// Builds the proxy client for `mgr`.
+pub fn client(mgr: &Arc<Manager>) -> ProxyClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(8)
+        .build(SandboxConnector {
+            mgr: Arc::downgrade(mgr),
+        })
+}
+
+/// State of the routing layer.
+#[derive(Debug, Clone)]
+pub struct RouterState {
+    /// The manager.
+    pub mgr: Arc<Manager>,
+    /// The proxy client.
+    pub client: ProxyClient,
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// 502 for an unknown, killed, paused or expired sandbox (E2B's proxy body, exactly).
+pub fn not_found(id: &str) -> Response {
+    json(
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({"sandboxId": id, "message": "The sandbox was not found", "code": 502}),
+    )
+}
+
+/// 502 when nothing listens on the port inside a running sandbox.
+pub fn port_closed(id: &str, port: u16) -> Response {
+    json(
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({
+            "sandboxId": id,
+            "message": "The sandbox is running but port is not open",
+            "port": port,
+            "code": 502
+        }),
+    )
+}
+
+fn bad(message: String) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({"code": 400, "message": message}),
+    )
+}
+
+/// Where a request goes: `Some(Ok((id, port)))` to a sandbox, `Some(Err(resp))` answered
+/// here, `None` to the control plane.
+fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response>> {
+    let h = req.headers();
+    let id_h = h.get(SANDBOX_ID_HEADER);
+    let port_h = h.get(SANDBOX_PORT_HEADER);
+    if id_h.is_some() || port_h.is_some() {
+        let (Some(id), Some(port)) = (id_h, port_h) else {
+            let missing = if id_h.is_none() {
+                "E2b-Sandbox-Id"
+            } else {
+                "E2b-Sandbox-Port"
+            };
+            return Some(Err(bad(format!("missing header {missing}"))));
+        };
+        let id = id.to_str().unwrap_or("");
+        let Some(port) = port.to_str().ok().and_then(|p| p.parse::<u16>().ok()) else {
+            return Some(Err(bad(format!(
+                "invalid sandbox port {:?}",
+                String::from_utf8_lossy(port.as_bytes())
+            ))));
+        };
+        if !valid_sandbox_id(id) {
+            return Some(Err(bad(format!("invalid sandbox ID {id:?}"))));
+        }
+        return Some(Ok((id.to_owned(), port)));
+    }
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("");
+    if let Some(t) = parse_host(host) {
+        return Some(Ok(t));
+    }
+    if req.uri().path() == "/files" {
+        let q = crate::api::handlers::parse_query(req.uri().query());
+        if q.iter().any(|(k, _)| k == "signature") {
+            let op = if req.method() == http::Method::POST {
+                "write"
+            } else {
+                "read"
+            };
+            return Some(match signed_target(mgr, &q, op) {
+                Some(id) => Ok((id, ENVD_PORT)),
+                None => Err(json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"code": 401, "message": "invalid signature"}),
+                )),
+            });
+        }
+    }
+    None
+}
+
+/// `<port>-<sandboxID>[-<clientID>].<domain>[:<listen port>]` → `(id, port)`.
+pub fn parse_host(host: &str) -> Option<(String, u16)> {
+    // Strip the listener's port (IPv6 literals never match below).
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let (label, rest) = host.split_once('.')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut parts = label.split('-');
+    let port = parts.next()?.parse::<u16>().ok()?;
+    let id = parts.next()?;
+    valid_sandbox_id(id).then(|| (id.to_owned(), port))
+}
+
+/// The live, running sandbox whose token signs this `/files` query.
+fn signed_target(mgr: &Manager, q: &[(String, String)], op: &str) -> Option<String> {
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let sig = get("signature")?;
+    let path = get("path").unwrap_or("");
+    let user = get("username").unwrap_or("");
+    let exp = get("signature_expiration").and_then(|e| e.parse::<i64>().ok());
+    mgr.all().into_iter().find_map(|l| {
+        let token = l.token.as_deref()?;
+        let expected = envd::auth::signature(path, op, user, token, exp);
+        envd::auth::constant_time_eq(expected.as_bytes(), sig.as_bytes()).then(|| l.record().id)
+    })
+}
+
+/// The routing layer: sends sandbox traffic to the proxy, the rest to `next`.
+pub async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
+    match target(&req, &rs.mgr) {
+        None => next.run(req).await,
+        Some(Err(resp)) => resp,
+        Some(Ok((id, port))) => proxy(&rs, id, port, req).await,
+    }
+}
+
+async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Response {
+    if port == ENVD_PORT && INTERNAL_ROUTES.contains(&req.uri().path()) {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({
+                "message": "This endpoint is reserved for the E2B control plane and cannot be called through the proxy",
+                "path": req.uri().path(),
+                "code": 404
+            }),
+        );
+    }
+    let Some(live) = rs.mgr.get(&id) else {
+        return not_found(&id);
+    };
+    if live.record().state != SandboxState::Running {
+        return not_found(&id);
+    }
+    let cancel = live.cancel_token();
+    let (mut parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let Ok(uri) = format!("http://{id}:{port}{pq}").parse::<Uri>() else {
+        return bad(format!("invalid request target {pq:?}"));
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    for h in HOP_BY_HOP {
+        parts.headers.remove(*h);
+    }
+    let req = http::Request::from_parts(parts, body);
+    let resp = tokio::select! {
+        r = rs.client.request(req) => r,
+        () = cancel.clone().cancelled_owned() => return not_found(&id),
+    };
+    match resp {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            for h in HOP_BY_HOP {
+                parts.headers.remove(*h);
+            }
+            let body = CutBody {
+                inner: body,
+                cancel: Box::pin(cancel.cancelled_owned()),
+            };
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            let gone = rs
+                .mgr
+                .get(&id)
+                .is_none_or(|l| l.record().state != SandboxState::Running);
+            if gone {
+                not_found(&id)
+            } else {
+                tracing::debug!("proxy to {id}:{port}: {e:?}");
+                port_closed(&id, port)
+            }
+        }
+    }
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// A response body that ends with an error (so the client connection is aborted) once the
+/// sandbox is paused or killed.
+struct CutBody {
+    inner: hyper::body::Incoming,
+    cancel: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl http_body::Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.cancel.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "sandbox was paused or killed",
+            ))));
+        }
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(std::io::Error::other)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_like_e2b_proxy() {
+        assert_eq!(
+            parse_host("49983-iabc123.localhost:3000"),
+            Some(("iabc123".into(), 49983))
+        );
+        assert_eq!(
+            parse_host("8080-iabc-6532622b.e2b.local"),
+            Some(("iabc".into(), 8080))
+        );
+        assert_eq!(parse_host("localhost:3000"), None);
+        assert_eq!(parse_host("127.0.0.1:3000"), None);
+        assert_eq!(parse_host("8080-iabc"), None);
+        assert_eq!(parse_host("x-iabc.localhost"), None);
+        assert_eq!(parse_host("80-I.localhost"), None);
+    }
+}

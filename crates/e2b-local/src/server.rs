@@ -1,0 +1,330 @@
+//! The assembled server: runtime + state + control plane + envd routing on one listener.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), e2b_local::server::ServerError> {
+//! let server = e2b_local::Server::builder()
+//!     .data_dir("/tmp/e2b-local")
+//!     .listen("127.0.0.1:0")
+//!     .start()
+//!     .await?;
+//! println!("E2B_API_URL={}", server.api_url());
+//! println!("E2B_SANDBOX_URL={}", server.sandbox_url());
+//! println!("E2B_API_KEY={}", server.api_key());
+//! println!("E2B_DOMAIN={}", server.domain());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Manager, ManagerConfig};
+use crate::isolation::{Limits, Runtime, RuntimeConfig};
+use crate::state::Store;
+
+/// Environment variable names the official SDKs read (see [`RunningServer::env_vars`]).
+pub const ENV_API_URL: &str = "E2B_API_URL";
+/// See [`ENV_API_URL`].
+pub const ENV_SANDBOX_URL: &str = "E2B_SANDBOX_URL";
+/// See [`ENV_API_URL`].
+pub const ENV_API_KEY: &str = "E2B_API_KEY";
+/// See [`ENV_API_URL`].
+pub const ENV_DOMAIN: &str = "E2B_DOMAIN";
+
+/// Default listen address of `e2b-local serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+
+/// Failures starting the server, one variant per step.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address is not `host:port`.
+    #[error("invalid listen address {0:?}: {1}")]
+    Listen(String, String),
+    /// Binding the listener failed.
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// The data directory could not be created or used.
+    #[error("data directory {0}: {1}")]
+    DataDir(PathBuf, #[source] crate::isolation::Error),
+    /// The host cannot isolate sandboxes (names the kernel feature and how to get it).
+    #[error("this host cannot run sandboxes: {0}")]
+    Unsupported(#[source] crate::isolation::Error),
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// The default data directory: `/var/lib/e2b-local` as root, else
+/// `$XDG_DATA_HOME/e2b-local` (or `~/.local/share/e2b-local`).
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/e2b-local");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("e2b-local");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/e2b-local")
+}
+
+/// Default limits of every sandbox: 2 CPUs, 512 MiB memory, 1024 tasks, unbounded disk.
+pub fn default_limits() -> Limits {
+    Limits {
+        cpu_millis: Some(2000),
+        memory_bytes: Some(512 << 20),
+        pids: Some(1024),
+        disk_bytes: None,
+    }
+}
+
+/// Entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the defaults of `e2b-local serve`.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Configures and starts a server.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ServerBuilder {
+    data_dir: Option<PathBuf>,
+    listen: String,
+    domain: Option<String>,
+    max_lifetime: Duration,
+    limits: Limits,
+    helper_exe: Option<PathBuf>,
+    cgroup_parent: Option<String>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            data_dir: None,
+            listen: DEFAULT_LISTEN.into(),
+            domain: None,
+            max_lifetime: Duration::from_secs(24 * 3600),
+            limits: default_limits(),
+            helper_exe: None,
+            cgroup_parent: None,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Data directory (default [`default_data_dir`]).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Listen address `host:port` (default `127.0.0.1:3000`; port 0 picks a free one).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Domain reported to SDKs; `<port>-<sandboxID>.<domain>` then reaches any port of a
+    /// sandbox through this listener (default `localhost:<listen port>`).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Maximum sandbox lifetime (default 24 h).
+    pub fn max_lifetime(mut self, d: Duration) -> Self {
+        self.max_lifetime = d;
+        self
+    }
+
+    /// Limits of every sandbox (default [`default_limits`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Executable re-run as the runtime's helper and as envd (default: the current one). Its
+    /// `main` must call [`run_role_if_requested`](crate::envd_role::run_role_if_requested)
+    /// first, or the crate's `embed` feature must be on.
+    pub fn helper_exe(mut self, exe: impl Into<PathBuf>) -> Self {
+        self.helper_exe = Some(exe.into());
+        self
+    }
+
+    /// Cgroup parent of all sandboxes (default `e2b-local`).
+    pub fn cgroup_parent(mut self, name: impl Into<String>) -> Self {
+        self.cgroup_parent = Some(name.into());
+        self
+    }
+
+    /// Checks the host, opens the state, reclaims sandboxes of an earlier run, binds the
+    /// listener and serves in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] naming the failed step; [`ServerError::Unsupported`] names the missing
+    /// kernel feature.
+    pub async fn start(self) -> Result<RunningServer, ServerError> {
+        let addr: SocketAddr = tokio::net::lookup_host(&self.listen)
+            .await
+            .map_err(|e| ServerError::Listen(self.listen.clone(), e.to_string()))?
+            .next()
+            .ok_or_else(|| ServerError::Listen(self.listen.clone(), "no address".into()))?;
+        let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        let mut rc = RuntimeConfig::new(&data_dir);
+        if let Some(exe) = &self.helper_exe {
+            rc.helper_exe = exe.clone();
+        }
+        if let Some(p) = &self.cgroup_parent {
+            rc.cgroup.parent = p.clone();
+        }
+        let runtime = Runtime::new(rc).map_err(|e| ServerError::DataDir(data_dir.clone(), e))?;
+        runtime.check().map_err(ServerError::Unsupported)?;
+        let store = Store::open(&data_dir)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Bind(addr, e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ServerError::Bind(addr, e))?;
+        let domain = self
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("localhost:{}", local.port()));
+        let mgr = Arc::new(Manager::new(
+            runtime,
+            store,
+            ManagerConfig {
+                max_lifetime: self.max_lifetime,
+                limits: self.limits,
+                domain: domain.clone(),
+            },
+        )?);
+        let reclaimed = {
+            let m = mgr.clone();
+            tokio::task::spawn_blocking(move || m.recover())
+                .await
+                .unwrap_or(0)
+        };
+        if reclaimed > 0 {
+            tracing::info!("reclaimed {reclaimed} sandboxes of an earlier run");
+        }
+        let stop = CancellationToken::new();
+        tokio::spawn(mgr.clone().run_evictor(stop.clone()));
+        let rs = crate::router::RouterState {
+            mgr: mgr.clone(),
+            client: crate::router::client(&mgr),
+        };
+        let app = crate::api::router(mgr.clone()).layer(axum::middleware::from_fn_with_state(
+            rs,
+            crate::router::route,
+        ));
+        let stop2 = stop.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop2.cancelled().await })
+                .await;
+        });
+        Ok(RunningServer {
+            addr: local,
+            api_key: mgr.api_key().to_owned(),
+            domain,
+            data_dir,
+            mgr,
+            stop,
+            task,
+        })
+    }
+}
+
+/// A server serving in the background of the current tokio runtime.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    api_key: String,
+    domain: String,
+    data_dir: PathBuf,
+    mgr: Arc<Manager>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Control-plane base URL (`E2B_API_URL`), e.g. `http://127.0.0.1:3000`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// envd base URL for every sandbox (`E2B_SANDBOX_URL`): the same listener, routed by the
+    /// `E2b-Sandbox-Id` header.
+    pub fn sandbox_url(&self) -> String {
+        self.api_url()
+    }
+
+    /// The API key (`E2B_API_KEY`).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// The sandbox domain (`E2B_DOMAIN`): `<port>-<sandboxID>.<domain>` reaches a port.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The sandbox manager (for in-process inspection).
+    pub fn manager(&self) -> &Arc<Manager> {
+        &self.mgr
+    }
+
+    /// `(name, value)` of every variable the official SDKs need.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (ENV_API_URL, self.api_url()),
+            (ENV_SANDBOX_URL, self.sandbox_url()),
+            (ENV_API_KEY, self.api_key.clone()),
+            (ENV_DOMAIN, self.domain.clone()),
+        ]
+    }
+
+    /// Stops serving and kills every sandbox (their records are marked killed).
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.mgr.kill_all().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+
+    /// Serves until ctrl-c or SIGTERM, then shuts down like [`shutdown`](Self::shutdown).
+    pub async fn run_until_signal(self) {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        self.shutdown().await;
+    }
+}

@@ -45,6 +45,14 @@ root_test! {
             text(&out.stdout),
             "uid=1000(user) gid=1000(user) groups=1000(user)\n/home/user\n/home/user\n"
         );
+        // PTYs (envd's pty service) come from the sandbox's own devpts instance.
+        let out = sb
+            .exec_in(
+                &["/usr/bin/python3", "-c", "import os, pty; m, s = pty.openpty(); print(os.ttyname(s), oct(os.stat(os.ttyname(s)).st_mode))"],
+                &ExecOptions::user(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&out.stdout), "/dev/pts/0 0o20620\n", "{}", text(&out.stderr));
         let out = sh(&sb, "grep -E '^(CapEff|CapBnd):' /proc/self/status", &ExecOptions::user());
         assert_eq!(text(&out.stdout), "CapEff:\t0000000000000000\nCapBnd:\t00000000a00425fb\n");
     }
@@ -430,5 +438,19 @@ root_test! {
         assert!(!sb.cgroup().exists());
         assert!(!env.dir.join("sandboxes/iso-attach").exists());
         assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains("iso-attach"));
+    }
+
+    fn without_limits_the_upper_directory_is_a_plain_directory() {
+        let env = env(CG);
+        let sb = spawn(env, "iso-nolimits", InitProgram::sandbox(["/bin/sleep", "infinity"]), Limits::default());
+        let out = sh(&sb, "echo kept > /home/user/f; df --output=target,fstype / /tmp | tail -n 2 | tr -s ' '", &ExecOptions::user());
+        assert_eq!(text(&out.stdout), "/ overlay\n/tmp tmpfs\n", "{}", text(&out.stderr));
+        assert_eq!(std::fs::read_to_string(sb.upper_dir().join("home/user/f")).unwrap_or_default(), "kept\n");
+        let disk = sb.dir().join("disk");
+        assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(disk.to_str().unwrap_or("?")));
+        let stats = sb.stats();
+        assert_eq!(stats.memory_limit_bytes, None, "{stats:?}");
+        sb.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(!sb.dir().exists());
     }
 }

@@ -26,6 +26,9 @@ fn main() {
         /// Value of E2B_SANDBOX_ID for processes.
         #[arg(long, env = "E2B_SANDBOX_ID")]
         sandbox_id: Option<String>,
+        /// Value of E2B_TEMPLATE_ID for processes.
+        #[arg(long, env = "E2B_TEMPLATE_ID")]
+        template_id: Option<String>,
         /// Print the envd version and exit.
         #[arg(long)]
         version: bool,
@@ -64,6 +67,7 @@ fn main() {
         default_user: args.default_user,
         workdir: args.workdir,
         sandbox_id: args.sandbox_id,
+        template_id: args.template_id,
         ..envd::Config::default()
     };
 

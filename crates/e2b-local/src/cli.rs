@@ -39,6 +39,9 @@ pub enum Command {
         /// Maximum sandbox lifetime in seconds.
         #[arg(long, default_value_t = 24 * 3600)]
         max_lifetime: u64,
+        /// Cgroup parent of all sandboxes.
+        #[arg(long, default_value = "e2b-local")]
+        cgroup_parent: String,
     },
     /// Sandboxes of a running server.
     Sandbox {
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> ExitCode {
             data_dir,
             domain,
             max_lifetime,
+            cgroup_parent,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -132,6 +136,7 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime.block_on(async move {
                 let mut b = Server::builder()
                     .listen(listen)
+                    .cgroup_parent(cgroup_parent)
                     .max_lifetime(std::time::Duration::from_secs(max_lifetime));
                 if let Some(d) = data_dir {
                     b = b.data_dir(d);

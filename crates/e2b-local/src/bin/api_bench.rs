@@ -1,2 +1,286 @@
-//! placeholder
-fn main() {}
+//! REST API benchmark of e2b-local (run as root, in release):
+//!
+//! ```text
+//! cargo run --release -p e2b-local --bin e2b-local-api-bench -- [ITERATIONS]
+//! ```
+//!
+//! Starts an in-process server (this binary is its own helper and envd) and measures,
+//! through the REST API and the envd proxy, in one run:
+//! * the floor: `unshare --pid --fork --mount --net --uts --ipc --cgroup true`;
+//! * create until 201 (envd ready and `/init` applied), p50/p99;
+//! * create + the first `echo hi` through `process.Process/Start`, p50/p99;
+//! * 50 concurrent creates, p50/p99 of each request;
+//! * host memory per idle sandbox with 200 alive (`MemAvailable` drop and cgroup charge);
+//! * kill (DELETE until 204: processes, cgroup, mounts and files gone), p50/p99.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+fn main() -> ExitCode {
+    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
+        return code;
+    }
+    let iterations: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("e2b-local-api-bench: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(iterations)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("e2b-local-api-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or_default()
+}
+
+fn report(name: &str, v: &mut [Duration]) {
+    let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
+    println!(
+        "{name:<44} n={:<4} p50={:>8.2} ms  p99={:>8.2} ms",
+        v.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+}
+
+struct Api {
+    http: Http,
+    url: String,
+    key: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Bytes), String> {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("x-api-key", &self.key)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| e.to_string())?;
+        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    async fn create(&self) -> Result<(String, String), String> {
+        let (s, body) = self
+            .call(
+                http::Method::POST,
+                "/sandboxes",
+                r#"{"templateID":"base","timeout":600}"#,
+                &[],
+            )
+            .await?;
+        if s != 201 {
+            return Err(format!("create: {s}: {}", String::from_utf8_lossy(&body)));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        Ok((
+            v["sandboxID"].as_str().unwrap_or_default().to_owned(),
+            v["envdAccessToken"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), String> {
+        let (s, body) = self
+            .call(http::Method::DELETE, &format!("/sandboxes/{id}"), "", &[])
+            .await?;
+        if s != 204 {
+            return Err(format!("kill: {s}: {}", String::from_utf8_lossy(&body)));
+        }
+        Ok(())
+    }
+
+    async fn echo_hi(&self, id: &str, token: &str) -> Result<(), String> {
+        let msg = br#"{"process":{"cmd":"/bin/bash","args":["-l","-c","echo hi"]}}"#;
+        let mut body = vec![0u8];
+        body.extend_from_slice(&u32::try_from(msg.len()).unwrap_or(0).to_be_bytes());
+        body.extend_from_slice(msg);
+        let req = http::Request::post(format!("{}/process.Process/Start", self.url))
+            .header("e2b-sandbox-id", id)
+            .header("e2b-sandbox-port", "49983")
+            .header("x-access-token", token)
+            .header("content-type", "application/connect+json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+        let out = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        // base64("hi\n") = "aGkK"
+        if !String::from_utf8_lossy(&out).contains("aGkK") {
+            return Err(format!("echo hi: {}", String::from_utf8_lossy(&out)));
+        }
+        Ok(())
+    }
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn run(n: usize) -> Result<(), String> {
+    let dir = std::env::temp_dir().join("e2b-local-api-bench");
+    let server = e2b_local::Server::builder()
+        .data_dir(&dir)
+        .listen("127.0.0.1:0")
+        .cgroup_parent("e2b-local-api-bench")
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let api = Api {
+        http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+        url: server.api_url(),
+        key: server.api_key().to_owned(),
+    };
+    println!(
+        "e2b-local REST benchmark: {n} iterations, {} CPUs",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    // Warm-up (base template, page cache).
+    for _ in 0..3 {
+        let (id, _) = api.create().await?;
+        api.kill(&id).await?;
+    }
+
+    let mut floor = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let st = std::process::Command::new("unshare")
+            .args([
+                "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "--cgroup", "true",
+            ])
+            .status()
+            .map_err(|e| format!("unshare: {e}"))?;
+        if !st.success() {
+            return Err(format!("unshare failed: {st}"));
+        }
+        floor.push(t.elapsed());
+    }
+    report("floor: unshare (same namespaces) true", &mut floor);
+
+    let mut create = Vec::new();
+    let mut kill = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let (id, _) = api.create().await?;
+        create.push(t.elapsed());
+        let t = Instant::now();
+        api.kill(&id).await?;
+        kill.push(t.elapsed());
+    }
+    report("create until 201 (envd ready)", &mut create);
+
+    let mut first_cmd = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let (id, token) = api.create().await?;
+        api.echo_hi(&id, &token).await?;
+        first_cmd.push(t.elapsed());
+        api.kill(&id).await?;
+    }
+    report("create + first `echo hi`", &mut first_cmd);
+    report("kill until 204 (everything released)", &mut kill);
+
+    let mut conc = Vec::new();
+    let mut ids = Vec::new();
+    {
+        let api = &api;
+        let futs = (0..50).map(|_| async move {
+            let t = Instant::now();
+            let r = api.create().await;
+            (t.elapsed(), r)
+        });
+        for (d, r) in futures_util::future::join_all(futs).await {
+            conc.push(d);
+            ids.push(r?.0);
+        }
+    }
+    report("50 concurrent creates (per request)", &mut conc);
+    for id in ids.drain(..) {
+        api.kill(&id).await?;
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = mem_available();
+    for _ in 0..200 {
+        ids.push(api.create().await?.0);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = mem_available();
+    let charged: u64 = server
+        .manager()
+        .all()
+        .iter()
+        .map(|l| l.handle.stats().memory_bytes)
+        .sum();
+    println!(
+        "{:<44} host MemAvailable drop {:.2} MiB/sandbox, cgroup charge {:.2} MiB/sandbox",
+        "memory per idle sandbox (200 alive)",
+        before.saturating_sub(after) as f64 / 200.0 / 1048576.0,
+        charged as f64 / 200.0 / 1048576.0
+    );
+    let t = Instant::now();
+    for id in ids.drain(..) {
+        api.kill(&id).await?;
+    }
+    println!(
+        "{:<44} {:.2} ms total",
+        "kill 200 sandboxes sequentially",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    server.shutdown().await;
+    Ok(())
+}

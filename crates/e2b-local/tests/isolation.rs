@@ -453,4 +453,17 @@ root_test! {
         sb.kill().unwrap_or_else(|e| panic!("kill: {e}"));
         assert!(!sb.dir().exists());
     }
+
+    fn setuid_programs_work_without_no_new_privs_and_not_with_it() {
+        // What sudo needs: exec of a setuid-root file raises the effective uid. The
+        // bounding set still caps what that root can do.
+        let env = env(CG);
+        let sb = sleeper(env, "iso-setuid");
+        let out = sh(&sb, "cp /usr/bin/id /home/user/id-suid && chmod 4755 /home/user/id-suid", &ExecOptions::default());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = sh(&sb, "/home/user/id-suid", &ExecOptions::user());
+        assert_eq!(text(&out.stdout), "uid=1000(user) gid=1000(user) euid=0(root) groups=1000(user)\n", "{}", text(&out.stderr));
+        let out = sh(&sb, "grep CapEff /proc/self/status; /home/user/id-suid -u", &ExecOptions { no_new_privs: true, ..ExecOptions::user() });
+        assert_eq!(text(&out.stdout), "CapEff:\t0000000000000000\n1000\n", "{}", text(&out.stderr));
+    }
 }

@@ -340,6 +340,24 @@ impl Runtime {
                 },
             });
         }
+        // pidfds (pidfd_open 5.3, waitid(P_PIDFD) 5.4) and close_range (5.9).
+        match pidfd_open(i32::try_from(std::process::id()).unwrap_or(i32::MAX)) {
+            Ok(fd) => drop(fd),
+            Err(_) => {
+                return Err(Error::Unsupported {
+                    feature: "pidfd_open".into(),
+                    hint: "use Linux 5.9 or newer".into(),
+                });
+            }
+        }
+        // SAFETY: an empty range (first > last is rejected, so use first == last == MAX,
+        // which no process has open) touches no memory and closes nothing.
+        if unsafe { libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, 0u32) } != 0 {
+            return Err(Error::Unsupported {
+                feature: "close_range".into(),
+                hint: "use Linux 5.9 or newer".into(),
+            });
+        }
         if !Path::new("/proc/self/exe").exists() {
             return Err(Error::Unsupported {
                 feature: "/proc".into(),

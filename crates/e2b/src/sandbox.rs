@@ -157,7 +157,8 @@ impl SandboxBuilder {
         self
     }
 
-    /// Uses `config` instead of [`ConnectionConfig::from_env`].
+    /// Uses `config` instead of [`ConnectionConfig::from_env`] (or, with the `local` feature
+    /// and no key or URL in the environment, the embedded local host).
     pub fn config(mut self, config: ConnectionConfig) -> Self {
         self.config = Some(config);
         self
@@ -209,7 +210,7 @@ impl SandboxBuilder {
     pub fn connection_config(&self) -> Result<ConnectionConfig> {
         let mut config = match &self.config {
             Some(config) => config.clone(),
-            None => ConnectionConfig::from_env()?,
+            None => default_config()?,
         };
         for o in &self.overrides {
             config = match o.clone() {
@@ -1096,6 +1097,19 @@ impl SandboxPaginator {
                 }
             },
         )
+    }
+}
+
+/// The environment's configuration; with the `local` feature, the embedded host's when the
+/// environment names neither an API key nor an API URL.
+fn default_config() -> Result<ConnectionConfig> {
+    #[cfg(feature = "local")]
+    {
+        crate::local::default_config()
+    }
+    #[cfg(not(feature = "local"))]
+    {
+        ConnectionConfig::from_env()
     }
 }
 

@@ -188,7 +188,9 @@ impl Client {
         request: Request<Req>,
     ) -> Result<Resp, ConnectError> {
         let mut body = BytesMut::new();
-        self.encoding.encode(request.message(), &mut body);
+        self.encoding
+            .encode(request.message(), &mut body)
+            .map_err(|e| request_error(path, e))?;
         let mut builder = self
             .post(path, self.encoding.unary_content_type(), &request)
             .body(body.freeze());
@@ -219,8 +221,9 @@ impl Client {
     ) -> Result<Streaming<Resp>, ConnectError> {
         let mut body = BytesMut::new();
         envelope::encode_with(&mut body, 0, |buf| {
-            self.encoding.encode(request.message(), buf);
-        });
+            self.encoding.encode(request.message(), buf)
+        })
+        .map_err(|e| request_error(path, e))?;
         let builder = self
             .post(path, self.encoding.streaming_content_type(), &request)
             .body(body.freeze());
@@ -246,8 +249,10 @@ impl Client {
         let timeout = request.timeout();
         let frames = request.into_message().map(move |message| {
             let mut buf = BytesMut::new();
-            envelope::encode_with(&mut buf, 0, |buf| encoding.encode(&message, buf));
-            Ok::<Bytes, std::convert::Infallible>(buf.freeze())
+            // An unencodable message aborts the request body; the server then sees a cut
+            // stream, and the call fails.
+            envelope::encode_with(&mut buf, 0, |buf| encoding.encode(&message, buf))
+                .map(|()| buf.freeze())
         });
         let builder = builder.body(reqwest::Body::wrap_stream(frames));
         let mut responses = self.open_stream::<Resp>(path, builder, timeout).await?;
@@ -310,6 +315,11 @@ fn timeout_ms(timeout: Duration) -> u64 {
     u64::try_from(timeout.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, 9_999_999_999)
+}
+
+/// A request that cannot be encoded is the caller's mistake.
+fn request_error(path: &str, error: ConnectError) -> ConnectError {
+    ConnectError::invalid_argument(format!("{path}: {}", error.message()))
 }
 
 fn deadline_error(path: &str) -> ConnectError {

@@ -22,7 +22,11 @@ pub trait Codec {
     const NAME: &'static str;
 
     /// Appends the encoding of `message` to `buf`.
-    fn encode<M: Message>(message: &M, buf: &mut BytesMut);
+    ///
+    /// # Errors
+    /// `internal` when the message cannot be represented, e.g. an enum field holding a
+    /// number the proto does not name, which has no proto3 JSON form.
+    fn encode<M: Message>(message: &M, buf: &mut BytesMut) -> Result<(), ConnectError>;
 
     /// Decodes one message.
     ///
@@ -39,12 +43,18 @@ pub struct JsonCodec;
 impl Codec for JsonCodec {
     const NAME: &'static str = "json";
 
-    fn encode<M: Message>(message: &M, buf: &mut BytesMut) {
+    fn encode<M: Message>(message: &M, buf: &mut BytesMut) -> Result<(), ConnectError> {
         // Base64 makes bytes fields 4/3 larger; reserving up front avoids regrowing large
         // output messages several times.
         buf.reserve(message.encoded_len() / 3 * 4 + 64);
-        serde_json::to_writer((&mut *buf).writer(), message)
-            .expect("generated messages always serialize to JSON");
+        let start = buf.len();
+        serde_json::to_writer((&mut *buf).writer(), message).map_err(|e| {
+            buf.truncate(start);
+            ConnectError::internal(format!(
+                "cannot encode {} as JSON: {e}",
+                short_type_name::<M>()
+            ))
+        })
     }
 
     fn decode<M: Message>(bytes: Bytes, code: crate::Code) -> Result<M, ConnectError> {
@@ -64,11 +74,11 @@ pub struct ProtoCodec;
 impl Codec for ProtoCodec {
     const NAME: &'static str = "proto";
 
-    fn encode<M: Message>(message: &M, buf: &mut BytesMut) {
+    fn encode<M: Message>(message: &M, buf: &mut BytesMut) -> Result<(), ConnectError> {
         buf.reserve(message.encoded_len());
         message
             .encode(buf)
-            .expect("the buffer was reserved to fit the message");
+            .map_err(|e| ConnectError::internal(format!("encoding protobuf: {e}")))
     }
 
     fn decode<M: Message>(bytes: Bytes, code: crate::Code) -> Result<M, ConnectError> {
@@ -124,8 +134,11 @@ impl Encoding {
         }
     }
 
-    /// Appends the encoding of `message` to `buf`.
-    pub fn encode<M: Message>(self, message: &M, buf: &mut BytesMut) {
+    /// Appends the encoding of `message` to `buf`; on error `buf` is unchanged.
+    ///
+    /// # Errors
+    /// `internal` when the message has no encoding (see [`Codec::encode`]).
+    pub fn encode<M: Message>(self, message: &M, buf: &mut BytesMut) -> Result<(), ConnectError> {
         match self {
             Encoding::Json => JsonCodec::encode(message, buf),
             Encoding::Proto => ProtoCodec::encode(message, buf),

@@ -28,14 +28,25 @@ impl Envelope {
 }
 
 /// Appends a frame with `flags` whose payload `write` appends, filling in the length afterwards.
-pub fn encode_with(buf: &mut BytesMut, flags: u8, write: impl FnOnce(&mut BytesMut)) {
+///
+/// # Errors
+/// What `write` returns; `buf` is then left as it was.
+pub fn encode_with<E>(
+    buf: &mut BytesMut,
+    flags: u8,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<(), E> {
     let start = buf.len();
     buf.put_u8(flags);
     buf.put_u32(0);
-    write(buf);
+    if let Err(error) = write(buf) {
+        buf.truncate(start);
+        return Err(error);
+    }
     let len = u32::try_from(buf.len() - start - PREFIX_LEN)
         .expect("messages are bounded far below 4 GiB by the maximum message size");
     buf[start + 1..start + PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Reassembles frames from chunks of any size: split across reads, or several in one.
@@ -128,7 +139,11 @@ mod tests {
     fn frames(payloads: &[(u8, &[u8])]) -> Vec<u8> {
         let mut buf = BytesMut::new();
         for (flags, payload) in payloads {
-            encode_with(&mut buf, *flags, |b| b.extend_from_slice(payload));
+            encode_with(&mut buf, *flags, |b| {
+                b.extend_from_slice(payload);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
         }
         buf.to_vec()
     }

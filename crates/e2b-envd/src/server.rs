@@ -171,13 +171,16 @@ fn streaming_response(encoding: Encoding, body: Body) -> Response {
 /// The end-of-stream frame: `{}` or `{"error":{…}}`, always JSON.
 fn end_stream_frame(error: Option<&ConnectError>) -> Bytes {
     let mut buf = BytesMut::new();
-    envelope::encode_with(&mut buf, FLAG_END_STREAM, |buf| match error {
-        None => buf.extend_from_slice(b"{}"),
-        Some(error) => {
-            buf.extend_from_slice(b"{\"error\":");
-            buf.extend_from_slice(&error.to_json());
-            buf.extend_from_slice(b"}");
+    let Ok(()) = envelope::encode_with(&mut buf, FLAG_END_STREAM, |buf| {
+        match error {
+            None => buf.extend_from_slice(b"{}"),
+            Some(error) => {
+                buf.extend_from_slice(b"{\"error\":");
+                buf.extend_from_slice(&error.to_json());
+                buf.extend_from_slice(b"}");
+            }
         }
+        Ok::<(), Infallible>(())
     });
     buf.freeze()
 }
@@ -250,7 +253,9 @@ where
             match result {
                 Ok(message) => {
                     let mut body = BytesMut::new();
-                    encoding.encode(&message, &mut body);
+                    if let Err(error) = encoding.encode(&message, &mut body) {
+                        return unary_error(error);
+                    }
                     (
                         StatusCode::OK,
                         [(
@@ -344,7 +349,11 @@ where
             match with_deadline(head.deadline, handler(service, request)).await {
                 Ok(message) => {
                     let mut body = BytesMut::new();
-                    envelope::encode_with(&mut body, 0, |buf| encoding.encode(&message, buf));
+                    if let Err(error) =
+                        envelope::encode_with(&mut body, 0, |buf| encoding.encode(&message, buf))
+                    {
+                        return streaming_error(encoding, error);
+                    }
                     body.extend_from_slice(&end_stream_frame(None));
                     streaming_response(encoding, Body::from(body.freeze()))
                 }
@@ -447,8 +456,10 @@ where
             Poll::Ready(Some(Ok(message))) => {
                 let mut buf = BytesMut::new();
                 let encoding = this.encoding;
-                envelope::encode_with(&mut buf, 0, |buf| encoding.encode(&message, buf));
-                Poll::Ready(Some(Ok(buf.freeze())))
+                match envelope::encode_with(&mut buf, 0, |buf| encoding.encode(&message, buf)) {
+                    Ok(()) => Poll::Ready(Some(Ok(buf.freeze()))),
+                    Err(error) => this.finish(Some(&error)),
+                }
             }
             Poll::Ready(Some(Err(error))) => this.finish(Some(&error)),
             Poll::Ready(None) => this.finish(None),

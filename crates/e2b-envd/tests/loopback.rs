@@ -329,8 +329,10 @@ async fn the_server_enforces_connect_timeout_ms() {
     let h = harness().await;
     let mut body = BytesMut::new();
     e2b_envd::envelope::encode_with(&mut body, 0, |b| {
-        b.extend_from_slice(br#"{"process":{"cmd":"hang","args":[""]}}"#)
-    });
+        b.extend_from_slice(br#"{"process":{"cmd":"hang","args":[""]}}"#);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
     let response = e2b_envd::default_http_client()
         .unwrap()
         .post(format!("{}/process.Process/Start", h.base_url))
@@ -570,8 +572,10 @@ async fn the_client_reports_broken_streams_without_hanging() {
     // Ends cleanly but without an end-of-stream frame: a cut connection.
     let mut body = BytesMut::new();
     e2b_envd::envelope::encode_with(&mut body, 0, |b| {
-        b.put_slice(br#"{"event":{"start":{"pid":1}}}"#)
-    });
+        b.put_slice(br#"{"event":{"start":{"pid":1}}}"#);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
     let url = raw_server(200, "application/connect+json", body.to_vec()).await;
     let mut stream = client(&url, Encoding::Json)
         .start(start("x", ""))
@@ -663,4 +667,31 @@ async fn large_messages_cross_both_codecs() {
         );
         assert!(stream.next().await.is_none());
     }
+}
+
+#[tokio::test]
+async fn messages_without_a_json_form_are_errors_not_panics() {
+    // An enum field holding a number the proto does not name has no proto3 JSON encoding.
+    let h = harness().await;
+    let request = SendSignalRequest {
+        process: None,
+        signal: 2,
+    };
+    let error = client(&h.base_url, Encoding::Json)
+        .send_signal(request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().starts_with(
+            "/process.Process/SendSignal: cannot encode process::SendSignalRequest as JSON: "
+        ),
+        "{}",
+        error.message()
+    );
+    // Binary protobuf carries it, and the server takes it.
+    client(&h.base_url, Encoding::Proto)
+        .send_signal(request)
+        .await
+        .unwrap();
 }

@@ -465,8 +465,15 @@ fn reaper(p: &Prepared, status: &mut File) -> Error {
         Ok(ForkResult::Parent { child }) => child,
     };
     // The reaper must not hold the status pipe open: the host waits for its end-of-file.
-    // SAFETY: the fd is owned by `status`, which is never used again in this process.
-    unsafe { libc::close(status.as_raw_fd()) };
+    // Nor the host executable's descriptor, the one handle on a host file left.
+    // SAFETY: both fds are owned by values that are never used or dropped again in this
+    // process (the reaper only ever leaves through `_exit`).
+    unsafe {
+        libc::close(status.as_raw_fd());
+        if let Some(fd) = &p.exe_fd {
+            libc::close(fd.as_raw_fd());
+        }
+    }
     // Not dumpable: sandbox processes cannot ptrace it or read its /proc files; and it needs
     // no capability to wait and forward signals to its own child, so it keeps none.
     // SAFETY: PR_SET_DUMPABLE touches no memory.

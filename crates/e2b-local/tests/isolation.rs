@@ -300,6 +300,9 @@ root_test! {
         let out = sh(&sb, "dd if=/dev/zero of=/home/user/big bs=1M count=32", &ExecOptions::user());
         assert_eq!(out.status.code(), Some(1));
         assert!(text(&out.stderr).contains("No space left on device"), "{}", text(&out.stderr));
+        let (used, total) = sb.disk_usage().unwrap_or_default();
+        assert_eq!(total, 8 << 20);
+        assert!(used > 7 << 20, "used {used}");
         let size = std::fs::metadata(sb.upper_dir().join("home/user/big")).map(|m| m.len()).unwrap_or(0);
         assert!(size <= 8 << 20, "wrote {size} bytes");
     }
@@ -450,6 +453,7 @@ root_test! {
         assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(disk.to_str().unwrap_or("?")));
         let stats = sb.stats();
         assert_eq!(stats.memory_limit_bytes, None, "{stats:?}");
+        assert_eq!(sb.disk_usage(), None);
         sb.kill().unwrap_or_else(|e| panic!("kill: {e}"));
         assert!(!sb.dir().exists());
     }

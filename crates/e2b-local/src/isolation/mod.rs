@@ -882,6 +882,20 @@ impl SandboxHandle {
         self.cgroup.stats()
     }
 
+    /// `(used, total)` bytes of the sandbox's disk budget (its upper-directory tmpfs), or
+    /// `None` when it has no budget (upper directory on the data dir's filesystem) or was
+    /// killed.
+    pub fn disk_usage(&self) -> Option<(u64, u64)> {
+        let st = self.lock();
+        if !st.disk_mounted || st.killed {
+            return None;
+        }
+        let v = nix::sys::statvfs::statvfs(&self.dir.join("disk")).ok()?;
+        let block = v.fragment_size();
+        let total = v.blocks() * block;
+        Some((total.saturating_sub(v.blocks_free() * block), total))
+    }
+
     /// Connects to `127.0.0.1:port` inside the sandbox's network namespace (blocking; on
     /// loopback it completes or is refused at once). No host port is opened.
     ///

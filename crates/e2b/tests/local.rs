@@ -1,0 +1,244 @@
+//! End to end through the embedded local E2B host (`e2b::local`, e2b-local's server in this
+//! process): the REST lifecycle, pagination, signed URLs, pause/resume, and a sandbox killed
+//! while a command streams. Needs root (sandboxes use namespaces); CI runs as root.
+
+mod support;
+
+use std::time::Duration;
+
+use e2b::local::LocalServer;
+use e2b::{ConnectionConfig, RunOptions, Sandbox, SandboxQuery, SandboxState};
+use futures_util::TryStreamExt as _;
+
+fn local() -> Option<ConnectionConfig> {
+    if !is_root() {
+        eprintln!("skipping: the local host needs root");
+        return None;
+    }
+    Some(LocalServer::shared().expect("local server").config())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_files_and_signed_urls() {
+    let Some(config) = local() else { return };
+    let tag = unique("lifecycle");
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .metadata("test", &tag)
+        .timeout(Duration::from_secs(120))
+        .create()
+        .await
+        .unwrap();
+    let info = sbx.get_info().await.unwrap();
+    assert_eq!(info.sandbox_id, sbx.sandbox_id());
+    assert_eq!(info.state, SandboxState::Running);
+    assert_eq!(info.metadata.get("test"), Some(&tag));
+    assert!(sbx.is_running().await.unwrap());
+    sbx.set_timeout(Duration::from_secs(90)).await.unwrap();
+
+    let r = sbx
+        .commands()
+        .run("echo $((6*7))", RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "42\n");
+
+    sbx.files()
+        .write("/tmp/signed.txt", "signed content")
+        .await
+        .unwrap();
+    let url = sbx.download_url("/tmp/signed.txt", None, None).unwrap();
+    assert!(url.contains("signature=v1_"), "{url}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let body = http.get(&url).send().await.unwrap();
+    assert_eq!(body.status(), 200);
+    assert_eq!(body.text().await.unwrap(), "signed content");
+
+    let expired = sbx
+        .download_url("/tmp/signed.txt", None, Some(-120))
+        .unwrap();
+    let response = http.get(&expired).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"code": 401, "message": "signature is already expired"})
+    );
+
+    let upload = sbx.upload_url("/tmp/uploaded.txt", None, Some(60)).unwrap();
+    let boundary = "XyZ";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"uploaded.txt\"\r\n\r\nvia url\r\n--{boundary}--\r\n"
+    );
+    let response = http
+        .post(&upload)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    assert_eq!(
+        sbx.files().read("/tmp/uploaded.txt").await.unwrap(),
+        "via url"
+    );
+
+    assert!(sbx.kill().await.unwrap());
+    assert!(!sbx.kill().await.unwrap());
+    assert!(!sbx.is_running().await.unwrap());
+    let err = sbx.get_info().await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    let err = Sandbox::builder()
+        .config(config)
+        .connect("nonexistent0000")
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_paginates_over_more_sandboxes_than_the_limit() {
+    let Some(config) = local() else { return };
+    let tag = unique("paging");
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(
+            Sandbox::builder()
+                .config(config.clone())
+                .metadata("paging", &tag)
+                .create()
+                .await
+                .unwrap(),
+        );
+    }
+    let mut pages = Sandbox::list(
+        &config,
+        SandboxQuery::new().metadata("paging", &tag).limit(2),
+    )
+    .unwrap();
+    let first = pages.next_items().await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(pages.has_next());
+    let second = pages.next_items().await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(!pages.has_next());
+
+    let mut listed: Vec<String> = Sandbox::list(
+        &config,
+        SandboxQuery::new().metadata("paging", &tag).limit(1),
+    )
+    .unwrap()
+    .into_stream()
+    .map_ok(|s| s.sandbox_id)
+    .try_collect()
+    .await
+    .unwrap();
+    listed.sort();
+    let mut ids: Vec<String> = created.iter().map(|s| s.sandbox_id().to_owned()).collect();
+    ids.sort();
+    assert_eq!(listed, ids);
+    for sbx in created {
+        assert!(sbx.kill().await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_killed_mid_stream_is_a_timeout() {
+    let Some(config) = local() else { return };
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .create()
+        .await
+        .unwrap();
+    let mut running = sbx
+        .commands()
+        .run_background("echo started; sleep 60", RunOptions::new())
+        .await
+        .unwrap();
+    let first = running.next_event().await.unwrap().unwrap();
+    assert!(matches!(first, e2b::CommandEvent::Stdout { ref text, .. } if text == "started\n"));
+    assert!(
+        Sandbox::kill_by_id(&config, sbx.sandbox_id())
+            .await
+            .unwrap()
+    );
+    let err = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("the stream ends once the sandbox is killed")
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        err.to_string().ends_with(
+            "The sandbox was killed or reached its end of life while the request was in flight."
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_through_connect() {
+    let Some(config) = local() else { return };
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .create()
+        .await
+        .unwrap();
+    sbx.files().write("/tmp/kept.txt", "kept").await.unwrap();
+    assert!(sbx.pause().await.unwrap());
+    assert_eq!(sbx.get_info().await.unwrap().state, SandboxState::Paused);
+    let resumed = Sandbox::builder()
+        .config(config)
+        .connect(sbx.sandbox_id())
+        .await
+        .unwrap();
+    assert_eq!(resumed.files().read("/tmp/kept.txt").await.unwrap(), "kept");
+    let r = resumed
+        .commands()
+        .run("echo back", RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "back\n");
+    assert!(resumed.kill().await.unwrap());
+}
+
+#[test]
+fn blocking_api_on_the_local_host() {
+    let Some(config) = local() else { return };
+    let sbx = e2b::blocking::Sandbox::builder()
+        .config(config)
+        .create()
+        .unwrap();
+    let r = sbx.commands().run("echo sync", RunOptions::new()).unwrap();
+    assert_eq!(r.stdout, "sync\n");
+    sbx.files().write("/tmp/b.txt", "b").unwrap();
+    assert_eq!(sbx.files().read("/tmp/b.txt").unwrap(), "b");
+    assert_eq!(sbx.get_info().unwrap().sandbox_id, sbx.sandbox_id());
+    assert!(sbx.kill().unwrap());
+}

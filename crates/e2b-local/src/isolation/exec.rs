@@ -6,7 +6,7 @@
 //! (`e2b-local __sandbox-init` / `__sandbox-exec`), hands it a JSON config on stdin, and the
 //! helper does the setup where allocation and file I/O are safe.
 //!
-//! `__sandbox-init` (see [`init_helper`] for the ordered steps) `clone`s the sandbox's first
+//! `__sandbox-init` (see `init_helper` in the source for the ordered steps) `clone`s the sandbox's first
 //! process with `CLONE_PARENT`, so the host, not the short-lived helper, is its parent: the
 //! host holds a pidfd to it, reaps it, and learns its exit status.
 //!

@@ -1040,6 +1040,20 @@ impl SandboxHandle {
     }
 }
 
+impl Drop for SandboxHandle {
+    /// Leaves the sandbox running; only reaps its init if it already exited, so a dropped
+    /// handle leaves no zombie behind.
+    fn drop(&mut self) {
+        let st = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(fd), None, false) = (st.pidfd.as_ref(), st.exit, st.killed) {
+            let _ = waitid_pidfd(self.init_pid, fd, libc::WNOHANG);
+        }
+    }
+}
+
 /// `waitid(P_PIDFD)`: `Some(code)` once exited (reaped), `None` while running (`WNOHANG`).
 fn waitid_pidfd(pid: i32, fd: &OwnedFd, flags: libc::c_int) -> Result<Option<i32>> {
     loop {

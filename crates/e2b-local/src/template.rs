@@ -99,6 +99,16 @@ impl Template {
     ///
     /// The failing file operation's variant, naming the path.
     pub fn base(data_dir: &Path) -> Result<Template> {
+        Self::base_from_host(data_dir, Path::new("/"))
+    }
+
+    /// [`Template::base`] built from the system directories under `host_root` instead of
+    /// `/` (tests use a fake host; a server could use a chroot).
+    ///
+    /// # Errors
+    ///
+    /// The failing file operation's variant, naming the path.
+    pub fn base_from_host(data_dir: &Path, host_root: &Path) -> Result<Template> {
         let dir = data_dir.join("templates").join(BASE);
         let root = dir.join("root");
         let stamp = dir.join("version");
@@ -109,7 +119,7 @@ impl Template {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if std::fs::read_to_string(&stamp).ok().as_deref() != Some(BASE_VERSION) {
-                build_base(data_dir, &dir)?;
+                build_base(data_dir, &dir, host_root)?;
             }
         }
         let mut layers = vec![TemplateLayer {
@@ -118,13 +128,13 @@ impl Template {
         }];
         layers.push(TemplateLayer {
             target: PathBuf::from("/usr"),
-            source: PathBuf::from("/usr"),
+            source: host_root.join("usr"),
         });
         for name in HOST_SYSTEM_DIRS {
-            let host = Path::new("/").join(name);
+            let host = host_root.join(name);
             if std::fs::symlink_metadata(&host).is_ok_and(|md| md.is_dir()) {
                 layers.push(TemplateLayer {
-                    target: host.clone(),
+                    target: Path::new("/").join(name),
                     source: host,
                 });
             }
@@ -195,14 +205,14 @@ fn link(to: &Path, at: &Path) -> Result<()> {
 
 /// Builds the base root in a temporary directory and renames it into place, so concurrent
 /// first uses never see a half-built template.
-fn build_base(data_dir: &Path, dir: &Path) -> Result<()> {
+fn build_base(data_dir: &Path, dir: &Path, host_root: &Path) -> Result<()> {
     let templates = data_dir.join("templates");
     mkdir(&templates, 0o755)?;
     let tmp = templates.join(format!(".base-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let root = tmp.join("root");
     mkdir(&root, 0o755)?;
-    populate_base_root(&root)?;
+    populate_base_root(&root, host_root)?;
     write(&tmp.join("version"), BASE_VERSION, 0o644)?;
     // Replace an older version; if another process won the race, use theirs.
     if dir.exists()
@@ -224,7 +234,7 @@ fn build_base(data_dir: &Path, dir: &Path) -> Result<()> {
 
 /// The generated root: mount points, symlinks mirroring the host's usr-merge, `/etc`,
 /// `/home/user`, `/root`, `/tmp`, `/var`.
-pub(crate) fn populate_base_root(root: &Path) -> Result<()> {
+pub(crate) fn populate_base_root(root: &Path, host_root: &Path) -> Result<()> {
     for (d, mode) in [
         ("usr", 0o755),
         ("dev", 0o755),
@@ -254,7 +264,7 @@ pub(crate) fn populate_base_root(root: &Path) -> Result<()> {
     link(Path::new("/run"), &root.join("var/run"))?;
     link(Path::new("/run/lock"), &root.join("var/lock"))?;
     for name in HOST_SYSTEM_DIRS {
-        let host = Path::new("/").join(name);
+        let host = host_root.join(name);
         match std::fs::symlink_metadata(&host) {
             Ok(md) if md.file_type().is_symlink() => {
                 let to =
@@ -267,12 +277,12 @@ pub(crate) fn populate_base_root(root: &Path) -> Result<()> {
     }
     let etc = root.join("etc");
     mkdir(&etc, 0o755)?;
-    populate_etc(Path::new("/etc"), &etc)?;
+    populate_etc(&host_root.join("etc"), host_root, &etc)?;
     // `user`'s home: the skeleton dotfiles, owned by 1000:1000.
     let home = root.join("home/user");
-    let skel = Path::new("/etc/skel");
+    let skel = host_root.join("etc/skel");
     if skel.is_dir() {
-        copy_tree(skel, &home)?;
+        copy_tree(&skel, &home)?;
     }
     if nix::unistd::geteuid().is_root() {
         chown_tree(&home, 1000, 1000)?;
@@ -280,13 +290,13 @@ pub(crate) fn populate_base_root(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn populate_etc(host_etc: &Path, etc: &Path) -> Result<()> {
+fn populate_etc(host_etc: &Path, host_root: &Path, etc: &Path) -> Result<()> {
     write(
         &etc.join("passwd"),
         "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n",
         0o644,
     )?;
-    let sudo = Path::new("/usr/bin/sudo").exists();
+    let sudo = host_root.join("usr/bin/sudo").exists();
     let group = if sudo {
         "root:x:0:\nsudo:x:27:user\nuser:x:1000:\n"
     } else {
@@ -400,7 +410,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let root = dir.path().join("root");
         mkdir(&root, 0o755).unwrap_or_else(|e| panic!("{e}"));
-        populate_base_root(&root).unwrap_or_else(|e| panic!("{e}"));
+        populate_base_root(&root, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
         let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
         assert_eq!(
             passwd,
@@ -440,5 +450,77 @@ mod tests {
             Template::from_rootfs("Bad/Name", dir.path()),
             Err(Error::Template { .. })
         ));
+    }
+
+    /// A fake host that is not usr-merged, with secrets and sudo: layers, symlinks, the
+    /// `/etc` filter and the sudoers entry.
+    #[test]
+    fn base_from_a_fake_host_filters_etc_and_maps_layers() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let host = tmp.path().join("host");
+        let data = tmp.path().join("data");
+        let mk = |p: &str| std::fs::create_dir_all(host.join(p)).unwrap_or_default();
+        let put = |p: &str, body: &str| std::fs::write(host.join(p), body).unwrap_or_default();
+        for d in [
+            "usr/bin",
+            "usr/lib",
+            "bin",
+            "sbin",
+            "etc/ssl/private",
+            "etc/ssl/certs",
+            "etc/ssh",
+            "etc/skel",
+            "run",
+        ] {
+            mk(d);
+        }
+        symlink("usr/lib", host.join("lib")).unwrap_or_default();
+        put("usr/bin/sudo", "");
+        put("etc/shadow", "root:$6$secret");
+        put(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\nalice:x:1001:1001::/home/alice:/bin/sh\n",
+        );
+        put("etc/machine-id", "0123");
+        put("etc/ssh/ssh_host_ed25519_key", "KEY");
+        put("etc/ssl/private/server.key", "KEY");
+        put("etc/ssl/certs/ca.pem", "CERT");
+        put("etc/skel/.bashrc", "# rc");
+        put("run/resolv.conf", "nameserver 10.0.0.53\n");
+        symlink("../run/resolv.conf", host.join("etc/resolv.conf")).unwrap_or_default();
+        put("etc/hostname", "hostbox");
+
+        let t = Template::base_from_host(&data, &host).unwrap_or_else(|e| panic!("{e}"));
+        let targets: Vec<_> = t
+            .layers
+            .iter()
+            .map(|l| l.target.display().to_string())
+            .collect();
+        assert_eq!(targets, ["/", "/usr", "/bin", "/sbin"]);
+        assert_eq!(t.layers[2].source, host.join("bin"));
+        let root = &t.layers[0].source;
+        let read =
+            |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| format!("<{e}>"));
+        assert_eq!(
+            std::fs::read_link(root.join("lib")).unwrap_or_default(),
+            PathBuf::from("usr/lib")
+        );
+        assert!(root.join("bin").is_dir() && !root.join("bin").is_symlink());
+        assert!(!read("etc/passwd").contains("alice"));
+        assert_eq!(read("etc/hostname"), "sandbox\n");
+        assert_eq!(read("etc/resolv.conf"), "nameserver 10.0.0.53\n");
+        assert_eq!(read("etc/ssl/certs/ca.pem"), "CERT");
+        assert_eq!(read("home/user/.bashrc"), "# rc");
+        assert!(read("etc/sudoers").contains("user ALL=(ALL:ALL) NOPASSWD: ALL"));
+        assert!(read("etc/group").contains("sudo:x:27:user"));
+        for secret in ["etc/shadow", "etc/machine-id", "etc/ssh", "etc/ssl/private"] {
+            assert!(
+                std::fs::symlink_metadata(root.join(secret)).is_err(),
+                "{secret} leaked"
+            );
+        }
+        // Built once: a second call reuses it.
+        let again = Template::base_from_host(&data, &host).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, t);
     }
 }

@@ -13,8 +13,8 @@
 //! sandbox.kill()                                          # kill
 //! ```
 //!
-//! Run with `cargo run -p e2b --features blocking --example blocking_quickstart` and
-//! `E2B_API_KEY` set (or `E2B_DEBUG=true` for a local envd on port 49983).
+//! `cargo run -p e2b --example blocking_quickstart`: on the embedded local host, or on E2B's
+//! cloud with `E2B_API_KEY` set.
 
 use e2b::RunOptions;
 use e2b::blocking::Sandbox;

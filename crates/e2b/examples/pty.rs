@@ -1,6 +1,6 @@
 //! An interactive terminal: start `bash -i -l` in a PTY, type into it, print what it shows.
 //!
-//! `E2B_API_KEY=... cargo run -p e2b --example pty`
+//! `cargo run -p e2b --example pty` (embedded local host, or E2B's cloud with `E2B_API_KEY`)
 
 use e2b::{CommandEvent, PtyOptions, PtySize, Sandbox};
 

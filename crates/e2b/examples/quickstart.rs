@@ -1,8 +1,8 @@
 //! Create a sandbox, run a command, write and read a file, list a directory, run a command in
 //! the background, and kill the sandbox.
 //!
-//! `E2B_API_KEY=... cargo run -p e2b --example quickstart` (or `E2B_DEBUG=true` with envd
-//! listening on localhost:49983).
+//! `cargo run -p e2b --example quickstart`: on the embedded local host, or on E2B's cloud with
+//! `E2B_API_KEY` set.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Watch a directory while writing into it.
 //!
-//! `E2B_API_KEY=... cargo run -p e2b --example watch`
+//! `cargo run -p e2b --example watch` (embedded local host, or E2B's cloud with `E2B_API_KEY`)
 
 use std::time::Duration;
 

@@ -362,3 +362,57 @@ async fn missing_api_key_is_an_authentication_error() {
 fn config_with_secret() -> ConnectionConfig {
     ConnectionConfig::new().with_api_key("e2b_supersecret")
 }
+
+#[tokio::test]
+async fn secrets_never_show_in_debug_or_errors() {
+    let server = support::recording::start().await;
+    let config = config(&server);
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .create()
+        .await
+        .unwrap();
+    let shown = format!("{sbx:?} {config:?} {:?}", sbx.files());
+    assert!(!shown.contains("tok-123"), "{shown}");
+    assert!(!shown.contains("e2b_0123abcd"), "{shown}");
+    let err = Sandbox::get_info_by_id(&config, "unauthorized")
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("e2b_0123abcd"), "{shown}");
+}
+
+#[tokio::test]
+async fn the_kill_on_drop_guard_kills_and_plain_drop_does_not() {
+    let server = support::recording::start().await;
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .create()
+        .await
+        .unwrap();
+    drop(sbx.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !server.log.paths().iter().any(|p| p.starts_with("DELETE")),
+        "{:?}",
+        server.log.paths()
+    );
+    let guard = sbx.kill_on_drop();
+    assert_eq!(guard.sandbox_id(), "sbx1");
+    drop(guard);
+    for _ in 0..50 {
+        if server
+            .log
+            .paths()
+            .iter()
+            .any(|p| p == "DELETE /sandboxes/sbx1")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "no DELETE after dropping the guard: {:?}",
+        server.log.paths()
+    );
+}

@@ -470,4 +470,25 @@ root_test! {
         let out = sh(&sb, "grep CapEff /proc/self/status; /home/user/id-suid -u", &ExecOptions { no_new_privs: true, ..ExecOptions::user() });
         assert_eq!(text(&out.stdout), "CapEff:\t0000000000000000\n1000\n", "{}", text(&out.stderr));
     }
+
+    fn the_host_executable_cannot_be_written_through_proc_exe() {
+        // runc's CVE-2019-5736: root inside reopens /proc/<pid>/exe of a process running a
+        // host binary for writing and overwrites the host's copy. The program is a private
+        // copy of sleep here, so a failure of this test damages nothing.
+        let env = env(CG);
+        let exe = env.dir.join("sleep-copy");
+        std::fs::copy("/bin/sleep", &exe).unwrap_or_else(|e| panic!("copy: {e}"));
+        let sb = spawn(env, "iso-exe", InitProgram::host(&exe, ["sleep", "infinity"]), default_limits());
+        // Text-busy while it runs; and it is reached through a read-only mount, so the
+        // write is refused also once it stops running.
+        let py = "import os\n\
+                  try:\n    os.open('/proc/2/exe', os.O_WRONLY)\n    print('opened')\n\
+                  except OSError as e:\n    print(e.strerror)\n\
+                  print(bool(os.statvfs('/proc/2/exe').f_flag & os.ST_RDONLY))";
+        let out = sb.exec_in(&["/usr/bin/python3", "-c", py], &ExecOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&out.stdout), "Text file busy\nTrue\n", "{}", text(&out.stderr));
+        let out = sb.exec_in(&["/usr/bin/python3", "-c", "import os\ntry:\n    os.open('/proc/2/exe', os.O_WRONLY)\nexcept OSError as e:\n    print(e.strerror)"], &ExecOptions::user()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&out.stdout), "Permission denied\n", "{}", text(&out.stderr));
+        let _ = std::fs::remove_file(&exe);
+    }
 }

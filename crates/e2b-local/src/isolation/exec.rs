@@ -372,7 +372,7 @@ fn init_helper() -> i32 {
             return 1;
         }
     };
-    let prepared = match redirect_stdio(cfg.log.as_deref())
+    let mut prepared = match redirect_stdio(cfg.log.as_deref())
         .and_then(|()| prepare(&cfg.program, cfg.no_new_privs))
     {
         Ok(p) => p,
@@ -393,7 +393,7 @@ fn init_helper() -> i32 {
             0
         }
         Ok(None) => {
-            let e = sandbox_init(&cfg, &prepared, &mut status);
+            let e = sandbox_init(&cfg, &mut prepared, &mut status);
             report(&mut status, &format!("ERR {e}\n"));
             exit_now(1)
         }
@@ -402,7 +402,8 @@ fn init_helper() -> i32 {
 
 /// pid 1 of a new sandbox. Steps, in order (each one's failure is reported and ends it):
 ///
-/// 1. make the mount tree private;
+/// 1. make the mount tree private; re-open a host executable through a read-only bind
+///    mount (so `/proc/<pid>/exe` can never be opened for writing);
 /// 2. mount the layer overlays, `/tmp`, `/dev`, `/proc` (masked);
 /// 3. set the hostname, bring loopback up;
 /// 4. `pivot_root` into the overlay and detach the host root;
@@ -410,9 +411,14 @@ fn init_helper() -> i32 {
 /// 6. drop the capability bounding set;
 /// 7. with a reaper: block signals, fork the program, and reap until it exits; without:
 ///    exec the program as pid 1.
-fn sandbox_init(cfg: &InitConfig, p: &Prepared, status: &mut File) -> Error {
-    let steps = || -> Result<()> {
+fn sandbox_init(cfg: &InitConfig, p: &mut Prepared, status: &mut File) -> Error {
+    let mut steps = || -> Result<()> {
         mounts::make_private()?;
+        if let Some(fd) = p.exe_fd.as_ref()
+            && let Some(ro) = mounts::read_only_exe(&cfg.rootfs, fd.as_fd())?
+        {
+            p.exe_fd = Some(ro);
+        }
         mounts::mount_overlays(&cfg.rootfs)?;
         mounts::mount_tmp(&cfg.rootfs)?;
         mounts::mount_dev(&cfg.rootfs)?;

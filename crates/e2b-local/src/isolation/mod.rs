@@ -268,6 +268,11 @@ impl Runtime {
         ] {
             std::fs::create_dir_all(&d).map_err(|e| Error::CreateDir(d.clone(), e))?;
         }
+        // Mount point for host executables (see mounts::read_only_exe).
+        let exe = config.data_dir.join("exe");
+        if !exe.exists() {
+            std::fs::write(&exe, b"").map_err(|e| Error::WriteFile(exe.clone(), e))?;
+        }
         Ok(Runtime { config })
     }
 
@@ -461,6 +466,7 @@ impl Runtime {
                 layers,
                 tmp_bytes: spec.limits.disk_bytes,
                 userxattr: false,
+                exe_mount: self.config.data_dir.join("exe"),
             },
             program: ProgramSpec {
                 exe: spec.init.exe.clone(),

@@ -5,6 +5,7 @@
 //! namespace (after the mount tree was made private), so none of it is visible on the host.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -37,6 +38,9 @@ pub struct RootfsPlan {
     pub tmp_bytes: Option<u64>,
     /// Whether to add `userxattr` to overlay options (rootless overlay).
     pub userxattr: bool,
+    /// An empty host file on which a host executable is bind-mounted read-only before it
+    /// is opened for exec (see [`read_only_exe`]).
+    pub exe_mount: PathBuf,
 }
 
 /// Host device nodes bind-mounted into the sandbox's `/dev`.
@@ -245,6 +249,56 @@ pub fn mount_proc(plan: &RootfsPlan) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Before `pivot_root`, for a host executable run inside: bind-mounts the file behind `fd`
+/// read-only on `plan.exe_mount` (in this private namespace only) and opens it `O_PATH`
+/// from there. The program's `/proc/<pid>/exe` then resolves through a read-only mount, so
+/// root inside can never reopen it for writing and replace the host's binary (runc's
+/// CVE-2019-5736), even in the moment after the program exits and the file stops being
+/// text-busy.
+///
+/// `fd` was opened before the namespace was created, and a bind mount's source must be in
+/// the caller's namespace, so the file is looked up again by path and must be the same
+/// inode. Returns `None` (keep using `fd`) when the file was deleted or replaced since,
+/// e.g. by a server upgrade.
+///
+/// # Errors
+///
+/// [`Error::BindMount`] or [`Error::OpenProgram`] naming the path.
+pub fn read_only_exe(plan: &RootfsPlan, fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>> {
+    let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+        return Ok(None);
+    };
+    let same = |a: &nix::sys::stat::FileStat, b: &nix::sys::stat::FileStat| {
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    };
+    let (Ok(old), Ok(now)) = (nix::sys::stat::fstat(fd), nix::sys::stat::stat(&path)) else {
+        return Ok(None);
+    };
+    if !same(&old, &now) {
+        return Ok(None);
+    }
+    bind(&path, &plan.exe_mount, MsFlags::empty())?;
+    bind(
+        &plan.exe_mount,
+        &plan.exe_mount,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+    )?;
+    let new = nix::fcntl::open(
+        &plan.exe_mount,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::OpenProgram(plan.exe_mount.clone(), e.into()))?;
+    // The path could have been swapped between stat and bind: check the inode again.
+    match nix::sys::stat::fstat(&new) {
+        Ok(st) if same(&old, &st) => Ok(Some(new)),
+        _ => Err(Error::OpenProgram(
+            path,
+            io::Error::other("the executable changed while it was being mounted"),
+        )),
+    }
 }
 
 /// Step 6: make the overlay the root and detach the host's root from this namespace.

@@ -40,8 +40,9 @@ impl LocalServer {
     /// [`Error::Sandbox`] naming the step that failed, e.g. when the host cannot isolate
     /// sandboxes (not root, or a missing kernel feature).
     pub fn start() -> Result<Self> {
+        remove_stale_data_dirs();
         let data_dir = std::env::temp_dir().join(format!(
-            "e2b-local-embedded-{}-{:08x}",
+            "{DATA_DIR_PREFIX}{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         ));
@@ -147,6 +148,41 @@ impl Drop for LocalServer {
             let _ = thread.join();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Data directories are `<tmp>/e2b-local-embedded-<pid>-<random>`.
+const DATA_DIR_PREFIX: &str = "e2b-local-embedded-";
+
+/// Removes the data directories of processes that no longer run: the process-wide server
+/// is never dropped, so its directory outlives the process. A directory with anything still
+/// mounted under it is left alone, so that removal never reaches into a mounted filesystem.
+fn remove_stale_data_dirs() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DATA_DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let prefix = path.to_string_lossy().into_owned();
+        let mounted = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .any(|target| target.starts_with(prefix.as_str()));
+        if !mounted {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 

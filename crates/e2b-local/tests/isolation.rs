@@ -491,4 +491,29 @@ root_test! {
         assert_eq!(text(&out.stdout), "Permission denied\n", "{}", text(&out.stderr));
         let _ = std::fs::remove_file(&exe);
     }
+
+    fn check_names_a_data_dir_that_cannot_hold_upper_directories() {
+        // overlayfs cannot be the upper filesystem of another overlay.
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let d = |n: &str| {
+            let p = tmp.path().join(n);
+            std::fs::create_dir_all(&p).unwrap_or_default();
+            p
+        };
+        let (l, u, w, m) = (d("l"), d("u"), d("w"), d("m"));
+        let opts = format!("lowerdir={},upperdir={},workdir={}", l.display(), u.display(), w.display());
+        nix::mount::mount(Some("overlay"), &m, Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str()))
+            .unwrap_or_else(|e| panic!("mount: {e}"));
+        let data = m.join("data");
+        let result = e2b_local::isolation::Runtime::new(e2b_local::isolation::RuntimeConfig::new(&data))
+            .and_then(|rt| rt.check())
+            .map_err(|e| e.to_string());
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        let err = result.err().unwrap_or_default();
+        assert!(
+            err.starts_with(&format!("overlayfs with upper directories in {} (EINVAL", data.display()))
+                && err.ends_with("is unavailable: put the data dir on ext4, xfs or tmpfs"),
+            "{err}"
+        );
+    }
 }

@@ -345,6 +345,7 @@ impl Runtime {
                 },
             });
         }
+        self.check_overlay()?;
         // pidfds (pidfd_open 5.3, waitid(P_PIDFD) 5.4) and close_range (5.9).
         match pidfd_open(i32::try_from(std::process::id()).unwrap_or(i32::MAX)) {
             Ok(fd) => drop(fd),
@@ -370,6 +371,46 @@ impl Runtime {
             });
         }
         Ok(())
+    }
+
+    /// Mounts a throwaway overlay with its upper directory in the data dir (where sandboxes
+    /// without a disk budget keep theirs): some filesystems (overlayfs itself, NFS) cannot
+    /// hold an upper directory, and that should fail at start-up, not at the first create.
+    fn check_overlay(&self) -> Result<()> {
+        let base = self
+            .config
+            .data_dir
+            .join(format!(".check-overlay-{}", std::process::id()));
+        let dirs = ["lower", "upper", "work", "merged"].map(|d| base.join(d));
+        let result = (|| {
+            for d in &dirs {
+                std::fs::create_dir_all(d).map_err(|e| Error::CreateDir(d.clone(), e))?;
+            }
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                dirs[0].display(),
+                dirs[1].display(),
+                dirs[2].display()
+            );
+            nix::mount::mount(
+                Some("overlay"),
+                &dirs[3],
+                Some("overlay"),
+                nix::mount::MsFlags::empty(),
+                Some(opts.as_str()),
+            )
+            .map_err(|e| Error::Unsupported {
+                feature: format!(
+                    "overlayfs with upper directories in {} ({e})",
+                    self.config.data_dir.display()
+                ),
+                hint: "put the data dir on ext4, xfs or tmpfs".into(),
+            })?;
+            let _ = nix::mount::umount2(&dirs[3], nix::mount::MntFlags::MNT_DETACH);
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&base);
+        result
     }
 
     fn sandbox_dir(&self, id: &str) -> PathBuf {

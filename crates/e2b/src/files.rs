@@ -1037,10 +1037,7 @@ impl Filesystem {
             None => first.await,
         };
         match outcome {
-            Ok(Ok(stream)) => Ok(WatchHandle {
-                envd: self.envd.clone(),
-                stream: Some(stream),
-            }),
+            Ok(Ok(stream)) => Ok(WatchHandle::new(self.envd.clone(), stream)),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(self.envd.rpc_error(e).await),
         }
@@ -1080,23 +1077,48 @@ impl Filesystem {
     }
 }
 
-/// A streaming directory watch: [`Filesystem::watch_dir`].
+/// A streaming directory watch: [`Filesystem::watch_dir`]. A [`Stream`] of events.
 ///
 /// Dropping it (or [`stop`](Self::stop)) closes the stream, which ends the watch in envd.
 pub struct WatchHandle {
-    envd: Arc<Envd>,
-    stream: Option<e2b_envd::Streaming<pb::WatchDirResponse>>,
+    events: Option<Pin<Box<dyn Stream<Item = Result<FilesystemEvent>> + Send>>>,
 }
 
 impl fmt::Debug for WatchHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WatchHandle")
-            .field("active", &self.stream.is_some())
+            .field("active", &self.events.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl WatchHandle {
+    fn new(envd: Arc<Envd>, stream: e2b_envd::Streaming<pb::WatchDirResponse>) -> Self {
+        let events = futures_util::stream::unfold(Some(stream), move |state| {
+            let envd = envd.clone();
+            async move {
+                let mut stream = state?;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(message)) => {
+                            if let Some(watch_dir_response::Event::Filesystem(event)) =
+                                message.event
+                                && let Some(event) = FilesystemEvent::from_pb(event)
+                            {
+                                return Some((Ok(event), Some(stream)));
+                            }
+                        }
+                        Ok(None) => return None,
+                        Err(e) => return Some((Err(envd.rpc_error(e).await), None)),
+                    }
+                }
+            }
+        });
+        Self {
+            events: Some(Box::pin(events)),
+        }
+    }
+
     /// The next event; `None` after [`stop`](Self::stop) or when the watch ended cleanly.
     ///
     /// # Errors
@@ -1104,40 +1126,27 @@ impl WatchHandle {
     /// [`Error::Timeout`] when the watch's timeout passed or the sandbox went away; others as
     /// mapped from envd. The watch is over after an error.
     pub async fn next_event(&mut self) -> Option<Result<FilesystemEvent>> {
-        loop {
-            let stream = self.stream.as_mut()?;
-            match stream.message().await {
-                Ok(Some(message)) => match message.event {
-                    Some(watch_dir_response::Event::Filesystem(event)) => {
-                        if let Some(event) = FilesystemEvent::from_pb(event) {
-                            return Some(Ok(event));
-                        }
-                    }
-                    _ => continue,
-                },
-                Ok(None) => {
-                    self.stream = None;
-                    return None;
-                }
-                Err(e) => {
-                    self.stream = None;
-                    return Some(Err(self.envd.rpc_error(e).await));
-                }
-            }
-        }
-    }
-
-    /// The events as a `Stream` (borrowing the handle).
-    pub fn events(&mut self) -> impl Stream<Item = Result<FilesystemEvent>> + Send + '_ {
-        futures_util::stream::unfold(self, |handle| async move {
-            let event = handle.next_event().await?;
-            Some((event, handle))
-        })
+        self.next().await
     }
 
     /// Stops watching.
     pub fn stop(&mut self) {
-        self.stream = None;
+        self.events = None;
+    }
+}
+
+impl Stream for WatchHandle {
+    type Item = Result<FilesystemEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(events) = self.events.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = std::task::ready!(events.as_mut().poll_next(cx));
+        if !matches!(item, Some(Ok(_))) {
+            self.events = None;
+        }
+        Poll::Ready(item)
     }
 }
 

@@ -58,6 +58,13 @@ async fn lifecycle_files_and_signed_urls() {
     assert_eq!(info.metadata.get("test"), Some(&tag));
     assert!(sbx.is_running().await.unwrap());
     sbx.set_timeout(Duration::from_secs(90)).await.unwrap();
+    let info = sbx.get_info().await.unwrap();
+    let left = (info.end_at - chrono::Utc::now()).num_seconds();
+    assert!((80..=91).contains(&left), "end_at is {left} s away");
+    // Metrics: every sample, if the host has any yet, describes this sandbox's limits.
+    for m in sbx.get_metrics(None, None).await.unwrap() {
+        assert!(m.cpu_count >= 1 && m.mem_total > 0, "{m:?}");
+    }
 
     let r = sbx
         .commands()

@@ -64,7 +64,14 @@ pub fn run_envd() -> ExitCode {
             Err(e) => return fail("bind", &format!("{addr}: {e}")),
         };
         tracing::info!(%addr, version = envd::ENVD_VERSION, "envd started");
-        match envd::serve(listener, config).await {
+        // TCP_NODELAY: streamed process events are small writes that would otherwise wait
+        // for the proxy's delayed ACK.
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = envd::Envd::new(&config).router();
+        match axum::serve(listener, app).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail("serve", &e),
         }

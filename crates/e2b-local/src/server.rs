@@ -228,6 +228,12 @@ impl ServerBuilder {
             crate::router::route,
         ));
         let stop2 = stop.clone();
+        // TCP_NODELAY: streamed envd events are small writes; with Nagle each would wait
+        // for the client's delayed ACK (~40 ms).
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop2.cancelled().await })

@@ -180,7 +180,13 @@ async fn run(n: usize) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let api = Api {
-        http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+        http: {
+            // Without TCP_NODELAY, a request whose body is written after its headers waits
+            // for the delayed ACK (~40 ms): a client artefact, not server latency.
+            let mut conn = HttpConnector::new();
+            conn.set_nodelay(true);
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(conn)
+        },
         url: server.api_url(),
         key: server.api_key().to_owned(),
     };
@@ -223,6 +229,18 @@ async fn run(n: usize) -> Result<(), String> {
     }
     report("create until 201 (envd ready)", &mut create);
 
+    if std::env::var_os("E2B_BENCH_DEBUG").is_some() {
+        for _ in 0..5 {
+            let (id, token) = api.create().await?;
+            let t = Instant::now();
+            api.echo_hi(&id, &token).await?;
+            let a = t.elapsed();
+            let t = Instant::now();
+            api.echo_hi(&id, &token).await?;
+            println!("echo 1st {a:?} 2nd {:?}", t.elapsed());
+            api.kill(&id).await?;
+        }
+    }
     let mut first_cmd = Vec::new();
     for _ in 0..n {
         let t = Instant::now();

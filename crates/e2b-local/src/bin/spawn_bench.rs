@@ -212,7 +212,7 @@ mod bench {
         report("kill (full cleanup)", kill);
 
         // Spawn until a process inside (this binary, run by descriptor) answers.
-        let (mut ready, mut kill) = (Vec::new(), Vec::new());
+        let (mut ready, mut kill, mut connect) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..if own_helper { n } else { 0 } {
             let mut init = InitProgram::self_exe(["e2b-local-bench-listen"]);
             init.env
@@ -221,6 +221,13 @@ mod bench {
             let sb = spawn(&rt, &base, &format!("b-ready-{i}"), init)?;
             wait_ready(&sb)?;
             ready.push(t.elapsed());
+            for _ in 0..10 {
+                let c = Instant::now();
+                let mut s = sb.connect(PORT)?;
+                connect.push(c.elapsed());
+                let mut b = [0u8; 5];
+                s.read_exact(&mut b)?;
+            }
             let k = Instant::now();
             sb.kill()?;
             kill.push(k.elapsed());
@@ -228,6 +235,7 @@ mod bench {
         if own_helper {
             report("spawn until a server inside answers", ready);
             report("kill of a serving sandbox", kill);
+            report("connect() into a sandbox (thread + setns)", connect);
         }
 
         // 50 concurrent spawns.

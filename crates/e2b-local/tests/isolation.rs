@@ -45,6 +45,17 @@ root_test! {
             text(&out.stdout),
             "uid=1000(user) gid=1000(user) groups=1000(user)\n/home/user\n/home/user\n"
         );
+        // The minimal /dev.
+        let out = sh(&sb, "stat -c '%n %F %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; ls /dev | tr '\\n' ' '; head -c 4 /dev/zero | od -An -tx1", &ExecOptions::user());
+        assert_eq!(
+            text(&out.stdout),
+            "/dev/null character special file 1:3 666\n/dev/zero character special file 1:5 666\n\
+             /dev/full character special file 1:7 666\n/dev/random character special file 1:8 666\n\
+             /dev/urandom character special file 1:9 666\n/dev/tty character special file 5:0 666\n\
+             fd full null ptmx pts random shm stderr stdin stdout tty urandom zero  00 00 00 00\n",
+            "{}",
+            text(&out.stderr)
+        );
         // PTYs (envd's pty service) come from the sandbox's own devpts instance.
         let out = sb
             .exec_in(

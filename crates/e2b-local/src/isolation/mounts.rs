@@ -43,7 +43,7 @@ pub struct RootfsPlan {
     pub exe_mount: PathBuf,
 }
 
-/// Host device nodes bind-mounted into the sandbox's `/dev`.
+/// Host device nodes recreated (same numbers) in the sandbox's `/dev`.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// `/proc` files hidden behind `/dev/null` (host-wide information or kernel memory).
@@ -157,8 +157,9 @@ fn bind(src: &Path, target: &Path, flags: MsFlags) -> Result<()> {
     .map_err(|e| Error::BindMount(target.to_path_buf(), e))
 }
 
-/// Step 4: a minimal `/dev`: a small tmpfs with the usual character devices bind-mounted
-/// from the host, a private devpts instance, `/dev/shm`, and the `fd`/`std*` symlinks.
+/// Step 4: a minimal `/dev`: a small tmpfs with the usual character devices (nodes with the
+/// host's device numbers, or bind mounts of the host nodes without `CAP_MKNOD`), a private
+/// devpts instance, `/dev/shm`, and the `fd`/`std*` symlinks.
 ///
 /// # Errors
 ///
@@ -175,9 +176,32 @@ pub fn mount_dev(plan: &RootfsPlan) -> Result<()> {
     )
     .map_err(|e| Error::MountTmpfs(dev.clone(), e))?;
     for name in DEVICES {
+        let host = Path::new("/dev").join(name);
         let target = dev.join(name);
-        std::fs::File::create(&target).map_err(|e| Error::WriteFile(target.clone(), e))?;
-        bind(&Path::new("/dev").join(name), &target, MsFlags::empty())?;
+        // A node with the host device's numbers: no mount, so no contention on the kernel's
+        // global mount lock when many sandboxes start at once. Without CAP_MKNOD (e.g. in a
+        // container), bind-mount the host node instead.
+        let made = nix::sys::stat::stat(&host).is_ok_and(|st| {
+            nix::sys::stat::mknod(
+                &target,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                st.st_rdev,
+            )
+            .is_ok()
+                && nix::sys::stat::fchmodat(
+                    nix::fcntl::AT_FDCWD,
+                    &target,
+                    nix::sys::stat::Mode::from_bits_truncate(0o666),
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )
+                .is_ok()
+        });
+        if !made {
+            let _ = std::fs::remove_file(&target);
+            std::fs::File::create(&target).map_err(|e| Error::WriteFile(target.clone(), e))?;
+            bind(&host, &target, MsFlags::empty())?;
+        }
     }
     let pts = dev.join("pts");
     mkdir(&pts)?;

@@ -19,7 +19,7 @@ use crate::isolation::{Error, Result};
 pub const BASE: &str = "base";
 
 /// Bump when the generated base root changes, so old data dirs get a fresh one.
-const BASE_VERSION: &str = "1";
+const BASE_VERSION: &str = "2";
 
 /// One read-only layer: `source` on the host appears at `target` in the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,7 +220,14 @@ fn build_base(data_dir: &Path, dir: &Path, host_root: &Path) -> Result<()> {
     {
         let old = templates.join(format!(".base-old-{}", std::process::id()));
         let _ = std::fs::rename(dir, &old);
-        let _ = std::fs::remove_dir_all(&old);
+        // Running sandboxes may still use the old root as their lower layer (renaming is
+        // harmless to them, deleting is not): delete it only when no sandbox exists.
+        let idle = std::fs::read_dir(data_dir.join("sandboxes"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        if idle {
+            let _ = std::fs::remove_dir_all(&old);
+        }
     }
     match std::fs::rename(&tmp, dir) {
         Ok(()) => Ok(()),

@@ -208,12 +208,7 @@ impl ServerBuilder {
                 domain: domain.clone(),
             },
         )?);
-        let reclaimed = {
-            let m = mgr.clone();
-            tokio::task::spawn_blocking(move || m.recover())
-                .await
-                .unwrap_or(0)
-        };
+        let reclaimed = mgr.recover().await;
         if reclaimed > 0 {
             tracing::info!("reclaimed {reclaimed} sandboxes of an earlier run");
         }

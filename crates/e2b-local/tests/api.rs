@@ -686,7 +686,7 @@ fn processes_of(id: &str) -> Vec<u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_reclaims_sandboxes_of_a_crashed_server() {
+async fn restart_reclaims_sandboxes_of_a_crashed_server_and_keeps_paused_files() {
     let dir = tempfile::tempdir().unwrap();
     // A real `e2b-local serve` process, SIGKILLed with a sandbox alive.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -728,6 +728,35 @@ async fn restart_reclaims_sandboxes_of_a_crashed_server() {
     };
     let id = sb["sandboxID"].as_str().unwrap().to_owned();
     assert_eq!(processes_of(&id).len(), 1);
+    // A second sandbox with a file of `user`, paused when the server crashes.
+    let r = http
+        .post(format!("{url}/sandboxes"))
+        .header("x-api-key", &key)
+        .json(&json!({"templateID": "base", "metadata": {"keep": "me"}}))
+        .send()
+        .await
+        .unwrap();
+    let p: Value = r.json().await.unwrap();
+    let pid = p["sandboxID"].as_str().unwrap().to_owned();
+    let ptoken = p["envdAccessToken"].as_str().unwrap().to_owned();
+    let r = http
+        .post(format!("{url}/files?path=/home/user/kept.txt"))
+        .header("E2b-Sandbox-Id", &pid)
+        .header("E2b-Sandbox-Port", "49983")
+        .header("X-Access-Token", &ptoken)
+        .header("content-type", "application/octet-stream")
+        .body("kept across restarts")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .post(format!("{url}/sandboxes/{pid}/pause"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     child.kill().unwrap();
     child.wait().unwrap();
     // The sandbox outlives the crashed server...
@@ -748,5 +777,34 @@ async fn restart_reclaims_sandboxes_of_a_crashed_server() {
     assert_eq!(rec.state, e2b_local::state::SandboxState::Killed);
     // The key survives the restart.
     assert_eq!(t.key, key);
+
+    // The paused sandbox is back, paused, with its files (memory is not kept).
+    let d = t.get(&format!("/sandboxes/{pid}")).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    let d = d.json();
+    assert_eq!(d["state"], "paused");
+    assert_eq!(d["metadata"], json!({"keep": "me"}));
+    assert_eq!(d["envdAccessToken"], ptoken.as_str());
+    let r = t
+        .post(&format!("/sandboxes/{pid}/connect"), r#"{"timeout":60}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = t
+        .envd(Method::GET, &pid, "/files?path=/home/user/kept.txt")
+        .header("X-Access-Token", &ptoken)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "kept across restarts");
+    let mut resp =
+        support::start_process(&t, &pid, &ptoken, "stat -c %U /home/user/kept.txt").await;
+    let mut out = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        out.extend_from_slice(&c);
+    }
+    // base64("user\n") = "dXNlcgo="
+    assert!(String::from_utf8_lossy(&out).contains("dXNlcgo="));
+    assert!(!t.dir.path().join("paused").join(&pid).exists());
     t.shutdown().await;
 }

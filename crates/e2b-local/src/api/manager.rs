@@ -192,25 +192,19 @@ impl Manager {
         &self.config
     }
 
-    /// After a restart: sandboxes of an earlier run cannot be re-attached, so each one whose
-    /// record is still live, and every directory left in `sandboxes/`, is reclaimed (processes
-    /// killed, cgroup, mounts and files removed) and its record marked killed. Returns how
-    /// many were reclaimed.
-    pub fn recover(&self) -> usize {
-        let mut n = 0;
-        let mut ids: Vec<String> = Vec::new();
-        match self.store.live_sandboxes() {
-            Ok(recs) => {
-                for mut rec in recs {
-                    ids.push(rec.id.clone());
-                    rec.state = SandboxState::Killed;
-                    if let Err(e) = self.store.put_sandbox(&rec) {
-                        tracing::warn!("recover {}: {e}", rec.id);
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("recover: {e}"),
-        }
+    /// After a restart: sandboxes of an earlier run cannot be re-attached (their processes
+    /// may survive a crashed server). Each one, and every directory left in `sandboxes/`, is
+    /// reclaimed (processes killed, cgroup, mounts and files removed). Running ones are
+    /// marked killed. Paused ones keep their files: the root upper directory is saved first,
+    /// and the sandbox is booted again from its template with those files copied in, then
+    /// paused (memory is not kept: resuming it is a reboot). Returns how many were reclaimed.
+    pub async fn recover(self: &Arc<Self>) -> usize {
+        let recs = self.store.live_sandboxes().unwrap_or_else(|e| {
+            tracing::warn!("recover: {e}");
+            Vec::new()
+        });
+        let saved_root = self.runtime.data_dir().join("paused");
+        let mut ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
         let dir = self.runtime.data_dir().join("sandboxes");
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
@@ -218,14 +212,93 @@ impl Manager {
                 ids.push(id);
             }
         }
+        let mut saved = HashMap::new();
+        for rec in recs.iter().filter(|r| r.state == SandboxState::Paused) {
+            let upper = dir.join(&rec.id).join("disk/upper");
+            let to = saved_root.join(&rec.id);
+            let _ = std::fs::create_dir_all(&saved_root);
+            if to.exists() || std::fs::rename(&upper, &to).is_ok() {
+                saved.insert(rec.id.clone(), to);
+            }
+        }
+        let mut n = 0;
         for id in ids {
-            match self.runtime.reclaim(&id) {
-                Ok(()) => n += 1,
+            let this = self.clone();
+            let id2 = id.clone();
+            match tokio::task::spawn_blocking(move || this.runtime.reclaim(&id2)).await {
+                Ok(Ok(())) => n += 1,
+                Ok(Err(e)) => tracing::warn!("reclaiming sandbox {id}: {e}"),
                 Err(e) => tracing::warn!("reclaiming sandbox {id}: {e}"),
             }
             let _ = std::fs::remove_file(self.logs_dir.join(format!("{id}.log")));
         }
+        for mut rec in recs {
+            if let Some(files) = saved.remove(&rec.id) {
+                match self.restore_paused(&rec, files.clone()).await {
+                    Ok(()) => {
+                        let _ = std::fs::remove_dir_all(&files);
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(
+                        "sandbox {}: could not restore it paused ({e}); its files stay in {}",
+                        rec.id,
+                        files.display()
+                    ),
+                }
+            }
+            rec.state = SandboxState::Killed;
+            if let Err(e) = self.store.put_sandbox(&rec) {
+                tracing::warn!("recover {}: {e}", rec.id);
+            }
+        }
         n
+    }
+
+    async fn restore_paused(
+        self: &Arc<Self>,
+        rec: &SandboxRecord,
+        files: PathBuf,
+    ) -> Result<(), ApiError> {
+        let template = self.template(&rec.template)?;
+        let token = rec.secure.then(|| access_token(&self.secret, &rec.id));
+        let (handle, envd_version, log) = self
+            .boot(
+                &rec.id,
+                template,
+                &rec.template,
+                token.as_deref(),
+                &rec.env_vars,
+                Some(files),
+            )
+            .await?;
+        let h = handle.clone();
+        let frozen = tokio::task::spawn_blocking(move || h.freeze()).await;
+        if !matches!(frozen, Ok(Ok(()))) {
+            let h = handle.clone();
+            let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+            return Err(ApiError::internal(format!(
+                "sandbox {}: pausing it again failed",
+                rec.id
+            )));
+        }
+        let mut rec = rec.clone();
+        rec.envd_version = envd_version;
+        self.store
+            .put_sandbox(&rec)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let live = Arc::new(Live {
+            handle,
+            token,
+            rec: Mutex::new(rec.clone()),
+            cancel: Mutex::new(CancellationToken::new()),
+            cpu_prev: Mutex::new(None),
+            log,
+        });
+        self.sandboxes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(rec.id, live);
+        Ok(())
     }
 
     /// The live sandbox `id`, if any.
@@ -309,25 +382,26 @@ impl Manager {
         Ok(())
     }
 
-    /// Creates a sandbox: spawns it with envd, waits until envd listens, applies `/init`
-    /// (token, env vars, default user `user`), records it. Returns the live sandbox.
-    ///
-    /// # Errors
-    ///
-    /// 404 for an unknown template, 500 when the runtime or envd fails (message names it).
-    pub async fn create(self: &Arc<Self>, p: CreateParams) -> Result<Arc<Live>, ApiError> {
-        self.check_create_timeout(p.timeout)?;
-        let template = self.template(&p.template)?;
-        let id = new_sandbox_id();
-        let token = p.secure.then(|| access_token(&self.secret, &id));
+    /// Spawns sandbox `id` with envd, copies `restore` (a saved upper directory) into its
+    /// root when given, waits until envd listens and applies `/init`. Returns the handle,
+    /// envd's version and the log file.
+    async fn boot(
+        self: &Arc<Self>,
+        id: &str,
+        template: Template,
+        template_name: &str,
+        token: Option<&str>,
+        env_vars: &BTreeMap<String, String>,
+        restore: Option<PathBuf>,
+    ) -> Result<(Arc<SandboxHandle>, String, PathBuf), ApiError> {
         let log = self.logs_dir.join(format!("{id}.log"));
-
         let handle = {
             let this = self.clone();
-            let id = id.clone();
+            let id2 = id.to_owned();
             let log = log.clone();
-            let tname = p.template.clone();
+            let tname = template_name.to_owned();
             tokio::task::spawn_blocking(move || {
+                let id = id2;
                 let mut init = InitProgram::self_exe(["envd"]);
                 init.env.push((
                     crate::envd_role::ROLE_ENV.into(),
@@ -344,23 +418,57 @@ impl Manager {
                 this.runtime.spawn(spec)
             })
             .await
-            .map_err(|e| ApiError::internal(format!("creating sandbox: {e}")))?
-            .map_err(|e| ApiError::internal(format!("creating sandbox: {e}")))?
+            .map_err(|e| ApiError::internal(format!("creating sandbox {id}: {e}")))?
+            .map_err(|e| ApiError::internal(format!("creating sandbox {id}: {e}")))?
         };
         let handle = Arc::new(handle);
-
-        let init = init_envd(&handle, token.as_deref(), &p.env_vars).await;
-        let envd_version = match init {
-            Ok(v) => v,
-            Err(e) => {
-                let h = handle.clone();
+        let fail = |e: String| {
+            let h = handle.clone();
+            let log = log.clone();
+            async move {
                 let _ = tokio::task::spawn_blocking(move || h.kill()).await;
                 let _ = std::fs::remove_file(&log);
-                return Err(ApiError::internal(format!(
-                    "sandbox {id}: envd did not start: {e}"
-                )));
+                ApiError::internal(e)
             }
         };
+        if let Some(saved) = restore {
+            // Through /proc/<init>/root, so the files go through the sandbox's overlay.
+            let root = PathBuf::from(format!("/proc/{}/root", handle.init_pid()));
+            let res = tokio::task::spawn_blocking(move || copy_tree(&saved, &root))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = res {
+                return Err(fail(format!("sandbox {id}: restoring its files: {e}")).await);
+            }
+        }
+        match init_envd(&handle, token, env_vars).await {
+            Ok(v) => Ok((handle, v, log)),
+            Err(e) => Err(fail(format!("sandbox {id}: envd did not start: {e}")).await),
+        }
+    }
+
+    /// Creates a sandbox: spawns it with envd, waits until envd listens, applies `/init`
+    /// (token, env vars, default user `user`), records it. Returns the live sandbox.
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown template, 500 when the runtime or envd fails (message names it).
+    pub async fn create(self: &Arc<Self>, p: CreateParams) -> Result<Arc<Live>, ApiError> {
+        self.check_create_timeout(p.timeout)?;
+        let template = self.template(&p.template)?;
+        let id = new_sandbox_id();
+        let token = p.secure.then(|| access_token(&self.secret, &id));
+        let (handle, envd_version, log) = self
+            .boot(
+                &id,
+                template,
+                &p.template,
+                token.as_deref(),
+                &p.env_vars,
+                None,
+            )
+            .await?;
         let now = Utc::now();
         let rec = SandboxRecord {
             id: id.clone(),
@@ -683,6 +791,40 @@ impl Manager {
             timestamp_unix: ts.timestamp(),
         }
     }
+}
+
+/// Copies the tree `from` into `to` (directories, regular files, symlinks), keeping modes
+/// and owners. Overlay whiteouts and other special files are skipped.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let md = std::fs::symlink_metadata(&src)?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            match std::fs::create_dir(&dst) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            copy_tree(&src, &dst)?;
+        } else if ft.is_file() {
+            std::fs::copy(&src, &dst)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&src)?;
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(target, &dst)?;
+        } else {
+            continue;
+        }
+        std::os::unix::fs::lchown(&dst, Some(md.uid()), Some(md.gid()))?;
+        if !ft.is_symlink() {
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        }
+    }
+    Ok(())
 }
 
 /// Host `MemTotal` in bytes.

@@ -148,9 +148,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     Ok(s) => s,
                     Err(e) => return fail("serve", &e),
                 };
-                println!("e2b-local serving on {}", server.api_url());
-                println!("data directory: {}", server.data_dir().display());
-                println!("export these for the E2B SDKs:");
+                // Shell syntax: `eval "$(e2b-local serve ...)"`-friendly output.
+                println!("# e2b-local serving on {}", server.api_url());
+                println!("# data directory: {}", server.data_dir().display());
+                println!("# the E2B SDKs need:");
                 for (k, v) in server.env_vars() {
                     println!("export {k}={v}");
                 }
@@ -291,7 +292,7 @@ fn print_list(body: &[u8]) {
             "{:<22} {:<12} {:<8} {:<26} {}",
             s.sandbox_id,
             s.template_id,
-            s.state,
+            s.state.to_string(),
             s.started_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             s.end_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -33,7 +33,7 @@ pub enum Command {
         /// Data directory (default /var/lib/e2b-local as root, else $XDG_DATA_HOME/e2b-local).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Sandbox domain reported to SDKs (default localhost:<port>).
+        /// Sandbox domain reported to SDKs (default `localhost:<port>`).
         #[arg(long)]
         domain: Option<String>,
         /// Maximum sandbox lifetime in seconds.

@@ -279,6 +279,11 @@ root_test! {
             assert_eq!(text(&out.stdout), "still here\n");
         }
         assert!(sb.stats().memory_limit_bytes == Some(64 << 20));
+        // Swap cannot extend the limit (v1 with swap accounting: memsw = the limit).
+        let memsw = Path::new("/sys/fs/cgroup/memory").join(CG).join("iso-oom/memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            assert_eq!(std::fs::read_to_string(&memsw).unwrap_or_default(), format!("{}\n", 64u64 << 20));
+        }
     }
 
     fn writes_land_only_in_the_sandboxs_upper_directory() {

@@ -425,6 +425,45 @@ fn resources(limits: &Limits) -> Resources {
     res
 }
 
+/// Applies `limits`, then makes sure the memory limit holds: cgroups-rs ignores errors when
+/// writing memory files, so the limit is read back; and swap is closed off where the host
+/// accounts it (v1 `memory.memsw.limit_in_bytes` = the limit, v2 `memory.swap.max` = 0), so
+/// the limit cannot be exceeded through swap.
+fn apply_limits(cg: &Cgroup, path: &str, limits: &Limits, v2: bool) -> Result<()> {
+    cg.apply(&resources(limits))
+        .map_err(|e| Error::cgroup("apply limits", path, e))?;
+    let Some(wanted) = limits.memory_bytes else {
+        return Ok(());
+    };
+    let mem = cg
+        .controller_of::<MemController>()
+        .ok_or_else(|| Error::Unsupported {
+            feature: "the memory cgroup controller".into(),
+            hint: "enable it (cgroup_enable=memory, or +memory in cgroup.subtree_control)".into(),
+        })?;
+    let got = mem.memory_stat().limit_in_bytes;
+    // v1 rounds the limit down to whole pages.
+    let low = i64::try_from(wanted.saturating_sub(65_536)).unwrap_or(i64::MAX);
+    if got > i64::try_from(wanted).unwrap_or(i64::MAX) || got < low {
+        return Err(Error::CgroupLimit {
+            path: path.to_owned(),
+            what: "the memory limit",
+            wanted,
+            got,
+        });
+    }
+    let (file, value) = if v2 {
+        ("memory.swap.max", 0)
+    } else {
+        ("memory.memsw.limit_in_bytes", got)
+    };
+    if mem.path().join(file).exists() {
+        mem.set_memswap_limit(value)
+            .map_err(|e| Error::cgroup("close off swap", path, e))?;
+    }
+    Ok(())
+}
+
 fn freezer(cg: &Cgroup) -> Option<&FreezerController> {
     cg.controller_of::<FreezerController>()
 }
@@ -538,11 +577,7 @@ impl SandboxCgroup for CgroupV1 {
         &self.path
     }
     fn apply(&self, limits: &Limits) -> Result<()> {
-        self.cg
-            .apply(&resources(limits))
-            .map_err(|e| Error::cgroup("apply limits", &self.path, e))?;
-        // With a hard limit and no swap the v1 OOM killer runs inside this memcg only.
-        Ok(())
+        apply_limits(&self.cg, &self.path, limits, false)
     }
     fn add_process(&self, pid: u32) -> Result<()> {
         self.cg
@@ -598,9 +633,7 @@ impl SandboxCgroup for CgroupV2 {
         &self.path
     }
     fn apply(&self, limits: &Limits) -> Result<()> {
-        self.cg
-            .apply(&resources(limits))
-            .map_err(|e| Error::cgroup("apply limits", &self.path, e))
+        apply_limits(&self.cg, &self.path, limits, true)
     }
     fn add_process(&self, pid: u32) -> Result<()> {
         self.cg
@@ -750,6 +783,12 @@ mod tests {
         assert_eq!(
             read("memory/e2b-test/sbx1/memory.limit_in_bytes"),
             "268435456"
+        );
+        // No memory.memsw file in the fake tree (no swap accounting): nothing written.
+        assert!(
+            !dir.path()
+                .join("memory/e2b-test/sbx1/memory.memsw.limit_in_bytes")
+                .exists()
         );
         assert_eq!(read("pids/e2b-test/sbx1/pids.max"), "64");
         assert_eq!(

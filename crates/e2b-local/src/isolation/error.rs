@@ -65,6 +65,19 @@ pub enum Error {
         #[source]
         source: cgroups_rs::fs::error::Error,
     },
+    /// A limit written to a cgroup did not take effect (cgroups-rs ignores some write
+    /// errors, so limits are read back).
+    #[error("cgroup {path}: {what} is {got} after setting {wanted}")]
+    CgroupLimit {
+        /// The cgroup path below the hierarchy root.
+        path: String,
+        /// Which limit.
+        what: &'static str,
+        /// The value we set.
+        wanted: u64,
+        /// The value the kernel reports.
+        got: i64,
+    },
     /// The cgroup did not empty or freeze in time.
     #[error("cgroup {path}: {what} did not happen within {millis} ms")]
     CgroupTimeout {

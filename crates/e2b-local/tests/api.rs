@@ -255,6 +255,17 @@ async fn bad_input_gets_400_or_404_naming_the_problem() {
         .await;
     assert_eq!(r.json(), err(400, "metadata has an empty key"));
 
+    let huge = format!(r#"{{"templateID":"base","x":"{}"}}"#, "y".repeat(2 << 20));
+    let r = t.post("/sandboxes", &huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        r.json(),
+        err(
+            413,
+            "request body is larger than 1048576 bytes or unreadable: length limit exceeded"
+        )
+    );
+
     let bad_id = "/sandboxes/ABC!";
     let r = t.get(bad_id).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

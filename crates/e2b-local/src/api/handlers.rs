@@ -28,6 +28,27 @@ pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 /// Largest accepted env vars (sum of key and value bytes).
 pub const MAX_ENV_BYTES: usize = 64 * 1024;
 
+/// A request body read whole, up to [`MAX_BODY`] bytes; larger bodies get 413 with a
+/// `{code, message}` body (axum's own limit would answer in plain text).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
+        axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {MAX_BODY} bytes or unreadable: {e}"),
+                )
+            })
+    }
+}
+
 /// Parses a JSON object body, rejecting unknown fields (naming them) and type errors with 400.
 /// An empty body is `{}` when `optional`.
 fn parse_body<T: DeserializeOwned>(
@@ -310,7 +331,10 @@ fn create_params(
 }
 
 /// `POST /sandboxes`.
-pub async fn create_v1(State(m): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create_v1(
+    State(m): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let mut fields = NEW_SANDBOX_V2_FIELDS.to_vec();
     fields.push("secure");
     let req: types::NewSandbox = parse_body(&body, &fields, false)?;
@@ -330,7 +354,10 @@ pub async fn create_v1(State(m): State<AppState>, body: Bytes) -> Result<Respons
 }
 
 /// `POST /v2/sandboxes` (always secure).
-pub async fn create_v2(State(m): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create_v2(
+    State(m): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let req: types::NewSandboxV2 = parse_body(&body, NEW_SANDBOX_V2_FIELDS, false)?;
     let p = create_params(
         req.template_id,
@@ -546,7 +573,7 @@ pub async fn kill(
 pub async fn set_timeout(
     State(m): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     let id = sandbox_id(&id)?;
     let req: types::SandboxTimeoutRequest = parse_body(&body, &["timeout"], false)?;
@@ -558,7 +585,7 @@ pub async fn set_timeout(
 pub async fn refresh(
     State(m): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     let id = sandbox_id(&id)?;
     let req: types::SandboxRefreshRequest = parse_body(&body, &["duration"], true)?;
@@ -576,7 +603,7 @@ pub async fn refresh(
 pub async fn pause(
     State(m): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     let id = sandbox_id(&id)?;
     let _req: serde_json::Value = parse_body(&body, &["memory", "requireHealthyGuest"], true)?;
@@ -588,7 +615,7 @@ pub async fn pause(
 pub async fn resume(
     State(m): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let id = sandbox_id(&id)?;
     let req: types::ResumedSandbox = parse_body(&body, &["timeout", "autoPause", "memory"], true)?;
@@ -620,7 +647,7 @@ async fn connect_common(m: &Manager, id: &str, timeout: i64) -> Result<Response,
 pub async fn connect_v1(
     State(m): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let req: types::ConnectSandbox = parse_body(&body, &["timeout", "memory"], false)?;
     connect_common(&m, &id, i64::from(req.timeout)).await
@@ -630,7 +657,7 @@ pub async fn connect_v1(
 pub async fn connect_v2(
     State(m): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let req: types::ConnectSandboxV2 = parse_body(&body, &["timeout", "memory"], true)?;
     connect_common(&m, &id, i64::from(req.timeout)).await

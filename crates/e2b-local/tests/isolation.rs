@@ -424,7 +424,11 @@ root_test! {
         while !sb.upper_dir().join("home/user/up").exists() && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(5));
         }
+        let exit_fd = sb.exit_fd().ok().flatten().unwrap_or_else(|| panic!("no exit fd"));
+        let mut pfd = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&exit_fd), nix::poll::PollFlags::POLLIN)];
+        assert_eq!(nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO).ok(), Some(0), "readable before exit");
         sb.signal(libc::SIGTERM).unwrap_or_else(|e| panic!("signal: {e}"));
+        assert_eq!(nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16)).ok(), Some(1), "not readable after exit");
         let code = loop {
             match sb.try_wait() {
                 Ok(Some(c)) => break c,

@@ -830,6 +830,21 @@ impl SandboxHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A duplicate of the pidfd of the sandbox's init: it becomes readable when init exits,
+    /// so a server can wait for that without polling (e.g. `tokio::io::unix::AsyncFd`), then
+    /// call [`try_wait`](Self::try_wait) to reap it. `None` after kill.
+    ///
+    /// # Errors
+    ///
+    /// The `dup` error.
+    pub fn exit_fd(&self) -> std::io::Result<Option<OwnedFd>> {
+        let st = self.lock();
+        match st.pidfd.as_ref() {
+            Some(fd) if !st.killed => fd.try_clone().map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Whether init is still running (reaps it if it exited).
     pub fn is_running(&self) -> bool {
         self.try_wait().map(|s| s.is_none()).unwrap_or(false)

@@ -500,13 +500,15 @@ root_test! {
         std::fs::copy("/bin/sleep", &exe).unwrap_or_else(|e| panic!("copy: {e}"));
         let sb = spawn(env, "iso-exe", InitProgram::host(&exe, ["sleep", "infinity"]), default_limits());
         // Text-busy while it runs; and it is reached through a read-only mount, so the
-        // write is refused also once it stops running.
+        // write is refused also once it stops running. Its path inside is just "/" (the
+        // detached bind mount), which names no host path.
         let py = "import os\n\
                   try:\n    os.open('/proc/2/exe', os.O_WRONLY)\n    print('opened')\n\
                   except OSError as e:\n    print(e.strerror)\n\
-                  print(bool(os.statvfs('/proc/2/exe').f_flag & os.ST_RDONLY))";
+                  print(bool(os.statvfs('/proc/2/exe').f_flag & os.ST_RDONLY))\n\
+                  print(os.readlink('/proc/2/exe'))";
         let out = sb.exec_in(&["/usr/bin/python3", "-c", py], &ExecOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(text(&out.stdout), "Text file busy\nTrue\n", "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "Text file busy\nTrue\n/\n", "{}", text(&out.stderr));
         let out = sb.exec_in(&["/usr/bin/python3", "-c", "import os\ntry:\n    os.open('/proc/2/exe', os.O_WRONLY)\nexcept OSError as e:\n    print(e.strerror)"], &ExecOptions::user()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&out.stdout), "Permission denied\n", "{}", text(&out.stderr));
         let _ = std::fs::remove_file(&exe);

@@ -12,6 +12,9 @@
 //! * 50 concurrent creates, p50/p99 of each request;
 //! * host memory per idle sandbox with 200 alive (`MemAvailable` drop and cgroup charge);
 //! * kill (DELETE until 204: processes, cgroup, mounts and files gone), p50/p99.
+//!
+//! `E2B_BENCH_DEBUG=1` also prints the first and second command's latency on five fresh
+//! sandboxes (the first one includes opening the proxy's connection into the sandbox).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -5,7 +5,9 @@ Prints one line per test and ends with `N passed, N failed`; exits 1 on any fail
 """
 
 import json
+import os
 import sys
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -177,6 +179,40 @@ def pause_and_connect_resume():
         assert again.is_running() is True
         assert again.files.read("/home/user/keep.txt") == "kept"
         assert again.commands.run("echo back").stdout == "back\n"
+    finally:
+        sbx.kill()
+
+
+@test
+def user_port_through_get_host_and_metrics():
+    sbx = Sandbox.create(timeout=60)
+    try:
+        sbx.commands.run("mkdir -p /tmp/www && echo port-ok > /tmp/www/index.html")
+        sbx.commands.run(
+            "cd /tmp/www && exec python3 -m http.server 8000 --bind 127.0.0.1",
+            background=True,
+        )
+        host = sbx.get_host(8000)
+        assert host == f"8000-{sbx.sandbox_id}.{os.environ['E2B_DOMAIN']}", host
+        # *.localhost may not resolve here: connect to the server, route by the Host header.
+        url = os.environ["E2B_SANDBOX_URL"] + "/index.html"
+        deadline = time.time() + 20
+        while True:
+            try:
+                req = urllib.request.Request(url, headers={"Host": host})
+                with urllib.request.urlopen(req) as resp:
+                    body = resp.read()
+                break
+            except urllib.error.HTTPError as e:
+                assert e.code == 502, e.code
+                assert json.loads(e.read())["message"] == "The sandbox is running but port is not open"
+                assert time.time() < deadline, "port 8000 never opened"
+                time.sleep(0.1)
+        assert body == b"port-ok\n", body
+        metrics = sbx.get_metrics()
+        assert len(metrics) == 1, metrics
+        assert metrics[0].cpu_count == 2 and metrics[0].mem_used > 0, metrics[0]
+        assert metrics[0].mem_total == 512 * 1024 * 1024, metrics[0]
     finally:
         sbx.kill()
 

@@ -377,3 +377,88 @@ async fn kill_and_pause_cut_open_streams_and_health_answers_502() {
     }
     t.shutdown().await;
 }
+
+const ECHO_UPGRADE_SERVER: &str = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 8002))
+s.listen()
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(1024)
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+    while True:
+        d = c.recv(1024)
+        if not d:
+            break
+        c.sendall(d.upper())
+    c.close()
+"#;
+
+/// Sends an upgrade request by Host and returns the stream and the response head.
+async fn upgrade(t: &TestServer, host: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(t.server().local_addr())
+        .await
+        .unwrap();
+    let req =
+        format!("GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed in the head");
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_are_spliced_and_cut_on_kill() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = start().await;
+    let (id, token) = sandbox(&t).await;
+    let r = t
+        .envd(Method::POST, &id, "/files?path=/tmp/echo.py")
+        .header("X-Access-Token", &token)
+        .header("content-type", "application/octet-stream")
+        .body(ECHO_UPGRADE_SERVER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let _server = start_process(&t, &id, &token, "exec python3 /tmp/echo.py").await;
+    let host = format!("8002-{id}.{}", t.server().domain());
+    let start = Instant::now();
+    let mut s = loop {
+        let (s, head) = upgrade(&t, &host).await;
+        if head.starts_with("HTTP/1.1 101") {
+            assert!(
+                head.to_ascii_lowercase().contains("upgrade: echo"),
+                "{head}"
+            );
+            break s;
+        }
+        assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "port 8002 never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"PING");
+    // Killing the sandbox cuts the spliced connection.
+    t.kill(&id).await;
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("upgraded connection was not cut");
+    assert!(n.is_err() || rest.is_empty(), "{rest:?}");
+    t.shutdown().await;
+}

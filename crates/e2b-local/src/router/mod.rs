@@ -262,6 +262,11 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
         return not_found(&id);
     }
     let cancel = live.cancel_token();
+    let mut req = req;
+    // Upgrades (WebSocket and the like): keep `Connection`/`Upgrade` and splice the two
+    // upgraded connections once the sandbox answers 101.
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let pq = parts
         .uri
@@ -273,7 +278,9 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     for h in HOP_BY_HOP {
-        parts.headers.remove(*h);
+        if !(upgrade && (*h == "connection" || *h == "upgrade")) {
+            parts.headers.remove(*h);
+        }
     }
     let req = http::Request::from_parts(parts, body);
     let resp = tokio::select! {
@@ -281,7 +288,15 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
         () = cancel.clone().cancelled_owned() => return not_found(&id),
     };
     match resp {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            if let Some(client_upgrade) = client_upgrade
+                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                let upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(splice(client_upgrade, upstream, cancel));
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, Body::empty());
+            }
             let (mut parts, body) = resp.into_parts();
             for h in HOP_BY_HOP {
                 parts.headers.remove(*h);
@@ -304,6 +319,24 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
                 port_closed(&id, port)
             }
         }
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the sandbox until
+/// either side closes, or the sandbox is paused or killed (then both are dropped).
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        () = cancel.cancelled() => {}
     }
 }
 

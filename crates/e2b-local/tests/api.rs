@@ -122,6 +122,50 @@ async fn create_get_kill_with_exact_shapes() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let v2 = r.json();
     assert_eq!(v2["envdAccessToken"].as_str().unwrap().len(), 64);
+    // Idempotency-Key: a retried create returns the same sandbox.
+    let once = t
+        .call_with(
+            Method::POST,
+            "/v2/sandboxes",
+            Some(r#"{"templateID":"base"}"#),
+            &[
+                ("x-api-key", t.key.as_str()),
+                ("idempotency-key", "retry-1"),
+            ],
+        )
+        .await;
+    let twice = t
+        .call_with(
+            Method::POST,
+            "/v2/sandboxes",
+            Some(r#"{"templateID":"base"}"#),
+            &[
+                ("x-api-key", t.key.as_str()),
+                ("idempotency-key", "retry-1"),
+            ],
+        )
+        .await;
+    assert_eq!(once.status, StatusCode::CREATED);
+    assert_eq!(twice.status, StatusCode::CREATED);
+    assert_eq!(once.json(), twice.json());
+    let bad = t
+        .call_with(
+            Method::POST,
+            "/v2/sandboxes",
+            Some(r#"{"templateID":"base"}"#),
+            &[
+                ("x-api-key", t.key.as_str()),
+                ("idempotency-key", "Bad Key"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        bad.json(),
+        err(
+            400,
+            "invalid Idempotency-Key header: expected 1 to 255 characters of [a-z0-9-]"
+        )
+    );
     // v2's default timeout is 300 s.
     let d = t
         .get(&format!("/sandboxes/{}", v2["sandboxID"].as_str().unwrap()))

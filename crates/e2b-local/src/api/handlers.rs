@@ -353,11 +353,31 @@ pub async fn create_v1(
     Ok((StatusCode::CREATED, Json(sandbox_body(&m, &live))).into_response())
 }
 
-/// `POST /v2/sandboxes` (always secure).
+/// `POST /v2/sandboxes` (always secure; a repeated `Idempotency-Key` returns the same sandbox).
 pub async fn create_v2(
     State(m): State<AppState>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
+    // py 2.63 reuses an `Idempotency-Key` on retries of the same create.
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().unwrap_or("");
+            let ok = (1..=255).contains(&k.len())
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(ApiError::bad_request(
+                    "invalid Idempotency-Key header: expected 1 to 255 characters of [a-z0-9-]",
+                ));
+            }
+            Some(k.to_owned())
+        }
+    };
+    if let Some(live) = key.as_deref().and_then(|k| m.idempotent(k)) {
+        return Ok((StatusCode::CREATED, Json(sandbox_body(&m, &live))).into_response());
+    }
     let req: types::NewSandboxV2 = parse_body(&body, NEW_SANDBOX_V2_FIELDS, false)?;
     let p = create_params(
         req.template_id,
@@ -371,6 +391,9 @@ pub async fn create_v2(
         req.volume_mounts.len(),
     )?;
     let live = m.create(p).await?;
+    if let Some(k) = key {
+        m.remember_idempotency(k, live.record().id);
+    }
     Ok((StatusCode::CREATED, Json(sandbox_body(&m, &live))).into_response())
 }
 

@@ -26,6 +26,8 @@ use crate::template::Template;
 pub const CLIENT_ID: &str = "6532622b";
 /// envd's port inside every sandbox.
 pub const ENVD_PORT: u16 = envd::DEFAULT_PORT;
+/// How long an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
 /// How long create waits for envd to listen.
 const ENVD_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -111,6 +113,7 @@ pub struct Manager {
     evict: Notify,
     base: Mutex<Option<Template>>,
     logs_dir: PathBuf,
+    idempotency: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// `hex(HMAC-SHA256(secret, sandbox_id))`: the envd access token of a secure sandbox.
@@ -169,6 +172,7 @@ impl Manager {
             evict: Notify::new(),
             base: Mutex::new(None),
             logs_dir,
+            idempotency: Mutex::new(HashMap::new()),
         })
     }
 
@@ -502,6 +506,21 @@ impl Manager {
             .insert(id, live.clone());
         self.evict.notify_one();
         Ok(live)
+    }
+
+    /// The sandbox an earlier create with the same `Idempotency-Key` made, if it is still
+    /// live (keys are remembered for ten minutes).
+    pub fn idempotent(&self, key: &str) -> Option<Arc<Live>> {
+        let mut map = lock(&self.idempotency);
+        map.retain(|_, (_, at)| at.elapsed() < IDEMPOTENCY_TTL);
+        let id = map.get(key)?.0.clone();
+        drop(map);
+        self.get(&id)
+    }
+
+    /// Remembers that `key` created sandbox `id`.
+    pub fn remember_idempotency(&self, key: String, id: String) {
+        lock(&self.idempotency).insert(key, (id, Instant::now()));
     }
 
     /// Kills a sandbox (running or paused): cuts its streams, removes every trace on the

@@ -274,6 +274,41 @@ async fn run(n: usize) -> Result<(), String> {
         api.kill(&id).await?;
     }
 
+    // Evictor: time from a sandbox's end time until its GET answers 404.
+    let mut evict = Vec::new();
+    for _ in 0..10 {
+        let (id, _) = api.create().await?;
+        let (s, _) = api
+            .call(
+                http::Method::POST,
+                &format!("/sandboxes/{id}/timeout"),
+                r#"{"timeout":1}"#,
+                &[],
+            )
+            .await?;
+        if s != 204 {
+            return Err(format!("timeout: {s}"));
+        }
+        let (_, body) = api
+            .call(http::Method::GET, &format!("/sandboxes/{id}"), "", &[])
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let end = chrono::DateTime::parse_from_rfc3339(v["endAt"].as_str().unwrap_or(""))
+            .map_err(|e| e.to_string())?;
+        loop {
+            let (s, _) = api
+                .call(http::Method::GET, &format!("/sandboxes/{id}"), "", &[])
+                .await?;
+            if s == 404 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let late = chrono::Utc::now().signed_duration_since(end);
+        evict.push(late.to_std().unwrap_or_default());
+    }
+    report("evictor: end time until 404", &mut evict);
+
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = mem_available();
     for _ in 0..200 {

@@ -389,6 +389,40 @@ async fn bad_input_gets_400_or_404_naming_the_problem() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path} {body}");
         assert_eq!(r.json(), err(400, msg), "{path} {body}");
     }
+    for (path, msg) in [
+        (
+            "/sandboxes/metrics".to_owned(),
+            "query parameter sandbox_ids is required",
+        ),
+        (
+            "/sandboxes/metrics?sandbox_ids=NOPE".to_owned(),
+            "invalid sandbox ID \"NOPE\": expected lowercase letters and digits",
+        ),
+        (
+            format!("/v2/sandboxes/{id}/logs?direction=up"),
+            "invalid direction \"up\": expected forward or backward",
+        ),
+        (
+            format!("/v2/sandboxes/{id}/logs?limit=1001"),
+            "invalid limit \"1001\": at most 1000",
+        ),
+        (
+            format!("/v2/sandboxes/{id}/logs?level=loud"),
+            "invalid level \"loud\": expected debug, info, warn or error",
+        ),
+        (
+            format!("/sandboxes/{id}/logs?start=-1"),
+            "invalid start \"-1\": expected a non-negative integer",
+        ),
+        (
+            "/sandboxes?state=running".to_owned(),
+            "unknown query parameter `state`",
+        ),
+    ] {
+        let r = t.get(&path).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(r.json(), err(400, msg), "{path}");
+    }
     let r = t
         .get(&format!("/sandboxes/{id}/metrics?start=yesterday"))
         .await;

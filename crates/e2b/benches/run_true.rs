@@ -3,6 +3,8 @@
 //! - against the real envd (in-process, debug mode);
 //! - through the embedded local E2B host (e2b-local: REST create, envd routing into a
 //!   sandbox), when running as root;
+//! - `commands.list()` (a unary RPC, no process spawned) the same way, which isolates the
+//!   SDK's own cost from the server's process start;
 //! - and, when `E2B_BENCH_PYTHON` names a Python with the official SDK installed
 //!   (`pip install e2b==2.63.0`), the same loop in that SDK against the same two servers,
 //!   side by side, with the ratio of the p50s.
@@ -21,14 +23,15 @@ const RUNS: usize = 300;
 const PYTHON_LOOP: &str = r#"
 import os, sys, time
 from e2b import Sandbox
-warmup, runs = int(sys.argv[1]), int(sys.argv[2])
+warmup, runs, op = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 sbx = Sandbox.create()
+call = (lambda: sbx.commands.run("true")) if op == "run" else (lambda: sbx.commands.list())
 for _ in range(warmup):
-    sbx.commands.run("true")
+    call()
 samples = []
 for _ in range(runs):
     t = time.perf_counter()
-    sbx.commands.run("true")
+    call()
     samples.append(time.perf_counter() - t)
 sbx.kill()
 print(" ".join(f"{s:.9f}" for s in samples))
@@ -49,19 +52,11 @@ fn main() {
     let debug = ConnectionConfig::new()
         .with_debug(true)
         .with_sandbox_url(&envd_url);
-    let rust = rt.block_on(rust_loop(debug));
-    report("rust   envd (debug mode)", &rust);
-    if let Some(python) = &python {
-        let py = python_loop(
-            python,
-            &[
-                ("E2B_DEBUG", "true".to_owned()),
-                ("E2B_SANDBOX_URL", envd_url.clone()),
-            ],
-        );
-        report("python envd (debug mode)", &py);
-        ratio(&rust, &py);
-    }
+    let debug_env = [
+        ("E2B_DEBUG", "true".to_owned()),
+        ("E2B_SANDBOX_URL", envd_url.clone()),
+    ];
+    compare(&rt, "envd (debug)", debug, &debug_env, python.as_deref());
 
     if !is_root() {
         println!("(skipping the local host: it needs root)");
@@ -74,54 +69,93 @@ fn main() {
             return;
         }
     };
-    let rust = rt.block_on(rust_loop(local.config()));
-    report("rust   e2b-local", &rust);
-    if let Some(python) = &python {
-        let config = local.config();
-        let py = python_loop(
-            python,
-            &[
-                ("E2B_API_URL", config.api_url()),
-                (
-                    "E2B_SANDBOX_URL",
-                    config.sandbox_url().unwrap_or_default().to_owned(),
-                ),
-                (
-                    "E2B_API_KEY",
-                    config.api_key().unwrap_or_default().to_owned(),
-                ),
-                ("E2B_DOMAIN", config.domain().to_owned()),
-            ],
-        );
-        report("python e2b-local", &py);
-        ratio(&rust, &py);
+    let config = local.config();
+    let local_env = [
+        ("E2B_API_URL", config.api_url()),
+        (
+            "E2B_SANDBOX_URL",
+            config.sandbox_url().unwrap_or_default().to_owned(),
+        ),
+        (
+            "E2B_API_KEY",
+            config.api_key().unwrap_or_default().to_owned(),
+        ),
+        ("E2B_DOMAIN", config.domain().to_owned()),
+    ];
+    compare(&rt, "e2b-local   ", config, &local_env, python.as_deref());
+}
+
+/// Both operations in Rust, then (with a Python) in the official SDK, on the same server.
+fn compare(
+    rt: &tokio::runtime::Runtime,
+    target: &str,
+    config: ConnectionConfig,
+    env: &[(&str, String)],
+    python: Option<&str>,
+) {
+    for op in [Op::Run, Op::List] {
+        let rust = rt.block_on(rust_loop(config.clone(), op));
+        report(&format!("rust   {target}"), op, &rust);
+        if let Some(python) = python {
+            let py = python_loop(python, env, op);
+            report(&format!("python {target}"), op, &py);
+            ratio(&rust, &py);
+        }
     }
 }
 
-async fn rust_loop(config: ConnectionConfig) -> Vec<Duration> {
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Run,
+    List,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Run => "run",
+            Op::List => "list",
+        }
+    }
+}
+
+async fn rust_loop(config: ConnectionConfig, op: Op) -> Vec<Duration> {
     let sandbox = Sandbox::builder()
         .config(config)
         .create()
         .await
         .expect("sandbox");
     let commands = sandbox.commands();
+    let call = || async {
+        match op {
+            Op::Run => commands.run("true", RunOptions::new()).await.map(|_| ()),
+            Op::List => commands.list().await.map(|_| ()),
+        }
+        .expect("call")
+    };
     for _ in 0..WARMUP {
-        commands.run("true", RunOptions::new()).await.expect("run");
+        call().await;
     }
     let mut samples = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let start = Instant::now();
-        commands.run("true", RunOptions::new()).await.expect("run");
+        call().await;
         samples.push(start.elapsed());
     }
     let _ = sandbox.kill().await;
     samples
 }
 
-fn python_loop(python: &str, env: &[(&str, String)]) -> Vec<Duration> {
+fn python_loop(python: &str, env: &[(&str, String)], op: Op) -> Vec<Duration> {
     let mut command = Command::new(python);
     command
-        .args(["-c", PYTHON_LOOP, &WARMUP.to_string(), &RUNS.to_string()])
+        .args([
+            "-c",
+            PYTHON_LOOP,
+            &WARMUP.to_string(),
+            &RUNS.to_string(),
+            op.name(),
+        ])
         .env_remove("E2B_API_KEY")
         .env_remove("E2B_API_URL")
         .env_remove("E2B_SANDBOX_URL")
@@ -151,9 +185,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn report(label: &str, samples: &[Duration]) {
+fn report(label: &str, op: Op, samples: &[Duration]) {
+    let call = match op {
+        Op::Run => "commands.run(\"true\")",
+        Op::List => "commands.list()     ",
+    };
     println!(
-        "{label}: commands.run(\"true\") n={} p50={:.3} ms p90={:.3} ms p99={:.3} ms",
+        "{label}: {call} n={} p50={:.3} ms p90={:.3} ms p99={:.3} ms",
         samples.len(),
         ms(pct(samples, 0.5)),
         ms(pct(samples, 0.9)),

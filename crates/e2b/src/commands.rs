@@ -801,7 +801,13 @@ impl CommandHandle {
                         None => continue,
                     },
                     Event::End(end) => {
-                        self.events = None;
+                        // Read on to the end-of-stream frame that follows, so the connection
+                        // goes back to the pool instead of being closed (bounded, in case a
+                        // peer keeps the stream open).
+                        if let Some(mut stream) = self.events.take() {
+                            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+                            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+                        }
                         let tail = self.stdout_decoder.finish();
                         self.stdout.push_str(&tail);
                         let tail = self.stderr_decoder.finish();

@@ -402,3 +402,36 @@ async fn pty_interactive_shell() {
         "a terminal size needs at least one column and one row, got 0x10"
     );
 }
+
+#[tokio::test]
+async fn dropping_a_handle_or_a_future_does_not_kill_the_process() {
+    let envd = support::Envd::start();
+    let sbx = sandbox(&envd).await;
+    let cmds = sbx.commands();
+
+    let handle = cmds
+        .run_background("sleep 30", RunOptions::new().tag("dropped-handle"))
+        .await
+        .unwrap();
+    let pid = handle.pid();
+    drop(handle);
+
+    // A foreground run whose future is dropped mid-way (here by a timeout).
+    let cut = tokio::time::timeout(
+        Duration::from_millis(300),
+        cmds.run("sleep 30", RunOptions::new().tag("dropped-future")),
+    )
+    .await;
+    assert!(cut.is_err(), "the run should still have been going");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let listed = cmds.list().await.unwrap();
+    let tags: Vec<_> = listed.iter().filter_map(|p| p.tag.clone()).collect();
+    assert!(tags.contains(&"dropped-handle".to_owned()), "{tags:?}");
+    assert!(tags.contains(&"dropped-future".to_owned()), "{tags:?}");
+    assert!(listed.iter().any(|p| p.pid == pid));
+
+    for p in listed.iter().filter(|p| p.tag.is_some()) {
+        assert!(cmds.kill(p.pid).await.unwrap());
+    }
+}

@@ -897,3 +897,46 @@ async fn restart_reclaims_sandboxes_of_a_crashed_server_and_keeps_paused_files()
     assert!(!t.dir.path().join("paused").join(&pid).exists());
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_envd_dies_is_cleaned_up() {
+    let t = start().await;
+    let sb = t.create(r#"{"templateID":"base","timeout":120}"#).await;
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    // As root (envd runs as root); the command's parent is envd.
+    let body = support::envelope(&json!({
+        "process": {"cmd": "/bin/bash", "args": ["-c", "kill -9 $PPID"]}
+    }));
+    let mut resp = t
+        .envd(Method::POST, &id, "/process.Process/Start")
+        .header("X-Access-Token", &token)
+        .header("Authorization", "Basic cm9vdDo=")
+        .header("content-type", "application/connect+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    while let Ok(Some(_)) = resp.chunk().await {}
+    let start = Instant::now();
+    loop {
+        let r = t.get(&format!("/sandboxes/{id}")).await;
+        if r.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "not cleaned up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while t.dir.path().join("sandboxes").join(&id).exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "files left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = t.envd(Method::GET, &id, "/health").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        support::not_found_502(&id)
+    );
+    t.shutdown().await;
+}

@@ -754,6 +754,34 @@ impl Manager {
         }
     }
 
+    /// Every second, finds running sandboxes whose first process (envd under its reaper)
+    /// has exited, e.g. killed by the OOM killer, and cleans them up like a kill, so their
+    /// state is not left "running" with nothing behind it.
+    pub async fn run_reaper(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let live = self.all();
+            let dead = tokio::task::spawn_blocking(move || {
+                live.iter()
+                    .filter(|l| l.record().state == SandboxState::Running && !l.handle.is_running())
+                    .map(|l| l.record().id)
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for id in dead {
+                match self.kill(&id).await {
+                    Ok(()) => tracing::warn!("sandbox {id}: its envd exited; cleaned up"),
+                    Err(e) if e.status == StatusCode::NOT_FOUND => {}
+                    Err(e) => tracing::warn!("sandbox {id}: its envd exited; cleanup: {e}"),
+                }
+            }
+        }
+    }
+
     /// Kills every live sandbox (server shutdown).
     pub async fn kill_all(&self) {
         let ids: Vec<String> = self.all().iter().map(|l| l.record().id).collect();

@@ -917,7 +917,12 @@ async fn a_sandbox_whose_envd_dies_is_cleaned_up() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    // envd may die before its response head is out: then the proxy answers 502.
+    assert!(
+        [StatusCode::OK, StatusCode::BAD_GATEWAY].contains(&resp.status()),
+        "{}",
+        resp.status()
+    );
     while let Ok(Some(_)) = resp.chunk().await {}
     let start = Instant::now();
     loop {

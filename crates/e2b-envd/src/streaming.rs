@@ -21,6 +21,7 @@ pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, ConnectErro
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
     /// A client reading a response: it must end with an end-of-stream frame.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     Response,
     /// A server reading a request: it ends at end of input, on a frame boundary.
     Request,

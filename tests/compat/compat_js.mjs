@@ -1,0 +1,420 @@
+// E2B's official JS SDK (npm `e2b`) against e2b-local, one check per feature row.
+//
+// Usage: node compat_js.mjs <path to node_modules/e2b/dist/index.mjs>
+// Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN.
+// Every check asserts values (stdout, exit codes, file bytes, ids). Prints
+// `PASS js-<version> <check>` / `FAIL ...` lines and a last line `N passed, N failed`;
+// exits 1 if any check failed.
+import assert from 'node:assert/strict'
+import { createHash, randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+const entry = process.argv[2]
+if (!entry) {
+  console.error('usage: node compat_js.mjs <node_modules/e2b/dist/index.mjs>')
+  process.exit(2)
+}
+const { Sandbox, CommandExitError, FileType, FilesystemEventType } = await import(
+  pathToFileURL(entry).href
+)
+const VERSION = JSON.parse(readFileSync(join(dirname(entry), '..', 'package.json'), 'utf8')).version
+const LABEL = `js-${VERSION}`
+const TAG = randomUUID().slice(0, 10)
+const CHECKS = []
+const check = (name, fn) => CHECKS.push([name, fn])
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+async function newSandbox(opts = {}) {
+  const metadata = { compat: TAG, ...(opts.metadata ?? {}) }
+  return Sandbox.create({ timeoutMs: 120_000, ...opts, metadata })
+}
+
+async function waitUntil(pred, what, ms = 15_000) {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const v = await pred()
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(50)
+  }
+}
+
+async function withSandbox(opts, fn) {
+  const sbx = await newSandbox(opts)
+  try {
+    return await fn(sbx)
+  } finally {
+    await Sandbox.kill(sbx.sandboxId).catch(() => {})
+  }
+}
+
+const lifetime = (info) => (info.endAt.getTime() - info.startedAt.getTime()) / 1000
+
+// --- sandbox lifecycle -------------------------------------------------------------------
+
+check('sandbox_create', () =>
+  withSandbox({ envs: { COMPAT_VAR: 'v a l' }, metadata: { k: 'v' } }, async (sbx) => {
+    assert.ok(typeof sbx.sandboxId === 'string' && sbx.sandboxId.length > 0)
+    const r = await sbx.commands.run('echo $COMPAT_VAR')
+    assert.equal(r.stdout, 'v a l\n')
+    assert.equal(r.exitCode, 0)
+    const info = await sbx.getInfo()
+    assert.equal(info.sandboxId, sbx.sandboxId)
+    assert.equal(info.templateId, 'base')
+    assert.deepEqual(info.metadata, { k: 'v', compat: TAG })
+  })
+)
+
+check('sandbox_connect', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.files.write('/tmp/connect.txt', 'via first handle')
+    const other = await Sandbox.connect(sbx.sandboxId)
+    assert.equal(other.sandboxId, sbx.sandboxId)
+    assert.equal(await other.files.read('/tmp/connect.txt'), 'via first handle')
+    const same = await sbx.connect()
+    assert.equal(same.sandboxId, sbx.sandboxId)
+    assert.equal((await same.commands.run('echo ok')).stdout, 'ok\n')
+  })
+)
+
+check('sandbox_list_filters_and_pages', async () => {
+  const tag = randomUUID().slice(0, 8)
+  const made = []
+  try {
+    for (let i = 0; i < 3; i++) made.push(await newSandbox({ metadata: { list: tag, n: String(i) } }))
+    const ids = made.map((s) => s.sandboxId).sort()
+    const pager = Sandbox.list({ query: { metadata: { list: tag } }, limit: 2 })
+    const first = await pager.nextItems()
+    assert.equal(first.length, 2)
+    assert.equal(pager.hasNext, true)
+    assert.ok(pager.nextToken)
+    const second = await pager.nextItems()
+    assert.equal(second.length, 1)
+    assert.equal(pager.hasNext, false)
+    assert.deepEqual([...first, ...second].map((s) => s.sandboxId).sort(), ids)
+    const only = await Sandbox.list({ query: { metadata: { list: tag, n: '1' } } }).nextItems()
+    assert.deepEqual(only.map((s) => s.sandboxId), [made[1].sandboxId])
+    assert.deepEqual(only[0].metadata, { list: tag, n: '1', compat: TAG })
+    assert.equal(await made[2].pause(), true)
+    const running = await Sandbox.list({ query: { metadata: { list: tag }, state: ['running'] } }).nextItems()
+    assert.deepEqual(running.map((s) => s.sandboxId).sort(), [made[0].sandboxId, made[1].sandboxId].sort())
+    const paused = await Sandbox.list({ query: { metadata: { list: tag }, state: ['paused'] } }).nextItems()
+    assert.deepEqual(paused.map((s) => s.sandboxId), [made[2].sandboxId])
+    assert.equal(paused[0].state, 'paused')
+  } finally {
+    for (const s of made) await Sandbox.kill(s.sandboxId).catch(() => {})
+  }
+  assert.deepEqual(await Sandbox.list({ query: { metadata: { list: tag } } }).nextItems(), [])
+})
+
+check('sandbox_kill', async () => {
+  const sbx = await newSandbox()
+  assert.equal(await sbx.kill(), true)
+  assert.equal(await sbx.isRunning(), false)
+  assert.equal(await Sandbox.kill(sbx.sandboxId), false) // 404 -> false
+})
+
+check('sandbox_set_timeout_and_get_info', () =>
+  withSandbox({ timeoutMs: 60_000 }, async (sbx) => {
+    let left = lifetime(await sbx.getInfo())
+    assert.ok(left >= 55 && left <= 65, `lifetime ${left}`)
+    await sbx.setTimeout(200_000)
+    left = lifetime(await sbx.getInfo())
+    assert.ok(left >= 195 && left <= 205, `lifetime ${left}`)
+    await Sandbox.setTimeout(sbx.sandboxId, 100_000)
+    const info = await Sandbox.getInfo(sbx.sandboxId)
+    left = lifetime(info)
+    assert.ok(left >= 95 && left <= 105, `lifetime ${left}`)
+    assert.equal(info.state, 'running')
+  })
+)
+
+check('sandbox_pause_resume_is_running', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.files.write('/home/user/keep.txt', 'kept across pause')
+    assert.equal(await sbx.isRunning(), true)
+    assert.equal(await sbx.pause(), true)
+    assert.equal(await sbx.isRunning(), false)
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused')
+    const resumed = await Sandbox.connect(sbx.sandboxId)
+    assert.equal(await resumed.isRunning(), true)
+    assert.equal(await resumed.files.read('/home/user/keep.txt'), 'kept across pause')
+    assert.equal((await resumed.commands.run('echo back')).stdout, 'back\n')
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running')
+  })
+)
+
+check('sandbox_get_host', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.commands.run('mkdir -p /tmp/www && echo port-ok > /tmp/www/index.html')
+    await sbx.commands.run('cd /tmp/www && exec python3 -m http.server 8124 --bind 127.0.0.1', {
+      background: true,
+    })
+    const host = sbx.getHost(8124)
+    assert.equal(host, `8124-${sbx.sandboxId}.${process.env.E2B_DOMAIN}`)
+    // Node's fetch forbids overriding Host; use http.request to route by Host on the server.
+    const http = await import('node:http')
+    const url = new URL(process.env.E2B_SANDBOX_URL)
+    const get = () =>
+      new Promise((resolve, reject) => {
+        const req = http.request(
+          { host: url.hostname, port: url.port, path: '/index.html', headers: { Host: host } },
+          (res) => {
+            const chunks = []
+            res.on('data', (c) => chunks.push(c))
+            res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }))
+          }
+        )
+        req.on('error', reject)
+        req.setTimeout(5000, () => req.destroy(new Error('request timed out')))
+        req.end()
+      })
+    const res = await waitUntil(async () => {
+      const r = await get()
+      if (r.status === 502) return null
+      return r
+    }, 'port 8124 to open')
+    assert.equal(res.status, 200)
+    assert.equal(res.body, 'port-ok\n')
+  })
+)
+
+check('sandbox_upload_url_download_url', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.files.write('/home/user/signed.txt', 'signed content')
+    const url = await sbx.downloadUrl('/home/user/signed.txt')
+    assert.ok(url.includes('signature='), url)
+    let res = await fetch(url)
+    assert.equal(res.status, 200)
+    assert.equal(await res.text(), 'signed content')
+    const up = await sbx.uploadUrl('/home/user/up.txt')
+    const form = new FormData()
+    form.append('file', new Blob(['uploaded!']), 'up.txt')
+    res = await fetch(up, { method: 'POST', body: form })
+    assert.equal(res.status, 200)
+    assert.equal(await sbx.files.read('/home/user/up.txt'), 'uploaded!')
+    res = await fetch(url.replace('signature=', 'signature=x'))
+    assert.ok(res.status === 401 || res.status === 502, `tampered signature got ${res.status}`)
+  })
+)
+
+// --- commands ----------------------------------------------------------------------------
+
+check('commands_run_foreground', () =>
+  withSandbox({}, async (sbx) => {
+    const out = []
+    const err = []
+    const r = await sbx.commands.run('echo out; echo err >&2; pwd; echo $X', {
+      cwd: '/tmp',
+      envs: { X: 'from-envs' },
+      onStdout: (d) => out.push(d),
+      onStderr: (d) => err.push(d),
+    })
+    assert.equal(r.exitCode, 0)
+    assert.equal(r.stdout, 'out\n/tmp\nfrom-envs\n')
+    assert.equal(r.stderr, 'err\n')
+    assert.equal(out.join(''), r.stdout)
+    assert.equal(err.join(''), r.stderr)
+    assert.equal((await sbx.commands.run('whoami', { user: 'root' })).stdout, 'root\n')
+    await assert.rejects(sbx.commands.run('echo bad >&2; exit 7'), (e) => {
+      assert.ok(e instanceof CommandExitError, String(e))
+      assert.equal(e.exitCode, 7)
+      assert.equal(e.stderr, 'bad\n')
+      return true
+    })
+  })
+)
+
+check('commands_run_background_and_connect', () =>
+  withSandbox({}, async (sbx) => {
+    const h = await sbx.commands.run('sleep 0.3; echo first; sleep 0.3; echo second', { background: true })
+    assert.ok(Number.isInteger(h.pid) && h.pid > 0)
+    const other = await sbx.commands.connect(h.pid)
+    assert.equal(other.pid, h.pid)
+    const r = await other.wait()
+    assert.equal(r.exitCode, 0)
+    assert.ok(r.stdout.includes('second\n'), r.stdout)
+    assert.equal((await h.wait()).stdout, 'first\nsecond\n')
+  })
+)
+
+check('commands_list_and_kill', () =>
+  withSandbox({}, async (sbx) => {
+    const h = await sbx.commands.run('sleep 300', { background: true, envs: { MARK: 'yes' }, cwd: '/tmp' })
+    const p = (await sbx.commands.list()).find((q) => q.pid === h.pid)
+    assert.ok(p, 'background command not listed')
+    assert.equal(p.cmd, '/bin/bash')
+    assert.ok(p.args.join(' ').includes('sleep 300'), p.args)
+    assert.equal(p.cwd, '/tmp')
+    assert.equal(p.envs.MARK, 'yes')
+    assert.equal(await sbx.commands.kill(h.pid), true)
+    await assert.rejects(h.wait(), (e) => {
+      assert.ok(e instanceof CommandExitError, String(e))
+      assert.notEqual(e.exitCode, 0)
+      return true
+    })
+    assert.ok(!(await sbx.commands.list()).some((q) => q.pid === h.pid))
+    assert.equal(await sbx.commands.kill(h.pid), false)
+  })
+)
+
+check('commands_send_stdin_close_stdin', () =>
+  withSandbox({}, async (sbx) => {
+    const h = await sbx.commands.run('cat', { background: true, stdin: true })
+    await sbx.commands.sendStdin(h.pid, 'hello ')
+    await sbx.commands.sendStdin(h.pid, new TextEncoder().encode('stdin\n'))
+    await sbx.commands.closeStdin(h.pid)
+    const r = await h.wait()
+    assert.equal(r.exitCode, 0)
+    assert.equal(r.stdout, 'hello stdin\n')
+  })
+)
+
+// --- pty ---------------------------------------------------------------------------------
+
+check('pty_create_send_resize_kill', () =>
+  withSandbox({}, async (sbx) => {
+    let buf = ''
+    const dec = new TextDecoder()
+    const h = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => (buf += dec.decode(d, { stream: true })) })
+    const enc = new TextEncoder()
+    await sbx.pty.sendInput(h.pid, enc.encode('stty size; echo mark-$((40+2))\n'))
+    await waitUntil(() => buf.includes('mark-42'), 'first pty output')
+    assert.ok(buf.includes('24 80'), buf)
+    await sbx.pty.resize(h.pid, { cols: 100, rows: 30 })
+    await sbx.pty.sendInput(h.pid, enc.encode('stty size; echo mark-$((40+3))\n'))
+    await waitUntil(() => buf.includes('mark-43'), 'pty output after resize')
+    assert.ok(buf.includes('30 100'), buf)
+    assert.equal(await sbx.pty.kill(h.pid), true)
+    const ended = await Promise.race([
+      h.wait().then(
+        () => 'exited',
+        () => 'exited'
+      ),
+      sleep(10_000).then(() => 'hung'),
+    ])
+    assert.equal(ended, 'exited')
+    assert.ok(!(await sbx.commands.list()).some((q) => q.pid === h.pid))
+  })
+)
+
+// --- files -------------------------------------------------------------------------------
+
+check('files_read_write', () =>
+  withSandbox({}, async (sbx) => {
+    const info = await sbx.files.write('/home/user/d/a.txt', 'alpha\n')
+    assert.equal(info.path, '/home/user/d/a.txt')
+    assert.equal(info.name, 'a.txt')
+    assert.equal(await sbx.files.read('/home/user/d/a.txt'), 'alpha\n')
+    const data = new Uint8Array(256 * 257).map((_, i) => i % 256)
+    await sbx.files.write('/home/user/d/b.bin', data.buffer)
+    const back = await sbx.files.read('/home/user/d/b.bin', { format: 'bytes' })
+    assert.ok(Buffer.from(back).equals(Buffer.from(data)), 'binary round trip differs')
+    const md5 = createHash('md5').update(data).digest('hex')
+    const r = await sbx.commands.run('md5sum < /home/user/d/b.bin; stat -c %s:%U /home/user/d/b.bin')
+    assert.equal(r.stdout, `${md5}  -\n${data.length}:user\n`)
+    await sbx.files.write('/home/user/d/a.txt', 'overwritten')
+    assert.equal(await sbx.files.read('/home/user/d/a.txt'), 'overwritten')
+  })
+)
+
+check('files_write_files', () =>
+  withSandbox({}, async (sbx) => {
+    const entries = [0, 1, 2, 3, 4].map((i) => ({ path: `/home/user/many/f${i}.txt`, data: `content ${i}` }))
+    entries.push({ path: '/home/user/many/sub/bin', data: new Uint8Array([0, 1, 255]).buffer })
+    const infos = await sbx.files.writeFiles(entries)
+    assert.deepEqual(infos.map((i) => i.path).sort(), entries.map((e) => e.path).sort())
+    for (let i = 0; i < 5; i++) assert.equal(await sbx.files.read(`/home/user/many/f${i}.txt`), `content ${i}`)
+    const bin = await sbx.files.read('/home/user/many/sub/bin', { format: 'bytes' })
+    assert.deepEqual([...bin], [0, 1, 255])
+  })
+)
+
+check('files_list_exists_get_info', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.files.write('/home/user/ls/one.txt', '12345')
+    await sbx.files.write('/home/user/ls/sub/two.txt', 'x')
+    const top = (await sbx.files.list('/home/user/ls')).map((e) => [e.name, e.type]).sort()
+    assert.deepEqual(top, [
+      ['one.txt', FileType.FILE],
+      ['sub', FileType.DIR],
+    ])
+    const deep = (await sbx.files.list('/home/user/ls', { depth: 2 })).map((e) => e.path).sort()
+    assert.deepEqual(deep, ['/home/user/ls/one.txt', '/home/user/ls/sub', '/home/user/ls/sub/two.txt'])
+    assert.equal(await sbx.files.exists('/home/user/ls/one.txt'), true)
+    assert.equal(await sbx.files.exists('/home/user/ls/none'), false)
+    const info = await sbx.files.getInfo('/home/user/ls/one.txt')
+    assert.equal(info.name, 'one.txt')
+    assert.equal(info.type, FileType.FILE)
+    assert.equal(info.size, 5)
+    assert.equal(info.path, '/home/user/ls/one.txt')
+    assert.equal(info.owner, 'user')
+    assert.equal((await sbx.files.getInfo('/home/user/ls/sub')).type, FileType.DIR)
+  })
+)
+
+check('files_remove_rename_make_dir', () =>
+  withSandbox({}, async (sbx) => {
+    assert.equal(await sbx.files.makeDir('/home/user/md/a/b'), true)
+    assert.equal(await sbx.files.makeDir('/home/user/md/a/b'), false)
+    assert.equal((await sbx.files.getInfo('/home/user/md/a/b')).type, FileType.DIR)
+    await sbx.files.write('/home/user/md/a/b/f.txt', 'moving')
+    const moved = await sbx.files.rename('/home/user/md/a/b/f.txt', '/home/user/md/g.txt')
+    assert.equal(moved.path, '/home/user/md/g.txt')
+    assert.equal(moved.name, 'g.txt')
+    assert.equal(await sbx.files.exists('/home/user/md/a/b/f.txt'), false)
+    assert.equal(await sbx.files.read('/home/user/md/g.txt'), 'moving')
+    await sbx.files.remove('/home/user/md/g.txt')
+    assert.equal(await sbx.files.exists('/home/user/md/g.txt'), false)
+    await sbx.files.remove('/home/user/md/a')
+    assert.equal(await sbx.files.exists('/home/user/md/a'), false)
+    assert.deepEqual(await sbx.files.list('/home/user/md'), [])
+  })
+)
+
+check('files_watch_dir_streaming', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.files.makeDir('/home/user/aw')
+    const events = []
+    const handle = await sbx.files.watchDir('/home/user/aw', (e) => events.push(e), { recursive: true })
+    await sbx.files.write('/home/user/aw/x.txt', 'data')
+    await sbx.files.rename('/home/user/aw/x.txt', '/home/user/aw/y.txt')
+    await sbx.commands.run('rm /home/user/aw/y.txt')
+    await waitUntil(
+      () => events.some((e) => e.name === 'y.txt' && e.type === FilesystemEventType.REMOVE),
+      'a remove event for y.txt'
+    )
+    assert.ok(
+      events.some(
+        (e) => e.name === 'x.txt' && (e.type === FilesystemEventType.CREATE || e.type === FilesystemEventType.WRITE)
+      ),
+      JSON.stringify(events)
+    )
+    await handle.stop()
+  })
+)
+
+let passed = 0
+let failed = 0
+for (const [name, fn] of CHECKS) {
+  try {
+    await fn()
+    passed++
+    console.log(`PASS ${LABEL} ${name}`)
+  } catch (e) {
+    failed++
+    console.log(`FAIL ${LABEL} ${name}`)
+    console.log(e?.stack ?? String(e))
+  }
+}
+try {
+  for (const s of await Sandbox.list({ query: { metadata: { compat: TAG } } }).nextItems()) {
+    await Sandbox.kill(s.sandboxId).catch(() => {})
+  }
+} catch {
+  // cleanup only
+}
+console.log(`${passed} passed, ${failed} failed`)
+process.exit(failed === 0 ? 0 : 1)

@@ -1,0 +1,528 @@
+"""E2B's official Python SDK (any 2.x from PyPI) against e2b-local, one check per feature row.
+
+Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN.
+Every check asserts values (stdout, exit codes, file bytes, ids), not only the absence of an
+exception. Prints `PASS py-<version> <check>` / `FAIL ...` lines and a last line
+`N passed, N failed`; exits 1 if any check failed.
+"""
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+import uuid
+
+from e2b import (
+    AsyncSandbox,
+    CommandExitException,
+    FilesystemEventType,
+    PtySize,
+    Sandbox,
+    SandboxQuery,
+    SandboxState,
+)
+from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
+
+VERSION = importlib.metadata.version("e2b")
+LABEL = f"py-{VERSION}"
+TAG = uuid.uuid4().hex[:10]
+CHECKS = []
+SKIP = "skip"  # a check returns this when the SDK version lacks the feature (not counted)
+
+
+def check(fn):
+    CHECKS.append(fn)
+    return fn
+
+
+def new_sandbox(**kw):
+    kw.setdefault("timeout", 120)
+    meta = dict(kw.pop("metadata", {}))
+    meta.setdefault("compat", TAG)
+    return Sandbox.create(metadata=meta, **kw)
+
+
+def wait_until(pred, what, secs=15.0):
+    deadline = time.time() + secs
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# --- sandbox lifecycle -------------------------------------------------------------------
+
+
+@check
+def sandbox_create():
+    sbx = new_sandbox(envs={"COMPAT_VAR": "v a l"}, metadata={"k": "v"})
+    try:
+        sid = sbx.sandbox_id
+        assert isinstance(sid, str) and len(sid) > 0, sid
+        r = sbx.commands.run("echo $COMPAT_VAR")
+        assert r.stdout == "v a l\n" and r.exit_code == 0, (r.stdout, r.exit_code)
+        info = sbx.get_info()
+        assert info.sandbox_id == sid and info.template_id == "base", info
+        assert info.metadata == {"k": "v", "compat": TAG}, info.metadata
+    finally:
+        sbx.kill()
+
+
+@check
+def sandbox_connect():
+    sbx = new_sandbox()
+    try:
+        sbx.files.write("/tmp/connect.txt", "via first handle")
+        other = Sandbox.connect(sbx.sandbox_id)
+        assert other.sandbox_id == sbx.sandbox_id
+        assert other.files.read("/tmp/connect.txt") == "via first handle"
+        # Instance form of connect on an already running sandbox.
+        same = sbx.connect()
+        assert same.sandbox_id == sbx.sandbox_id
+        assert same.commands.run("echo ok").stdout == "ok\n"
+    finally:
+        sbx.kill()
+
+
+@check
+def sandbox_list_filters_and_pages():
+    tag = uuid.uuid4().hex[:8]
+    made = [new_sandbox(metadata={"list": tag, "n": str(i)}) for i in range(3)]
+    try:
+        ids = sorted(s.sandbox_id for s in made)
+        q = SandboxQuery(metadata={"list": tag})
+        pager = Sandbox.list(query=q, limit=2)
+        first = pager.next_items()
+        assert len(first) == 2, first
+        assert pager.has_next is True and pager.next_token, pager.next_token
+        second = pager.next_items()
+        assert len(second) == 1, second
+        assert pager.has_next is False, pager.next_token
+        got = sorted(s.sandbox_id for s in first + second)
+        assert got == ids, (got, ids)
+        # Two keys: only the sandbox matching both.
+        only = Sandbox.list(query=SandboxQuery(metadata={"list": tag, "n": "1"})).next_items()
+        assert [s.sandbox_id for s in only] == [made[1].sandbox_id], only
+        assert only[0].metadata == {"list": tag, "n": "1", "compat": TAG}, only[0].metadata
+        # State filter: paused ones are listed only when asked for.
+        assert made[2].pause() is True
+        running = Sandbox.list(query=SandboxQuery(metadata={"list": tag}, state=[SandboxState.RUNNING])).next_items()
+        assert sorted(s.sandbox_id for s in running) == sorted([made[0].sandbox_id, made[1].sandbox_id]), running
+        paused = Sandbox.list(query=SandboxQuery(metadata={"list": tag}, state=[SandboxState.PAUSED])).next_items()
+        assert [s.sandbox_id for s in paused] == [made[2].sandbox_id], paused
+        assert paused[0].state == SandboxState.PAUSED, paused[0].state
+    finally:
+        for s in made:
+            Sandbox.kill(s.sandbox_id)
+    assert Sandbox.list(query=SandboxQuery(metadata={"list": tag})).next_items() == []
+
+
+@check
+def sandbox_kill():
+    sbx = new_sandbox()
+    assert sbx.kill() is True
+    assert sbx.is_running() is False
+    assert Sandbox.kill(sbx.sandbox_id) is False  # 404 -> False
+    with new_sandbox() as ctx:
+        sid = ctx.sandbox_id
+        assert ctx.is_running() is True
+    # __exit__ killed it.
+    assert Sandbox.kill(sid) is False
+
+
+@check
+def sandbox_set_timeout_and_get_info():
+    sbx = new_sandbox(timeout=60)
+    try:
+        info = sbx.get_info()
+        left = (info.end_at - info.started_at).total_seconds()
+        assert 55 <= left <= 65, left
+        sbx.set_timeout(200)
+        info = sbx.get_info()
+        left = (info.end_at - info.started_at).total_seconds()
+        assert 195 <= left <= 205, left
+        Sandbox.set_timeout(sbx.sandbox_id, 100)
+        info = Sandbox.get_info(sbx.sandbox_id)
+        left = (info.end_at - info.started_at).total_seconds()
+        assert 95 <= left <= 105, left
+        assert info.state == SandboxState.RUNNING, info.state
+    finally:
+        sbx.kill()
+
+
+@check
+def sandbox_pause_resume_is_running():
+    sbx = new_sandbox()
+    try:
+        sbx.files.write("/home/user/keep.txt", "kept across pause")
+        assert sbx.is_running() is True
+        assert sbx.pause() is True
+        assert sbx.is_running() is False
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        resumed = Sandbox.connect(sbx.sandbox_id)
+        assert resumed.is_running() is True
+        assert resumed.files.read("/home/user/keep.txt") == "kept across pause"
+        assert resumed.commands.run("echo back").stdout == "back\n"
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.RUNNING
+    finally:
+        sbx.kill()
+
+
+@check
+def sandbox_get_host():
+    sbx = new_sandbox()
+    try:
+        sbx.commands.run("mkdir -p /tmp/www && echo port-ok > /tmp/www/index.html")
+        sbx.commands.run("cd /tmp/www && exec python3 -m http.server 8123 --bind 127.0.0.1", background=True)
+        host = sbx.get_host(8123)
+        assert host == f"8123-{sbx.sandbox_id}.{os.environ['E2B_DOMAIN']}", host
+        url = os.environ["E2B_SANDBOX_URL"] + "/index.html"
+
+        def fetch():
+            try:
+                req = urllib.request.Request(url, headers={"Host": host})
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    return resp.read()
+            except urllib.error.HTTPError as e:
+                assert e.code == 502, e.code
+                return None
+
+        assert wait_until(fetch, "port 8123 to open") == b"port-ok\n"
+    finally:
+        sbx.kill()
+
+
+@check
+def sandbox_upload_url_download_url():
+    sbx = new_sandbox()
+    try:
+        sbx.files.write("/home/user/signed.txt", "signed content")
+        url = sbx.download_url("/home/user/signed.txt")
+        assert "signature=" in url, url
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.status == 200 and resp.read() == b"signed content"
+        up = sbx.upload_url("/home/user/up.txt")
+        boundary = "compatb0undary"
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"up.txt\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\nuploaded!\r\n--{boundary}--\r\n"
+        ).encode()
+        req = urllib.request.Request(
+            up, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+        assert sbx.files.read("/home/user/up.txt") == "uploaded!"
+        bad = url.replace("signature=", "signature=x")
+        try:
+            urllib.request.urlopen(bad, timeout=10)
+            raise AssertionError("a tampered signature was accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code in (401, 502), e.code
+    finally:
+        sbx.kill()
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@check
+def commands_run_foreground():
+    sbx = new_sandbox()
+    try:
+        out, err = [], []
+        r = sbx.commands.run(
+            "echo out; echo err >&2; pwd; echo $X",
+            cwd="/tmp",
+            envs={"X": "from-envs"},
+            on_stdout=out.append,
+            on_stderr=err.append,
+        )
+        assert r.exit_code == 0 and r.stdout == "out\n/tmp\nfrom-envs\n", (r.exit_code, r.stdout)
+        assert r.stderr == "err\n", r.stderr
+        assert "".join(out) == r.stdout and "".join(err) == r.stderr, (out, err)
+        assert sbx.commands.run("whoami", user="root").stdout == "root\n"
+        try:
+            sbx.commands.run("echo bad >&2; exit 7")
+            raise AssertionError("expected CommandExitException")
+        except CommandExitException as e:
+            assert e.exit_code == 7 and e.stderr == "bad\n", (e.exit_code, e.stderr)
+    finally:
+        sbx.kill()
+
+
+@check
+def commands_run_background_and_connect():
+    sbx = new_sandbox()
+    try:
+        h = sbx.commands.run("sleep 0.3; echo first; sleep 0.3; echo second", background=True)
+        assert isinstance(h.pid, int) and h.pid > 0, h.pid
+        other = sbx.commands.connect(h.pid)
+        assert other.pid == h.pid
+        r = other.wait()
+        assert r.exit_code == 0 and "second\n" in r.stdout, (r.exit_code, r.stdout)
+        r0 = h.wait()
+        assert r0.stdout == "first\nsecond\n", r0.stdout
+    finally:
+        sbx.kill()
+
+
+@check
+def commands_list_and_kill():
+    sbx = new_sandbox()
+    try:
+        h = sbx.commands.run("sleep 300", background=True, envs={"MARK": "yes"}, cwd="/tmp")
+        procs = {p.pid: p for p in sbx.commands.list()}
+        assert h.pid in procs, procs
+        p = procs[h.pid]
+        assert p.cmd == "/bin/bash" and "sleep 300" in " ".join(p.args), (p.cmd, p.args)
+        assert p.cwd == "/tmp" and p.envs.get("MARK") == "yes", (p.cwd, p.envs)
+        assert sbx.commands.kill(h.pid) is True
+        try:
+            h.wait()
+            raise AssertionError("a killed command exited successfully")
+        except CommandExitException as e:
+            assert e.exit_code != 0, e.exit_code
+        assert h.pid not in [q.pid for q in sbx.commands.list()]
+        assert sbx.commands.kill(h.pid) is False
+    finally:
+        sbx.kill()
+
+
+@check
+def commands_send_stdin_close_stdin():
+    sbx = new_sandbox()
+    try:
+        h = sbx.commands.run("cat", background=True, stdin=True)
+        sbx.commands.send_stdin(h.pid, "hello ")
+        sbx.commands.send_stdin(h.pid, "stdin\n")
+        sbx.commands.close_stdin(h.pid)
+        r = h.wait()
+        assert r.exit_code == 0 and r.stdout == "hello stdin\n", (r.exit_code, r.stdout)
+    finally:
+        sbx.kill()
+
+
+@check
+def commands_stream_input():
+    from e2b.sandbox_sync.commands.command import Commands
+
+    if not hasattr(Commands, "stream_input"):
+        return SKIP
+    sbx = new_sandbox()
+    try:
+        h2 = sbx.commands.run("cat", background=True, stdin=True)
+        chunks = [b"abc", "def", b"\n" * 5]
+        sbx.commands.stream_input(h2.pid, iter(chunks))
+        sbx.commands.close_stdin(h2.pid)
+        r2 = h2.wait()
+        assert r2.exit_code == 0 and r2.stdout == "abcdef\n\n\n\n\n", repr(r2.stdout)
+    finally:
+        sbx.kill()
+
+
+# --- pty ---------------------------------------------------------------------------------
+
+
+@check
+def pty_create_send_resize_kill():
+    sbx = new_sandbox()
+    try:
+        buf = bytearray()
+        lock = threading.Lock()
+        h = sbx.pty.create(PtySize(rows=24, cols=80), envs={"PS1": "$ "})
+
+        def pump():
+            def on_pty(data):
+                with lock:
+                    buf.extend(data)
+
+            try:
+                h.wait(on_pty=on_pty)
+            except CommandExitException:
+                pass
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+
+        def seen(s):
+            with lock:
+                return s.encode() in bytes(buf)
+
+        sbx.pty.send_stdin(h.pid, b"stty size; echo mark-$((40+2))\n")
+        wait_until(lambda: seen("mark-42"), "first pty output")
+        assert seen("24 80"), bytes(buf)
+        sbx.pty.resize(h.pid, PtySize(rows=30, cols=100))
+        sbx.pty.send_stdin(h.pid, b"stty size; echo mark-$((40+3))\n")
+        wait_until(lambda: seen("mark-43"), "pty output after resize")
+        assert seen("30 100"), bytes(buf)
+        assert sbx.pty.kill(h.pid) is True
+        t.join(10)
+        assert not t.is_alive(), "pty stream did not end after kill"
+        assert h.pid not in [p.pid for p in sbx.commands.list()]
+    finally:
+        sbx.kill()
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+@check
+def files_read_write():
+    sbx = new_sandbox()
+    try:
+        info = sbx.files.write("/home/user/d/a.txt", "alpha\n")
+        assert info.path == "/home/user/d/a.txt" and info.name == "a.txt", info
+        assert sbx.files.read("/home/user/d/a.txt") == "alpha\n"
+        data = bytes(range(256)) * 257
+        sbx.files.write("/home/user/d/b.bin", data)
+        assert bytes(sbx.files.read("/home/user/d/b.bin", format="bytes")) == data
+        r = sbx.commands.run("md5sum < /home/user/d/b.bin; stat -c %s:%U /home/user/d/b.bin")
+        import hashlib
+
+        assert r.stdout == f"{hashlib.md5(data).hexdigest()}  -\n{len(data)}:user\n", r.stdout
+        sbx.files.write("/home/user/d/a.txt", "overwritten")
+        assert sbx.files.read("/home/user/d/a.txt") == "overwritten"
+    finally:
+        sbx.kill()
+
+
+@check
+def files_write_files():
+    sbx = new_sandbox()
+    try:
+        entries = [WriteEntry(path=f"/home/user/many/f{i}.txt", data=f"content {i}") for i in range(5)]
+        entries.append(WriteEntry(path="/home/user/many/sub/bin", data=b"\x00\x01\xff"))
+        infos = sbx.files.write_files(entries)
+        assert sorted(i.path for i in infos) == sorted(e["path"] for e in entries), infos
+        for i in range(5):
+            assert sbx.files.read(f"/home/user/many/f{i}.txt") == f"content {i}"
+        assert bytes(sbx.files.read("/home/user/many/sub/bin", format="bytes")) == b"\x00\x01\xff"
+    finally:
+        sbx.kill()
+
+
+@check
+def files_list_exists_get_info():
+    sbx = new_sandbox()
+    try:
+        sbx.files.write("/home/user/ls/one.txt", "12345")
+        sbx.files.write("/home/user/ls/sub/two.txt", "x")
+        top = sorted((e.name, e.type) for e in sbx.files.list("/home/user/ls"))
+        assert top == [("one.txt", FileType.FILE), ("sub", FileType.DIR)], top
+        deep = sorted(e.path for e in sbx.files.list("/home/user/ls", depth=2))
+        assert deep == ["/home/user/ls/one.txt", "/home/user/ls/sub", "/home/user/ls/sub/two.txt"], deep
+        assert sbx.files.exists("/home/user/ls/one.txt") is True
+        assert sbx.files.exists("/home/user/ls/none") is False
+        info = sbx.files.get_info("/home/user/ls/one.txt")
+        assert info.name == "one.txt" and info.type == FileType.FILE and info.size == 5, info
+        assert info.path == "/home/user/ls/one.txt" and info.owner == "user", info
+        dinfo = sbx.files.get_info("/home/user/ls/sub")
+        assert dinfo.type == FileType.DIR, dinfo
+    finally:
+        sbx.kill()
+
+
+@check
+def files_remove_rename_make_dir():
+    sbx = new_sandbox()
+    try:
+        assert sbx.files.make_dir("/home/user/md/a/b") is True
+        assert sbx.files.make_dir("/home/user/md/a/b") is False  # already exists
+        assert sbx.files.get_info("/home/user/md/a/b").type == FileType.DIR
+        sbx.files.write("/home/user/md/a/b/f.txt", "moving")
+        moved = sbx.files.rename("/home/user/md/a/b/f.txt", "/home/user/md/g.txt")
+        assert moved.path == "/home/user/md/g.txt" and moved.name == "g.txt", moved
+        assert sbx.files.exists("/home/user/md/a/b/f.txt") is False
+        assert sbx.files.read("/home/user/md/g.txt") == "moving"
+        sbx.files.remove("/home/user/md/g.txt")
+        assert sbx.files.exists("/home/user/md/g.txt") is False
+        sbx.files.remove("/home/user/md/a")
+        assert sbx.files.exists("/home/user/md/a") is False
+        assert [e.name for e in sbx.files.list("/home/user/md")] == []
+    finally:
+        sbx.kill()
+
+
+@check
+def files_watch_dir_sync_polling():
+    sbx = new_sandbox()
+    try:
+        sbx.files.make_dir("/home/user/w")
+        w = sbx.files.watch_dir("/home/user/w")
+        sbx.files.write("/home/user/w/new.txt", "hello")
+        sbx.commands.run("rm /home/user/w/new.txt")
+        events = []
+
+        def got_remove():
+            events.extend(w.get_new_events())
+            return any(e.type == FilesystemEventType.REMOVE and e.name == "new.txt" for e in events)
+
+        wait_until(got_remove, "a remove event")
+        kinds = {e.type for e in events if e.name == "new.txt"}
+        assert FilesystemEventType.CREATE in kinds or FilesystemEventType.WRITE in kinds, events
+        w.stop()
+    finally:
+        sbx.kill()
+
+
+@check
+def files_watch_dir_async_streaming():
+    async def run():
+        sbx = await AsyncSandbox.create(timeout=120, metadata={"compat": TAG})
+        try:
+            await sbx.files.make_dir("/home/user/aw")
+            events = []
+            handle = await sbx.files.watch_dir("/home/user/aw", on_event=events.append, recursive=True)
+            await sbx.files.write("/home/user/aw/x.txt", "data")
+            await sbx.files.rename("/home/user/aw/x.txt", "/home/user/aw/y.txt")
+            deadline = time.time() + 15
+            while not any(e.name == "y.txt" for e in events):
+                assert time.time() < deadline, f"no event for y.txt: {events}"
+                await asyncio.sleep(0.05)
+            assert any(e.name == "x.txt" and e.type in (FilesystemEventType.CREATE, FilesystemEventType.WRITE) for e in events), events
+            await handle.stop()
+            # The async SDK's commands: callbacks and exit code.
+            out = []
+            r = await sbx.commands.run("echo async-ok", on_stdout=out.append)
+            assert r.stdout == "async-ok\n" and "".join(out) == "async-ok\n", (r.stdout, out)
+        finally:
+            await sbx.kill()
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def main():
+    passed = failed = 0
+    for fn in CHECKS:
+        try:
+            if fn() == SKIP:
+                print(f"SKIP {LABEL} {fn.__name__} (not in this SDK version)", flush=True)
+                continue
+            passed += 1
+            print(f"PASS {LABEL} {fn.__name__}", flush=True)
+        except Exception:  # noqa: BLE001 - report every failure and keep going
+            failed += 1
+            print(f"FAIL {LABEL} {fn.__name__}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+    # Leftovers of this run (a failed check may skip its kill).
+    try:
+        for s in Sandbox.list(query=SandboxQuery(metadata={"compat": TAG})).next_items():
+            Sandbox.kill(s.sandbox_id)
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

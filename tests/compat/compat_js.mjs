@@ -200,6 +200,36 @@ check('sandbox_upload_url_download_url', () =>
   })
 )
 
+check('sandbox_get_metrics', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.commands.run('true')
+    const samples = await waitUntil(async () => {
+      const m = await sbx.getMetrics()
+      return m.length > 0 ? m : null
+    }, 'a metrics sample')
+    for (const m of samples) {
+      assert.ok(m.cpuCount >= 1 && m.memTotal > 0 && m.memUsed > 0 && m.memUsed <= m.memTotal, JSON.stringify(m))
+      assert.ok(m.diskTotal > 0, JSON.stringify(m))
+    }
+  })
+)
+
+check('git_via_commands', () =>
+  withSandbox({}, async (sbx) => {
+    const repo = '/home/user/repo'
+    await sbx.git.init(repo, { initialBranch: 'main' })
+    await sbx.files.write(`${repo}/README`, 'hello git\n')
+    const st = await sbx.git.status(repo)
+    assert.equal(st.currentBranch, 'main')
+    assert.deepEqual(st.fileStatus.map((f) => [f.name, f.status]), [['README', 'untracked']])
+    await sbx.git.add(repo)
+    await sbx.git.commit(repo, 'first commit', { authorName: 'Compat', authorEmail: 'compat@example.com' })
+    const r = await sbx.commands.run(`git -C ${repo} log --format='%s|%an'`)
+    assert.equal(r.stdout, 'first commit|Compat\n')
+    assert.equal((await sbx.git.status(repo)).isClean, true)
+  })
+)
+
 // --- commands ----------------------------------------------------------------------------
 
 check('commands_run_foreground', () =>

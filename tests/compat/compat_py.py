@@ -232,6 +232,38 @@ def sandbox_upload_url_download_url():
         sbx.kill()
 
 
+@check
+def sandbox_get_metrics():
+    sbx = new_sandbox()
+    try:
+        sbx.commands.run("true")
+        samples = wait_until(lambda: sbx.get_metrics(), "a metrics sample")
+        for m in samples:
+            assert m.cpu_count >= 1 and m.mem_total > 0 and 0 < m.mem_used <= m.mem_total, m
+            assert m.disk_total > 0, m
+    finally:
+        sbx.kill()
+
+
+@check
+def git_via_commands():
+    sbx = new_sandbox()
+    try:
+        repo = "/home/user/repo"
+        sbx.git.init(repo, initial_branch="main")
+        sbx.files.write(f"{repo}/README", "hello git\n")
+        st = sbx.git.status(repo)
+        assert st.current_branch == "main", st
+        assert [(f.name, f.status) for f in st.file_status] == [("README", "untracked")], st.file_status
+        sbx.git.add(repo)
+        sbx.git.commit(repo, "first commit", author_name="Compat", author_email="compat@example.com")
+        r = sbx.commands.run(f"git -C {repo} log --format='%s|%an'")
+        assert r.stdout == "first commit|Compat\n", r.stdout
+        assert sbx.git.status(repo).file_status == []
+    finally:
+        sbx.kill()
+
+
 # --- commands ----------------------------------------------------------------------------
 
 

@@ -304,7 +304,7 @@ check('commands_send_stdin_close_stdin', () =>
 
 // --- pty ---------------------------------------------------------------------------------
 
-check('pty_create_send_resize_kill', () =>
+check('pty_create_connect_send_resize_kill', () =>
   withSandbox({}, async (sbx) => {
     let buf = ''
     const dec = new TextDecoder()
@@ -317,6 +317,12 @@ check('pty_create_send_resize_kill', () =>
     await sbx.pty.sendInput(h.pid, enc.encode('stty size; echo mark-$((40+3))\n'))
     await waitUntil(() => buf.includes('mark-43'), 'pty output after resize')
     assert.ok(buf.includes('30 100'), buf)
+    // A second client attaches to the same terminal and sees its output.
+    let buf2 = ''
+    const h2 = await sbx.pty.connect(h.pid, { onData: (d) => (buf2 += new TextDecoder().decode(d)) })
+    assert.equal(h2.pid, h.pid)
+    await sbx.pty.sendInput(h.pid, enc.encode('echo mark-$((40+4))\n'))
+    await waitUntil(() => buf2.includes('mark-44'), 'output on the connected pty handle')
     assert.equal(await sbx.pty.kill(h.pid), true)
     const ended = await Promise.race([
       h.wait().then(

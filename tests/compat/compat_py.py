@@ -366,7 +366,7 @@ def commands_stream_input():
 
 
 @check
-def pty_create_send_resize_kill():
+def pty_create_connect_send_resize_kill():
     sbx = new_sandbox()
     try:
         buf = bytearray()
@@ -397,9 +397,25 @@ def pty_create_send_resize_kill():
         sbx.pty.send_stdin(h.pid, b"stty size; echo mark-$((40+3))\n")
         wait_until(lambda: seen("mark-43"), "pty output after resize")
         assert seen("30 100"), bytes(buf)
+        # A second client attaches to the same terminal and sees its output.
+        buf2 = bytearray()
+        h2 = sbx.pty.connect(h.pid)
+        assert h2.pid == h.pid
+
+        def pump2():
+            try:
+                h2.wait(on_pty=buf2.extend)
+            except CommandExitException:
+                pass
+
+        t2 = threading.Thread(target=pump2, daemon=True)
+        t2.start()
+        sbx.pty.send_stdin(h.pid, b"echo mark-$((40+4))\n")
+        wait_until(lambda: b"mark-44" in bytes(buf2), "output on the connected pty handle")
         assert sbx.pty.kill(h.pid) is True
         t.join(10)
-        assert not t.is_alive(), "pty stream did not end after kill"
+        t2.join(10)
+        assert not t.is_alive() and not t2.is_alive(), "pty stream did not end after kill"
         assert h.pid not in [p.pid for p in sbx.commands.list()]
     finally:
         sbx.kill()

@@ -71,11 +71,11 @@ async fn main() -> Result<()> {
         }
     } else {
         Counts {
-            create: 30,
-            run_true: 300,
-            big: 5,
-            small_files: 5,
-            concurrent_rounds: 2,
+            create: 20,
+            run_true: 200,
+            big: 3,
+            small_files: 3,
+            concurrent_rounds: 1,
             floor: 300,
         }
     };
@@ -96,11 +96,16 @@ async fn main() -> Result<()> {
     let mut floors = Samples::new();
     floors.insert("unshare".into(), unshare_floor(counts.floor)?);
     floors.insert("http".into(), http_floor(counts.floor * 10).await?);
+    floors.insert("client".into(), client_build(counts.floor)?);
 
-    eprintln!("bench: Rust SDK");
-    let rust = rust_side(&config, counts).await?;
-    eprintln!("bench: Python SDK {PY_SDK}");
-    let py = python_side(&python, &config, counts)?;
+    // Alternating rounds, so that a load change on the shared machine hits both sides.
+    let (mut rust, mut py) = (Samples::new(), Samples::new());
+    for round in 1..=ROUNDS {
+        eprintln!("bench: round {round}/{ROUNDS}: Rust SDK");
+        merge(&mut rust, rust_side(&config, counts).await?);
+        eprintln!("bench: round {round}/{ROUNDS}: Python SDK {PY_SDK}");
+        merge(&mut py, python_side(&python, &config, counts)?);
+    }
     eprintln!("bench: memory per idle sandbox");
     let memory = idle_memory(&config, 50).await?;
 
@@ -117,6 +122,15 @@ async fn main() -> Result<()> {
     eprintln!("bench: wrote BENCHMARKS.md and {}", plot.display());
     drop(local);
     Ok(())
+}
+
+/// Rounds of (Rust side, Python side); each round takes every measure's full count.
+const ROUNDS: usize = 2;
+
+fn merge(into: &mut Samples, from: Samples) {
+    for (k, mut v) in from {
+        into.entry(k).or_default().append(&mut v);
+    }
 }
 
 fn nix_is_root() -> bool {
@@ -288,6 +302,19 @@ fn unshare_floor(n: usize) -> Result<Vec<f64>> {
             "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "--cgroup", "true",
         ]))?;
         samples.push(secs(t));
+    }
+    Ok(samples)
+}
+
+/// Building a reqwest client, which the Rust SDK does for the API on every create and for
+/// envd on every sandbox handle: a client-side cost the Python SDK's shared client avoids.
+fn client_build(n: usize) -> Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let client = reqwest::Client::builder().build()?;
+        samples.push(secs(t));
+        drop(client);
     }
     Ok(samples)
 }
@@ -472,13 +499,14 @@ fn render(
     }
     md.push_str("\n\n");
     md.push_str(&format!(
-        "Samples: {} creates (each), {} command round trips, {} × 64 MiB each way, \
-         {} × 1,000 files, {} × 50 concurrent creates, {} floor samples ({} for HTTP).\n\n",
-        n.create,
-        n.run_true,
-        n.big,
-        n.small_files,
-        n.concurrent_rounds,
+        "Samples per SDK, over {ROUNDS} alternating rounds (Rust, Python, Rust, …): {} \
+         creates (each), {} command round trips, {} × 64 MiB each way, {} × 1,000 files, \
+         {} × 50 concurrent creates; {} floor samples ({} for HTTP).\n\n",
+        n.create * ROUNDS,
+        n.run_true * ROUNDS,
+        n.big * ROUNDS,
+        n.small_files * ROUNDS,
+        n.concurrent_rounds * ROUNDS,
         n.floor,
         n.floor * 10
     ));
@@ -528,6 +556,10 @@ fn render(
             "http",
             "raw HTTP/1.1 round trip on loopback (reqwest, keep-alive)",
         ),
+        (
+            "client",
+            "not a floor, a client-side cost: `reqwest::Client::builder().build()` (the Rust SDK builds one per create and one per sandbox handle)",
+        ),
     ] {
         let s = floors.get(key).map(Vec::as_slice).unwrap_or_default();
         md.push_str(&format!(
@@ -571,14 +603,39 @@ fn notes(rust: &Samples, py: &Samples, floors: &Samples) -> String {
         verdict(down >= 300.0),
     );
     if first > 0.040 {
+        let py_first = p50(py, "create_first_command");
+        let side = if first > py_first {
+            format!(
+                "The Python SDK does the same in {} on the same server, so the Rust SDK adds \
+                 {} on the client side here (create alone: Rust {}, Python {}); this run \
+                 took no profile, so where that time goes is not established.",
+                ms(py_first),
+                ms(first - py_first),
+                ms(p50(rust, "create")),
+                ms(p50(py, "create")),
+            )
+        } else {
+            format!(
+                "It is server-bound: the Python SDK needs {} for the same on the same server.",
+                ms(py_first)
+            )
+        };
         md.push_str(&format!(
-            "\nCreate + first command misses 40 ms by {}. It is server-bound: the Rust SDK's \
-             create alone is {} and the Python SDK's create + first command is {} on the \
-             same server; the floor of the namespaces alone (`unshare … true`) is {}.\n",
+            "\nCreate + first command misses 40 ms by {}. {side} The floor of the namespaces \
+             alone (`unshare … true`) is {}.\n",
             ms(first - 0.040),
-            ms(p50(rust, "create")),
-            ms(p50(py, "create_first_command")),
             ms(p50(floors, "unshare")),
+        ));
+    }
+    let (rc, pc) = (p50(rust, "create"), p50(py, "create"));
+    if rc > pc {
+        md.push_str(&format!(
+            "\nThe Rust SDK's create is {} slower than the Python SDK's. Part of it, on the \
+             client: the Rust SDK builds a new `reqwest::Client` for the control-plane call \
+             and another for the new sandbox's envd client, {} each in this run (see the \
+             floors), and so opens new connections; one shared client would avoid both.\n",
+            ms(rc - pc),
+            ms(p50(floors, "client")),
         ));
     }
     if ratio > 1.0 / 3.0 {
@@ -587,7 +644,7 @@ fn notes(rust: &Samples, py: &Samples, floors: &Samples) -> String {
              SDKs differ by {} per call, while the rest of the round trip is the server \
              starting `bash -l -c true` in the sandbox, the same for every client (a raw \
              loopback HTTP round trip is {}). A client cannot be three times faster than a \
-             server-bound call; no profile was taken in this run.\n",
+             server-bound call. This run took no profile.\n",
             ms(pt),
             ms(rt - pt / 3.0),
             ms((pt - rt).abs()),

@@ -122,17 +122,52 @@ impl ClientBuilder {
     }
 }
 
-/// A reqwest client with rustls on the ring provider.
+/// A reqwest client with rustls on the ring provider; see [`http_client_builder`].
 ///
 /// # Errors
 /// `internal` when TLS cannot be initialised.
 pub fn default_http_client() -> Result<reqwest::Client, ConnectError> {
-    // reqwest is built without a default provider (aws-lc costs minutes of C compile);
-    // installing ring is a no-op when the application already chose a provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    http_client_builder()?
         .build()
         .map_err(|e| ConnectError::internal(format!("building the HTTP client: {e}")))
+}
+
+/// A reqwest client builder using [`tls_config`].
+///
+/// # Errors
+/// `internal` when TLS cannot be initialised (no usable root certificates).
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, ConnectError> {
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls_config()?))
+}
+
+/// The TLS configuration of every client this crate builds: rustls on the ring provider with
+/// the platform's certificate verifier, offering HTTP/2 and HTTP/1.1 by ALPN.
+///
+/// It is made once per process and shared. Left to reqwest, every `build()` makes its own,
+/// which costs milliseconds (4 ms against 4 µs here), and an SDK builds a client per sandbox.
+/// Pass it to `reqwest::ClientBuilder::tls_backend_preconfigured`.
+///
+/// # Errors
+/// `internal` when TLS cannot be initialised (no usable root certificates).
+pub fn tls_config() -> Result<rustls::ClientConfig, ConnectError> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
+        std::sync::OnceLock::new();
+    let tls = TLS.get_or_init(|| {
+        // reqwest is built without a default provider (aws-lc costs minutes of C compile);
+        // installing ring is a no-op when the application already chose a provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_platform_verifier())
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    });
+    tls.clone()
+        .map_err(|e| ConnectError::internal(format!("initialising TLS: {e}")))
 }
 
 impl Client {

@@ -22,7 +22,7 @@ pub use streaming::Streaming;
 pub use timestamp::Timestamp;
 
 #[cfg(feature = "client")]
-pub use client::{Client, ClientBuilder, default_http_client};
+pub use client::{Client, ClientBuilder, default_http_client, http_client_builder, tls_config};
 #[cfg(feature = "server")]
 pub use server::ServerConfig;
 

@@ -265,11 +265,20 @@ impl ConnectionConfig {
         };
         let url = self.api_url();
         check_url("the API URL", &url)?;
-        e2b_api::ClientConfig::new(url, api_key.clone())
+        // The TLS configuration is shared process-wide (building one costs milliseconds); the
+        // client is not, because a reqwest client's pooled connections belong to the tokio
+        // runtime that opened them, and the blocking API runs a runtime per sandbox.
+        let tls = e2b_envd::tls_config()
+            .map_err(|e| Error::Sandbox(crate::error::Context::new(e.to_string())))?;
+        let http = e2b_api::ClientConfig::new(&url, api_key.clone())
             .with_user_agent(USER_AGENT)
             .with_timeout(self.request_timeout)
+            .reqwest_builder()
+            .map_err(|e| Error::invalid_argument(e.to_string()))?
+            .tls_backend_preconfigured(tls)
             .build()
-            .map_err(|e| Error::invalid_argument(e.to_string()))
+            .map_err(|e| crate::error::from_reqwest("building the API client", e))?;
+        Ok(e2b_api::Client::new_with_client(&url, http))
     }
 }
 

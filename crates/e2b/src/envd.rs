@@ -114,7 +114,8 @@ impl Envd {
             token.set_sensitive(true);
             headers.insert(HeaderName::from_static(h::ACCESS_TOKEN), token);
         }
-        let raw = reqwest::Client::builder()
+        let raw = e2b_envd::http_client_builder()
+            .map_err(|e| Error::Sandbox(error::Context::new(e.to_string())))?
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .build()

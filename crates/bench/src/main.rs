@@ -306,13 +306,13 @@ fn unshare_floor(n: usize) -> Result<Vec<f64>> {
     Ok(samples)
 }
 
-/// Building a reqwest client, which the Rust SDK does for the API on every create and for
-/// envd on every sandbox handle: a client-side cost the Python SDK's shared client avoids.
+/// Building a reqwest client as the Rust SDK does for the API on every create and for envd on
+/// every sandbox handle: with the process-wide TLS configuration of `e2b_envd::tls_config`.
 fn client_build(n: usize) -> Result<Vec<f64>> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let client = reqwest::Client::builder().build()?;
+        let client = e2b_envd::http_client_builder()?.build()?;
         samples.push(secs(t));
         drop(client);
     }
@@ -558,7 +558,7 @@ fn render(
         ),
         (
             "client",
-            "not a floor, a client-side cost: `reqwest::Client::builder().build()` (the Rust SDK builds one per create and one per sandbox handle)",
+            "not a floor, a client-side cost: building a reqwest client with the shared TLS configuration, as the Rust SDK does per create and per sandbox handle (a plain `reqwest::Client::builder().build()` loads the TLS roots anew, about 4 ms)",
         ),
     ] {
         let s = floors.get(key).map(Vec::as_slice).unwrap_or_default();
@@ -630,10 +630,9 @@ fn notes(rust: &Samples, py: &Samples, floors: &Samples) -> String {
     let (rc, pc) = (p50(rust, "create"), p50(py, "create"));
     if rc > pc {
         md.push_str(&format!(
-            "\nThe Rust SDK's create is {} slower than the Python SDK's. Part of it, on the \
-             client: the Rust SDK builds a new `reqwest::Client` for the control-plane call \
-             and another for the new sandbox's envd client, {} each in this run (see the \
-             floors), and so opens new connections; one shared client would avoid both.\n",
+            "\nThe Rust SDK's create is {} slower than the Python SDK's in this run. Its own \
+             client-side cost is building two HTTP clients (control plane, envd), {} each \
+             (see the floors); the rest is the server and the machine's noise.\n",
             ms(rc - pc),
             ms(p50(floors, "client")),
         ));
@@ -644,7 +643,8 @@ fn notes(rust: &Samples, py: &Samples, floors: &Samples) -> String {
              SDKs differ by {} per call, while the rest of the round trip is the server \
              starting `bash -l -c true` in the sandbox, the same for every client (a raw \
              loopback HTTP round trip is {}). A client cannot be three times faster than a \
-             server-bound call. This run took no profile.\n",
+             server-bound call. A CPU profile of this round trip is in \
+             [docs/run-true-profile.md](docs/run-true-profile.md).\n",
             ms(pt),
             ms(rt - pt / 3.0),
             ms((pt - rt).abs()),

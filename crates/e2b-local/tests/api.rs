@@ -302,6 +302,7 @@ async fn bad_input_gets_400_or_404_naming_the_problem() {
     let huge = format!(r#"{{"templateID":"base","x":"{}"}}"#, "y".repeat(2 << 20));
     let r = t.post("/sandboxes", &huge).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers["connection"], "close");
     assert_eq!(
         r.json(),
         err(

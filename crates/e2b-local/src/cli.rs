@@ -109,8 +109,18 @@ fn fail(phase: &str, e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line. Call it before any thread is started: as a normal user,
+/// `serve` first re-runs itself in a user namespace (rootless mode, see
+/// [`rootless`](crate::isolation::rootless)).
 pub fn run(cli: Cli) -> ExitCode {
+    if matches!(cli.command, Command::Serve { .. })
+        && crate::isolation::rootless::needs_user_namespace()
+    {
+        return match crate::isolation::rootless::enter_user_namespace() {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => fail("serve", &e),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,6 +158,17 @@ pub fn run(cli: Cli) -> ExitCode {
                     Ok(s) => s,
                     Err(e) => return fail("serve", &e),
                 };
+                // What this host cannot do goes to stderr before anything else, so it is
+                // never silently skipped.
+                if crate::isolation::rootless::in_user_namespace() {
+                    eprintln!(
+                        "e2b-local: rootless mode: user namespace ids {}",
+                        crate::isolation::rootless::describe_uid_map()
+                    );
+                }
+                for u in server.unavailable() {
+                    eprintln!("e2b-local: unavailable: {u}");
+                }
                 // Shell syntax: `eval "$(e2b-local serve ...)"`-friendly output.
                 println!("# e2b-local serving on {}", server.api_url());
                 println!("# data directory: {}", server.data_dir().display());

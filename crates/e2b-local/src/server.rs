@@ -58,10 +58,10 @@ pub enum ServerError {
     State(#[from] crate::state::StateError),
 }
 
-/// The default data directory: `/var/lib/e2b-local` as root, else
-/// `$XDG_DATA_HOME/e2b-local` (or `~/.local/share/e2b-local`).
+/// The default data directory: `/var/lib/e2b-local` as root, else (also in rootless mode,
+/// root of a user namespace) `$XDG_DATA_HOME/e2b-local` (or `~/.local/share/e2b-local`).
 pub fn default_data_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if nix::unistd::geteuid().is_root() && !crate::isolation::rootless::in_user_namespace() {
         return PathBuf::from("/var/lib/e2b-local");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
@@ -289,6 +289,12 @@ impl RunningServer {
     /// The data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
+    }
+
+    /// Features the runtime cannot offer on this host, and why (rootless mode without
+    /// cgroups: limits, pause); `e2b-local serve` prints them at start-up.
+    pub fn unavailable(&self) -> Vec<crate::isolation::Unavailable> {
+        self.mgr.runtime().unavailable()
     }
 
     /// The sandbox manager (for in-process inspection).

@@ -355,7 +355,20 @@ fn populate_etc(host_etc: &Path, host_root: &Path, etc: &Path) -> Result<()> {
 }
 
 fn copy_file(src: &Path, dst: &Path, mode: u32) -> Result<()> {
-    std::fs::copy(src, dst).map_err(|e| Error::CopyHostFile(src.to_path_buf(), e))?;
+    match std::fs::copy(src, dst) {
+        Ok(_) => {}
+        // Rootless mode: a host file the invoking user cannot read (e.g. the 0600
+        // /etc/security/opasswd) must not reach a sandbox anyway.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && (!nix::unistd::geteuid().is_root()
+                    || crate::isolation::rootless::in_user_namespace()) =>
+        {
+            let _ = std::fs::remove_file(dst);
+            return Ok(());
+        }
+        Err(e) => return Err(Error::CopyHostFile(src.to_path_buf(), e)),
+    }
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode & 0o7777))
         .map_err(|e| Error::Chown(dst.to_path_buf(), e))
 }

@@ -460,6 +460,9 @@ impl Manager {
     /// 404 for an unknown template, 500 when the runtime or envd fails (message names it).
     pub async fn create(self: &Arc<Self>, p: CreateParams) -> Result<Arc<Live>, ApiError> {
         self.check_create_timeout(p.timeout)?;
+        if p.auto_pause && !self.runtime.can_freeze() {
+            return Err(pause_unavailable("autoPause"));
+        }
         let template = self.template(&p.template)?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
@@ -553,11 +556,15 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 409 when already paused, 500 when freezing fails.
+    /// 404 when not live, 409 when already paused, 501 when this server cannot pause
+    /// (rootless mode without cgroups: no freezer), 500 when freezing fails.
     pub async fn pause(&self, id: &str) -> Result<(), ApiError> {
         let live = self
             .get(id)
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        if !self.runtime.can_freeze() {
+            return Err(pause_unavailable(&format!("pausing sandbox {id}")));
+        }
         {
             let rec = lock(&live.rec);
             if rec.state == SandboxState::Paused {
@@ -796,9 +803,15 @@ impl Manager {
     pub async fn metric(&self, live: &Live) -> e2b_api::types::SandboxMetric {
         let stats = live.handle.stats();
         let now = Instant::now();
+        // Without cgroups (rootless mode) the configured limits are not enforced: report
+        // the host's CPUs and memory instead.
+        let limits = if live.handle.cgroup().is_enabled() {
+            self.config.limits
+        } else {
+            Limits::default()
+        };
         let cpus = i32::try_from(
-            self.config
-                .limits
+            limits
                 .cpu_millis
                 .map(|m| m.div_ceil(1000).max(1) as usize)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -818,7 +831,7 @@ impl Manager {
         };
         let mem_total = stats
             .memory_limit_bytes
-            .or(self.config.limits.memory_bytes)
+            .or(limits.memory_bytes)
             .unwrap_or_else(host_mem_total);
         let (disk_used, disk_total) = if live.record().state == SandboxState::Running {
             envd_disk(live).await.unwrap_or((0, 0))
@@ -838,6 +851,18 @@ impl Manager {
             timestamp_unix: ts.timestamp(),
         }
     }
+}
+
+/// 501 for pause (and `autoPause`) on a server without the cgroup freezer: the sandbox is
+/// fine and the request well-formed, but this server lacks the functionality (rootless mode
+/// without a delegated cgroup), which is what 501 means.
+fn pause_unavailable(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "{what}: pause needs the cgroup freezer, which is unavailable in rootless mode without a delegated cgroup (run e2b-local as root to pause sandboxes)"
+        ),
+    )
 }
 
 /// Copies the tree `from` into `to` (directories, regular files, symlinks), keeping modes

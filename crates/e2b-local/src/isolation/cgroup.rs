@@ -313,13 +313,15 @@ pub trait SandboxCgroup {
     fn exists(&self) -> bool;
 }
 
-/// A sandbox cgroup on either interface.
+/// A sandbox cgroup on either interface, or none.
 #[derive(Debug)]
 pub enum SandboxCgroupImpl {
     /// cgroup v1.
     V1(CgroupV1),
     /// cgroup v2.
     V2(CgroupV2),
+    /// No cgroup: rootless mode without a writable (delegated) cgroup parent.
+    None(NoCgroup),
 }
 
 impl SandboxCgroupImpl {
@@ -345,9 +347,10 @@ impl SandboxCgroupImpl {
     /// [`Error::Cgroup`] naming the step.
     pub fn create(config: &CgroupConfig, id: &str, limits: &Limits) -> Result<Self> {
         let this = Self::load(config, id)?;
-        let cg = this.inner();
-        cg.create()
-            .map_err(|e| Error::cgroup("create", this.path(), e))?;
+        if let Some(cg) = this.inner() {
+            cg.create()
+                .map_err(|e| Error::cgroup("create", this.path(), e))?;
+        }
         if let Err(e) = this.apply(limits) {
             let _ = this.remove();
             return Err(e);
@@ -355,10 +358,11 @@ impl SandboxCgroupImpl {
         Ok(this)
     }
 
-    fn inner(&self) -> &Cgroup {
+    fn inner(&self) -> Option<&Cgroup> {
         match self {
-            SandboxCgroupImpl::V1(c) => &c.cg,
-            SandboxCgroupImpl::V2(c) => &c.cg,
+            SandboxCgroupImpl::V1(c) => Some(&c.cg),
+            SandboxCgroupImpl::V2(c) => Some(&c.cg),
+            SandboxCgroupImpl::None(_) => None,
         }
     }
 
@@ -366,7 +370,13 @@ impl SandboxCgroupImpl {
         match self {
             SandboxCgroupImpl::V1(c) => c,
             SandboxCgroupImpl::V2(c) => c,
+            SandboxCgroupImpl::None(c) => c,
         }
+    }
+
+    /// Whether this is a real cgroup (not [`SandboxCgroupImpl::None`]).
+    pub fn is_enabled(&self) -> bool {
+        !matches!(self, SandboxCgroupImpl::None(_))
     }
 }
 
@@ -404,6 +414,121 @@ impl SandboxCgroup for SandboxCgroupImpl {
     fn exists(&self) -> bool {
         self.as_dyn().exists()
     }
+}
+
+/// The error of everything a sandbox without a cgroup cannot do.
+fn no_freezer() -> Error {
+    Error::Unsupported {
+        feature: "pause and resume (the cgroup freezer)".into(),
+        hint: NO_CGROUP_HINT.into(),
+    }
+}
+
+/// Why a rootless server has no cgroups and what would give it some.
+pub const NO_CGROUP_HINT: &str = "this server has no cgroup (rootless mode without a delegated cgroup); run e2b-local as root, or on cgroup v2 pass --cgroup-parent a cgroup delegated to this user (e.g. below user@<uid>.service)";
+
+/// No cgroup at all: rootless mode when the cgroup parent is not writable. Sandboxes run
+/// without CPU, memory and pids limits (reported at start-up by
+/// [`Runtime::unavailable`](super::Runtime::unavailable)), cannot be frozen, and are killed
+/// through their pid namespace: SIGKILL to its pid 1 makes the kernel kill every process
+/// in it, and pid 1 is reaped only after all of them are gone.
+#[derive(Debug, Clone, Default)]
+pub struct NoCgroup;
+
+impl SandboxCgroup for NoCgroup {
+    fn path(&self) -> &str {
+        ""
+    }
+    fn apply(&self, _limits: &Limits) -> Result<()> {
+        // Reported once at start-up, not per sandbox.
+        Ok(())
+    }
+    fn add_process(&self, _pid: u32) -> Result<()> {
+        Ok(())
+    }
+    fn freeze(&self) -> Result<()> {
+        Err(no_freezer())
+    }
+    fn thaw(&self) -> Result<()> {
+        Err(no_freezer())
+    }
+    fn is_frozen(&self) -> bool {
+        false
+    }
+    fn procs(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn kill_all(&self, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+    fn stats(&self) -> CgroupStats {
+        CgroupStats::default()
+    }
+    fn remove(&self) -> Result<()> {
+        Ok(())
+    }
+    fn exists(&self) -> bool {
+        false
+    }
+}
+
+/// In rootless mode: why sandbox cgroups cannot be used under `config.parent`, or `None`
+/// when they can (the parent exists or can be created, and it and its `cgroup.procs` are
+/// writable by this process, i.e. delegated to the user). v1 hierarchies belong to the
+/// host's root, so this is the normal answer there.
+pub fn rootless_cgroup_problem(config: &CgroupConfig) -> Option<String> {
+    let parent = config.parent.trim_matches('/');
+    let dirs: Vec<PathBuf> = match config.version {
+        CgroupVersion::V2 => vec![config.unified_root.join(parent)],
+        CgroupVersion::V1 => {
+            let h = match config.hierarchy() {
+                Ok(h) => h,
+                Err(e) => return Some(e.to_string()),
+            };
+            let mut dirs = Vec::new();
+            for c in CgroupConfig::CONTROLLERS {
+                match h.v1_mount(c) {
+                    Some(m) => dirs.push(m.point.join(parent)),
+                    None => return Some(format!("the cgroup v1 controller {c} is not mounted")),
+                }
+            }
+            dirs
+        }
+    };
+    for dir in &dirs {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Some(format!(
+                "cannot create the cgroup {} ({e}){}",
+                dir.display(),
+                if config.version == CgroupVersion::V1 {
+                    ": cgroup v1 hierarchies belong to the host's root"
+                } else {
+                    ""
+                }
+            ));
+        }
+        for p in [dir.clone(), dir.join("cgroup.procs")] {
+            if !super::rootless::writable(&p) {
+                return Some(format!("{} is not writable by this user", p.display()));
+            }
+        }
+    }
+    if config.version == CgroupVersion::V2 {
+        let p = config.unified_root.join(parent).join("cgroup.controllers");
+        let have = std::fs::read_to_string(&p).unwrap_or_default();
+        let missing: Vec<&str> = ["cpu", "memory", "pids"]
+            .into_iter()
+            .filter(|c| !have.split_whitespace().any(|x| x == *c))
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "the controllers {} are not delegated to {}",
+                missing.join(", "),
+                p.display()
+            ));
+        }
+    }
+    None
 }
 
 /// Translates [`Limits`] to cgroups-rs resources (the same for both versions; cgroups-rs

@@ -30,6 +30,7 @@ mod error;
 pub mod exec;
 pub mod mounts;
 pub mod namespaces;
+pub mod rootless;
 pub mod seccomp;
 
 use std::io::Write;
@@ -40,7 +41,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use cgroup::{CgroupConfig, CgroupStats, CgroupVersion, SandboxCgroup, SandboxCgroupImpl};
+pub use cgroup::{
+    CgroupConfig, CgroupStats, CgroupVersion, NoCgroup, SandboxCgroup, SandboxCgroupImpl,
+};
 pub use error::{Error, Result};
 pub use exec::{EXEC_ROLE, Executable, INIT_ROLE, ProgramSpec, run_helper_if_requested};
 
@@ -216,6 +219,10 @@ pub struct RuntimeConfig {
     /// The executable run in the hidden helper roles (default: the current executable).
     /// Its `main` must call [`run_helper_if_requested`] first.
     pub helper_exe: PathBuf,
+    /// Rootless mode: the process is uid 0 of a user namespace that is not the host's
+    /// (default: detected with [`rootless::in_user_namespace`]). Overlays get `userxattr`,
+    /// and cgroups are used only when the parent is writable (delegated).
+    pub rootless: bool,
 }
 
 impl RuntimeConfig {
@@ -226,6 +233,7 @@ impl RuntimeConfig {
             data_dir: data_dir.into(),
             cgroup: CgroupConfig::detect("e2b-local"),
             helper_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            rootless: rootless::in_user_namespace(),
         }
     }
 }
@@ -234,6 +242,23 @@ impl RuntimeConfig {
 #[derive(Debug)]
 pub struct Runtime {
     config: RuntimeConfig,
+    /// Why sandboxes get no cgroup (rootless mode without a writable parent), or `None`.
+    no_cgroup: Option<String>,
+}
+
+/// A feature this runtime cannot offer on this host, and why: see [`Runtime::unavailable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// What is missing, e.g. `pause and resume (the cgroup freezer)`.
+    pub feature: String,
+    /// Why, and what would provide it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.feature, self.reason)
+    }
 }
 
 /// Checks a sandbox id: it becomes a path component, a cgroup name and a hostname.
@@ -273,7 +298,48 @@ impl Runtime {
         if !exe.exists() {
             std::fs::write(&exe, b"").map_err(|e| Error::WriteFile(exe.clone(), e))?;
         }
-        Ok(Runtime { config })
+        let no_cgroup = if config.rootless {
+            cgroup::rootless_cgroup_problem(&config.cgroup)
+        } else {
+            None
+        };
+        Ok(Runtime { config, no_cgroup })
+    }
+
+    /// Whether sandboxes can be paused (frozen): false without cgroups (rootless mode
+    /// without a delegated cgroup).
+    pub fn can_freeze(&self) -> bool {
+        self.no_cgroup.is_none()
+    }
+
+    /// What this runtime cannot do on this host although [`check`](Self::check) passed,
+    /// and why. Empty as root. In rootless mode without a writable cgroup parent: CPU,
+    /// memory and pids limits, pause and resume. A server should print this at start-up.
+    pub fn unavailable(&self) -> Vec<Unavailable> {
+        let mut out = Vec::new();
+        if let Some(why) = &self.no_cgroup {
+            out.push(Unavailable {
+                feature: "CPU, memory and pids limits".into(),
+                reason: format!(
+                    "sandboxes run without them: no cgroup in rootless mode ({why}); {}",
+                    cgroup::NO_CGROUP_HINT.trim_start_matches(
+                        "this server has no cgroup (rootless mode without a delegated cgroup); "
+                    )
+                ),
+            });
+            out.push(Unavailable {
+                feature: "pause and resume (the cgroup freezer)".into(),
+                reason: "pausing answers 501 and autoPause is refused: no cgroup in rootless mode"
+                    .into(),
+            });
+        }
+        if self.config.rootless {
+            out.push(Unavailable {
+                feature: "sudo and other setuid programs of the host's /usr inside sandboxes".into(),
+                reason: "in rootless mode they are owned by the host's root, an id outside the user namespace, so the kernel ignores their setuid bit; root inside also cannot modify such files".into(),
+            });
+        }
+        out
     }
 
     /// The data directory.
@@ -294,8 +360,8 @@ impl Runtime {
     pub fn check(&self) -> Result<()> {
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Unsupported {
-                feature: "rootless sandboxes (user namespaces, overlay with userxattr, delegated cgroups)".into(),
-                hint: "not implemented yet: run e2b-local as root".into(),
+                feature: "sandboxes in a process that is not root".into(),
+                hint: "start the server with `e2b-local serve`, which as a normal user first enters a user namespace of its own (rootless mode); a program that embeds the runtime must run as root".into(),
             });
         }
         for (ns, file) in [
@@ -332,7 +398,11 @@ impl Runtime {
                 });
             }
         }
-        let missing = self.config.cgroup.missing_controllers()?;
+        let missing = match self.no_cgroup {
+            // Rootless without cgroups: reported by `unavailable`, not an error.
+            Some(_) => Vec::new(),
+            None => self.config.cgroup.missing_controllers()?,
+        };
         if !missing.is_empty() {
             return Err(Error::Unsupported {
                 feature: format!("cgroup controllers {}", missing.join(", ")),
@@ -386,12 +456,15 @@ impl Runtime {
             for d in &dirs {
                 std::fs::create_dir_all(d).map_err(|e| Error::CreateDir(d.clone(), e))?;
             }
-            let opts = format!(
+            let mut opts = format!(
                 "lowerdir={},upperdir={},workdir={}",
                 dirs[0].display(),
                 dirs[1].display(),
                 dirs[2].display()
             );
+            if self.config.rootless {
+                opts.push_str(",userxattr");
+            }
             nix::mount::mount(
                 Some("overlay"),
                 &dirs[3],
@@ -404,7 +477,11 @@ impl Runtime {
                     "overlayfs with upper directories in {} ({e})",
                     self.config.data_dir.display()
                 ),
-                hint: "put the data dir on ext4, xfs or tmpfs".into(),
+                hint: if self.config.rootless {
+                    "put the data dir on ext4, xfs or tmpfs; rootless mode needs Linux 5.11+ (overlay in user namespaces, userxattr)".into()
+                } else {
+                    "put the data dir on ext4, xfs or tmpfs".into()
+                },
             })?;
             let _ = nix::mount::umount2(&dirs[3], nix::mount::MntFlags::MNT_DETACH);
             Ok(())
@@ -495,8 +572,8 @@ impl Runtime {
         let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.clone());
         write_identity(&disk.join("upper"), &hostname)?;
 
-        // Step 3: cgroup.
-        let cgroup = SandboxCgroupImpl::create(&self.config.cgroup, &spec.id, &spec.limits)?;
+        // Step 3: cgroup (none in rootless mode without a writable parent).
+        let cgroup = self.new_cgroup(&spec.id, &spec.limits)?;
         let cgroup = &*partial.cgroup.insert(cgroup);
 
         // Step 4: helper.
@@ -506,7 +583,7 @@ impl Runtime {
                 rootfs,
                 layers,
                 tmp_bytes: spec.limits.disk_bytes,
-                userxattr: false,
+                userxattr: self.config.rootless,
                 exe_mount: self.config.data_dir.join("exe"),
             },
             program: ProgramSpec {
@@ -643,12 +720,18 @@ impl Runtime {
             return Err(Error::NotRunning(id.to_owned()));
         }
         let pidfd = pidfd_open(init_pid).map_err(|_| Error::NotRunning(id.to_owned()))?;
-        let cgroup = SandboxCgroupImpl::load(&self.config.cgroup, id)?;
-        let want = format!("/{}", cgroup.path());
-        let member = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup"))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.rsplit_once(':').is_some_and(|(_, p)| p == want));
+        let cgroup = self.load_cgroup(id)?;
+        let member = if cgroup.is_enabled() {
+            let want = format!("/{}", cgroup.path());
+            std::fs::read_to_string(format!("/proc/{init_pid}/cgroup"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.rsplit_once(':').is_some_and(|(_, p)| p == want))
+        } else {
+            // No cgroup to prove membership: the process must be pid 1 of a pid namespace
+            // other than ours, as every sandbox init is.
+            is_namespace_init(init_pid)
+        };
         if !member {
             return Err(Error::NotRunning(id.to_owned()));
         }
@@ -686,7 +769,7 @@ impl Runtime {
     /// The failing step's variant.
     pub fn reclaim(&self, id: &str) -> Result<()> {
         validate_id(id)?;
-        let cg = SandboxCgroupImpl::load(&self.config.cgroup, id)?;
+        let cg = self.load_cgroup(id)?;
         if cg.exists() {
             cg.kill_all(KILL_TIMEOUT)?;
             cg.remove()?;
@@ -699,6 +782,40 @@ impl Runtime {
             Err(e) => Err(Error::RemoveDir(dir, e)),
         }
     }
+}
+
+impl Runtime {
+    fn new_cgroup(&self, id: &str, limits: &Limits) -> Result<SandboxCgroupImpl> {
+        match self.no_cgroup {
+            Some(_) => Ok(SandboxCgroupImpl::None(NoCgroup)),
+            None => SandboxCgroupImpl::create(&self.config.cgroup, id, limits),
+        }
+    }
+
+    fn load_cgroup(&self, id: &str) -> Result<SandboxCgroupImpl> {
+        match self.no_cgroup {
+            Some(_) => Ok(SandboxCgroupImpl::None(NoCgroup)),
+            None => SandboxCgroupImpl::load(&self.config.cgroup, id),
+        }
+    }
+}
+
+/// Whether host pid `pid` is pid 1 of a pid namespace other than the caller's
+/// (`NSpid:` in its status ends in 1 and lists more than our level).
+fn is_namespace_init(pid: i32) -> bool {
+    let ours = std::fs::read_link("/proc/self/ns/pid").ok();
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    if theirs.is_none() || theirs == ours {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|v| v.split_whitespace().last() == Some("1"))
+        })
+        .unwrap_or(false)
 }
 
 fn layer_name(target: &Path) -> String {
@@ -939,9 +1056,19 @@ impl SandboxHandle {
         self.lock().frozen
     }
 
-    /// CPU, memory and task counts from the cgroup.
+    /// CPU, memory and task counts from the cgroup. Without one (rootless mode), summed
+    /// over the processes of the sandbox's pid namespace from `/proc`: CPU time, resident
+    /// memory (shared pages counted once per process) and threads.
     pub fn stats(&self) -> CgroupStats {
-        self.cgroup.stats()
+        if self.cgroup.is_enabled() {
+            return self.cgroup.stats();
+        }
+        let st = self.lock();
+        if st.killed || st.exit.is_some() {
+            return CgroupStats::default();
+        }
+        drop(st);
+        procfs_stats(self.init_pid)
     }
 
     /// `(used, total)` bytes of the sandbox's disk budget (its upper-directory tmpfs), or
@@ -1114,6 +1241,62 @@ impl Drop for SandboxHandle {
             let _ = waitid_pidfd(self.init_pid, fd, libc::WNOHANG);
         }
     }
+}
+
+/// [`SandboxHandle::stats`] without a cgroup: sums over every host process in the pid
+/// namespace of `init_pid`.
+fn procfs_stats(init_pid: i32) -> CgroupStats {
+    let mut s = CgroupStats::default();
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init_pid}/ns/pid")) else {
+        return s;
+    };
+    // SAFETY: sysconf only reads configuration values.
+    let (tick, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let tick_ns = 1_000_000_000 / u64::try_from(tick).unwrap_or(100).max(1);
+    let page = u64::try_from(page).unwrap_or(4096);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+            .ok()
+            .as_ref()
+            != Some(&ns)
+        {
+            continue;
+        }
+        // Fields after the `(comm)`, which may itself contain spaces: state is field 3,
+        // utime 14, stime 15, num_threads 20.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        s.cpu_usage_ns += (num(14) + num(15)) * tick_ns;
+        s.pids += num(20);
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+        let rss: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        s.memory_bytes += rss * page;
+    }
+    s
 }
 
 /// `waitid(P_PIDFD)`: `Some(code)` once exited (reaped), `None` while running (`WNOHANG`).

@@ -307,7 +307,7 @@ pub fn read_only_exe(plan: &RootfsPlan, fd: BorrowedFd<'_>) -> Result<Option<Own
     bind(
         &plan.exe_mount,
         &plan.exe_mount,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV | kept_flags(&plan.exe_mount),
     )?;
     let new = nix::fcntl::open(
         &plan.exe_mount,
@@ -323,6 +323,31 @@ pub fn read_only_exe(plan: &RootfsPlan, fd: BorrowedFd<'_>) -> Result<Option<Own
             io::Error::other("the executable changed while it was being mounted"),
         )),
     }
+}
+
+/// The flags of the mount holding `path` that a bind remount must repeat: in a user
+/// namespace, flags of a mount inherited from the host (`nosuid`, `noexec`, `nodev`, the
+/// atime mode) are locked, and a remount that would clear one fails with `EPERM`.
+fn kept_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(v) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = v.flags();
+    let mut out = MsFlags::empty();
+    for (st, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(st) {
+            out |= ms;
+        }
+    }
+    out
 }
 
 /// Step 6: make the overlay the root and detach the host's root from this namespace.

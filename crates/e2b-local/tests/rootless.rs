@@ -1,0 +1,600 @@
+//! Rootless mode end to end: `e2b-local serve` started as an unprivileged user (created here
+//! if missing: `e2b-rootless`, with a subordinate id range) enters its own user namespace;
+//! sandboxes are created, used and killed through the REST API and envd routing, and attacked
+//! from inside. Needs root (to create the user and switch to it) and `newuidmap`/`newgidmap`
+//! (Debian package `uidmap`); CI runs it as root through `scripts/test`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use e2b_local::isolation::rootless::{SubIdRange, parse_subid};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{envelope, err, http};
+
+const USER: &str = "e2b-rootless";
+const CGROUP_PARENT: &str = "e2b-local-rootless-test";
+
+fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+/// The test user (uid, gid, home, subuid range, subgid range), created idempotently:
+/// `useradd` allocates subordinate ranges when `/etc/subuid` exists; otherwise (or when it
+/// did not) one is added with `usermod`.
+fn ensure_user() -> (u32, u32, PathBuf, SubIdRange, SubIdRange) {
+    if !sh("id", &["-u", USER]).status.success() {
+        let out = sh("useradd", &["--create-home", "--shell", "/bin/bash", USER]);
+        assert!(out.status.success(), "useradd: {}", text(&out.stderr));
+    }
+    let user = nix::unistd::User::from_name(USER)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("user {USER} missing after useradd"));
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    let read = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
+    if parse_subid(&read("/etc/subuid"), USER, uid).is_none()
+        || parse_subid(&read("/etc/subgid"), USER, uid).is_none()
+    {
+        let out = sh(
+            "usermod",
+            &[
+                "--add-subuids",
+                "400000-465535",
+                "--add-subgids",
+                "400000-465535",
+                USER,
+            ],
+        );
+        assert!(out.status.success(), "usermod: {}", text(&out.stderr));
+    }
+    let subuid = parse_subid(&read("/etc/subuid"), USER, uid).unwrap();
+    let subgid = parse_subid(&read("/etc/subgid"), USER, uid).unwrap();
+    (uid, gid, user.dir, subuid, subgid)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `e2b-local serve` run as [`USER`]: the bootstrap parent (our child), its stderr, and
+/// what it printed on stdout.
+struct Rootless {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    url: String,
+    key: String,
+}
+
+impl Rootless {
+    fn start(data: &Path, home: &Path) -> Self {
+        let exe = env!("CARGO_BIN_EXE_e2b-local");
+        let mut child = Command::new("setpriv")
+            .args(["--reuid", USER, "--regid", USER, "--init-groups"])
+            .args(["env", "-i"])
+            .arg(format!("HOME={}", home.display()))
+            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+            .arg("RUST_LOG=warn")
+            .arg(exe)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--cgroup-parent",
+                CGROUP_PARENT,
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("setpriv {exe}: {e}"));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut url, mut key) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while key.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(v) = line.strip_prefix("export E2B_API_URL=") {
+                        url = Some(v.to_owned());
+                    }
+                    if let Some(v) = line.strip_prefix("export E2B_API_KEY=") {
+                        key = Some(v.to_owned());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the rootless server did not start; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        }
+        Rootless {
+            child,
+            stderr,
+            url: url.unwrap(),
+            key: key.unwrap(),
+        }
+    }
+
+    /// The server: the bootstrap parent's only child.
+    fn server_pid(&self) -> u32 {
+        let me = self.child.id();
+        children(me)
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("bootstrap {me} has no child"))
+    }
+
+    /// The `e2b-local: ` lines of stderr (tracing output has other prefixes).
+    fn notices(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("e2b-local: "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Rootless {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Host pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Every descendant of `pid` (host pids).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Mount points of a process's mount namespace.
+fn mount_points(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_else(|e| panic!("mountinfo of {pid}: {e}"))
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The v1 mount point of the `cpu` controller (the first one the runtime checks).
+fn v1_cpu_mount() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let r: Vec<&str> = right.split(' ').collect();
+            (r.first() == Some(&"cgroup") && r.get(2)?.split(',').any(|o| o == "cpu"))
+                .then(|| left.split(' ').nth(4).map(str::to_owned))?
+        })
+        .unwrap()
+}
+
+struct Out {
+    stdout: String,
+    stderr: String,
+    status: String,
+}
+
+/// Runs `bash -c cmd` as `user` through envd's Start RPC, routed by header.
+async fn run(
+    t: &Rootless,
+    http: &reqwest::Client,
+    id: &str,
+    token: &str,
+    user: &str,
+    cmd: &str,
+) -> Out {
+    let body = envelope(&json!({"process": {"cmd": "/bin/bash", "args": ["-c", cmd]}}));
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
+    let resp = http
+        .post(format!("{}/process.Process/Start", t.url))
+        .header("E2b-Sandbox-Id", id)
+        .header("E2b-Sandbox-Port", "49983")
+        .header("X-Access-Token", token)
+        .header("Authorization", format!("Basic {auth}"))
+        .header("content-type", "application/connect+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let data = resp.bytes().await.unwrap();
+    let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), String::new());
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let mut i = 0;
+    while i + 5 <= data.len() {
+        let n = u32::from_be_bytes(data[i + 1..i + 5].try_into().unwrap()) as usize;
+        let msg: Value = serde_json::from_slice(&data[i + 5..i + 5 + n]).unwrap();
+        i += 5 + n;
+        let ev = &msg["event"];
+        if let Some(v) = ev["data"].get("stdout") {
+            stdout.extend(b64(v));
+        }
+        if let Some(v) = ev["data"].get("stderr") {
+            stderr.extend(b64(v));
+        }
+        if let Some(s) = ev["end"].get("status") {
+            status = s.as_str().unwrap().to_owned();
+        }
+    }
+    Out {
+        stdout: text(&stdout),
+        stderr: text(&stderr),
+        status,
+    }
+}
+
+/// A python3 snippet calling a raw syscall and printing `rc errno`.
+fn syscall_py(nr: i64, args: &str) -> String {
+    format!(
+        "python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); \
+         l.syscall.restype = ctypes.c_long; \
+         r = l.syscall(ctypes.c_long({nr}){args}); print(r, ctypes.get_errno())'"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + namespaces"]
+async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test creates a user and switches to it: run it as root"
+    );
+    assert!(
+        Path::new("/usr/bin/newuidmap").exists(),
+        "newuidmap is missing: apt install uidmap"
+    );
+    let (uid, gid, home, subuid, subgid) = ensure_user();
+    let data = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(data.path(), Some(uid), Some(gid)).unwrap();
+    // A host file only the invoking user can read: root inside the sandbox is that user
+    // outside, so only the mount namespace keeps it out.
+    let secret = home.join("rootless-secret");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&secret, Some(uid), Some(gid)).unwrap();
+
+    let t = Rootless::start(data.path(), &home);
+    let http = http();
+    let server = t.server_pid();
+
+    // The server runs as the user on the host, as uid 0 of its own user namespace.
+    let status = std::fs::read_to_string(format!("/proc/{server}/status")).unwrap();
+    assert!(
+        status.contains(&format!("\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")),
+        "{status}"
+    );
+    let uid_map: Vec<Vec<u64>> = std::fs::read_to_string(format!("/proc/{server}/uid_map"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        uid_map,
+        vec![
+            vec![0, u64::from(uid), 1],
+            vec![1, u64::from(subuid.start), u64::from(subuid.count)]
+        ]
+    );
+
+    // Start-up names what is unavailable, on stderr.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.notices().len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cgroup_problem = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!(
+            "cannot create the cgroup /sys/fs/cgroup/{CGROUP_PARENT} (Permission denied (os error 13))"
+        )
+    } else {
+        format!(
+            "cannot create the cgroup {}/{CGROUP_PARENT} (Permission denied (os error 13)): cgroup v1 hierarchies belong to the host's root",
+            v1_cpu_mount()
+        )
+    };
+    assert_eq!(
+        t.notices(),
+        vec![
+            format!(
+                "e2b-local: rootless mode: user namespace ids 0 → {uid}, 1-{} → {}-{}",
+                subuid.count,
+                subuid.start,
+                subuid.start + subuid.count - 1
+            ),
+            format!(
+                "e2b-local: unavailable: CPU, memory and pids limits: sandboxes run without them: no cgroup in rootless mode ({cgroup_problem}); run e2b-local as root, or on cgroup v2 pass --cgroup-parent a cgroup delegated to this user (e.g. below user@<uid>.service)"
+            ),
+            "e2b-local: unavailable: pause and resume (the cgroup freezer): pausing answers 501 and autoPause is refused: no cgroup in rootless mode".to_owned(),
+            "e2b-local: unavailable: sudo and other setuid programs of the host's /usr inside sandboxes: in rootless mode they are owned by the host's root, an id outside the user namespace, so the kernel ignores their setuid bit; root inside also cannot modify such files".to_owned(),
+        ]
+    );
+    let mounts_before = mount_points(server);
+
+    let api = |m: Method, path: &str| {
+        http.request(m, format!("{}{path}", t.url))
+            .header("x-api-key", &t.key)
+    };
+    let r = api(Method::POST, "/sandboxes")
+        .header("content-type", "application/json")
+        .body(r#"{"templateID":"base","timeout":300}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sb: Value = r.json().await.unwrap();
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+
+    // Identities inside.
+    let o = run(&t, &http, &id, &token, "user", "id -u; id -un").await;
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("1000\nuser\n", ""));
+    let o = run(&t, &http, &id, &token, "root", "id -u; id -un").await;
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("0\nroot\n", ""));
+
+    // Writes land in the sandbox's upper directory, owned on the host by the subordinate
+    // id that 1000 maps to.
+    let o = run(
+        &t,
+        &http,
+        &id,
+        &token,
+        "user",
+        "echo rootless > /home/user/written.txt",
+    )
+    .await;
+    assert_eq!(o.status, "exit status 0", "{}", o.stderr);
+    let written = data
+        .path()
+        .join("sandboxes")
+        .join(&id)
+        .join("disk/upper/home/user/written.txt");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "rootless\n");
+    let md = std::fs::metadata(&written).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (subuid.start + 999, subgid.start + 999)
+    );
+
+    // The invoking user's own files are out of reach, as root and as user.
+    for who in ["root", "user"] {
+        let o = run(
+            &t,
+            &http,
+            &id,
+            &token,
+            who,
+            &format!("cat {}; ls /home", secret.display()),
+        )
+        .await;
+        assert_eq!(
+            (o.stdout.as_str(), o.stderr.as_str()),
+            (
+                "user\n",
+                format!("cat: {}: No such file or directory\n", secret.display()).as_str()
+            ),
+            "{who}"
+        );
+    }
+
+    // The host's loopback (a listener of the test, and the server itself) is unreachable;
+    // only lo exists.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let o = run(&t, &http, &id, &token, "root", &format!("echo > /dev/tcp/127.0.0.1/{port}; awk -F: 'NR>2{{gsub(/ /,\"\",$1); print $1}}' /proc/net/dev")).await;
+    assert_eq!(o.stdout, "lo\n");
+    assert_eq!(
+        o.stderr,
+        format!(
+            "/bin/bash: connect: Connection refused\n/bin/bash: line 1: /dev/tcp/127.0.0.1/{port}: Connection refused\n"
+        )
+    );
+
+    // mount and unshare (of a user namespace above all) are denied with EPERM.
+    for who in ["root", "user"] {
+        let o = run(
+            &t,
+            &http,
+            &id,
+            &token,
+            who,
+            &format!(
+                "{}; {}",
+                syscall_py(165, ", b\"none\", b\"/mnt\", b\"tmpfs\", 0, None"),
+                syscall_py(272, ", 0x10000000")
+            ),
+        )
+        .await;
+        assert_eq!(
+            (o.stdout.as_str(), o.stderr.as_str()),
+            ("-1 1\n-1 1\n", ""),
+            "{who}"
+        );
+    }
+
+    // Only the sandbox's processes are visible: its init (the reaper), envd and ps.
+    let o = run(&t, &http, &id, &token, "user", "ps -e -o pid=,user=,comm=").await;
+    let procs: Vec<Vec<String>> = o
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(procs.len(), 3, "{}", o.stdout);
+    assert_eq!(procs[0], ["1", "root", "e2b-local"]);
+    assert_eq!(procs[1], ["2", "root", "e2b-local"]);
+    assert_eq!(procs[2][1..], ["user", "ps"]);
+
+    // sudo: the host's /usr/bin/sudo is owned by an id outside the namespace, so its setuid
+    // bit does not apply (reported at start-up).
+    if Path::new("/usr/bin/sudo").exists() {
+        let o = run(&t, &http, &id, &token, "user", "sudo -n id -u").await;
+        assert_eq!(
+            (o.stdout.as_str(), o.stderr.as_str()),
+            (
+                "",
+                "sudo: /usr/bin/sudo must be owned by uid 0 and have the setuid bit set\n"
+            )
+        );
+    }
+
+    // Metrics come from /proc without a cgroup; totals are the host's (no limits).
+    let r = api(Method::GET, &format!("/sandboxes/{id}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let m: Value = r.json().await.unwrap();
+    let host_mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<i64>().ok())
+        .unwrap()
+        * 1024;
+    assert_eq!(m[0]["memTotal"], json!(host_mem), "{m}");
+    assert!(m[0]["memUsed"].as_i64().unwrap() > 1 << 20, "{m}");
+    assert_eq!(
+        m[0]["cpuCount"],
+        json!(std::thread::available_parallelism().unwrap().get())
+    );
+
+    // Pause needs the freezer: 501, and the sandbox keeps running.
+    let r = api(Method::POST, &format!("/sandboxes/{id}/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        err(
+            501,
+            &format!(
+                "pausing sandbox {id}: pause needs the cgroup freezer, which is unavailable in rootless mode without a delegated cgroup (run e2b-local as root to pause sandboxes)"
+            )
+        )
+    );
+    let o = run(&t, &http, &id, &token, "user", "echo still running").await;
+    assert_eq!(o.stdout, "still running\n");
+    let r = api(Method::POST, "/sandboxes")
+        .header("content-type", "application/json")
+        .body(r#"{"templateID":"base","autoPause":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        err(
+            501,
+            "autoPause: pause needs the cgroup freezer, which is unavailable in rootless mode without a delegated cgroup (run e2b-local as root to pause sandboxes)"
+        )
+    );
+
+    // Kill leaves no process, no mount in the server's mount namespace, no directory.
+    assert!(!descendants(server).is_empty());
+    let r = api(Method::DELETE, &format!("/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(descendants(server), Vec::<u32>::new());
+    assert_eq!(mount_points(server), mounts_before);
+    assert!(!data.path().join("sandboxes").join(&id).exists());
+    let r = http
+        .get(format!("{}/health", t.url))
+        .header("E2b-Sandbox-Id", &id)
+        .header("E2b-Sandbox-Port", "49983")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+
+    // SIGTERM to the bootstrap parent is forwarded; the server shuts down and both exit 0.
+    let mut t = t;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(t.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = t.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", t.stderr.lock().unwrap());
+    assert!(!Path::new(&format!("/proc/{server}")).exists());
+    drop(listener);
+}

@@ -597,4 +597,44 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
     assert_eq!(status.code(), Some(0), "{}", t.stderr.lock().unwrap());
     assert!(!Path::new(&format!("/proc/{server}")).exists());
     drop(listener);
+
+    // A server that crashes (SIGKILL) leaves its sandboxes to the bootstrap parent (child
+    // subreaper), which kills them and exits 137: nothing of the user or its subordinate
+    // ids keeps running.
+    let mut t = Rootless::start(data.path(), &home);
+    let server = t.server_pid();
+    for _ in 0..2 {
+        let r = http
+            .post(format!("{}/sandboxes", t.url))
+            .header("x-api-key", &t.key)
+            .header("content-type", "application/json")
+            .body(r#"{"templateID":"base"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    assert_eq!(descendants(server).len(), 4, "two inits, two envds");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = t.child.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    let owners = |lo: u32, hi: u32| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::metadata(format!("/proc/{p}")).is_ok_and(|m| (lo..=hi).contains(&m.uid()))
+            })
+            .collect()
+    };
+    assert_eq!(owners(uid, uid), Vec::<u32>::new());
+    assert_eq!(
+        owners(subuid.start, subuid.start + subuid.count - 1),
+        Vec::<u32>::new()
+    );
 }

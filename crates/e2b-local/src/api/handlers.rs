@@ -28,7 +28,7 @@ pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 /// Largest accepted env vars (sum of key and value bytes).
 pub const MAX_ENV_BYTES: usize = 64 * 1024;
 
-/// A request body read whole, up to [`MAX_BODY`] bytes; larger bodies get 413 with a
+/// A request body read whole, up to `MAX_BODY` bytes; larger bodies get 413 with a
 /// `{code, message}` body (axum's own limit would answer in plain text).
 #[derive(Debug)]
 pub struct RawBody(pub Bytes);

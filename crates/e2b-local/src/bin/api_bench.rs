@@ -13,6 +13,10 @@
 //! * host memory per idle sandbox with 200 alive (`MemAvailable` drop and cgroup charge);
 //! * kill (DELETE until 204: processes, cgroup, mounts and files gone), p50/p99.
 //!
+//! `E2B_BENCH_ROOTLESS_USER=<user>` also starts `e2b-local serve` as that user (rootless
+//! mode; the user needs a range in `/etc/subuid` and `/etc/subgid`) and compares create and
+//! kill on both servers, alternating round by round.
+//!
 //! `E2B_BENCH_DEBUG=1` also prints the first and second command's latency on five fresh
 //! sandboxes (the first one includes opening the proxy's connection into the sandbox).
 
@@ -161,6 +165,101 @@ impl Api {
     }
 }
 
+/// `E2B_BENCH_ROOTLESS_USER=<user>` (run as root): starts `e2b-local serve` as `user`
+/// (rootless mode, its own user namespace, no cgroups) next to the in-process root server and
+/// measures create until 201 and kill until 204 on both, alternating round by round so both
+/// see the same machine load.
+async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String> {
+    use std::io::BufRead as _;
+    let u = nix::unistd::User::from_name(user)
+        .map_err(|e| format!("user {user}: {e}"))?
+        .ok_or_else(|| format!("no user {user}"))?;
+    let dir = std::env::temp_dir().join(format!("e2b-local-api-bench-rootless-{user}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::os::unix::fs::chown(&dir, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("e2b-local");
+    let mut child = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            user,
+            "--regid",
+            user,
+            "--init-groups",
+            "env",
+            "-i",
+        ])
+        .arg(format!("HOME={}", u.dir.display()))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+        .arg("RUST_LOG=warn")
+        .arg(&exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("setpriv {}: {e}", exe.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (mut url, mut key) = (None, None);
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(v) = line.strip_prefix("export E2B_API_URL=") {
+            url = Some(v.to_owned());
+        }
+        if let Some(v) = line.strip_prefix("export E2B_API_KEY=") {
+            key = Some(v.to_owned());
+            break;
+        }
+    }
+    let (Some(url), Some(key)) = (url, key) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the rootless server did not start (see its stderr)".into());
+    };
+    let rl = Api {
+        http: root.http.clone(),
+        url,
+        key,
+    };
+    let result = async {
+        for _ in 0..3 {
+            let (id, _) = rl.create().await?;
+            rl.kill(&id).await?;
+        }
+        let (mut c_root, mut c_rl, mut k_root, mut k_rl) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            for (api, c, k) in [
+                (root, &mut c_root, &mut k_root),
+                (&rl, &mut c_rl, &mut k_rl),
+            ] {
+                let t = Instant::now();
+                let (id, _) = api.create().await?;
+                c.push(t.elapsed());
+                let t = Instant::now();
+                api.kill(&id).await?;
+                k.push(t.elapsed());
+            }
+        }
+        report("create until 201, root (alternating)", &mut c_root);
+        report("create until 201, rootless (alternating)", &mut c_rl);
+        report("kill until 204, root (alternating)", &mut k_root);
+        report("kill until 204, rootless (alternating)", &mut k_rl);
+        Ok::<(), String>(())
+    }
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    result
+}
+
 fn mem_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -231,6 +330,10 @@ async fn run(n: usize) -> Result<(), String> {
         kill.push(t.elapsed());
     }
     report("create until 201 (envd ready)", &mut create);
+
+    if let Some(user) = std::env::var_os("E2B_BENCH_ROOTLESS_USER") {
+        rootless_vs_root(&api, &user.to_string_lossy(), n).await?;
+    }
 
     if std::env::var_os("E2B_BENCH_DEBUG").is_some() {
         for _ in 0..5 {

@@ -320,6 +320,10 @@ pub fn enter_user_namespace() -> Result<i32> {
         Ok(ForkResult::Parent { child }) => {
             drop(ready_w);
             drop(go_r);
+            // Sandbox inits are the server's children (CLONE_PARENT); should the server die
+            // without killing them, they become ours, and `supervise` kills them.
+            // SAFETY: PR_SET_CHILD_SUBREAPER touches no memory.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
             let abort = |e: Error| {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
@@ -356,21 +360,67 @@ pub fn enter_user_namespace() -> Result<i32> {
     }
 }
 
-/// The bootstrap parent's loop: forwards signals to the server and returns its exit code.
+/// The bootstrap parent's loop: forwards signals to the server and returns its exit code
+/// once it has ended, after killing any sandbox it left behind.
 fn supervise(child: Pid, set: &SigSet) -> i32 {
-    loop {
+    let code = loop {
         let Ok(sig) = set.wait() else { continue };
         if sig != Signal::SIGCHLD {
             let _ = nix::sys::signal::kill(child, sig);
             continue;
         }
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
             Ok(_) => {}
-            Err(_) => return 1,
+            Err(_) => break 1,
+        }
+    };
+    kill_orphans();
+    code
+}
+
+/// After the server ended: its orphans were reparented to us (child subreaper). A server
+/// that crashed leaves its sandboxes' inits; SIGKILL to each ends its whole pid namespace.
+fn kill_orphans() {
+    let me = std::process::id();
+    // Bounded: a round that kills nothing ends it (never wait for a process we could not
+    // signal).
+    for _ in 0..100 {
+        let mut killed = false;
+        for pid in children_of(me) {
+            if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                let _ = waitpid(Pid::from_raw(pid), None);
+                killed = true;
+            }
+        }
+        if !killed {
+            return;
         }
     }
+}
+
+/// Pids whose parent is `parent` (from `/proc/<pid>/stat`).
+fn children_of(parent: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// One line describing the current user namespace's id mapping (`/proc/self/uid_map`),

@@ -169,15 +169,19 @@ pub fn run(cli: Cli) -> ExitCode {
                 for u in server.unavailable() {
                     eprintln!("e2b-local: unavailable: {u}");
                 }
-                // Shell syntax: `eval "$(e2b-local serve ...)"`-friendly output.
-                println!("# e2b-local serving on {}", server.api_url());
-                println!("# data directory: {}", server.data_dir().display());
-                println!("# the E2B SDKs need:");
-                for (k, v) in server.env_vars() {
-                    println!("export {k}={v}");
-                }
+                // Shell syntax: `eval "$(e2b-local serve ...)"`-friendly output. A reader
+                // that stops reading (`| head -3`) must not take the server down: write
+                // errors are ignored (println! would panic).
                 use std::io::Write as _;
-                let _ = std::io::stdout().flush();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "# e2b-local serving on {}", server.api_url());
+                let _ = writeln!(out, "# data directory: {}", server.data_dir().display());
+                let _ = writeln!(out, "# the E2B SDKs need:");
+                for (k, v) in server.env_vars() {
+                    let _ = writeln!(out, "export {k}={v}");
+                }
+                let _ = out.flush();
+                drop(out);
                 server.run_until_signal().await;
                 ExitCode::SUCCESS
             })

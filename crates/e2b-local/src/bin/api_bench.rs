@@ -202,11 +202,9 @@ async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String
         .spawn()
         .map_err(|e| format!("setpriv {}: {e}", exe.display()))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
     let (mut url, mut key) = (None, None);
-    for line in std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-    {
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(v) = line.strip_prefix("export E2B_API_URL=") {
             url = Some(v.to_owned());
         }
@@ -215,6 +213,8 @@ async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String
             break;
         }
     }
+    // Keep the pipe open and drained for the server's remaining output.
+    std::thread::spawn(move || lines.for_each(drop));
     let (Some(url), Some(key)) = (url, key) else {
         let _ = child.kill();
         let _ = child.wait();

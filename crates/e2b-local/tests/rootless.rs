@@ -21,6 +21,23 @@ use support::{envelope, err, http};
 
 const USER: &str = "e2b-rootless";
 const CGROUP_PARENT: &str = "e2b-local-rootless-test";
+/// The cgroup v1 parent the delegation test chowns to [`USER`].
+const DELEGATED_PARENT: &str = "e2b-local-rootless-delegated";
+
+/// The tests run one at a time: they share the user, and the crash test checks that no
+/// process of the user is left.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn rootless_notice(uid: u32, subuid: SubIdRange) -> String {
+    format!(
+        "e2b-local: rootless mode: user namespace ids 0 → {uid}, 1-{} → {}-{}",
+        subuid.count,
+        subuid.start,
+        subuid.start + subuid.count - 1
+    )
+}
+
+const SUDO_NOTICE: &str = "e2b-local: unavailable: sudo and other setuid programs of the host's /usr inside sandboxes: in rootless mode they are owned by the host's root, an id outside the user namespace, so the kernel ignores their setuid bit; root inside also cannot modify such files";
 
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
     Command::new(cmd)
@@ -78,6 +95,10 @@ struct Rootless {
 
 impl Rootless {
     fn start(data: &Path, home: &Path) -> Self {
+        Self::start_with(data, home, CGROUP_PARENT)
+    }
+
+    fn start_with(data: &Path, home: &Path, cgroup_parent: &str) -> Self {
         let exe = env!("CARGO_BIN_EXE_e2b-local");
         let mut child = Command::new("setpriv")
             .args(["--reuid", USER, "--regid", USER, "--init-groups"])
@@ -91,7 +112,7 @@ impl Rootless {
                 "--listen",
                 "127.0.0.1:0",
                 "--cgroup-parent",
-                CGROUP_PARENT,
+                cgroup_parent,
             ])
             .arg("--data-dir")
             .arg(data)
@@ -314,6 +335,7 @@ fn syscall_py(nr: i64, args: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root + namespaces"]
 async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
+    let _one = ONE_AT_A_TIME.lock().await;
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test creates a user and switches to it: run it as root"
@@ -366,24 +388,19 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
         )
     } else {
         format!(
-            "cannot create the cgroup {}/{CGROUP_PARENT} (Permission denied (os error 13)): cgroup v1 hierarchies belong to the host's root",
+            "cannot create the cgroup {}/{CGROUP_PARENT} (Permission denied (os error 13)): on cgroup v1, root must create it and chown it to this user",
             v1_cpu_mount()
         )
     };
     assert_eq!(
         t.notices(),
         vec![
+            rootless_notice(uid, subuid),
             format!(
-                "e2b-local: rootless mode: user namespace ids 0 → {uid}, 1-{} → {}-{}",
-                subuid.count,
-                subuid.start,
-                subuid.start + subuid.count - 1
-            ),
-            format!(
-                "e2b-local: unavailable: CPU, memory and pids limits: sandboxes run without them: no cgroup in rootless mode ({cgroup_problem}); run e2b-local as root, or on cgroup v2 pass --cgroup-parent a cgroup delegated to this user (e.g. below user@<uid>.service)"
+                "e2b-local: unavailable: CPU, memory and pids limits: sandboxes run without them: no cgroup in rootless mode ({cgroup_problem}); run e2b-local as root, or pass --cgroup-parent a cgroup delegated to this user: on cgroup v2 one below user@<uid>.service with cpu, memory and pids enabled; on cgroup v1 a directory in each of the cpu, cpuacct, memory, pids and freezer hierarchies that root chowned to the user (with its cgroup.procs and tasks)"
             ),
             "e2b-local: unavailable: pause and resume (the cgroup freezer): pausing answers 501 and autoPause is refused: no cgroup in rootless mode".to_owned(),
-            "e2b-local: unavailable: sudo and other setuid programs of the host's /usr inside sandboxes: in rootless mode they are owned by the host's root, an id outside the user namespace, so the kernel ignores their setuid bit; root inside also cannot modify such files".to_owned(),
+            SUDO_NOTICE.to_owned(),
         ]
     );
     let mounts_before = mount_points(server);
@@ -637,4 +654,119 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
         owners(subuid.start, subuid.start + subuid.count - 1),
         Vec::<u32>::new()
     );
+}
+
+/// With a cgroup delegated to the user (cgroup v1: root creates the parent in each hierarchy
+/// the runtime uses and chowns it with its `cgroup.procs` and `tasks`), a rootless server has
+/// limits and pause like a root one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root + namespaces"]
+async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    assert!(nix::unistd::geteuid().is_root(), "run it as root");
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // v2 delegation needs a systemd user session (the server's own cgroup must be in
+        // the delegated subtree); this test covers v1, what CI has.
+        eprintln!("skipped: cgroup v2 host");
+        return;
+    }
+    let (uid, gid, home, subuid, _) = ensure_user();
+    let mut dirs = Vec::new();
+    for c in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
+        let mount = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let r: Vec<&str> = right.split(' ').collect();
+                (r.first() == Some(&"cgroup") && r.get(2)?.split(',').any(|o| o == c))
+                    .then(|| left.split(' ').nth(4).map(PathBuf::from))?
+            })
+            .unwrap_or_else(|| panic!("cgroup v1 controller {c} is not mounted"));
+        let d = mount.join(DELEGATED_PARENT);
+        std::fs::create_dir_all(&d).unwrap();
+        for p in [d.clone(), d.join("cgroup.procs"), d.join("tasks")] {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+        }
+        dirs.push((c, d));
+    }
+    let data = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(data.path(), Some(uid), Some(gid)).unwrap();
+    let mut t = Rootless::start_with(data.path(), &home, DELEGATED_PARENT);
+    let http = http();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.notices().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Only what a cgroup cannot fix is reported.
+    assert_eq!(
+        t.notices(),
+        vec![rootless_notice(uid, subuid), SUDO_NOTICE.to_owned()]
+    );
+    let api = |m: Method, path: &str| {
+        http.request(m, format!("{}{path}", t.url))
+            .header("x-api-key", &t.key)
+            .header("content-type", "application/json")
+    };
+    let r = api(Method::POST, "/sandboxes")
+        .body(r#"{"templateID":"base","timeout":300}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sb: Value = r.json().await.unwrap();
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    let file = |c: &str, f: &str| {
+        let d = &dirs.iter().find(|(n, _)| *n == c).unwrap().1;
+        std::fs::read_to_string(d.join(&id).join(f))
+            .unwrap_or_else(|e| panic!("{c}/{id}/{f}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    // The server's default limits: 2 CPUs, 512 MiB, 1024 tasks; envd is in the cgroup.
+    assert_eq!(file("memory", "memory.limit_in_bytes"), "536870912");
+    assert_eq!(file("pids", "pids.max"), "1024");
+    assert_eq!(file("cpu", "cpu.cfs_quota_us"), "200000");
+    assert_eq!(
+        file("pids", "cgroup.procs").lines().count(),
+        2,
+        "init and envd"
+    );
+
+    let o = run(&t, &http, &id, &token, "user", "id -u").await;
+    assert_eq!(o.stdout, "1000\n");
+    let r = api(Method::POST, &format!("/sandboxes/{id}/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(file("freezer", "freezer.state"), "FROZEN");
+    let r = api(Method::POST, &format!("/sandboxes/{id}/resume"))
+        .body(r#"{"timeout":60}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(file("freezer", "freezer.state"), "THAWED");
+    let o = run(&t, &http, &id, &token, "user", "echo resumed").await;
+    assert_eq!(o.stdout, "resumed\n");
+
+    let r = api(Method::DELETE, &format!("/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for (c, d) in &dirs {
+        assert!(!d.join(&id).exists(), "{c} cgroup left behind");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(t.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(t.child.wait().unwrap().code(), Some(0));
+    for (_, d) in &dirs {
+        let _ = std::fs::remove_dir(d);
+    }
 }

@@ -420,12 +420,14 @@ impl SandboxCgroup for SandboxCgroupImpl {
 fn no_freezer() -> Error {
     Error::Unsupported {
         feature: "pause and resume (the cgroup freezer)".into(),
-        hint: NO_CGROUP_HINT.into(),
+        hint: format!(
+            "this server has no cgroup (rootless mode without a delegated cgroup); {DELEGATION_HINT}"
+        ),
     }
 }
 
-/// Why a rootless server has no cgroups and what would give it some.
-pub const NO_CGROUP_HINT: &str = "this server has no cgroup (rootless mode without a delegated cgroup); run e2b-local as root, or on cgroup v2 pass --cgroup-parent a cgroup delegated to this user (e.g. below user@<uid>.service)";
+/// What gives a rootless server cgroups.
+pub const DELEGATION_HINT: &str = "run e2b-local as root, or pass --cgroup-parent a cgroup delegated to this user: on cgroup v2 one below user@<uid>.service with cpu, memory and pids enabled; on cgroup v1 a directory in each of the cpu, cpuacct, memory, pids and freezer hierarchies that root chowned to the user (with its cgroup.procs and tasks)";
 
 /// No cgroup at all: rootless mode when the cgroup parent is not writable. Sandboxes run
 /// without CPU, memory and pids limits (reported at start-up by
@@ -474,8 +476,8 @@ impl SandboxCgroup for NoCgroup {
 
 /// In rootless mode: why sandbox cgroups cannot be used under `config.parent`, or `None`
 /// when they can (the parent exists or can be created, and it and its `cgroup.procs` are
-/// writable by this process, i.e. delegated to the user). v1 hierarchies belong to the
-/// host's root, so this is the normal answer there.
+/// writable by this process, i.e. delegated to the user: on v2 by systemd, on v1 by root
+/// creating and chowning the parent in each hierarchy).
 pub fn rootless_cgroup_problem(config: &CgroupConfig) -> Option<String> {
     let parent = config.parent.trim_matches('/');
     let dirs: Vec<PathBuf> = match config.version {
@@ -501,7 +503,7 @@ pub fn rootless_cgroup_problem(config: &CgroupConfig) -> Option<String> {
                 "cannot create the cgroup {} ({e}){}",
                 dir.display(),
                 if config.version == CgroupVersion::V1 {
-                    ": cgroup v1 hierarchies belong to the host's root"
+                    ": on cgroup v1, root must create it and chown it to this user"
                 } else {
                     ""
                 }

@@ -322,9 +322,7 @@ impl Runtime {
                 feature: "CPU, memory and pids limits".into(),
                 reason: format!(
                     "sandboxes run without them: no cgroup in rootless mode ({why}); {}",
-                    cgroup::NO_CGROUP_HINT.trim_start_matches(
-                        "this server has no cgroup (rootless mode without a delegated cgroup); "
-                    )
+                    cgroup::DELEGATION_HINT
                 ),
             });
             out.push(Unavailable {

@@ -426,6 +426,30 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
     let o = run(&t, &http, &id, &token, "root", "id -u; id -un").await;
     assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("0\nroot\n", ""));
 
+    // Overlay with userxattr: copy-up of a template file, a whiteout for a deleted one; a
+    // PTY from the sandbox's devpts; /dev nodes bind-mounted from the host.
+    let o = run(&t, &http, &id, &token, "root", "echo extra >> /etc/profile; rm /etc/nsswitch.conf; test -e /etc/nsswitch.conf || echo gone; python3 -c 'import os, pty; m, s = pty.openpty(); print(os.ttyname(s))'; head -c 3 /dev/zero | od -An -tx1; echo x > /dev/null").await;
+    assert_eq!(
+        (o.stdout.as_str(), o.stderr.as_str()),
+        ("gone\n/dev/pts/0\n 00 00 00\n", "")
+    );
+    let upper_etc = data
+        .path()
+        .join("sandboxes")
+        .join(&id)
+        .join("disk/upper/etc");
+    assert!(
+        std::fs::read_to_string(upper_etc.join("profile"))
+            .unwrap()
+            .ends_with("extra\n")
+    );
+    let wh = std::fs::symlink_metadata(upper_etc.join("nsswitch.conf")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout"
+    );
+
     // Writes land in the sandbox's upper directory, owned on the host by the subordinate
     // id that 1000 maps to.
     let o = run(

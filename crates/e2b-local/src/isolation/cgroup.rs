@@ -895,6 +895,84 @@ mod tests {
     }
 
     #[test]
+    fn rootless_probe_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        // v1: every controller's parent is created (these tests run as root, so plain
+        // directories are writable).
+        let cfg = fake_v1(dir.path());
+        let procs = dir.path().join("memory/e2b-test/cgroup.procs");
+        assert_eq!(
+            rootless_cgroup_problem(&cfg),
+            Some(format!(
+                "{} is not writable by this user",
+                dir.path()
+                    .join("cpu,cpuacct/e2b-test/cgroup.procs")
+                    .display()
+            ))
+        );
+        // The kernel makes cgroup.procs in every new cgroup; plain directories need it made.
+        for c in ["cpu,cpuacct", "memory", "pids", "freezer"] {
+            let d = dir.path().join(c).join("e2b-test");
+            std::fs::create_dir_all(&d).unwrap_or_default();
+            std::fs::write(d.join("cgroup.procs"), "").unwrap_or_default();
+        }
+        assert!(procs.exists());
+        assert_eq!(rootless_cgroup_problem(&cfg), None);
+        assert!(dir.path().join("freezer/e2b-test").is_dir());
+        // A parent that cannot be created is named.
+        std::fs::write(dir.path().join("pids/blocked"), "").unwrap_or_default();
+        let mut blocked = cfg.clone();
+        blocked.parent = "blocked/sub".into();
+        let msg = rootless_cgroup_problem(&blocked).unwrap_or_default();
+        assert!(
+            msg.starts_with(&format!(
+                "cannot create the cgroup {}/pids/blocked/sub (",
+                dir.path().display()
+            )) && msg.ends_with("): on cgroup v1, root must create it and chown it to this user"),
+            "{msg}"
+        );
+        // v2: the controllers must be delegated to the parent.
+        let v2 = CgroupConfig {
+            version: CgroupVersion::V2,
+            mountinfo: dir.path().join("unused"),
+            unified_root: dir.path().join("unified"),
+            parent: "user.slice/e2b".into(),
+        };
+        let ctl = dir.path().join("unified/user.slice/e2b/cgroup.controllers");
+        std::fs::create_dir_all(dir.path().join("unified/user.slice/e2b")).unwrap_or_default();
+        std::fs::write(dir.path().join("unified/user.slice/e2b/cgroup.procs"), "")
+            .unwrap_or_default();
+        std::fs::write(&ctl, "cpu pids\n").unwrap_or_default();
+        assert_eq!(
+            rootless_cgroup_problem(&v2),
+            Some(format!(
+                "the controllers memory are not delegated to {}",
+                ctl.display()
+            ))
+        );
+        std::fs::write(&ctl, "cpuset cpu io memory pids\n").unwrap_or_default();
+        assert_eq!(rootless_cgroup_problem(&v2), None);
+    }
+
+    #[test]
+    fn a_sandbox_without_a_cgroup_cannot_pause() {
+        let cg = SandboxCgroupImpl::None(NoCgroup);
+        assert!(!cg.is_enabled());
+        assert!(cg.apply(&Limits::default()).is_ok() && cg.add_process(1).is_ok());
+        assert_eq!(
+            cg.freeze()
+                .map_err(|e| e.to_string())
+                .err()
+                .unwrap_or_default(),
+            format!(
+                "pause and resume (the cgroup freezer) is unavailable: this server has no cgroup (rootless mode without a delegated cgroup); {DELEGATION_HINT}"
+            )
+        );
+        assert!(cg.thaw().is_err() && !cg.is_frozen() && !cg.exists());
+        assert_eq!(cg.procs(), Vec::<u32>::new());
+    }
+
+    #[test]
     fn v1_limits_land_in_the_right_files() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let cfg = fake_v1(dir.path());

@@ -920,13 +920,13 @@ mod tests {
         assert_eq!(rootless_cgroup_problem(&cfg), None);
         assert!(dir.path().join("freezer/e2b-test").is_dir());
         // A parent that cannot be created is named.
-        std::fs::write(dir.path().join("pids/blocked"), "").unwrap_or_default();
+        std::fs::write(dir.path().join("cpu,cpuacct/blocked"), "").unwrap_or_default();
         let mut blocked = cfg.clone();
         blocked.parent = "blocked/sub".into();
         let msg = rootless_cgroup_problem(&blocked).unwrap_or_default();
         assert!(
             msg.starts_with(&format!(
-                "cannot create the cgroup {}/pids/blocked/sub (",
+                "cannot create the cgroup {}/cpu,cpuacct/blocked/sub (",
                 dir.path().display()
             )) && msg.ends_with("): on cgroup v1, root must create it and chown it to this user"),
             "{msg}"

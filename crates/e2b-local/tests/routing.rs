@@ -462,3 +462,29 @@ async fn upgraded_connections_are_spliced_and_cut_on_kill() {
     assert!(n.is_err() || rest.is_empty(), "{rest:?}");
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_leaves_the_body_unread_closes_the_connection() {
+    let t = start().await;
+    let id = "iaaaaaaaaaaaaaaaaaaaa";
+    // A body the proxy never reads (the sandbox does not exist): hyper closes the
+    // connection after the reply, so the reply must say so or a client reusing it fails.
+    let r = t
+        .envd(Method::POST, id, "/process.Process/Start")
+        .header("content-type", "application/connect+json")
+        .body(vec![0u8; 300_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
+    assert_eq!(r.json::<Value>().await.unwrap(), not_found_502(id));
+    // Without a body the connection stays usable: no Connection header.
+    let r = t.envd(Method::GET, id, "/health").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(r.headers().get("connection"), None);
+    t.shutdown().await;
+}

@@ -112,13 +112,39 @@ pub struct RouterState {
     pub client: ProxyClient,
 }
 
+/// Marks a response the router made itself (the request's body was not forwarded).
+#[derive(Debug, Clone, Copy)]
+struct LocalReply;
+
 fn json(status: StatusCode, v: serde_json::Value) -> Response {
     let mut r = (status, v.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    r.extensions_mut().insert(LocalReply);
     r
+}
+
+/// Whether a request carries a body (`Content-Length` above 0, or chunked).
+fn has_body(req: &Request) -> bool {
+    let h = req.headers();
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// A reply made here to a request whose body was never read: hyper then closes the
+/// connection after the response (the unread rest of the body is still on it), so the reply
+/// says so. Without `Connection: close` a client reuses the connection and its next request
+/// fails with a broken pipe (seen with the official Python SDK after a 502).
+fn close_if_unread(mut resp: Response, body: bool) -> Response {
+    if body && resp.extensions().get::<LocalReply>().is_some() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// 502 for an unknown, killed, paused or expired sandbox (E2B's proxy body, exactly).
@@ -237,10 +263,11 @@ fn signed_target(mgr: &Manager, q: &[(String, String)], op: &str) -> Option<Stri
 
 /// The routing layer: sends sandbox traffic to the proxy, the rest to `next`.
 pub async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
+    let body = has_body(&req);
     match target(&req, &rs.mgr) {
         None => next.run(req).await,
-        Some(Err(resp)) => resp,
-        Some(Ok((id, port))) => proxy(&rs, id, port, req).await,
+        Some(Err(resp)) => close_if_unread(resp, body),
+        Some(Ok((id, port))) => close_if_unread(proxy(&rs, id, port, req).await, body),
     }
 }
 

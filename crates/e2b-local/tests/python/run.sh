@@ -2,6 +2,8 @@
 # The official Python SDK (e2b==2.63.0 from PyPI, in a venv) against `e2b-local serve`.
 # Needs root (sandboxes). Creates its venv, starts the server on a free port with a fresh
 # data directory, runs test_sdk.py and ends with `N passed, N failed`.
+# E2B_LOCAL_PY_AS_USER=<user>: the server runs as that user, rootless (the user is created
+# with a subordinate id range if missing; needs newuidmap from the uidmap package).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../../../.." && pwd)"
@@ -18,7 +20,22 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/e2b-local"
 
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 DATA="$(mktemp -d /tmp/e2b-local-py.XXXXXX)"
-"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+AS_USER="${E2B_LOCAL_PY_AS_USER:-}"
+if [ -n "$AS_USER" ]; then
+  id -u "$AS_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$AS_USER"
+  if ! grep -q "^$AS_USER:" /etc/subuid 2>/dev/null || ! grep -q "^$AS_USER:" /etc/subgid 2>/dev/null; then
+    usermod --add-subuids 400000-465535 --add-subgids 400000-465535 "$AS_USER"
+  fi
+  chown "$AS_USER:" "$DATA"
+  # The server writes its data dir as the user; the logs stay root's.
+  mkdir "$DATA/data" && chown "$AS_USER:" "$DATA/data"
+  setpriv --reuid "$AS_USER" --regid "$AS_USER" --init-groups \
+    env -i HOME="$(getent passwd "$AS_USER" | cut -d: -f6)" PATH=/usr/local/bin:/usr/bin:/bin \
+    "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+  export E2B_LOCAL_EXPECT_ROOTLESS=1
+else
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+fi
 PID=$!
 cleanup() {
   kill "$PID" 2>/dev/null || true

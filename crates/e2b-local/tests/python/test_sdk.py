@@ -1,6 +1,8 @@
 """The official E2B Python SDK against e2b-local: every check asserts exact values.
 
-Run through run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN.
+Run through run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN,
+and E2B_LOCAL_EXPECT_ROOTLESS=1 when the server runs rootless without cgroups (pause answers
+501, metrics report the host's CPUs and memory).
 Prints one line per test and ends with `N passed, N failed`; exits 1 on any failure.
 """
 
@@ -17,6 +19,7 @@ from e2b import Sandbox
 from e2b import CommandExitException, SandboxException, SandboxQuery
 
 TESTS = []
+ROOTLESS = os.environ.get("E2B_LOCAL_EXPECT_ROOTLESS") == "1"
 
 
 def test(fn):
@@ -172,6 +175,19 @@ def pause_and_connect_resume():
     sbx = Sandbox.create(timeout=60)
     try:
         sbx.files.write("/home/user/keep.txt", "kept")
+        if ROOTLESS:
+            try:
+                sbx.pause()
+                raise AssertionError("expected 501")
+            except SandboxException as e:
+                assert str(e) == (
+                    f"501: pausing sandbox {sbx.sandbox_id}: pause needs the cgroup freezer, "
+                    "which is unavailable in rootless mode without a delegated cgroup "
+                    "(run e2b-local as root to pause sandboxes)"
+                ), str(e)
+            assert sbx.is_running() is True
+            assert sbx.files.read("/home/user/keep.txt") == "kept"
+            return
         assert sbx.pause() is True
         assert sbx.is_running() is False
         assert sbx.pause() is False  # 409: already paused
@@ -211,8 +227,15 @@ def user_port_through_get_host_and_metrics():
         assert body == b"port-ok\n", body
         metrics = sbx.get_metrics()
         assert len(metrics) == 1, metrics
-        assert metrics[0].cpu_count == 2 and metrics[0].mem_used > 0, metrics[0]
-        assert metrics[0].mem_total == 512 * 1024 * 1024, metrics[0]
+        if ROOTLESS:
+            # No cgroup limits: the host's CPUs and memory.
+            with open("/proc/meminfo") as f:
+                total = next(int(l.split()[1]) for l in f if l.startswith("MemTotal:")) * 1024
+            assert metrics[0].cpu_count == os.cpu_count(), metrics[0]
+            assert metrics[0].mem_total == total and metrics[0].mem_used > 0, metrics[0]
+        else:
+            assert metrics[0].cpu_count == 2 and metrics[0].mem_used > 0, metrics[0]
+            assert metrics[0].mem_total == 512 * 1024 * 1024, metrics[0]
     finally:
         sbx.kill()
 

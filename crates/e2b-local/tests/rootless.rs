@@ -678,6 +678,36 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
         owners(subuid.start, subuid.start + subuid.count - 1),
         Vec::<u32>::new()
     );
+    assert_eq!(
+        std::fs::read_dir(data.path().join("sandboxes"))
+            .unwrap()
+            .count(),
+        2
+    );
+
+    // The next server reclaims what the crashed one left (directories with files of
+    // subordinate ids) and lists nothing running.
+    let mut t = Rootless::start(data.path(), &home);
+    assert_eq!(
+        std::fs::read_dir(data.path().join("sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let r = http
+        .get(format!("{}/v2/sandboxes", t.url))
+        .header("x-api-key", &t.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(t.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(t.child.wait().unwrap().code(), Some(0));
 }
 
 /// With a cgroup delegated to the user (cgroup v1: root creates the parent in each hierarchy

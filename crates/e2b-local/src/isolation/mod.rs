@@ -1359,6 +1359,39 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root + namespaces"]
+    fn a_namespace_init_is_recognised_without_a_cgroup() {
+        let mut child = Command::new("unshare")
+            .args(["--pid", "--fork", "sleep", "30"])
+            .spawn()
+            .unwrap_or_else(|e| panic!("unshare: {e}"));
+        let outer = i32::try_from(child.id()).unwrap_or(0);
+        // The forked sleep, pid 1 of the new namespace, is unshare's only child.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let inner = loop {
+            let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+                .unwrap_or_default();
+            if let Some(p) = kids.split_whitespace().next() {
+                break p.parse::<i32>().unwrap_or(0);
+            }
+            assert!(std::time::Instant::now() < deadline, "no child of unshare");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let results = (
+            is_namespace_init(inner),
+            is_namespace_init(outer),
+            is_namespace_init(i32::try_from(std::process::id()).unwrap_or(0)),
+        );
+        let _ = child.kill();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(inner),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        assert_eq!(results, (true, false, false));
+    }
+
+    #[test]
     fn layer_names_are_flat() {
         assert_eq!(layer_name(Path::new("/usr")), "usr");
         assert_eq!(layer_name(Path::new("/usr/local")), "usr_local");

@@ -824,3 +824,56 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
         let _ = std::fs::remove_dir(d);
     }
 }
+
+/// A user without a subordinate id range gets one line naming exactly what is missing and
+/// the command that adds it, and exit status 1; nothing is started.
+#[test]
+#[ignore = "needs root + namespaces"]
+fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
+    const NO_SUBID: &str = "e2b-nosubid";
+    if !sh("id", &["-u", NO_SUBID]).status.success() {
+        // SUB_UID_COUNT=0: useradd allocates no range even when /etc/subuid exists.
+        let out = sh(
+            "useradd",
+            &[
+                "-K",
+                "SUB_UID_COUNT=0",
+                "-K",
+                "SUB_GID_COUNT=0",
+                "--no-create-home",
+                "--shell",
+                "/bin/false",
+                NO_SUBID,
+            ],
+        );
+        assert!(out.status.success(), "useradd: {}", text(&out.stderr));
+    }
+    let user = nix::unistd::User::from_name(NO_SUBID).unwrap().unwrap();
+    assert_eq!(
+        parse_subid(
+            &std::fs::read_to_string("/etc/subuid").unwrap_or_default(),
+            NO_SUBID,
+            user.uid.as_raw()
+        ),
+        None,
+        "{NO_SUBID} must have no range in /etc/subuid"
+    );
+    let data = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(data.path(), Some(user.uid.as_raw()), None).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid", NO_SUBID, "--regid", NO_SUBID, "--init-groups"])
+        .args(["env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(format!("HOME={}", data.path().display()))
+        .arg(env!("CARGO_BIN_EXE_e2b-local"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        "e2b-local: serve failed: rootless mode: a subordinate uid range of at least 1000 ids for user e2b-nosubid in /etc/subuid is unavailable: add one as root: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 e2b-nosubid` (pick a range no other user has); or run e2b-local as root\n"
+    );
+    assert!(!data.path().join("data").exists());
+}

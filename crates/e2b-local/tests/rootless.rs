@@ -84,6 +84,37 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The server binary as `user` can run it: cargo's own when the user can reach it (the
+/// checkout is world-readable), else a copy in a world-readable directory under `/tmp`.
+fn exe_for(user: &str) -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_e2b-local"));
+    let reachable = Command::new("setpriv")
+        .args([
+            "--reuid",
+            user,
+            "--regid",
+            user,
+            "--init-groups",
+            "test",
+            "-x",
+        ])
+        .arg(&exe)
+        .status()
+        .is_ok_and(|s| s.success());
+    if reachable {
+        return exe;
+    }
+    let dir = std::env::temp_dir().join("e2b-local-rootless-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("e2b-local");
+    // Via a temporary name: a running copy cannot be overwritten in place (ETXTBSY).
+    let tmp = dir.join(format!("e2b-local.{}", std::process::id()));
+    std::fs::copy(&exe, &tmp).unwrap();
+    std::fs::rename(&tmp, &copy).unwrap();
+    copy
+}
+
 /// `e2b-local serve` run as [`USER`]: the bootstrap parent (our child), its stderr, and
 /// what it printed on stdout.
 struct Rootless {
@@ -99,7 +130,8 @@ impl Rootless {
     }
 
     fn start_with(data: &Path, home: &Path, cgroup_parent: &str) -> Self {
-        let exe = env!("CARGO_BIN_EXE_e2b-local");
+        let exe = exe_for(USER);
+        let exe = exe.as_path();
         let mut child = Command::new("setpriv")
             .args(["--reuid", USER, "--regid", USER, "--init-groups"])
             .args(["env", "-i"])
@@ -120,7 +152,7 @@ impl Rootless {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("setpriv {exe}: {e}"));
+            .unwrap_or_else(|e| panic!("setpriv {}: {e}", exe.display()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
@@ -864,7 +896,7 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
         .args(["--reuid", NO_SUBID, "--regid", NO_SUBID, "--init-groups"])
         .args(["env", "-i", "PATH=/usr/bin:/bin"])
         .arg(format!("HOME={}", data.path().display()))
-        .arg(env!("CARGO_BIN_EXE_e2b-local"))
+        .arg(exe_for(NO_SUBID))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path().join("data"))
         .output()

@@ -27,6 +27,10 @@ if [ -n "$AS_USER" ]; then
     usermod --add-subuids 400000-465535 --add-subgids 400000-465535 "$AS_USER"
   fi
   chown "$AS_USER:" "$DATA"
+  # The user must be able to run the binary: copy it when the checkout is not reachable.
+  if ! setpriv --reuid "$AS_USER" --regid "$AS_USER" --init-groups test -x "$BIN"; then
+    cp "$BIN" "$DATA/e2b-local" && chmod 755 "$DATA/e2b-local" && BIN="$DATA/e2b-local"
+  fi
   # The server writes its data dir as the user; the logs stay root's.
   mkdir "$DATA/data" && chown "$AS_USER:" "$DATA/data"
   setpriv --reuid "$AS_USER" --regid "$AS_USER" --init-groups \

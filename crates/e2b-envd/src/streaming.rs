@@ -39,7 +39,23 @@ pub struct Streaming<T> {
     encoding: Encoding,
     direction: Direction,
     done: bool,
+    draining: Option<Drain>,
     _message: PhantomData<fn() -> T>,
+}
+
+/// How long, and how many bytes, a response body is read past its end-of-stream frame.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// A response whose end-of-stream frame has arrived, read on to the end of its body. An
+/// HTTP/1.1 body dropped before its end closes the connection, and the next call pays for a
+/// new one (a TCP connection on loopback costs about a third of a short command's Start).
+/// Bounded in time and bytes, so a peer that never ends the body cannot hang the stream.
+struct Drain {
+    /// What the stream yields once drained: nothing, or the error the peer sent.
+    outcome: Option<ConnectError>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    left: usize,
 }
 
 impl<T> fmt::Debug for Streaming<T> {
@@ -69,6 +85,7 @@ impl<T: Message> Streaming<T> {
             encoding,
             direction,
             done: false,
+            draining: None,
             _message: PhantomData,
         }
     }
@@ -89,26 +106,58 @@ impl<T: Message> Streaming<T> {
         Poll::Ready(Some(Err(error)))
     }
 
-    fn end_stream(&mut self, payload: &[u8]) -> Poll<Option<Result<T, ConnectError>>> {
-        self.done = true;
-        self.body = None;
+    /// Takes the end-of-stream frame: starts draining a response; fails a request.
+    fn end_stream(&mut self, payload: &[u8]) -> Option<Poll<Option<Result<T, ConnectError>>>> {
         if self.direction == Direction::Request {
-            return self.fail(ConnectError::invalid_argument(
+            return Some(self.fail(ConnectError::invalid_argument(
                 "a request stream may not carry an end-of-stream frame",
-            ));
+            )));
         }
-        match serde_json::from_slice::<EndStream>(payload) {
-            Ok(EndStream { error: None }) => Poll::Ready(None),
-            Ok(EndStream { error: Some(wire) }) => match wire.into_error() {
-                Some(error) => self.fail(error),
-                None => self.fail(ConnectError::unknown(
-                    "the end-of-stream error has an unknown code",
-                )),
-            },
-            Err(e) => self.fail(ConnectError::internal(format!(
+        let outcome = match serde_json::from_slice::<EndStream>(payload) {
+            Ok(EndStream { error: None }) => None,
+            Ok(EndStream { error: Some(wire) }) => Some(wire.into_error().unwrap_or_else(|| {
+                ConnectError::unknown("the end-of-stream error has an unknown code")
+            })),
+            Err(e) => Some(ConnectError::internal(format!(
                 "invalid end-of-stream message: {e}"
             ))),
+        };
+        self.draining = Some(Drain {
+            outcome,
+            sleep: None,
+            left: DRAIN_LIMIT,
+        });
+        None
+    }
+
+    /// Reads the body to its end (see [`Drain`]), then yields the stream's outcome.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, ConnectError>>> {
+        let Some(drain) = self.draining.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(body) = self.body.as_mut() {
+            loop {
+                match body.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(chunk))) if chunk.len() <= drain.left => {
+                        drain.left -= chunk.len();
+                    }
+                    Poll::Ready(_) => break,
+                    Poll::Pending => {
+                        let sleep = drain
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            break;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
         }
+        self.body = None;
+        self.done = true;
+        let outcome = self.draining.take().and_then(|d| d.outcome);
+        Poll::Ready(outcome.map(Err))
     }
 }
 
@@ -118,12 +167,18 @@ impl<T: Message> Stream for Streaming<T> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if this.draining.is_some() {
+                return this.poll_drain(cx);
+            }
             if this.done {
                 return Poll::Ready(None);
             }
             match this.decoder.next_envelope() {
                 Ok(Some(envelope)) if envelope.is_end_stream() => {
-                    return this.end_stream(&envelope.data);
+                    if let Some(failed) = this.end_stream(&envelope.data) {
+                        return failed;
+                    }
+                    continue;
                 }
                 Ok(Some(envelope)) => {
                     let code = this.decoder_code();

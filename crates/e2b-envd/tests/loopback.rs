@@ -695,3 +695,73 @@ async fn messages_without_a_json_form_are_errors_not_panics() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_finished_stream_leaves_its_connection_for_the_next_call() {
+    // An HTTP/1.1 body dropped before its end closes the connection: the stream reads past
+    // its end-of-stream frame so the pool can reuse it. Count the server's connections.
+    use axum::serve::{Listener as _, ListenerExt as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .tap_io(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = ProcessServer::from_arc(Arc::new(TestProcess::default())).into_router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    for encoding in [Encoding::Json, Encoding::Proto] {
+        let client = client(&url, encoding);
+        for _ in 0..5 {
+            let mut stream = client.start(start("count", "3")).await.unwrap();
+            let mut n = 0;
+            while let Some(message) = stream.next().await {
+                message.unwrap();
+                n += 1;
+            }
+            assert_eq!(n, 3);
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one connection per client"
+    );
+}
+
+#[tokio::test]
+async fn a_body_left_open_after_the_end_of_stream_frame_does_not_hang_the_stream() {
+    // The end-of-stream frame (with an error), then the body stays open forever.
+    let router = axum::Router::new().fallback(|| async {
+        let end = br#"{"error":{"code":"not_found","message":"gone"}}"#;
+        let mut frame = vec![2];
+        frame.extend_from_slice(&(end.len() as u32).to_be_bytes());
+        frame.extend_from_slice(end);
+        let body = futures_util::stream::once(async move {
+            Ok::<_, std::io::Error>(bytes::Bytes::from(frame))
+        })
+        .chain(futures_util::stream::pending());
+        (
+            [("content-type", "application/connect+json")],
+            axum::body::Body::from_stream(body),
+        )
+    });
+    let url = serve(router).await;
+    let mut stream = client(&url, Encoding::Json)
+        .start(start("x", ""))
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let error = stream.next().await.unwrap().unwrap_err();
+        (error, stream.next().await.is_none())
+    })
+    .await
+    .expect("the stream hung after its end-of-stream frame");
+    assert_eq!(
+        (outcome.0.code(), outcome.0.message(), outcome.1),
+        (Code::NotFound, "gone", true)
+    );
+}

@@ -1,13 +1,17 @@
 //! Loopback benchmarks of the real envd binary with the Rust Connect client.
 //!
-//! `cargo bench -p envd --bench envd` (release build). Prints:
-//! - Start→end latency of `/bin/true` (no shell) and of `bash -l -c true`, p50/p90/p99;
+//! `cargo bench -p envd --bench envd` (release build; `ENVD_BIN=path` benchmarks another
+//! envd binary instead of this build's). Prints:
+//! - Start→end latency of `/bin/true` (no shell) and of `bash -l -c true`, p50/p90/p99,
+//!   against the floor of spawning `/bin/true` from the bench process (vfork and fork);
 //! - stdout throughput of `head -c 1G /dev/zero` (binary and JSON codecs);
 //! - envd's idle RSS, and its RSS after the runs;
 //! - 100 concurrent Start streams.
 #![allow(missing_docs)]
+#![allow(unsafe_code)]
 
 use std::io::{BufRead as _, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,10 +44,12 @@ fn req(cmd: &str, args: &[&str]) -> pb::StartRequest {
     }
 }
 
-/// Runs one process to its end; returns the stdout byte count.
+/// Runs one process to its end and reads the stream to its end-of-stream frame, as the SDK
+/// does (so the connection is reused); returns the stdout byte count.
 async fn run(c: &ProcessClient, r: pb::StartRequest) -> usize {
     let mut s = c.start(r).await.expect("start");
     let mut n = 0;
+    let mut ended = false;
     while let Some(m) = s.next().await {
         match m.expect("stream").event.and_then(|e| e.event) {
             Some(Ev::Data(d)) => {
@@ -53,12 +59,19 @@ async fn run(c: &ProcessClient, r: pb::StartRequest) -> usize {
             }
             Some(Ev::End(e)) => {
                 assert_eq!(e.exit_code, 0, "{e:?}");
-                return n;
+                ended = true;
             }
             _ => {}
         }
     }
-    panic!("stream ended without an end event");
+    assert!(ended, "stream ended without an end event");
+    n
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
 }
 
 fn percentiles(mut v: Vec<Duration>) -> String {
@@ -75,7 +88,9 @@ fn percentiles(mut v: Vec<Duration>) -> String {
 
 fn main() {
     // `cargo bench` passes --bench; nothing to filter.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_envd"))
+    // ENVD_BIN runs the bench against another build (an A/B against an older envd).
+    let envd = std::env::var("ENVD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_envd").into());
+    let mut child = Command::new(envd)
         .args(["--port", "0", "--listen", "127.0.0.1"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -107,17 +122,50 @@ fn main() {
                 .build()
                 .unwrap(),
         );
-        for (name, c) in [("json", &json), ("proto", &proto)] {
-            for _ in 0..20 {
-                run(c, req("/bin/true", &[])).await;
+        // Interleaved rounds, so that load from elsewhere hits every series alike. The
+        // floors run /bin/true from this process: std's posix_spawn (vfork) path, and a
+        // forced fork (a no-op pre_exec hook), which is how envd spawned before.
+        let floor_spawn = || {
+            let t = Instant::now();
+            let st = Command::new("/bin/true").status().expect("spawn");
+            assert!(st.success());
+            t.elapsed()
+        };
+        let floor_fork = || {
+            let mut cmd = Command::new("/bin/true");
+            // SAFETY: the hook does nothing; it only makes std take its fork path.
+            unsafe {
+                cmd.pre_exec(|| Ok(()));
             }
-            let mut v = Vec::new();
-            for _ in 0..500 {
-                let t = Instant::now();
-                run(c, req("/bin/true", &[])).await;
-                v.push(t.elapsed());
-            }
-            println!("Start→end /bin/true ({name}): {}", percentiles(v));
+            let t = Instant::now();
+            assert!(cmd.status().expect("spawn").success());
+            t.elapsed()
+        };
+        for _ in 0..20 {
+            run(&json, req("/bin/true", &[])).await;
+            run(&proto, req("/bin/true", &[])).await;
+        }
+        let (mut vjson, mut vproto, mut vspawn, mut vfork) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..500 {
+            let t = Instant::now();
+            run(&json, req("/bin/true", &[])).await;
+            vjson.push(t.elapsed());
+            let t = Instant::now();
+            run(&proto, req("/bin/true", &[])).await;
+            vproto.push(t.elapsed());
+            vspawn.push(floor_spawn());
+            vfork.push(floor_fork());
+        }
+        let floor = median(&vspawn);
+        for (name, v) in [
+            ("Start→end /bin/true (json)", vjson),
+            ("Start→end /bin/true (proto)", vproto),
+            ("floor: posix_spawn + wait /bin/true in-process", vspawn),
+            ("floor: fork + exec + wait /bin/true in-process", vfork),
+        ] {
+            let ratio = median(&v).as_secs_f64() / floor.as_secs_f64();
+            println!("{name}: {} = {ratio:.2}x posix_spawn", percentiles(v));
         }
         // Breakdown: how long until the start event arrives.
         let mut v = Vec::new();

@@ -8,19 +8,20 @@
 //! process is reaped and its end is sent to the subscribers and kept for 30 s.
 
 mod pty;
+mod spawn;
 mod sys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::process::ChildStdin;
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -207,7 +208,7 @@ pub struct Proc {
     pub config: ProcConfig,
     /// Its tag.
     pub tag: Option<String>,
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     pty: Option<pty::Master>,
     subs: Mutex<Subs>,
     /// Set to true to make the readers stop (SendSignal, deadline).
@@ -519,7 +520,11 @@ impl Processes {
         let creds = switch_user.then(|| {
             let mut groups = vec![user.gid];
             groups.extend(user.groups.iter().copied().filter(|g| *g != user.gid));
-            (user.uid, user.gid, groups)
+            spawn::Creds {
+                uid: user.uid,
+                gid: user.gid,
+                groups,
+            }
         });
         let pty_pair = match spec.pty {
             Some(size) => Some(
@@ -528,46 +533,58 @@ impl Processes {
             ),
             None => None,
         };
-        let make_cmd = |program: &str, args: &[String]| -> RpcResult<tokio::process::Command> {
-            let mut cmd = std::process::Command::new(program);
-            cmd.args(args).env_clear();
-            for (k, v) in &env {
-                cmd.env(k, v);
-            }
-            if let Some((_, slave)) = &pty_pair {
-                let dup = || {
-                    slave
-                        .stdio()
-                        .map_err(|e| RpcError::internal(format!("error duplicating tty: {e}")))
-                };
-                cmd.stdin(dup()?).stdout(dup()?).stderr(dup()?);
-            } else {
-                cmd.stdin(if spec.stdin.unwrap_or(true) {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            }
-            sys::prepare_child(
-                &mut cmd,
-                sys::ChildPlan {
-                    creds: creds.clone(),
-                    cwd: cwd.clone(),
-                    pty: pty_pair.is_some(),
-                },
-            );
-            Ok(tokio::process::Command::from(cmd))
+        let pipe = || -> RpcResult<(OwnedFd, OwnedFd)> {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| RpcError::internal(format!("error creating pipe: {e}")))?;
+            let above = |fd| {
+                spawn::above_stdio(fd)
+                    .map_err(|e| RpcError::internal(format!("error creating pipe: {e}")))
+            };
+            Ok((above(r)?, above(w)?))
         };
-        let spawned = make_cmd(&spec.config.cmd, &spec.config.args)?.spawn();
-        let mut child = match spawned {
+        // The parent's ends of the pipes, and the child's (dropped once it has exec'd).
+        let mut stdin_w = None;
+        let mut out_r = None;
+        let mut err_r = None;
+        let child_fds: Option<[OwnedFd; 3]> = if pty_pair.is_some() {
+            None
+        } else {
+            let child_in = if spec.stdin.unwrap_or(true) {
+                let (r, w) = pipe()?;
+                stdin_w = Some(w);
+                r
+            } else {
+                std::fs::File::open("/dev/null")
+                    .map(OwnedFd::from)
+                    .and_then(spawn::above_stdio)
+                    .map_err(|e| RpcError::internal(format!("error opening /dev/null: {e}")))?
+            };
+            let (r, child_out) = pipe()?;
+            out_r = Some(r);
+            let (r, child_err) = pipe()?;
+            err_r = Some(r);
+            Some([child_in, child_out, child_err])
+        };
+        let stdio = match (&child_fds, &pty_pair) {
+            (Some(fds), _) => [fds[0].as_fd(), fds[1].as_fd(), fds[2].as_fd()],
+            (None, Some((_, slave))) => [slave.as_fd(); 3],
+            (None, None) => return Err(RpcError::internal("no stdio for the process")),
+        };
+        let command = |program: &str, args: &[String]| -> RpcResult<spawn::Command> {
+            let mut cmd = spawn::Command::new(program, args, &env, cwd.clone())
+                .map_err(|e| RpcError::invalid_argument(format!("error starting process: {e}")))?;
+            cmd.creds = creds.clone();
+            cmd.pty = pty_pair.is_some();
+            Ok(cmd)
+        };
+        let child = match command(&spec.config.cmd, &spec.config.args)?.spawn(stdio) {
             Ok(c) => c,
             Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
+                if e.stage == spawn::Stage::Exec
+                    && matches!(
+                        e.error.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) =>
             {
                 // Upstream runs every command through /bin/sh, so a program that cannot be
                 // executed is exit 127/126 with sh's message, not an RPC error: keep that.
@@ -578,7 +595,7 @@ impl Processes {
                     spec.config.cmd.clone(),
                 ];
                 args.extend(spec.config.args.iter().cloned());
-                make_cmd("/bin/sh", &args)?.spawn().map_err(|e| {
+                command("/bin/sh", &args)?.spawn(stdio).map_err(|e| {
                     RpcError::invalid_argument(format!("error starting process: {e}"))
                 })?
             }
@@ -588,9 +605,8 @@ impl Processes {
                 )));
             }
         };
-        let pid = child
-            .id()
-            .ok_or_else(|| RpcError::internal("process exited before its pid was read"))?;
+        drop(child_fds);
+        let pid = child.id();
         tracing::debug!(pid, cmd = %spec.config.cmd, user = %user.name, pty = spec.pty.is_some(), "process started");
         // Our copy of the slave must go, or the master never sees EOF.
         let master = pty_pair.map(|(m, _slave)| m);
@@ -599,7 +615,12 @@ impl Processes {
             pid,
             config: spec.config,
             tag: spec.tag,
-            stdin: tokio::sync::Mutex::new(child.stdin.take()),
+            stdin: tokio::sync::Mutex::new(
+                stdin_w
+                    .map(pipe::Sender::from_owned_fd)
+                    .transpose()
+                    .map_err(|e| RpcError::internal(format!("error setting up stdin: {e}")))?,
+            ),
             pty: master,
             subs: Mutex::new(Subs::default()),
             out_cancel: cancel_tx,
@@ -623,8 +644,13 @@ impl Processes {
                 }
             });
         }
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let output = |fd: Option<OwnedFd>| {
+            fd.map(pipe::Receiver::from_owned_fd)
+                .transpose()
+                .map_err(|e| RpcError::internal(format!("error setting up output: {e}")))
+        };
+        let stdout = output(out_r)?;
+        let stderr = output(err_r)?;
         let procs = self.clone();
         tokio::spawn(async move {
             let mut readers = Vec::new();

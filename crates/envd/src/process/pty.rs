@@ -2,8 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
-use std::os::fd::{AsFd as _, OwnedFd};
-use std::process::Stdio;
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use tokio::io::unix::AsyncFd;
@@ -28,9 +27,9 @@ pub(crate) struct Slave {
 }
 
 impl Slave {
-    /// A close-on-exec duplicate usable as a child's stdio.
-    pub(crate) fn stdio(&self) -> io::Result<Stdio> {
-        Ok(Stdio::from(self.fd.try_clone()?))
+    /// The descriptor to hand to the child as its stdin, stdout and stderr.
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -56,7 +55,9 @@ pub(crate) fn open(size: PtySize) -> io::Result<(Master, Slave)> {
         Master {
             fd: super::sys::register_fd(File::from(pair.master))?,
         },
-        Slave { fd: pair.slave },
+        Slave {
+            fd: super::spawn::above_stdio(pair.slave)?,
+        },
     ))
 }
 

@@ -53,9 +53,9 @@ pub(crate) struct Command {
     pub(crate) pty: bool,
 }
 
-/// An argument, variable or path with a NUL byte, which no C string can hold.
+/// An argument, variable or path with a NUL byte, which no C string can hold; names which.
 #[derive(Debug)]
-pub(crate) struct NulByte(pub(crate) &'static str);
+pub(crate) struct NulByte(&'static str);
 
 impl fmt::Display for NulByte {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,7 +83,8 @@ impl Command {
                 None => vars.push((k, v)),
             }
         }
-        let candidates = if program.contains('/') {
+        // An empty name is no file at all (execve fails with ENOENT), not a PATH search.
+        let candidates = if program.is_empty() || program.contains('/') {
             vec![c_string(program, "the command")?]
         } else {
             let path = vars
@@ -103,12 +104,7 @@ impl Command {
         }
         let envp = vars
             .iter()
-            .map(|(k, v)| {
-                if k.contains('=') {
-                    return Err(NulByte("an environment variable name with '='"));
-                }
-                c_string(&format!("{k}={v}"), "an environment variable")
-            })
+            .map(|(k, v)| c_string(&format!("{k}={v}"), "an environment variable"))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             candidates,
@@ -561,6 +557,12 @@ mod tests {
         let err = run(&missing).unwrap_err();
         assert_eq!(err.stage, Stage::Exec);
         assert_eq!(err.error.kind(), io::ErrorKind::NotFound);
+        let empty = Command::new("", &[], &env(), c"/".into()).unwrap();
+        let err = run(&empty).unwrap_err();
+        assert_eq!(
+            (err.stage, err.error.kind()),
+            (Stage::Exec, io::ErrorKind::NotFound)
+        );
 
         let bad_cwd = Command::new("true", &[], &env(), c"/no/such/dir".into()).unwrap();
         let err = run(&bad_cwd).unwrap_err();

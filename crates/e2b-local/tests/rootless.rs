@@ -125,6 +125,23 @@ struct Rootless {
 }
 
 impl Rootless {
+    /// Creates a sandbox of `base` (201 asserted); returns its id and envd access token.
+    async fn create(&self, http: &reqwest::Client) -> (String, String) {
+        let r = http
+            .post(format!("{}/sandboxes", self.url))
+            .header("x-api-key", &self.key)
+            .header("content-type", "application/json")
+            .body(r#"{"templateID":"base","timeout":300}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let sb: Value = r.json().await.unwrap();
+        let id = sb["sandboxID"].as_str().unwrap().to_owned();
+        let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+        (id, token)
+    }
+
     fn start(data: &Path, home: &Path) -> Self {
         Self::start_with(data, home, CGROUP_PARENT)
     }
@@ -441,16 +458,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
         http.request(m, format!("{}{path}", t.url))
             .header("x-api-key", &t.key)
     };
-    let r = api(Method::POST, "/sandboxes")
-        .header("content-type", "application/json")
-        .body(r#"{"templateID":"base","timeout":300}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let sb: Value = r.json().await.unwrap();
-    let id = sb["sandboxID"].as_str().unwrap().to_owned();
-    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    let (id, token) = t.create(&http).await;
 
     // Identities inside.
     let o = run(&t, &http, &id, &token, "user", "id -u; id -un").await;
@@ -794,15 +802,7 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
             .header("x-api-key", &t.key)
             .header("content-type", "application/json")
     };
-    let r = api(Method::POST, "/sandboxes")
-        .body(r#"{"templateID":"base","timeout":300}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let sb: Value = r.json().await.unwrap();
-    let id = sb["sandboxID"].as_str().unwrap().to_owned();
-    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    let (id, token) = t.create(&http).await;
     let file = |c: &str, f: &str| {
         let d = &dirs.iter().find(|(n, _)| *n == c).unwrap().1;
         std::fs::read_to_string(d.join(&id).join(f))

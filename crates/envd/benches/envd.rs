@@ -167,16 +167,23 @@ fn main() {
             let ratio = median(&v).as_secs_f64() / floor.as_secs_f64();
             println!("{name}: {} = {ratio:.2}x posix_spawn", percentiles(v));
         }
-        // Breakdown: how long until the start event arrives.
-        let mut v = Vec::new();
+        // Breakdown: when the start event, the end event and the end of the stream arrive.
+        let (mut vstart, mut vend, mut vdone) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..300 {
             let t = Instant::now();
             let mut s = proto.start(req("/bin/true", &[])).await.expect("start");
             let _ = s.next().await;
-            v.push(t.elapsed());
-            while s.next().await.is_some() {}
+            vstart.push(t.elapsed());
+            while let Some(m) = s.next().await {
+                if let Some(Ev::End(_)) = m.expect("stream").event.and_then(|e| e.event) {
+                    vend.push(t.elapsed());
+                }
+            }
+            vdone.push(t.elapsed());
         }
-        println!("Start→start event /bin/true (proto): {}", percentiles(v));
+        println!("Start→start event /bin/true (proto): {}", percentiles(vstart));
+        println!("Start→end event /bin/true (proto): {}", percentiles(vend));
+        println!("Start→end of stream /bin/true (proto): {}", percentiles(vdone));
         let mut v = Vec::new();
         for _ in 0..100 {
             let t = Instant::now();

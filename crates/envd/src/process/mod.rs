@@ -653,29 +653,24 @@ impl Processes {
         let stderr = output(err_r)?;
         let procs = self.clone();
         tokio::spawn(async move {
-            let mut readers = Vec::new();
-            if proc_.pty.is_some() {
-                readers.push(tokio::spawn(pump_pty(proc_.clone(), cancel_rx.clone())));
-            }
-            if let Some(out) = stdout {
-                readers.push(tokio::spawn(pump(
-                    proc_.clone(),
-                    out,
-                    Event::Stdout,
-                    cancel_rx.clone(),
-                )));
-            }
-            if let Some(err) = stderr {
-                readers.push(tokio::spawn(pump(
-                    proc_.clone(),
-                    err,
-                    Event::Stderr,
-                    cancel_rx,
-                )));
-            }
-            for r in readers {
-                let _ = r.await;
-            }
+            // The readers share this task: when the process exits, the end follows its
+            // output without a hop to another task.
+            let pty_output = async {
+                if proc_.pty.is_some() {
+                    pump_pty(proc_.clone(), cancel_rx.clone()).await;
+                }
+            };
+            let stdout = async {
+                if let Some(out) = stdout {
+                    pump(proc_.clone(), out, Event::Stdout, cancel_rx.clone()).await;
+                }
+            };
+            let stderr = async {
+                if let Some(err) = stderr {
+                    pump(proc_.clone(), err, Event::Stderr, cancel_rx.clone()).await;
+                }
+            };
+            tokio::join!(pty_output, stdout, stderr);
             let end = match child.wait().await {
                 Ok(st) => EndInfo::from_status(st),
                 Err(e) => {

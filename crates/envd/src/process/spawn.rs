@@ -469,6 +469,10 @@ impl Child {
     /// process exits, or, without pidfds (Linux before 5.3), on a blocking thread.
     pub(crate) async fn wait(self) -> io::Result<ExitStatus> {
         let pid = self.pid;
+        // Output ends when the process exits, so it has usually exited by now.
+        if let Some(status) = try_wait(pid)? {
+            return Ok(status);
+        }
         // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
@@ -483,14 +487,24 @@ impl Child {
             unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
         loop {
             let mut guard = pidfd.readable().await?;
-            let mut status = 0;
-            // SAFETY: waits for our own child without blocking; `status` is a valid int.
-            match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
-                0 => guard.clear_ready(),
-                -1 if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
-                -1 => return Err(io::Error::last_os_error()),
-                _ => return Ok(ExitStatus::from_raw(status)),
+            match try_wait(pid)? {
+                Some(status) => return Ok(status),
+                None => guard.clear_ready(),
             }
+        }
+    }
+}
+
+/// Reaps `pid` if it has ended.
+fn try_wait(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child without blocking; `status` is a valid int.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 => return Ok(None),
+            -1 if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            -1 => return Err(io::Error::last_os_error()),
+            _ => return Ok(Some(ExitStatus::from_raw(status))),
         }
     }
 }

@@ -542,16 +542,21 @@ impl Processes {
             };
             Ok((above(r)?, above(w)?))
         };
-        // The parent's ends of the pipes, and the child's (dropped once it has exec'd).
+        // Our ends of the pipes, and the child's (dropped once it has exec'd).
         let mut stdin_w = None;
-        let mut out_r = None;
-        let mut err_r = None;
+        let mut stdout = None;
+        let mut stderr = None;
         let child_fds: Option<[OwnedFd; 3]> = if pty_pair.is_some() {
             None
         } else {
+            // Our ends become tokio pipes before the spawn, so that nothing can fail between
+            // starting the process and supervising it.
             let child_in = if spec.stdin.unwrap_or(true) {
                 let (r, w) = pipe()?;
-                stdin_w = Some(w);
+                stdin_w = Some(
+                    pipe::Sender::from_owned_fd(w)
+                        .map_err(|e| RpcError::internal(format!("error setting up stdin: {e}")))?,
+                );
                 r
             } else {
                 std::fs::File::open("/dev/null")
@@ -559,10 +564,14 @@ impl Processes {
                     .and_then(spawn::above_stdio)
                     .map_err(|e| RpcError::internal(format!("error opening /dev/null: {e}")))?
             };
+            let receiver = |fd| {
+                pipe::Receiver::from_owned_fd(fd)
+                    .map_err(|e| RpcError::internal(format!("error setting up output: {e}")))
+            };
             let (r, child_out) = pipe()?;
-            out_r = Some(r);
+            stdout = Some(receiver(r)?);
             let (r, child_err) = pipe()?;
-            err_r = Some(r);
+            stderr = Some(receiver(r)?);
             Some([child_in, child_out, child_err])
         };
         let stdio = match (&child_fds, &pty_pair) {
@@ -615,12 +624,7 @@ impl Processes {
             pid,
             config: spec.config,
             tag: spec.tag,
-            stdin: tokio::sync::Mutex::new(
-                stdin_w
-                    .map(pipe::Sender::from_owned_fd)
-                    .transpose()
-                    .map_err(|e| RpcError::internal(format!("error setting up stdin: {e}")))?,
-            ),
+            stdin: tokio::sync::Mutex::new(stdin_w),
             pty: master,
             subs: Mutex::new(Subs::default()),
             out_cancel: cancel_tx,
@@ -644,13 +648,6 @@ impl Processes {
                 }
             });
         }
-        let output = |fd: Option<OwnedFd>| {
-            fd.map(pipe::Receiver::from_owned_fd)
-                .transpose()
-                .map_err(|e| RpcError::internal(format!("error setting up output: {e}")))
-        };
-        let stdout = output(out_r)?;
-        let stderr = output(err_r)?;
         let procs = self.clone();
         tokio::spawn(async move {
             // The readers share this task: when the process exits, the end follows its

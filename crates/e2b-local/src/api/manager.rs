@@ -290,10 +290,23 @@ impl Manager {
         self.store
             .put_sandbox(&rec)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.insert_live(handle, token, rec, log);
+        Ok(())
+    }
+
+    /// Registers a running (or re-attached) sandbox as live.
+    fn insert_live(
+        &self,
+        handle: Arc<SandboxHandle>,
+        token: Option<String>,
+        rec: SandboxRecord,
+        log: PathBuf,
+    ) -> Arc<Live> {
+        let id = rec.id.clone();
         let live = Arc::new(Live {
             handle,
             token,
-            rec: Mutex::new(rec.clone()),
+            rec: Mutex::new(rec),
             cancel: Mutex::new(CancellationToken::new()),
             cpu_prev: Mutex::new(None),
             log,
@@ -301,8 +314,8 @@ impl Manager {
         self.sandboxes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(rec.id, live);
-        Ok(())
+            .insert(id, live.clone());
+        live
     }
 
     /// The live sandbox `id`, if any.
@@ -495,18 +508,7 @@ impl Manager {
             let _ = tokio::task::spawn_blocking(move || h.kill()).await;
             return Err(ApiError::internal(e.to_string()));
         }
-        let live = Arc::new(Live {
-            handle,
-            token,
-            rec: Mutex::new(rec),
-            cancel: Mutex::new(CancellationToken::new()),
-            cpu_prev: Mutex::new(None),
-            log,
-        });
-        self.sandboxes
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, live.clone());
+        let live = self.insert_live(handle, token, rec, log);
         self.evict.notify_one();
         Ok(live)
     }

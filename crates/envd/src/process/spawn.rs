@@ -76,11 +76,18 @@ impl Command {
         env: &[(String, String)],
         cwd: CString,
     ) -> Result<Self, NulByte> {
+        // Later duplicates win, in the first one's place; indexed, since a request may carry
+        // many variables.
         let mut vars: Vec<(&str, &str)> = Vec::with_capacity(env.len());
+        let mut index: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(env.len());
         for (k, v) in env {
-            match vars.iter_mut().find(|(key, _)| key == k) {
-                Some(slot) => slot.1 = v,
-                None => vars.push((k, v)),
+            match index.entry(k.as_str()) {
+                std::collections::hash_map::Entry::Occupied(slot) => vars[*slot.get()].1 = v,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(vars.len());
+                    vars.push((k, v));
+                }
             }
         }
         // An empty name is no file at all (execve fails with ENOENT), not a PATH search.

@@ -9,6 +9,7 @@ mod timestamp;
 
 pub mod envelope;
 pub mod headers;
+pub mod signature;
 
 #[cfg(feature = "client")]
 mod client;
@@ -25,6 +26,9 @@ pub use timestamp::Timestamp;
 pub use client::{Client, ClientBuilder, default_http_client, http_client_builder, tls_config};
 #[cfg(feature = "server")]
 pub use server::ServerConfig;
+
+/// The port envd listens on inside every sandbox.
+pub const ENVD_PORT: u16 = 49983;
 
 /// The largest message accepted by default, in either direction: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;

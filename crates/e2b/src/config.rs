@@ -22,10 +22,10 @@ pub const E2B_DEBUG: &str = "E2B_DEBUG";
 pub const DEFAULT_DOMAIN: &str = "e2b.app";
 /// The timeout of each REST call, unary RPC and buffered file transfer unless configured.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// The port envd listens on inside every sandbox.
-pub const ENVD_PORT: u16 = 49983;
 /// The `User-Agent` of every request: `e2b-rust-sdk/<version>`.
-pub const USER_AGENT: &str = concat!("e2b-rust-sdk/", env!("CARGO_PKG_VERSION"));
+pub use e2b_api::DEFAULT_USER_AGENT as USER_AGENT;
+/// The port envd listens on inside every sandbox.
+pub use e2b_envd::ENVD_PORT;
 /// The control-plane URL in debug mode.
 pub const DEBUG_API_URL: &str = "http://localhost:3000";
 /// The sandbox id used in debug mode, where no sandbox is created.

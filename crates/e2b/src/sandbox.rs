@@ -17,6 +17,7 @@ use crate::error::{self, Context, Error, Result};
 use crate::files::Filesystem;
 use crate::pty::Pty;
 use crate::signature;
+use e2b_envd::signature::Operation;
 
 /// A sandbox's lifetime unless set: 300 s.
 pub const DEFAULT_SANDBOX_TIMEOUT: Duration = Duration::from_secs(300);
@@ -475,7 +476,7 @@ impl Sandbox {
         user: Option<&str>,
         expires_in_secs: Option<i64>,
     ) -> Result<String> {
-        self.file_url(path, "read", user, expires_in_secs)
+        self.file_url(path, Operation::Read, user, expires_in_secs)
     }
 
     /// A URL that accepts a multipart upload (form field `file`) to `path` without any
@@ -490,13 +491,13 @@ impl Sandbox {
         user: Option<&str>,
         expires_in_secs: Option<i64>,
     ) -> Result<String> {
-        self.file_url(path, "write", user, expires_in_secs)
+        self.file_url(path, Operation::Write, user, expires_in_secs)
     }
 
     fn file_url(
         &self,
         path: &str,
-        operation: &str,
+        operation: Operation,
         user: Option<&str>,
         expires_in_secs: Option<i64>,
     ) -> Result<String> {
@@ -525,7 +526,13 @@ impl Sandbox {
                     }
                     None => None,
                 };
-                let sig = signature::sign(path, operation, user, token, expiration);
+                let sig = e2b_envd::signature::sign(
+                    path,
+                    operation,
+                    user.unwrap_or(""),
+                    token,
+                    expiration,
+                );
                 url.push_str(&format!("&signature={}", signature::quote(&sig)));
                 if let Some(expiration) = expiration {
                     url.push_str(&format!("&signature_expiration={expiration}"));

@@ -5,27 +5,18 @@ use std::sync::Arc;
 use axum::extract::{Request, State as AxState};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
-use base64::Engine as _;
+use e2b_envd::signature::{self, Operation, constant_time_eq};
 use http::Method;
-use sha2::{Digest, Sha256};
 
 use crate::http::ApiError;
 use crate::state::State;
 
 /// Header carrying the access token.
-pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
+pub use e2b_envd::headers::ACCESS_TOKEN as ACCESS_TOKEN_HEADER;
 
 /// The message of the gate's 401 answer (upstream's exact text).
 pub const UNAUTHORIZED_MESSAGE: &str =
     "unauthorized access, please provide a valid access token or method signing if supported";
-
-/// Compares two byte strings in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// Whether a request may pass without the token: `GET /health`, `GET|POST /files`, `POST /init`
 /// (the last two check credentials themselves). CORS preflights never reach this gate.
@@ -55,27 +46,6 @@ pub async fn gate(AxState(state): AxState<Arc<State>>, req: Request, next: Next)
     next.run(req).await
 }
 
-/// Computes a v1 signature:
-/// `"v1_" + base64_nopad(sha256("<path>:<op>:<user>:<token>[:<expiration>]"))`.
-pub fn signature(
-    path: &str,
-    operation: &str,
-    username: &str,
-    token: &str,
-    expiration: Option<i64>,
-) -> String {
-    let mut raw = format!("{path}:{operation}:{username}:{token}");
-    if let Some(exp) = expiration {
-        raw.push(':');
-        raw.push_str(&exp.to_string());
-    }
-    let digest = Sha256::digest(raw.as_bytes());
-    format!(
-        "v1_{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
-    )
-}
-
 /// What `/files` checks a request against.
 #[derive(Debug)]
 pub struct SigningInput<'a> {
@@ -89,8 +59,8 @@ pub struct SigningInput<'a> {
     pub signature: Option<&'a str>,
     /// `signature_expiration` query value (unix seconds).
     pub expiration: Option<i64>,
-    /// `"read"` (GET) or `"write"` (POST).
-    pub operation: &'a str,
+    /// [`Operation::Read`] (GET) or [`Operation::Write`] (POST).
+    pub operation: Operation,
 }
 
 /// Checks `/files` credentials in upstream's order; the error is the exact 401 message.
@@ -110,14 +80,14 @@ pub fn validate_signing(token: Option<&str>, input: &SigningInput<'_>) -> Result
     let Some(sig) = input.signature else {
         return Err("missing signature query parameter");
     };
-    let expected = signature(
+    if !signature::verify(
+        sig,
         input.path,
         input.operation,
         input.username,
         token,
         input.expiration,
-    );
-    if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
+    ) {
         return Err("invalid signature");
     }
     if let Some(exp) = input.expiration
@@ -133,18 +103,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_matches_sdk_algorithm() {
-        // sha256("/a:read::tok") computed independently with Python's hashlib.
-        let s = signature("/a", "read", "", "tok", None);
-        assert_eq!(s, "v1_2/gNbgFPxFSqkheS/SD0NHlzA121E/nxkOtc/ovxeoI");
-        assert_ne!(s, signature("/a", "read", "", "tok", Some(1)));
+    fn validate_signing_checks_in_upstreams_order() {
+        let s = signature::sign("/a", Operation::Read, "", "tok", None);
         let input = |sig: Option<&'static str>, exp| SigningInput {
             header_token: None,
             path: "/a",
             username: "",
             signature: sig,
             expiration: exp,
-            operation: "read",
+            operation: Operation::Read,
         };
         assert_eq!(validate_signing(None, &input(None, None)), Ok(()));
         assert_eq!(
@@ -161,7 +128,7 @@ mod tests {
             Ok(())
         );
         let expired: &'static str =
-            Box::leak(signature("/a", "read", "", "tok", Some(10)).into_boxed_str());
+            Box::leak(signature::sign("/a", Operation::Read, "", "tok", Some(10)).into_boxed_str());
         assert_eq!(
             validate_signing(Some("tok"), &input(Some(expired), Some(10))),
             Err("signature is already expired")

@@ -25,7 +25,7 @@ pub use users::AccountFiles;
 pub const ENVD_VERSION: &str = "0.6.13";
 
 /// The port envd listens on by default.
-pub const DEFAULT_PORT: u16 = 49983;
+pub const DEFAULT_PORT: u16 = e2b_envd::ENVD_PORT;
 
 /// Daemon configuration.
 #[derive(Debug, Clone)]

@@ -989,7 +989,9 @@ pub fn check_key(m: &Manager, headers: &HeaderMap) -> Result<(), ApiError> {
         None => Err(ApiError::unauthorized(
             "missing API key: send it in the X-API-Key header (`e2b-local key` prints it)",
         )),
-        Some(v) if envd::auth::constant_time_eq(v.as_bytes(), m.api_key().as_bytes()) => Ok(()),
+        Some(v) if e2b_envd::signature::constant_time_eq(v.as_bytes(), m.api_key().as_bytes()) => {
+            Ok(())
+        }
         Some(_) => Err(ApiError::unauthorized(
             "invalid API key: it does not match this server's key (`e2b-local key` prints it)",
         )),

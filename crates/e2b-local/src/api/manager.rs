@@ -25,7 +25,7 @@ use crate::template::Template;
 /// `clientID` of every sandbox: a constant E2B keeps for old SDKs.
 pub const CLIENT_ID: &str = "6532622b";
 /// envd's port inside every sandbox.
-pub const ENVD_PORT: u16 = envd::DEFAULT_PORT;
+pub use e2b_envd::ENVD_PORT;
 /// How long an `Idempotency-Key` is remembered.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
 /// How long create waits for envd to listen.

@@ -27,7 +27,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::api::manager::{ENVD_PORT, Manager, valid_sandbox_id};
+use e2b_envd::ENVD_PORT;
+use e2b_envd::signature::{self, Operation};
+
+use crate::api::manager::{Manager, valid_sandbox_id};
 use crate::state::SandboxState;
 
 /// Routing header naming the sandbox.
@@ -214,9 +217,9 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
         let q = crate::api::handlers::parse_query(req.uri().query());
         if q.iter().any(|(k, _)| k == "signature") {
             let op = if req.method() == http::Method::POST {
-                "write"
+                Operation::Write
             } else {
-                "read"
+                Operation::Read
             };
             return Some(match signed_target(mgr, &q, op) {
                 Some(id) => Ok((id, ENVD_PORT)),
@@ -248,7 +251,7 @@ pub fn parse_host(host: &str) -> Option<(String, u16)> {
 }
 
 /// The live, running sandbox whose token signs this `/files` query.
-fn signed_target(mgr: &Manager, q: &[(String, String)], op: &str) -> Option<String> {
+fn signed_target(mgr: &Manager, q: &[(String, String)], op: Operation) -> Option<String> {
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let sig = get("signature")?;
     let path = get("path").unwrap_or("");
@@ -256,8 +259,7 @@ fn signed_target(mgr: &Manager, q: &[(String, String)], op: &str) -> Option<Stri
     let exp = get("signature_expiration").and_then(|e| e.parse::<i64>().ok());
     mgr.all().into_iter().find_map(|l| {
         let token = l.token.as_deref()?;
-        let expected = envd::auth::signature(path, op, user, token, exp);
-        envd::auth::constant_time_eq(expected.as_bytes(), sig.as_bytes()).then(|| l.record().id)
+        signature::verify(sig, path, op, user, token, exp).then(|| l.record().id)
     })
 }
 

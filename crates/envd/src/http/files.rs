@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use e2b_envd::signature::Operation;
+
 use crate::auth::{ACCESS_TOKEN_HEADER, SigningInput, validate_signing};
 use crate::fs::{XATTR_PREFIX, ensure_dirs};
 use crate::http::ApiError;
@@ -70,7 +72,7 @@ fn authorize(
     state: &State,
     headers: &HeaderMap,
     q: &FilesQuery,
-    operation: &str,
+    operation: Operation,
 ) -> Result<(User, Option<PathBuf>), ApiError> {
     let expiration = match &q.signature_expiration {
         Some(s) => Some(s.parse::<i64>().map_err(|_| {
@@ -214,7 +216,7 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = parse_query(raw.as_deref())?;
-    let (user, path) = authorize(&state, &headers, &q, "read")?;
+    let (user, path) = authorize(&state, &headers, &q, Operation::Read)?;
     let path = match path {
         Some(p) => p,
         None => resolve(&state, "", &user)?,
@@ -541,7 +543,7 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let q = parse_query(raw.as_deref())?;
-    let (user, query_path) = authorize(&state, &headers, &q, "write")?;
+    let (user, query_path) = authorize(&state, &headers, &q, Operation::Write)?;
     let metadata = parse_metadata(&headers)?;
     let ct = headers
         .get(header::CONTENT_TYPE)

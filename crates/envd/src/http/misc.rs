@@ -11,7 +11,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::ENVD_VERSION;
-use crate::auth::{ACCESS_TOKEN_HEADER, constant_time_eq};
+use e2b_envd::signature::constant_time_eq;
+
+use crate::auth::ACCESS_TOKEN_HEADER;
 use crate::http::ApiError;
 use crate::state::{State, lock};
 

@@ -1359,7 +1359,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs root + namespaces"]
+    #[ignore = "needs root: namespaces, mounts and cgroups"]
     fn a_namespace_init_is_recognised_without_a_cgroup() {
         let mut child = Command::new("unshare")
             .args(["--pid", "--fork", "sleep", "30"])

@@ -7,17 +7,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use rand::Rng;
 use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
+use crate::envd_client;
 use crate::isolation::{InitProgram, Limits, Runtime, SandboxHandle, SandboxSpec};
 use crate::state::{SandboxRecord, SandboxState, Store};
 use crate::template::Template;
@@ -28,8 +27,6 @@ pub const CLIENT_ID: &str = "6532622b";
 pub use e2b_envd::ENVD_PORT;
 /// How long an `Idempotency-Key` is remembered.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
-/// How long create waits for envd to listen.
-const ENVD_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Server-wide settings of the manager.
 #[derive(Debug, Clone)]
@@ -459,7 +456,7 @@ impl Manager {
                 return Err(fail(format!("sandbox {id}: restoring its files: {e}")).await);
             }
         }
-        match init_envd(&handle, token, env_vars).await {
+        match envd_client::init(&handle, token, env_vars).await {
             Ok(v) => Ok((handle, v, log)),
             Err(e) => Err(fail(format!("sandbox {id}: envd did not start: {e}")).await),
         }
@@ -836,7 +833,9 @@ impl Manager {
             .or(limits.memory_bytes)
             .unwrap_or_else(host_mem_total);
         let (disk_used, disk_total) = if live.record().state == SandboxState::Running {
-            envd_disk(live).await.unwrap_or((0, 0))
+            envd_client::disk_usage(&live.handle, live.token.as_deref())
+                .await
+                .unwrap_or((0, 0))
         } else {
             (0, 0)
         };
@@ -912,123 +911,6 @@ pub fn host_mem_total() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// Sends one request to envd over a fresh connection into the sandbox.
-async fn envd_request(
-    handle: &Arc<SandboxHandle>,
-    req: Request<Full<Bytes>>,
-) -> Result<(http::response::Parts, Bytes), String> {
-    let h = handle.clone();
-    let stream = tokio::task::spawn_blocking(move || h.connect(ENVD_PORT))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("connecting to envd: {e}"))?;
-    send_on(stream, req).await
-}
-
-async fn send_on(
-    stream: std::net::TcpStream,
-    req: Request<Full<Bytes>>,
-) -> Result<(http::response::Parts, Bytes), String> {
-    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("envd handshake: {e}"))?;
-    let conn = tokio::spawn(conn);
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("envd request: {e}"))?;
-    let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("envd response: {e}"))?
-        .to_bytes();
-    conn.abort();
-    Ok((parts, body))
-}
-
-/// Waits until envd listens inside the sandbox, then `POST /init` with the access token, the
-/// env vars and default user `user`. Returns envd's version (`X-Envd-Version`).
-async fn init_envd(
-    handle: &Arc<SandboxHandle>,
-    token: Option<&str>,
-    env_vars: &BTreeMap<String, String>,
-) -> Result<String, String> {
-    let deadline = Instant::now() + ENVD_READY_TIMEOUT;
-    let mut pause = Duration::from_micros(500);
-    let stream = loop {
-        let h = handle.clone();
-        let res = tokio::task::spawn_blocking(move || h.connect(ENVD_PORT))
-            .await
-            .map_err(|e| e.to_string())?;
-        match res {
-            Ok(s) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                if !handle.is_running() {
-                    return Err("envd exited (see the sandbox logs)".into());
-                }
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "envd did not listen on port {ENVD_PORT} within {ENVD_READY_TIMEOUT:?}"
-                    ));
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-            Err(e) => return Err(format!("connecting to envd: {e}")),
-        }
-    };
-    let mut body = serde_json::json!({
-        "envVars": env_vars,
-        "defaultUser": "user",
-        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-    });
-    if let Some(t) = token {
-        body["accessToken"] = serde_json::Value::String(t.to_owned());
-    }
-    let req = Request::post("/init")
-        .header(http::header::HOST, format!("127.0.0.1:{ENVD_PORT}"))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let (parts, resp_body) = send_on(stream, req).await?;
-    if parts.status != StatusCode::NO_CONTENT {
-        return Err(format!(
-            "envd /init answered {}: {}",
-            parts.status,
-            String::from_utf8_lossy(&resp_body)
-        ));
-    }
-    Ok(parts
-        .headers
-        .get("x-envd-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(envd::ENVD_VERSION)
-        .to_owned())
-}
-
-/// `(disk_used, disk_total)` from envd's `/metrics`.
-async fn envd_disk(live: &Live) -> Option<(u64, u64)> {
-    let mut req = Request::get("/metrics").header(http::header::HOST, "127.0.0.1");
-    if let Some(t) = &live.token {
-        req = req.header("x-access-token", t.as_str());
-    }
-    let req = req.body(Full::new(Bytes::new())).ok()?;
-    let fut = envd_request(&live.handle, req);
-    let (parts, body) = tokio::time::timeout(Duration::from_secs(1), fut)
-        .await
-        .ok()?
-        .ok()?;
-    if !parts.status.is_success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    Some((v["disk_used"].as_u64()?, v["disk_total"].as_u64()?))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -28,18 +28,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use e2b_envd::ENVD_PORT;
+use e2b_envd::headers;
 use e2b_envd::signature::{self, Operation};
 
+use crate::api::ApiError;
 use crate::api::manager::{Manager, valid_sandbox_id};
 use crate::state::SandboxState;
 
-/// Routing header naming the sandbox.
-pub const SANDBOX_ID_HEADER: &str = "e2b-sandbox-id";
-/// Routing header naming the port inside the sandbox.
-pub const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
-
 /// envd routes only the control plane may call; the proxy answers 404.
-pub const INTERNAL_ROUTES: &[&str] = &[
+pub(crate) const INTERNAL_ROUTES: &[&str] = &[
     "/init",
     "/freeze",
     "/unfreeze",
@@ -119,14 +116,31 @@ pub struct RouterState {
 #[derive(Debug, Clone, Copy)]
 struct LocalReply;
 
-fn json(status: StatusCode, v: serde_json::Value) -> Response {
-    let mut r = (status, v.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+/// A reply made here, marked [`LocalReply`].
+fn local_reply(reply: impl IntoResponse) -> Response {
+    let mut r = reply.into_response();
     r.extensions_mut().insert(LocalReply);
     r
+}
+
+/// The body of the errors E2B's proxy answers itself: `{code, message}` plus what the
+/// request was routed to. Fields are in alphabetical order, as E2B's proxy writes them.
+#[derive(Debug, serde::Serialize)]
+struct ProxyError<'a> {
+    code: u16,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(rename = "sandboxId", skip_serializing_if = "Option::is_none")]
+    sandbox_id: Option<&'a str>,
+}
+
+impl ProxyError<'_> {
+    fn into_response(self, status: StatusCode) -> Response {
+        local_reply((status, axum::Json(self)))
+    }
 }
 
 /// Whether a request carries a body (`Content-Length` above 0, or chunked).
@@ -151,39 +165,51 @@ fn close_if_unread(mut resp: Response, body: bool) -> Response {
 }
 
 /// 502 for an unknown, killed, paused or expired sandbox (E2B's proxy body, exactly).
-pub fn not_found(id: &str) -> Response {
-    json(
-        StatusCode::BAD_GATEWAY,
-        serde_json::json!({"sandboxId": id, "message": "The sandbox was not found", "code": 502}),
-    )
+pub(crate) fn not_found(id: &str) -> Response {
+    ProxyError {
+        code: 502,
+        message: "The sandbox was not found",
+        path: None,
+        port: None,
+        sandbox_id: Some(id),
+    }
+    .into_response(StatusCode::BAD_GATEWAY)
 }
 
 /// 502 when nothing listens on the port inside a running sandbox.
-pub fn port_closed(id: &str, port: u16) -> Response {
-    json(
-        StatusCode::BAD_GATEWAY,
-        serde_json::json!({
-            "sandboxId": id,
-            "message": "The sandbox is running but port is not open",
-            "port": port,
-            "code": 502
-        }),
-    )
+pub(crate) fn port_closed(id: &str, port: u16) -> Response {
+    ProxyError {
+        code: 502,
+        message: "The sandbox is running but port is not open",
+        path: None,
+        port: Some(port),
+        sandbox_id: Some(id),
+    }
+    .into_response(StatusCode::BAD_GATEWAY)
+}
+
+/// 404 for envd's [`INTERNAL_ROUTES`].
+fn internal_route(path: &str) -> Response {
+    ProxyError {
+        code: 404,
+        message: "This endpoint is reserved for the E2B control plane and cannot be called through the proxy",
+        path: Some(path),
+        port: None,
+        sandbox_id: None,
+    }
+    .into_response(StatusCode::NOT_FOUND)
 }
 
 fn bad(message: String) -> Response {
-    json(
-        StatusCode::BAD_REQUEST,
-        serde_json::json!({"code": 400, "message": message}),
-    )
+    local_reply(ApiError::bad_request(message))
 }
 
 /// Where a request goes: `Some(Ok((id, port)))` to a sandbox, `Some(Err(resp))` answered
 /// here, `None` to the control plane.
 fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response>> {
     let h = req.headers();
-    let id_h = h.get(SANDBOX_ID_HEADER);
-    let port_h = h.get(SANDBOX_PORT_HEADER);
+    let id_h = h.get(headers::SANDBOX_ID);
+    let port_h = h.get(headers::SANDBOX_PORT);
     if id_h.is_some() || port_h.is_some() {
         let (Some(id), Some(port)) = (id_h, port_h) else {
             let missing = if id_h.is_none() {
@@ -214,7 +240,10 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
         return Some(Ok(t));
     }
     if req.uri().path() == "/files" {
-        let q = crate::api::handlers::parse_query(req.uri().query());
+        // A query that does not parse as pairs carries no signature either.
+        let q = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+            .map(|Query(q)| q)
+            .unwrap_or_default();
         if q.iter().any(|(k, _)| k == "signature") {
             let op = if req.method() == http::Method::POST {
                 Operation::Write
@@ -223,10 +252,7 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
             };
             return Some(match signed_target(mgr, &q, op) {
                 Some(id) => Ok((id, ENVD_PORT)),
-                None => Err(json(
-                    StatusCode::UNAUTHORIZED,
-                    serde_json::json!({"code": 401, "message": "invalid signature"}),
-                )),
+                None => Err(local_reply(ApiError::unauthorized("invalid signature"))),
             });
         }
     }
@@ -234,7 +260,7 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
 }
 
 /// `<port>-<sandboxID>[-<clientID>].<domain>[:<listen port>]` → `(id, port)`.
-pub fn parse_host(host: &str) -> Option<(String, u16)> {
+pub(crate) fn parse_host(host: &str) -> Option<(String, u16)> {
     // Strip the listener's port (IPv6 literals never match below).
     let host = match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -275,14 +301,7 @@ pub async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> R
 
 async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Response {
     if port == ENVD_PORT && INTERNAL_ROUTES.contains(&req.uri().path()) {
-        return json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({
-                "message": "This endpoint is reserved for the E2B control plane and cannot be called through the proxy",
-                "path": req.uri().path(),
-                "code": 404
-            }),
-        );
+        return internal_route(req.uri().path());
     }
     let Some(live) = rs.mgr.get(&id) else {
         return not_found(&id);

@@ -11,6 +11,8 @@ pub mod envd_role;
 #[cfg(target_os = "linux")]
 pub mod isolation;
 #[cfg(target_os = "linux")]
+pub mod lifecycle;
+#[cfg(target_os = "linux")]
 pub mod router;
 #[cfg(target_os = "linux")]
 pub mod server;

@@ -15,8 +15,12 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::manager::{CLIENT_ID, CreateParams, Live, Manager, valid_sandbox_id};
+use super::metrics;
+use crate::lifecycle::{CreateParams, LifecycleError, Live, Manager, valid_sandbox_id};
 use crate::state::{SandboxRecord, SandboxState};
+
+/// `clientID` of every sandbox: a constant E2B keeps for old SDKs.
+const CLIENT_ID: &str = "6532622b";
 
 /// Shared state of the handlers.
 pub type AppState = Arc<Manager>;
@@ -152,7 +156,8 @@ fn sandbox_id(raw: &str) -> Result<String, ApiError> {
 
 fn live(m: &Manager, raw: &str) -> Result<Arc<Live>, ApiError> {
     let id = sandbox_id(raw)?;
-    m.get(&id).ok_or_else(|| ApiError::sandbox_not_found(&id))
+    m.get(&id)
+        .ok_or_else(|| LifecycleError::not_found(&id).into())
 }
 
 fn check_map(what: &str, map: &BTreeMap<String, String>, max: usize) -> Result<(), ApiError> {
@@ -203,10 +208,7 @@ fn sizes(m: &Manager) -> Sizes {
         .unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
         });
-    let mem = limits
-        .memory_bytes
-        .unwrap_or_else(super::manager::host_mem_total)
-        >> 20;
+    let mem = limits.memory_bytes.unwrap_or_else(metrics::host_mem_total) >> 20;
     let disk = limits.disk_bytes.unwrap_or_else(|| {
         nix::sys::statvfs::statvfs(m.runtime().data_dir())
             .map(|v| v.blocks() * v.fragment_size())
@@ -643,14 +645,14 @@ pub async fn resume(
     let id = sandbox_id(&id)?;
     let req: types::ResumedSandbox = parse_body(&body, &["timeout", "autoPause", "memory"], true)?;
     if req.timeout <= 0 {
-        return Err(ApiError::bad_request(format!(
-            "timeout must be greater than 0 (got {})",
-            req.timeout
-        )));
+        return Err(LifecycleError::TimeoutNotPositive {
+            secs: i64::from(req.timeout),
+        }
+        .into());
     }
     let l = m.resume(&id, i64::from(req.timeout)).await?;
     if let Some(ap) = req.auto_pause {
-        super::manager::lock(&l.rec).auto_pause = ap;
+        crate::lifecycle::lock(&l.rec).auto_pause = ap;
     }
     Ok((StatusCode::CREATED, Json(sandbox_body(&m, &l))).into_response())
 }
@@ -701,7 +703,7 @@ pub async fn metrics(
         }
     }
     let l = live(&m, &id)?;
-    Ok(Json(vec![m.metric(&l).await]))
+    Ok(Json(vec![metrics::sample(&m, &l).await]))
 }
 
 /// `GET /sandboxes/metrics?sandbox_ids=a,b`.
@@ -727,7 +729,7 @@ pub async fn metrics_many(
             .get(&id)
             .filter(|l| l.record().state == SandboxState::Running)
         {
-            out.insert(id, m.metric(&l).await);
+            out.insert(id, metrics::sample(&m, &l).await);
         }
     }
     Ok(Json(types::SandboxesWithMetrics { sandboxes: out }))
@@ -939,7 +941,7 @@ pub async fn template(
     let t = template_list(&m)?
         .into_iter()
         .find(|t| t.template_id == name)
-        .ok_or_else(|| ApiError::not_found(format!("template '{name}' not found")))?;
+        .ok_or_else(|| LifecycleError::TemplateNotFound { name })?;
     Ok(Json(types::TemplateWithBuilds {
         aliases: t.aliases,
         builds: Vec::new(),
@@ -969,7 +971,7 @@ pub async fn delete_template(
     {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("template '{name}' not found")))
+        Err(LifecycleError::TemplateNotFound { name }.into())
     }
 }
 

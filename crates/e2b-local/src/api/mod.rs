@@ -1,12 +1,12 @@
 //! The control plane: E2B's REST API (`openapi/e2b-api.yml`) on axum.
 //!
-//! Owns request validation, the API key check, the `{code, message}` error bodies and the
-//! sandbox lifecycle ([`manager`]). Does not own isolation (the runtime) or envd traffic
-//! ([`router`](crate::router)).
+//! Owns request validation, the API key check and the `{code, message}` error bodies. Does
+//! not own the sandbox lifecycle ([`lifecycle`](crate::lifecycle)), isolation (the runtime)
+//! or envd traffic ([`router`](crate::router)).
 
 pub mod error;
 pub mod handlers;
-pub mod manager;
+mod metrics;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use error::ApiError;
-pub use manager::{Manager, ManagerConfig};
 
 use handlers::AppState;
 

@@ -32,7 +32,7 @@ use e2b_envd::headers;
 use e2b_envd::signature::{self, Operation};
 
 use crate::api::ApiError;
-use crate::api::manager::{Manager, valid_sandbox_id};
+use crate::lifecycle::{Manager, valid_sandbox_id};
 use crate::state::SandboxState;
 
 /// envd routes only the control plane may call; the proxy answers 404.

@@ -23,13 +23,10 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use e2b_envd::headers;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use bench::local_api::{Api, mem_available, report};
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+/// What envd streams for `echo hi`: base64("hi\n").
+const ECHO_HI: &str = "aGkK";
 
 fn main() -> ExitCode {
     if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
@@ -55,114 +52,6 @@ fn main() -> ExitCode {
             eprintln!("e2b-local-api-bench: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied().unwrap_or_default()
-}
-
-fn report(name: &str, v: &mut [Duration]) {
-    let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
-    println!(
-        "{name:<44} n={:<4} p50={:>8.2} ms  p99={:>8.2} ms",
-        v.len(),
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
-    );
-}
-
-struct Api {
-    http: Http,
-    url: String,
-    key: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<(u16, Bytes), String> {
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url))
-            .header("x-api-key", &self.key)
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let req = b
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .map_err(|e| e.to_string())?;
-        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, body))
-    }
-
-    async fn create(&self) -> Result<(String, String), String> {
-        let (s, body) = self
-            .call(
-                http::Method::POST,
-                "/sandboxes",
-                r#"{"templateID":"base","timeout":600}"#,
-                &[],
-            )
-            .await?;
-        if s != 201 {
-            return Err(format!("create: {s}: {}", String::from_utf8_lossy(&body)));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        Ok((
-            v["sandboxID"].as_str().unwrap_or_default().to_owned(),
-            v["envdAccessToken"].as_str().unwrap_or_default().to_owned(),
-        ))
-    }
-
-    async fn kill(&self, id: &str) -> Result<(), String> {
-        let (s, body) = self
-            .call(http::Method::DELETE, &format!("/sandboxes/{id}"), "", &[])
-            .await?;
-        if s != 204 {
-            return Err(format!("kill: {s}: {}", String::from_utf8_lossy(&body)));
-        }
-        Ok(())
-    }
-
-    async fn echo_hi(&self, id: &str, token: &str) -> Result<(), String> {
-        let msg = br#"{"process":{"cmd":"/bin/bash","args":["-l","-c","echo hi"]}}"#;
-        let mut body = vec![0u8];
-        body.extend_from_slice(&u32::try_from(msg.len()).unwrap_or(0).to_be_bytes());
-        body.extend_from_slice(msg);
-        let req = http::Request::post(format!("{}/process.Process/Start", self.url))
-            .header(headers::SANDBOX_ID, id)
-            .header(headers::SANDBOX_PORT, e2b_envd::ENVD_PORT)
-            .header(headers::ACCESS_TOKEN, token)
-            .header("content-type", "application/connect+json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
-        let out = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        // base64("hi\n") = "aGkK"
-        if !String::from_utf8_lossy(&out).contains("aGkK") {
-            return Err(format!("echo hi: {}", String::from_utf8_lossy(&out)));
-        }
-        Ok(())
     }
 }
 
@@ -221,14 +110,10 @@ async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String
         let _ = child.wait();
         return Err("the rootless server did not start (see its stderr)".into());
     };
-    let rl = Api {
-        http: root.http.clone(),
-        url,
-        key,
-    };
+    let rl = root.with_server(url, key);
     let result = async {
         for _ in 0..3 {
-            let (id, _) = rl.create().await?;
+            let id = rl.create().await?.id;
             rl.kill(&id).await?;
         }
         let (mut c_root, mut c_rl, mut k_root, mut k_rl) =
@@ -239,7 +124,7 @@ async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String
                 (&rl, &mut c_rl, &mut k_rl),
             ] {
                 let t = Instant::now();
-                let (id, _) = api.create().await?;
+                let id = api.create().await?.id;
                 c.push(t.elapsed());
                 let t = Instant::now();
                 api.kill(&id).await?;
@@ -261,18 +146,6 @@ async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String
     result
 }
 
-fn mem_available() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 async fn run(n: usize) -> Result<(), String> {
     let dir = std::env::temp_dir().join("e2b-local-api-bench");
     let server = e2b_local::Server::builder()
@@ -282,17 +155,7 @@ async fn run(n: usize) -> Result<(), String> {
         .start()
         .await
         .map_err(|e| e.to_string())?;
-    let api = Api {
-        http: {
-            // Without TCP_NODELAY, a request whose body is written after its headers waits
-            // for the delayed ACK (~40 ms): a client artefact, not server latency.
-            let mut conn = HttpConnector::new();
-            conn.set_nodelay(true);
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build(conn)
-        },
-        url: server.api_url(),
-        key: server.api_key().to_owned(),
-    };
+    let api = Api::new(server.api_url(), server.api_key().to_owned());
     println!(
         "e2b-local REST benchmark: {n} iterations, {} CPUs",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -300,7 +163,7 @@ async fn run(n: usize) -> Result<(), String> {
 
     // Warm-up (base template, page cache).
     for _ in 0..3 {
-        let (id, _) = api.create().await?;
+        let id = api.create().await?.id;
         api.kill(&id).await?;
     }
 
@@ -324,7 +187,7 @@ async fn run(n: usize) -> Result<(), String> {
     let mut kill = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
-        let (id, _) = api.create().await?;
+        let id = api.create().await?.id;
         create.push(t.elapsed());
         let t = Instant::now();
         api.kill(&id).await?;
@@ -338,23 +201,23 @@ async fn run(n: usize) -> Result<(), String> {
 
     if std::env::var_os("E2B_BENCH_DEBUG").is_some() {
         for _ in 0..5 {
-            let (id, token) = api.create().await?;
+            let sb = api.create().await?;
             let t = Instant::now();
-            api.echo_hi(&id, &token).await?;
+            api.run_expecting(&sb, "echo hi", ECHO_HI).await?;
             let a = t.elapsed();
             let t = Instant::now();
-            api.echo_hi(&id, &token).await?;
+            api.run_expecting(&sb, "echo hi", ECHO_HI).await?;
             println!("echo 1st {a:?} 2nd {:?}", t.elapsed());
-            api.kill(&id).await?;
+            api.kill(&sb.id).await?;
         }
     }
     let mut first_cmd = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
-        let (id, token) = api.create().await?;
-        api.echo_hi(&id, &token).await?;
+        let sb = api.create().await?;
+        api.run_expecting(&sb, "echo hi", ECHO_HI).await?;
         first_cmd.push(t.elapsed());
-        api.kill(&id).await?;
+        api.kill(&sb.id).await?;
     }
     report("create + first `echo hi`", &mut first_cmd);
     report("kill until 204 (everything released)", &mut kill);
@@ -370,7 +233,7 @@ async fn run(n: usize) -> Result<(), String> {
         });
         for (d, r) in futures_util::future::join_all(futs).await {
             conc.push(d);
-            ids.push(r?.0);
+            ids.push(r?.id);
         }
     }
     report("50 concurrent creates (per request)", &mut conc);
@@ -381,27 +244,26 @@ async fn run(n: usize) -> Result<(), String> {
     // Evictor: time from a sandbox's end time until its GET answers 404.
     let mut evict = Vec::new();
     for _ in 0..10 {
-        let (id, _) = api.create().await?;
+        let id = api.create().await?.id;
         let (s, _) = api
             .call(
                 http::Method::POST,
                 &format!("/sandboxes/{id}/timeout"),
                 r#"{"timeout":1}"#,
-                &[],
             )
             .await?;
         if s != 204 {
             return Err(format!("timeout: {s}"));
         }
         let (_, body) = api
-            .call(http::Method::GET, &format!("/sandboxes/{id}"), "", &[])
+            .call(http::Method::GET, &format!("/sandboxes/{id}"), "")
             .await?;
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         let end = chrono::DateTime::parse_from_rfc3339(v["endAt"].as_str().unwrap_or(""))
             .map_err(|e| e.to_string())?;
         loop {
             let (s, _) = api
-                .call(http::Method::GET, &format!("/sandboxes/{id}"), "", &[])
+                .call(http::Method::GET, &format!("/sandboxes/{id}"), "")
                 .await?;
             if s == 404 {
                 break;
@@ -416,7 +278,7 @@ async fn run(n: usize) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = mem_available();
     for _ in 0..200 {
-        ids.push(api.create().await?.0);
+        ids.push(api.create().await?.id);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = mem_available();

@@ -1,0 +1,263 @@
+//! Noisy-neighbour benchmark of e2b-local (run as root, in release):
+//!
+//! ```text
+//! cargo run --release -p bench --bin e2b-local-noisy-bench -- [PHASE_SECS] [WORKLOAD...]
+//! ```
+//!
+//! `WORKLOAD` picks workloads by a word of their name (`fork`, `CPU`, `memory`, `disk`);
+//! default all.
+//!
+//! Starts an in-process server (this binary is its own helper and envd) with the default
+//! per-sandbox limits. Sandbox B runs `echo ok` (`bash -l -c` through envd's
+//! `process.Process/Start`, as the SDKs' `commands.run` does) back to back. Each phase lasts
+//! `PHASE_SECS` (default 20): first B alone (its baseline), then with a fresh sandbox A running
+//! one workload as `user`, after which A is killed; a new baseline precedes each workload, so
+//! every ratio compares B against itself under the same machine load:
+//! * fork bomb: `timeout 20 bash -c ':(){ :|:& };:'` (defect 14);
+//! * CPU burn: two busy loops;
+//! * memory balloon: `tail /dev/zero` in a loop, each growing beyond the memory limit until
+//!   the OOM killer ends it;
+//! * disk writer: `dd` of 1 GiB with `conv=fsync` to a file in the upper directory, in a loop.
+//!
+//! Per phase: B's p50/p99 and failures, the ratio of p50 to the baseline just before, the
+//! host's load average, A's tasks and failed forks (pids limit hits), how long killing A
+//! took, and the server's RSS.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bench::local_api::{Api, Created, load_average, pct, self_usage};
+
+/// What envd streams for `echo ok`: base64("ok\n").
+const ECHO_OK: &str = "b2sK";
+/// How long one `echo ok` may take before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long A's workload runs before B is measured (the bomb reaches the pids limit, the
+/// balloon its first OOM kill).
+const RAMP_UP: Duration = Duration::from_secs(2);
+
+/// The workloads run in sandbox A, as `user`.
+const WORKLOADS: [(&str, &str); 4] = [
+    ("fork bomb", "timeout 20 bash -c ':(){ :|:& };:'"),
+    (
+        "CPU burn (2 loops)",
+        "for i in 1 2; do (while :; do :; done) & done; wait",
+    ),
+    (
+        "memory balloon",
+        "while :; do tail /dev/zero; done >/dev/null 2>&1",
+    ),
+    (
+        "disk writer (dd)",
+        "while :; do dd if=/dev/zero of=$HOME/noisy bs=1M count=1024 conv=fsync 2>/dev/null; rm -f $HOME/noisy; done",
+    ),
+];
+
+fn main() -> ExitCode {
+    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
+        return code;
+    }
+    let phase_secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let only: Vec<String> = std::env::args().skip(2).collect();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("e2b-local-noisy-bench: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(Duration::from_secs(phase_secs), &only)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("e2b-local-noisy-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// B's `echo ok` latencies during one phase, how many failed or timed out, and the host's
+/// runnable tasks (`procs_running` of `/proc/stat`, sampled every 100 ms): mean and maximum.
+struct Samples {
+    ok: Vec<Duration>,
+    failed: usize,
+    runnable_mean: f64,
+    runnable_max: u64,
+}
+
+/// The host's runnable tasks right now.
+fn procs_running() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("procs_running "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `echo ok` in `b` back to back for `d`.
+async fn measure(api: &Api, b: &Created, d: Duration) -> Samples {
+    let end = Instant::now() + d;
+    let sampler = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while Instant::now() < end {
+            v.push(procs_running());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        v
+    });
+    let mut s = Samples {
+        ok: Vec::new(),
+        failed: 0,
+        runnable_mean: 0.0,
+        runnable_max: 0,
+    };
+    while Instant::now() < end {
+        let t = Instant::now();
+        match tokio::time::timeout(COMMAND_TIMEOUT, api.run_expecting(b, "echo ok", ECHO_OK)).await
+        {
+            Ok(Ok(())) => s.ok.push(t.elapsed()),
+            Ok(Err(e)) => {
+                s.failed += 1;
+                eprintln!("echo ok in B: {e}");
+            }
+            Err(_) => s.failed += 1,
+        }
+    }
+    let runnable = sampler.await.unwrap_or_default();
+    s.runnable_mean = runnable.iter().sum::<u64>() as f64 / runnable.len().max(1) as f64;
+    s.runnable_max = runnable.iter().copied().max().unwrap_or(0);
+    s
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
+    let dir = std::env::temp_dir().join("e2b-local-noisy-bench");
+    let server = e2b_local::Server::builder()
+        .data_dir(&dir)
+        .listen("127.0.0.1:0")
+        .cgroup_parent("e2b-local-noisy-bench")
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let api = Arc::new(Api::new(server.api_url(), server.api_key().to_owned()));
+    let limits = server.manager().config().limits;
+    println!(
+        "e2b-local noisy-neighbour benchmark: {} s per phase, {} CPUs, limits {limits:?}",
+        phase.as_secs(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let b = api.create().await?;
+    // Warm-up: page cache, the proxy's connection into B.
+    for _ in 0..20 {
+        api.run_expecting(&b, "echo ok", ECHO_OK).await?;
+    }
+    println!(
+        "{:<20} {:>5} {:>6} {:>8} {:>8} {:>6} {:>9} {:>6} {:>6} {:>9} {:>7} {:>7} {:>9} {:>7}",
+        "phase",
+        "n",
+        "failed",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "runnable",
+        "load",
+        "A pids",
+        "fork-fail",
+        "A CPUs",
+        "A MiB",
+        "kill A ms",
+        "RSS MiB"
+    );
+    let mut all_baseline = Vec::new();
+    let mut max_rss = 0;
+    let picked = WORKLOADS
+        .into_iter()
+        .filter(|(name, _)| only.is_empty() || only.iter().any(|w| name.contains(w.as_str())));
+    for (name, script) in picked {
+        let mut base = measure(&api, &b, phase).await;
+        let base_p50 = pct(&mut base.ok, 0.5);
+        println!(
+            "{:<20} {:>5} {:>6} {:>8.2} {:>8.2} {:>6} {:>4.1}/{:<4} {:>6.1}",
+            "baseline",
+            base.ok.len(),
+            base.failed,
+            ms(base_p50),
+            ms(pct(&mut base.ok, 0.99)),
+            "",
+            base.runnable_mean,
+            base.runnable_max,
+            load_average()
+        );
+        all_baseline.extend_from_slice(&base.ok);
+
+        let a = api.create().await?;
+        let a_id = a.id.clone();
+        // The workload's stream ends when A is killed (or, for the bomb, when its first
+        // shell returns); its result is irrelevant.
+        let workload = {
+            let api = Arc::clone(&api);
+            tokio::spawn(async move { api.run(&a, script).await })
+        };
+        tokio::time::sleep(RAMP_UP).await;
+        let a_stats = || {
+            server
+                .manager()
+                .get(&a_id)
+                .map(|l| l.handle.stats())
+                .unwrap_or_default()
+        };
+        let (cpu0, t0) = (a_stats().cpu_usage_ns, Instant::now());
+        let mut noisy = measure(&api, &b, phase).await;
+        let stats = a_stats();
+        let a_cpus =
+            stats.cpu_usage_ns.saturating_sub(cpu0) as f64 / t0.elapsed().as_nanos() as f64;
+        let load = load_average();
+        let t = Instant::now();
+        api.kill(&a_id).await?;
+        let kill = t.elapsed();
+        let _ = workload.await;
+        let (rss, _, _) = self_usage();
+        max_rss = max_rss.max(rss);
+        let p50 = pct(&mut noisy.ok, 0.5);
+        println!(
+            "{:<20} {:>5} {:>6} {:>8.2} {:>8.2} {:>5.1}x {:>4.1}/{:<4} {:>6.1} {:>6} {:>9} {:>7.2} {:>7.0} {:>9.1} {:>7.1}",
+            name,
+            noisy.ok.len(),
+            noisy.failed,
+            ms(p50),
+            ms(pct(&mut noisy.ok, 0.99)),
+            p50.as_secs_f64() / base_p50.as_secs_f64().max(1e-9),
+            noisy.runnable_mean,
+            noisy.runnable_max,
+            load,
+            stats.pids,
+            stats.pids_max_events,
+            a_cpus,
+            stats.memory_bytes as f64 / 1048576.0,
+            ms(kill),
+            rss as f64 / 1048576.0
+        );
+    }
+    println!(
+        "baseline over the run: p50 {:.2} ms, p99 {:.2} ms (n={}); server RSS max {:.1} MiB",
+        ms(pct(&mut all_baseline, 0.5)),
+        ms(pct(&mut all_baseline, 0.99)),
+        all_baseline.len(),
+        max_rss as f64 / 1048576.0
+    );
+    api.kill(&b.id).await?;
+    server.shutdown().await;
+    Ok(())
+}

@@ -81,6 +81,25 @@ pub fn default_limits() -> Limits {
     }
 }
 
+/// Raises this process's soft limit of open files to the hard limit: the server holds two
+/// descriptors per sandbox, so the usual soft limit of 1024 stops it near 500 sandboxes
+/// (`create` then fails with "Too many open files"). Sandbox programs start with the usual
+/// soft limit again ([`isolation::exec::SANDBOX_NOFILE_SOFT`](crate::isolation::exec::SANDBOX_NOFILE_SOFT)).
+/// Best effort: a failure only leaves the limit where it was.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| {
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = raised {
+        tracing::warn!("cannot raise the soft limit of open files: {e}");
+    }
+}
+
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
 pub struct Server;
@@ -178,6 +197,7 @@ impl ServerBuilder {
             .map_err(|e| ServerError::Listen(self.listen.clone(), e.to_string()))?
             .next()
             .ok_or_else(|| ServerError::Listen(self.listen.clone(), "no address".into()))?;
+        raise_open_files_limit();
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         let mut rc = RuntimeConfig::new(&data_dir);
         if let Some(exe) = &self.helper_exe {

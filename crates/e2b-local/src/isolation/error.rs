@@ -185,6 +185,9 @@ pub enum Error {
     /// Closing inherited file descriptors failed.
     #[error("close inherited fds: {0}")]
     CloseFds(#[source] io::Error),
+    /// Setting the soft limit of open files failed.
+    #[error("set the soft limit of open files (RLIMIT_NOFILE): {0}")]
+    NoFileLimit(#[source] io::Error),
     /// Redirecting stdio failed.
     #[error("redirect stdio to {0}: {1}")]
     Stdio(PathBuf, #[source] io::Error),

@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
@@ -108,7 +109,13 @@ pub fn run_helper_if_requested() -> Option<i32> {
     }
 }
 
-/// Sanitize first: close every inherited descriptor from 3 up and clear the environment.
+/// The soft limit of open files sandbox programs start with: Linux's default. The server
+/// raises its own soft limit to the hard one (it holds descriptors for every sandbox, see
+/// `Server::start`); sandboxes do not inherit that.
+pub const SANDBOX_NOFILE_SOFT: u64 = 1024;
+
+/// Sanitize first: close every inherited descriptor from 3 up, clear the environment, and
+/// put the soft limit of open files back to [`SANDBOX_NOFILE_SOFT`].
 fn sanitize() -> Result<()> {
     // SAFETY: close_range touches no memory; nothing in this fresh process owns fds >= 3.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
@@ -117,7 +124,9 @@ fn sanitize() -> Result<()> {
     }
     // SAFETY: the helper is single-threaded, so nothing reads the environment concurrently.
     unsafe { libc::clearenv() };
-    Ok(())
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| Error::NoFileLimit(e.into()))?;
+    setrlimit(Resource::RLIMIT_NOFILE, SANDBOX_NOFILE_SOFT.min(hard), hard)
+        .map_err(|e| Error::NoFileLimit(e.into()))
 }
 
 fn read_config<T: for<'de> Deserialize<'de>>() -> Result<T> {

@@ -5,7 +5,8 @@
 //! ```
 //!
 //! `WORKLOAD` picks workloads by a word of their name (`fork`, `CPU`, `memory`, `disk`);
-//! default all.
+//! default all. `E2B_BENCH_PIDS=<n>` and `E2B_BENCH_CPU_MILLIS=<n>` replace those two default
+//! limits, to compare settings.
 //!
 //! Starts an in-process server (this binary is its own helper and envd) with the default
 //! per-sandbox limits. Sandbox B runs `echo ok` (`bash -l -c` through envd's
@@ -14,6 +15,8 @@
 //! one workload as `user`, after which A is killed; a new baseline precedes each workload, so
 //! every ratio compares B against itself under the same machine load:
 //! * fork bomb: `timeout 20 bash -c ':(){ :|:& };:'` (defect 14);
+//! * fork bomb without back-off: a Python loop of `os.fork()` ignoring errors (bash sleeps
+//!   1 to 8 s after a failed fork; this one retries at once);
 //! * CPU burn: two busy loops;
 //! * memory balloon: `tail /dev/zero` in a loop, each growing beyond the memory limit until
 //!   the OOM killer ends it;
@@ -38,8 +41,16 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const RAMP_UP: Duration = Duration::from_secs(2);
 
 /// The workloads run in sandbox A, as `user`.
-const WORKLOADS: [(&str, &str); 4] = [
-    ("fork bomb", "timeout 20 bash -c ':(){ :|:& };:'"),
+const WORKLOADS: [(&str, &str); 5] = [
+    (
+        "fork bomb",
+        "timeout 20 bash -c ':(){ :|:& };:' >/dev/null 2>&1",
+    ),
+    // bash sleeps between failed forks (1, 2, 4, 8 s); this one retries at once.
+    (
+        "fork bomb, no sleep",
+        "python3 -c $'import os\\nwhile True:\\n try: os.fork()\\n except OSError: pass' >/dev/null 2>&1",
+    ),
     (
         "CPU burn (2 loops)",
         "for i in 1 2; do (while :; do :; done) & done; wait",
@@ -89,6 +100,8 @@ struct Samples {
     failed: usize,
     runnable_mean: f64,
     runnable_max: u64,
+    /// The longest `true` run on the host (outside any sandbox) during the phase.
+    host_true_max: Duration,
 }
 
 /// The host's runnable tasks right now.
@@ -107,18 +120,22 @@ fn procs_running() -> u64 {
 async fn measure(api: &Api, b: &Created, d: Duration) -> Samples {
     let end = Instant::now() + d;
     let sampler = tokio::spawn(async move {
-        let mut v = Vec::new();
+        let (mut v, mut host_true) = (Vec::new(), Duration::ZERO);
         while Instant::now() < end {
             v.push(procs_running());
+            let t = Instant::now();
+            let _ = tokio::process::Command::new("true").status().await;
+            host_true = host_true.max(t.elapsed());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        v
+        (v, host_true)
     });
     let mut s = Samples {
         ok: Vec::new(),
         failed: 0,
         runnable_mean: 0.0,
         runnable_max: 0,
+        host_true_max: Duration::ZERO,
     };
     while Instant::now() < end {
         let t = Instant::now();
@@ -132,7 +149,8 @@ async fn measure(api: &Api, b: &Created, d: Duration) -> Samples {
             Err(_) => s.failed += 1,
         }
     }
-    let runnable = sampler.await.unwrap_or_default();
+    let (runnable, host_true) = sampler.await.unwrap_or_default();
+    s.host_true_max = host_true;
     s.runnable_mean = runnable.iter().sum::<u64>() as f64 / runnable.len().max(1) as f64;
     s.runnable_max = runnable.iter().copied().max().unwrap_or(0);
     s
@@ -144,15 +162,23 @@ fn ms(d: Duration) -> f64 {
 
 async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
     let dir = std::env::temp_dir().join("e2b-local-noisy-bench");
+    let mut limits = e2b_local::server::default_limits();
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(pids) = env("E2B_BENCH_PIDS") {
+        limits.pids = Some(pids);
+    }
+    if let Some(millis) = env("E2B_BENCH_CPU_MILLIS") {
+        limits.cpu_millis = u32::try_from(millis).ok();
+    }
     let server = e2b_local::Server::builder()
         .data_dir(&dir)
         .listen("127.0.0.1:0")
         .cgroup_parent("e2b-local-noisy-bench")
+        .limits(limits)
         .start()
         .await
         .map_err(|e| e.to_string())?;
     let api = Arc::new(Api::new(server.api_url(), server.api_key().to_owned()));
-    let limits = server.manager().config().limits;
     println!(
         "e2b-local noisy-neighbour benchmark: {} s per phase, {} CPUs, limits {limits:?}",
         phase.as_secs(),
@@ -164,15 +190,17 @@ async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
         api.run_expecting(&b, "echo ok", ECHO_OK).await?;
     }
     println!(
-        "{:<20} {:>5} {:>6} {:>8} {:>8} {:>6} {:>9} {:>6} {:>6} {:>9} {:>7} {:>7} {:>9} {:>7}",
+        "{:<20} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>7} {:>7} {:>9} {:>7}",
         "phase",
         "n",
         "failed",
         "p50 ms",
         "p99 ms",
+        "max ms",
         "ratio",
         "runnable",
         "load",
+        "host true",
         "A pids",
         "fork-fail",
         "A CPUs",
@@ -189,16 +217,18 @@ async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
         let mut base = measure(&api, &b, phase).await;
         let base_p50 = pct(&mut base.ok, 0.5);
         println!(
-            "{:<20} {:>5} {:>6} {:>8.2} {:>8.2} {:>6} {:>4.1}/{:<4} {:>6.1}",
+            "{:<20} {:>5} {:>6} {:>8.2} {:>8.2} {:>8.1} {:>6} {:>4.1}/{:<4} {:>6.1} {:>9.1}",
             "baseline",
             base.ok.len(),
             base.failed,
             ms(base_p50),
             ms(pct(&mut base.ok, 0.99)),
+            ms(pct(&mut base.ok, 1.0)),
             "",
             base.runnable_mean,
             base.runnable_max,
-            load_average()
+            load_average(),
+            ms(base.host_true_max)
         );
         all_baseline.extend_from_slice(&base.ok);
 
@@ -232,16 +262,18 @@ async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
         max_rss = max_rss.max(rss);
         let p50 = pct(&mut noisy.ok, 0.5);
         println!(
-            "{:<20} {:>5} {:>6} {:>8.2} {:>8.2} {:>5.1}x {:>4.1}/{:<4} {:>6.1} {:>6} {:>9} {:>7.2} {:>7.0} {:>9.1} {:>7.1}",
+            "{:<20} {:>5} {:>6} {:>8.2} {:>8.2} {:>8.1} {:>5.1}x {:>4.1}/{:<4} {:>6.1} {:>9.1} {:>6} {:>9} {:>7.2} {:>7.0} {:>9.1} {:>7.1}",
             name,
             noisy.ok.len(),
             noisy.failed,
             ms(p50),
             ms(pct(&mut noisy.ok, 0.99)),
+            ms(pct(&mut noisy.ok, 1.0)),
             p50.as_secs_f64() / base_p50.as_secs_f64().max(1e-9),
             noisy.runnable_mean,
             noisy.runnable_max,
             load,
+            ms(noisy.host_true_max),
             stats.pids,
             stats.pids_max_events,
             a_cpus,

@@ -147,10 +147,11 @@ async fn create_rounds(api: &Api, rounds: usize) -> Result<Vec<Duration>, String
 async fn run(n: usize, rounds: usize) -> Result<(), String> {
     let dir = std::env::temp_dir().join("e2b-local-scale-bench");
     let mounts_before = mountinfo();
-    let server = start(&dir, CGROUP_PARENT).await?;
-    let api = Api::new(server.api_url(), server.api_key().to_owned());
+    // Before the server raises its soft limit.
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_err(|e| e.to_string())?;
+    let server = start(&dir, CGROUP_PARENT).await?;
+    let api = Api::new(server.api_url(), server.api_key().to_owned());
     println!(
         "e2b-local scale benchmark: {n} sandboxes, {rounds} rounds, {} CPUs, limits {:?}, RLIMIT_NOFILE {nofile:?}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -347,11 +347,16 @@ impl SandboxCgroupImpl {
     /// [`Error::Cgroup`] naming the step.
     pub fn create(config: &CgroupConfig, id: &str, limits: &Limits) -> Result<Self> {
         let this = Self::load(config, id)?;
+        let mut limits = *limits;
         if let Some(cg) = this.inner() {
             cg.create()
                 .map_err(|e| Error::cgroup("create", this.path(), e))?;
+            // v1 refuses a child quota above its parent's; the parent's cap binds anyway.
+            if let (Some(shared), Some(own)) = (cap_sandboxes_cpu(config), limits.cpu_millis) {
+                limits.cpu_millis = Some(own.min(shared));
+            }
         }
-        if let Err(e) = this.apply(limits) {
+        if let Err(e) = this.apply(&limits) {
             let _ = this.remove();
             return Err(e);
         }
@@ -531,6 +536,48 @@ pub fn rootless_cgroup_problem(config: &CgroupConfig) -> Option<String> {
         }
     }
     None
+}
+
+/// The CPU all sandboxes of a server may use together, in thousandths of a core: every core
+/// of the host but one (`None`, no cap, on a one-core host). Without it, a fork bomb that
+/// retries failed forks at once (1,024 tasks at the pids limit) stalled process creation on
+/// the whole 2-core host for up to 27 s, commands in other sandboxes included; with it, the
+/// host keeps a core (`e2b-local-noisy-bench`, see the README). The period stays 100 ms: a
+/// 20 ms period throttles the bomb in windows too short for the host to catch up (stalls of
+/// 13 s again).
+pub fn sandboxes_cpu_millis() -> Option<u32> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus >= 2).then(|| u32::try_from((cpus - 1) * 1000).unwrap_or(u32::MAX))
+}
+
+/// Caps the CPU of the sandboxes' parent cgroup at [`sandboxes_cpu_millis`] and returns the
+/// cap, or `None` when there is none: a one-core host, or a parent this process cannot
+/// write (rootless with a delegated parent, whose own limits belong to its owner) or that
+/// refuses the cap (v1: a child of an earlier run with a larger quota).
+fn cap_sandboxes_cpu(config: &CgroupConfig) -> Option<u32> {
+    let millis = sandboxes_cpu_millis()?;
+    let quota = u64::from(millis) * CPU_PERIOD_US / 1000;
+    let parent = config.parent.trim_matches('/');
+    let (files, values): (Vec<PathBuf>, Vec<String>) = match config.version {
+        CgroupVersion::V1 => {
+            let dir = config.hierarchy().ok()?.v1_mount("cpu")?.point.join(parent);
+            (
+                vec![dir.join("cpu.cfs_period_us"), dir.join("cpu.cfs_quota_us")],
+                vec![CPU_PERIOD_US.to_string(), quota.to_string()],
+            )
+        }
+        CgroupVersion::V2 => (
+            vec![config.unified_root.join(parent).join("cpu.max")],
+            vec![format!("{quota} {CPU_PERIOD_US}")],
+        ),
+    };
+    for (file, value) in files.iter().zip(&values) {
+        let current = std::fs::read_to_string(file).unwrap_or_default();
+        if current.trim() != value && std::fs::write(file, value).is_err() {
+            return None;
+        }
+    }
+    Some(millis)
 }
 
 /// Translates [`Limits`] to cgroups-rs resources (the same for both versions; cgroups-rs
@@ -1000,7 +1047,19 @@ mod tests {
             read("cpu,cpuacct/e2b-test/sbx1/cpu.cfs_period_us"),
             "100000"
         );
-        assert_eq!(read("cpu,cpuacct/e2b-test/sbx1/cpu.cfs_quota_us"), "150000");
+        // The sandbox's quota is clamped to its parent's, which leaves the host a core.
+        let shared = sandboxes_cpu_millis();
+        let quota = shared.map_or(1500, |s| s.min(1500)) * 100;
+        assert_eq!(
+            read("cpu,cpuacct/e2b-test/sbx1/cpu.cfs_quota_us"),
+            quota.to_string()
+        );
+        if let Some(s) = shared {
+            assert_eq!(
+                read("cpu,cpuacct/e2b-test/cpu.cfs_quota_us"),
+                (u64::from(s) * CPU_PERIOD_US / 1000).to_string()
+            );
+        }
         cg.add_process(4242).unwrap_or_else(|e| panic!("add: {e}"));
         assert_eq!(read("pids/e2b-test/sbx1/cgroup.procs"), "4242");
         assert_eq!(read("freezer/e2b-test/sbx1/cgroup.procs"), "4242");

@@ -72,6 +72,13 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// Default limits of every sandbox: 2 CPUs, 512 MiB memory, 1024 tasks, unbounded disk.
+///
+/// What protects neighbours beyond these: all sandboxes of a server together get every CPU
+/// of the host but one ([`sandboxes_cpu_millis`](crate::isolation::cgroup::sandboxes_cpu_millis),
+/// so 1 CPU on a 2-core host, where each sandbox's quota is clamped to it); a fork bomb stops at
+/// the 1024 tasks, and a lower pids limit (256) did not help its neighbours in
+/// `e2b-local-noisy-bench`; every sandbox has the same CPU weight (the kernel's default), so
+/// two busy sandboxes split the CPU evenly.
 pub fn default_limits() -> Limits {
     Limits {
         cpu_millis: Some(2000),

@@ -57,7 +57,9 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Resource limits of one sandbox. `None` means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
-    /// CPU in thousandths of a core (`2000` = 2 cores), as a CFS quota per 100 ms period.
+    /// CPU in thousandths of a core (`2000` = 2 cores), as a CFS quota per 100 ms period;
+    /// clamped to the CPU all sandboxes share ([`cgroup::sandboxes_cpu_millis`]) when the
+    /// runtime can cap their parent cgroup.
     pub cpu_millis: Option<u32>,
     /// Memory hard limit in bytes; the OOM killer acts inside the sandbox only.
     pub memory_bytes: Option<u64>,

@@ -16,7 +16,8 @@
 //!   empty server in the same process (so both see the same host), p50/p99 and the ratio to
 //!   the first measurement;
 //! * kill of every sandbox, then a check that nothing is left: no process in the sandboxes'
-//!   cgroups, no cgroup directory, no sandbox directory, and the host's mount table as before.
+//!   cgroups, no cgroup directory, no sandbox directory, and no mount below the data
+//!   directories that was not there before.
 //!
 //! If a create fails on the way, the error and how many sandboxes were alive are printed and
 //! the rest of the run goes on with those.
@@ -118,8 +119,15 @@ fn processes_in(parent: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn mountinfo() -> String {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+/// The host's mounts below this benchmark's data directories (other programs on the host
+/// may mount and unmount meanwhile).
+fn mountinfo() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("e2b-local-scale-bench"))
+        .map(str::to_owned)
+        .collect()
 }
 
 async fn start(dir: &Path, cgroup_parent: &str) -> Result<e2b_local::RunningServer, String> {

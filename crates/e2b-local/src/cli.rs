@@ -279,7 +279,6 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn open_store(dir: &std::path::Path) -> Result<Store, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     Store::open(dir).map_err(|e| e.to_string())
 }
 

@@ -218,10 +218,9 @@ impl Manager {
         }
         let mut saved = HashMap::new();
         for rec in recs.iter().filter(|r| r.state == SandboxState::Paused) {
-            let upper = dir.join(&rec.id).join("disk/upper");
             let to = saved_root.join(&rec.id);
             let _ = std::fs::create_dir_all(&saved_root);
-            if to.exists() || std::fs::rename(&upper, &to).is_ok() {
+            if to.exists() || self.runtime.save_upper(&rec.id, &to).is_ok() {
                 saved.insert(rec.id.clone(), to);
             }
         }

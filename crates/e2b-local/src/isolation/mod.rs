@@ -286,6 +286,10 @@ impl Runtime {
     ///
     /// [`Error::CreateDir`].
     pub fn new(config: RuntimeConfig) -> Result<Self> {
+        // Private whatever the umask and however the directory was made: it holds every
+        // sandbox's files and the server's secrets, and only the server's user may reach them.
+        crate::state::create_private_dir(&config.data_dir)
+            .map_err(|e| Error::CreateDir(config.data_dir.clone(), e))?;
         for d in [
             config.data_dir.join("sandboxes"),
             config.data_dir.join("templates"),
@@ -496,8 +500,9 @@ impl Runtime {
     ///
     /// Steps (host side; the in-sandbox steps are in [`exec`]):
     /// 1. validate the id and create `sandboxes/<id>/`;
-    /// 2. mount the disk tmpfs (when `disk_bytes` is set) and lay out upper/work
-    ///    directories, with the per-sandbox `/etc/hostname` and `/etc/hosts` in the upper;
+    /// 2. mount the disk (a tmpfs of `disk_bytes` when set, else a `nosuid,nodev` bind mount)
+    ///    and lay out upper/work directories, with the per-sandbox `/etc/hostname` and
+    ///    `/etc/hosts` in the upper;
     /// 3. create the cgroup with the limits;
     /// 4. spawn the `__sandbox-init` helper, move it into the cgroup, then send its config;
     /// 5. read its status until the program is exec'd; open a pidfd and the netns.
@@ -540,10 +545,11 @@ impl Runtime {
         // Step 2: disk.
         let disk = dir.join("disk");
         mkdir(&disk)?;
-        if let Some(bytes) = spec.limits.disk_bytes {
-            mounts::mount_disk(&disk, bytes)?;
-            partial.disk_mounted = true;
+        match spec.limits.disk_bytes {
+            Some(bytes) => mounts::mount_disk(&disk, bytes)?,
+            None => mounts::bind_disk(&disk)?,
         }
+        partial.disk_mounted = true;
         // Every sandbox mounts its root on the same host directory, each in its own private
         // mount namespace. A per-sandbox mount point would make removing the sandbox
         // directory wait for the dead namespace's teardown (rmdir of a mount point in
@@ -756,6 +762,27 @@ impl Runtime {
                 frozen,
             }),
         })
+    }
+
+    /// Moves the files a sandbox wrote to its root (its root upper directory) to `to`, out of
+    /// its sandbox directory, so that [`reclaim`](Self::reclaim) keeps them. A sandbox whose
+    /// disk is a tmpfs has nothing to keep on disk, and this fails with [`Error::SaveUpper`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`], [`Error::UnmountDisk`] or [`Error::SaveUpper`].
+    pub fn save_upper(&self, id: &str, to: &Path) -> Result<()> {
+        validate_id(id)?;
+        let disk = self.sandbox_dir(id).join("disk");
+        let on_tmpfs = nix::sys::statfs::statfs(&disk)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        if !on_tmpfs {
+            // A rename out of the disk's nosuid bind mount would fail with EXDEV; the
+            // sandbox's overlay holds the upper directory itself, not through this mount.
+            mounts::unmount_disk(&disk)?;
+        }
+        let upper = disk.join("upper");
+        std::fs::rename(&upper, to).map_err(|e| Error::SaveUpper(upper, e))
     }
 
     /// Removes what a sandbox left behind when its handle is gone (e.g. after a server
@@ -1070,14 +1097,19 @@ impl SandboxHandle {
     }
 
     /// `(used, total)` bytes of the sandbox's disk budget (its upper-directory tmpfs), or
-    /// `None` when it has no budget (upper directory on the data dir's filesystem) or was
-    /// killed.
+    /// `None` when it has no budget (upper directory on the data dir's filesystem, bind-mounted
+    /// `nosuid,nodev`) or was killed.
     pub fn disk_usage(&self) -> Option<(u64, u64)> {
         let st = self.lock();
         if !st.disk_mounted || st.killed {
             return None;
         }
-        let v = nix::sys::statvfs::statvfs(&self.dir.join("disk")).ok()?;
+        let disk = self.dir.join("disk");
+        let fs = nix::sys::statfs::statfs(&disk).ok()?;
+        if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+            return None;
+        }
+        let v = nix::sys::statvfs::statvfs(&disk).ok()?;
         let block = v.fragment_size();
         let total = v.blocks() * block;
         Some((total.saturating_sub(v.blocks_free() * block), total))

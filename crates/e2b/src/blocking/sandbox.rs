@@ -57,8 +57,6 @@ impl SandboxBuilder {
         template(template: impl Into<String>);
         /// The sandbox's lifetime (default 300 s).
         timeout(timeout: Duration);
-        /// Whether envd requires the access token (default true).
-        secure(secure: bool);
         /// Whether the sandbox may reach the internet (default true).
         allow_internet_access(allow: bool);
         /// Pause instead of kill at the timeout.

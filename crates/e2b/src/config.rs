@@ -55,7 +55,10 @@ const STABLE_HOST_DOMAINS: &[&str] = &[
 ///
 /// The control-plane client (and so its connection pool) is built once per configuration, on
 /// first use, and shared by the configuration's clones and every sandbox reached with them;
-/// a `with_*` setter gives the configuration a client of its own.
+/// a `with_*` setter gives the configuration a client of its own. Pooled connections are
+/// driven by the tokio runtime that opened them, so a configuration shared by several
+/// runtimes that come and go (one per test, say) should be re-made, or changed by a setter,
+/// in each.
 ///
 /// ```
 /// use std::time::Duration;
@@ -266,6 +269,14 @@ impl ConnectionConfig {
         }
         let domain = sandbox_domain.unwrap_or(&self.domain);
         format!("https://{ENVD_PORT}-{sandbox_id}.{domain}")
+    }
+
+    /// This configuration with a control-plane client of its own, for a configuration handed
+    /// to callers that may each run their own runtime.
+    #[cfg(feature = "local")]
+    pub(crate) fn with_own_api_client(mut self) -> Self {
+        self.api_client = Arc::default();
+        self
     }
 
     /// The control-plane client, built on first use and shared by this configuration's clones.

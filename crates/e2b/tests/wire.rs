@@ -1,5 +1,5 @@
 //! The exact requests the SDK sends, checked against a recording server that answers as E2B's
-//! API and envd do (sdk-behavior.md §1–§4).
+//! API and envd do (`docs/control-plane.md`, `docs/envd.md`).
 
 mod support;
 

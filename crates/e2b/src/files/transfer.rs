@@ -462,7 +462,7 @@ impl Filesystem {
         self.send_upload(request).await
     }
 
-    /// The multipart upload (sdk-behavior §4.3): one part per file, form name `file`,
+    /// The multipart upload (`docs/envd.md`): one part per file, form name `file`,
     /// filename the full destination path; the body is streamed part by part.
     async fn upload_multipart(
         &self,

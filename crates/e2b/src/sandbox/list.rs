@@ -10,7 +10,7 @@ use super::api::{api_error, send_with_retries};
 use super::{SandboxInfo, SandboxState};
 use crate::config::ConnectionConfig;
 use crate::error::{Error, Result};
-use crate::signature;
+use crate::percent;
 
 /// Filters and page size for [`Sandbox::list`].
 #[derive(Debug, Clone, Default)]
@@ -89,7 +89,7 @@ impl SandboxQuery {
 }
 
 fn quote_keep_slash(value: &str) -> String {
-    signature::quote(value).replace("%2F", "/")
+    percent::quote(value).replace("%2F", "/")
 }
 
 /// Pages of sandboxes: [`Sandbox::list`].

@@ -19,8 +19,8 @@ use crate::config::{ConnectionConfig, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID};
 use crate::envd::{Envd, parse_version};
 use crate::error::{self, Error, Result};
 use crate::files::Filesystem;
+use crate::percent;
 use crate::pty::Pty;
-use crate::signature;
 use api::{api_error, check_id, send_with_retries, timeout_secs};
 
 pub use builder::SandboxBuilder;
@@ -281,9 +281,9 @@ impl Sandbox {
             .inner
             .config
             .envd_direct_url(&self.inner.sandbox_id, self.inner.sandbox_domain.as_deref());
-        let mut url = format!("{base}/files?path={}", signature::quote(path));
+        let mut url = format!("{base}/files?path={}", percent::quote(path));
         if let Some(user) = user {
-            url.push_str(&format!("&username={}", signature::quote(user)));
+            url.push_str(&format!("&username={}", percent::quote(user)));
         }
         match &envd.access_token {
             Some(token) => {
@@ -304,7 +304,7 @@ impl Sandbox {
                     token,
                     expiration,
                 );
-                url.push_str(&format!("&signature={}", signature::quote(&sig)));
+                url.push_str(&format!("&signature={}", percent::quote(&sig)));
                 if let Some(expiration) = expiration {
                     url.push_str(&format!("&signature_expiration={expiration}"));
                 }

@@ -156,6 +156,10 @@ fn control_plane_calls_by_id_share_one_runtime_thread() {
         .with_api_key("e2b_0123abcd")
         .with_api_url(&server.base)
         .with_sandbox_url(&server.base);
+    let builder = Sandbox::builder()
+        .config(config.clone())
+        .request_timeout(None);
+    assert_eq!(builder.connection_config().unwrap().request_timeout(), None);
     let sbx = Sandbox::builder().config(config.clone()).create().unwrap();
     let other = Sandbox::builder().config(config.clone()).create().unwrap();
     assert_eq!(sbx.connection_config().api_url(), server.base);

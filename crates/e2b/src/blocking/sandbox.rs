@@ -76,6 +76,16 @@ impl SandboxBuilder {
         request_timeout(timeout: Option<Duration>);
     }
 
+    /// The connection configuration this builder uses. See
+    /// [`crate::SandboxBuilder::connection_config`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::ConnectionConfig::from_env`].
+    pub fn connection_config(&self) -> Result<ConnectionConfig> {
+        self.inner.connection_config()
+    }
+
     /// Adds a metadata entry.
     pub fn metadata(self, key: impl Into<String>, value: impl Into<String>) -> Self {
         Self {

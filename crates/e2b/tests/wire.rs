@@ -106,6 +106,19 @@ async fn should_retry_false_is_not_retried() {
 }
 
 #[tokio::test]
+async fn a_retry_after_beyond_the_request_timeout_is_not_waited_for() {
+    let server = support::recording::start().await;
+    let err = Sandbox::builder()
+        .config(config(&server))
+        .template("later")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limit(), "{err}");
+    assert_eq!(server.log.paths(), ["POST /v2/sandboxes"]);
+}
+
+#[tokio::test]
 async fn lifecycle_calls_and_their_statuses() {
     let server = support::recording::start().await;
     let config = config(&server);

@@ -137,7 +137,7 @@ impl CommandControl {
     ///
     /// # Errors
     ///
-    /// As [`Commands::close_stdin`].
+    /// As [`Commands::close_stdin`](super::Commands::close_stdin).
     pub async fn close_stdin(&self) -> Result<()> {
         close_stdin(&self.envd, self.pid).await
     }
@@ -437,7 +437,7 @@ impl CommandHandle {
     ///
     /// # Errors
     ///
-    /// As [`Commands::close_stdin`].
+    /// As [`Commands::close_stdin`](super::Commands::close_stdin).
     pub async fn close_stdin(&self) -> Result<()> {
         self.control.close_stdin().await
     }
@@ -452,7 +452,7 @@ impl CommandHandle {
     }
 
     /// Stops receiving events; the process keeps running and can be attached to again with
-    /// [`Commands::connect`].
+    /// [`Commands::connect`](super::Commands::connect).
     pub fn disconnect(&mut self) {
         self.events = None;
     }

@@ -1,8 +1,8 @@
 //! The sandbox's filesystem: read, write, list, stat, remove, rename, make directories and
 //! watch, through envd's `/files` endpoint and `filesystem.Filesystem` service.
 //!
-//! The types and the metadata RPCs live here; [`transfer`] moves file contents over
-//! `/files`, and [`watch`] follows changes under a directory.
+//! The types and the metadata RPCs live here; `transfer` moves file contents over
+//! `/files`, and `watch` follows changes under a directory.
 
 mod transfer;
 mod watch;

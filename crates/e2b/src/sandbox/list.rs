@@ -12,7 +12,7 @@ use crate::config::ConnectionConfig;
 use crate::error::{Error, Result};
 use crate::percent;
 
-/// Filters and page size for [`Sandbox::list`].
+/// Filters and page size for [`Sandbox::list`](super::Sandbox::list).
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct SandboxQuery {
@@ -92,7 +92,7 @@ fn quote_keep_slash(value: &str) -> String {
     percent::quote(value).replace("%2F", "/")
 }
 
-/// Pages of sandboxes: [`Sandbox::list`].
+/// Pages of sandboxes: [`Sandbox::list`](super::Sandbox::list).
 #[derive(Debug)]
 pub struct SandboxPaginator {
     config: ConnectionConfig,

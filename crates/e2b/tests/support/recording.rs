@@ -156,6 +156,15 @@ async fn handle(State(log): State<Log>, request: Request) -> Response {
                         .insert("should-retry", "false".parse().unwrap());
                     r
                 }
+                Some("later") => {
+                    let mut r = json(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        serde_json::json!({"code": 429, "message": "come back in an hour"}),
+                    );
+                    r.headers_mut()
+                        .insert("retry-after", "3600".parse().unwrap());
+                    r
+                }
                 _ => json(StatusCode::CREATED, sandbox_json("sbx1")),
             }
         }

@@ -45,21 +45,21 @@ pub struct ManagerConfig {
 
 /// What `create` needs, validated.
 #[derive(Debug, Clone)]
-pub struct CreateParams {
+pub(crate) struct CreateParams {
     /// Template name.
-    pub template: String,
+    pub(crate) template: String,
     /// Seconds until the evictor acts.
-    pub timeout: i64,
+    pub(crate) timeout: i64,
     /// User metadata.
-    pub metadata: BTreeMap<String, String>,
+    pub(crate) metadata: BTreeMap<String, String>,
     /// Environment variables for envd.
-    pub env_vars: BTreeMap<String, String>,
+    pub(crate) env_vars: BTreeMap<String, String>,
     /// Whether to set an access token.
-    pub secure: bool,
+    pub(crate) secure: bool,
     /// Pause instead of kill on timeout.
-    pub auto_pause: bool,
+    pub(crate) auto_pause: bool,
     /// Reported back only.
-    pub allow_internet_access: Option<bool>,
+    pub(crate) allow_internet_access: Option<bool>,
 }
 
 /// The sandbox manager shared by handlers, the router and the evictor.
@@ -83,7 +83,7 @@ impl Manager {
     /// # Errors
     ///
     /// Reading the key or secret from the store.
-    pub fn new(
+    pub(crate) fn new(
         runtime: Runtime,
         store: Store,
         config: ManagerConfig,
@@ -167,7 +167,7 @@ impl Manager {
     /// # Errors
     ///
     /// 404 when no such template exists; 500 when building `base` fails.
-    pub fn template(&self, name: &str) -> Result<Template, LifecycleError> {
+    pub(crate) fn template(&self, name: &str) -> Result<Template, LifecycleError> {
         if name == crate::template::BASE {
             let mut base = lock(&self.base);
             if let Some(t) = base.as_ref() {
@@ -211,7 +211,7 @@ impl Manager {
     /// # Errors
     ///
     /// 400 for zero, negative or too long timeouts.
-    pub fn check_create_timeout(&self, secs: i64) -> Result<(), LifecycleError> {
+    pub(crate) fn check_create_timeout(&self, secs: i64) -> Result<(), LifecycleError> {
         if secs <= 0 {
             return Err(LifecycleError::TimeoutNotPositive { secs });
         }
@@ -304,7 +304,10 @@ impl Manager {
     /// # Errors
     ///
     /// 404 for an unknown template, 500 when the runtime or envd fails (message names it).
-    pub async fn create(self: &Arc<Self>, p: CreateParams) -> Result<Arc<Live>, LifecycleError> {
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        p: CreateParams,
+    ) -> Result<Arc<Live>, LifecycleError> {
         self.check_create_timeout(p.timeout)?;
         if p.auto_pause && !self.runtime.can_freeze() {
             return Err(LifecycleError::FreezerUnavailable {
@@ -350,7 +353,7 @@ impl Manager {
 
     /// The sandbox an earlier create with the same `Idempotency-Key` made, if it is still
     /// live (keys are remembered for ten minutes).
-    pub fn idempotent(&self, key: &str) -> Option<Arc<Live>> {
+    pub(crate) fn idempotent(&self, key: &str) -> Option<Arc<Live>> {
         let mut map = lock(&self.idempotency);
         map.retain(|_, (_, at)| at.elapsed() < IDEMPOTENCY_TTL);
         let id = map.get(key)?.0.clone();
@@ -359,7 +362,7 @@ impl Manager {
     }
 
     /// Remembers that `key` created sandbox `id`.
-    pub fn remember_idempotency(&self, key: String, id: String) {
+    pub(crate) fn remember_idempotency(&self, key: String, id: String) {
         lock(&self.idempotency).insert(key, (id, Instant::now()));
     }
 
@@ -369,7 +372,7 @@ impl Manager {
     /// # Errors
     ///
     /// 404 when it is not live; 500 when cleanup fails.
-    pub async fn kill(&self, id: &str) -> Result<(), LifecycleError> {
+    pub(crate) async fn kill(&self, id: &str) -> Result<(), LifecycleError> {
         let live = self
             .sandboxes
             .write()
@@ -395,7 +398,7 @@ impl Manager {
     ///
     /// 404 when not live, 409 when already paused, 501 when this server cannot pause
     /// (rootless mode without cgroups: no freezer), 500 when freezing fails.
-    pub async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
+    pub(crate) async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
         let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
         if !self.runtime.can_freeze() {
             return Err(LifecycleError::FreezerUnavailable {
@@ -429,7 +432,7 @@ impl Manager {
     /// # Errors
     ///
     /// 404 when not live, 409 when already running, 400 past the maximum lifetime.
-    pub async fn resume(&self, id: &str, timeout: i64) -> Result<Arc<Live>, LifecycleError> {
+    pub(crate) async fn resume(&self, id: &str, timeout: i64) -> Result<Arc<Live>, LifecycleError> {
         let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
         let started = {
             let rec = lock(&live.rec);
@@ -461,7 +464,7 @@ impl Manager {
     /// # Errors
     ///
     /// 404 when not live, 400 for a negative timeout or past the maximum lifetime.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         id: &str,
         timeout: i64,
@@ -498,7 +501,7 @@ impl Manager {
     /// # Errors
     ///
     /// 404, 400 past the maximum lifetime.
-    pub fn refresh(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
+    pub(crate) fn refresh(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
         let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
         self.extend(&live, secs)
     }
@@ -509,7 +512,7 @@ impl Manager {
     ///
     /// 404 when not live, 409 when paused, 400 for a negative timeout or past the maximum
     /// lifetime.
-    pub fn set_timeout(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
+    pub(crate) fn set_timeout(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
         if secs < 0 {
             return Err(LifecycleError::TimeoutNegative { secs });
         }
@@ -530,7 +533,7 @@ impl Manager {
     }
 
     /// Kills every live sandbox (server shutdown).
-    pub async fn kill_all(&self) {
+    pub(crate) async fn kill_all(&self) {
         let ids: Vec<String> = self.all().iter().map(|l| l.record().id).collect();
         for id in ids {
             if let Err(e) = self.kill(&id).await {

@@ -14,7 +14,7 @@ impl Manager {
     /// marked killed. Paused ones keep their files: the root upper directory is saved first,
     /// and the sandbox is booted again from its template with those files copied in, then
     /// paused (memory is not kept: resuming it is a reboot). Returns how many were reclaimed.
-    pub async fn recover(self: &Arc<Self>) -> usize {
+    pub(crate) async fn recover(self: &Arc<Self>) -> usize {
         let recs = self.store.live_sandboxes().unwrap_or_else(|e| {
             tracing::warn!("recover: {e}");
             Vec::new()

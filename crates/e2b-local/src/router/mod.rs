@@ -48,7 +48,7 @@ pub(crate) const INTERNAL_ROUTES: &[&str] = &[
 
 /// Opens connections into sandboxes. The URI authority is `<sandboxID>:<port>`.
 #[derive(Debug, Clone)]
-pub struct SandboxConnector {
+pub(crate) struct SandboxConnector {
     mgr: Weak<Manager>,
 }
 
@@ -91,10 +91,10 @@ impl tower::Service<Uri> for SandboxConnector {
 }
 
 /// The proxy client, pooled per `(sandbox, port)`.
-pub type ProxyClient = Client<SandboxConnector, Body>;
+pub(crate) type ProxyClient = Client<SandboxConnector, Body>;
 
 /// Builds the proxy client for `mgr`.
-pub fn client(mgr: &Arc<Manager>) -> ProxyClient {
+pub(crate) fn client(mgr: &Arc<Manager>) -> ProxyClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(8)
@@ -105,11 +105,11 @@ pub fn client(mgr: &Arc<Manager>) -> ProxyClient {
 
 /// State of the routing layer.
 #[derive(Debug, Clone)]
-pub struct RouterState {
+pub(crate) struct RouterState {
     /// The manager.
-    pub mgr: Arc<Manager>,
+    pub(crate) mgr: Arc<Manager>,
     /// The proxy client.
-    pub client: ProxyClient,
+    pub(crate) client: ProxyClient,
 }
 
 /// Marks a response the router made itself (the request's body was not forwarded).
@@ -290,7 +290,7 @@ fn signed_target(mgr: &Manager, q: &[(String, String)], op: Operation) -> Option
 }
 
 /// The routing layer: sends sandbox traffic to the proxy, the rest to `next`.
-pub async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
+pub(crate) async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
     let body = has_body(&req);
     match target(&req, &rs.mgr) {
         None => next.run(req).await,

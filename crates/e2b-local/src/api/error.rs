@@ -94,3 +94,47 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_errors_get_their_status_and_message() {
+        let cases = [
+            (
+                LifecycleError::not_found("iabc"),
+                StatusCode::NOT_FOUND,
+                "sandbox \"iabc\" doesn't exist or you don't have access to it",
+            ),
+            (
+                LifecycleError::AlreadyPaused { id: "iabc".into() },
+                StatusCode::CONFLICT,
+                "sandbox 'iabc' is already paused",
+            ),
+            (
+                LifecycleError::TimeoutPastLifetime {
+                    secs: 90_000,
+                    max_secs: 86_400,
+                },
+                StatusCode::BAD_REQUEST,
+                "timeout of 90000 s exceeds the maximum sandbox lifetime of 86400 s",
+            ),
+            (
+                LifecycleError::internal("killing sandbox iabc", "cgroup busy"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "killing sandbox iabc: cgroup busy",
+            ),
+        ];
+        for (e, status, message) in cases {
+            assert_eq!(ApiError::from(e), ApiError::new(status, message));
+        }
+    }
+
+    #[test]
+    fn errors_are_send_sync_static() {
+        fn assert<T: Send + Sync + 'static>() {}
+        assert::<ApiError>();
+        assert::<LifecycleError>();
+    }
+}

@@ -166,7 +166,7 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when no such template exists; 500 when building `base` fails.
+    /// `TemplateNotFound`; `Internal` when building `base` fails; `Store`.
     pub(crate) fn template(&self, name: &str) -> Result<Template, LifecycleError> {
         if name == crate::template::BASE {
             let mut base = lock(&self.base);
@@ -210,7 +210,7 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 400 for zero, negative or too long timeouts.
+    /// `TimeoutNotPositive`, `TimeoutPastLifetime`.
     pub(crate) fn check_create_timeout(&self, secs: i64) -> Result<(), LifecycleError> {
         if secs <= 0 {
             return Err(LifecycleError::TimeoutNotPositive { secs });
@@ -303,7 +303,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 for an unknown template, 500 when the runtime or envd fails (message names it).
+    /// The timeout's errors, `FreezerUnavailable` for `autoPause` without a freezer,
+    /// `TemplateNotFound`, `Internal` when the runtime or envd fails (naming which), `Store`.
     pub(crate) async fn create(
         self: &Arc<Self>,
         p: CreateParams,
@@ -371,7 +372,7 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when it is not live; 500 when cleanup fails.
+    /// `SandboxNotFound` when it is not live; `Internal` when cleanup fails.
     pub(crate) async fn kill(&self, id: &str) -> Result<(), LifecycleError> {
         let live = self
             .sandboxes
@@ -396,8 +397,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 409 when already paused, 501 when this server cannot pause
-    /// (rootless mode without cgroups: no freezer), 500 when freezing fails.
+    /// `SandboxNotFound` when not live, `AlreadyPaused`, `FreezerUnavailable` when this server
+    /// cannot pause (rootless mode without cgroups), `Internal` when freezing fails, `Store`.
     pub(crate) async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
         let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
         if !self.runtime.can_freeze() {
@@ -431,7 +432,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 409 when already running, 400 past the maximum lifetime.
+    /// `SandboxNotFound` when not live, `AlreadyRunning`, `TimeoutPastLifetime`, `Internal`
+    /// when thawing fails, `Store`.
     pub(crate) async fn resume(&self, id: &str, timeout: i64) -> Result<Arc<Live>, LifecycleError> {
         let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
         let started = {
@@ -463,7 +465,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 400 for a negative timeout or past the maximum lifetime.
+    /// `SandboxNotFound` when not live, `TimeoutNegative`, `TimeoutPastLifetime`, and
+    /// [`resume`](Self::resume)'s errors for a paused sandbox.
     pub(crate) async fn connect(
         &self,
         id: &str,
@@ -500,7 +503,7 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404, 400 past the maximum lifetime.
+    /// `SandboxNotFound` when not live, `TimeoutPastLifetime`, `Store`.
     pub(crate) fn refresh(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
         let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
         self.extend(&live, secs)
@@ -510,8 +513,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 409 when paused, 400 for a negative timeout or past the maximum
-    /// lifetime.
+    /// `TimeoutNegative`, `SandboxNotFound` when not live, `Paused`, `TimeoutPastLifetime`,
+    /// `Store`.
     pub(crate) fn set_timeout(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
         if secs < 0 {
             return Err(LifecycleError::TimeoutNegative { secs });

@@ -454,4 +454,24 @@ mod tests {
         assert_eq!(parse_host("x-iabc.localhost"), None);
         assert_eq!(parse_host("80-I.localhost"), None);
     }
+
+    #[tokio::test]
+    async fn proxy_errors_are_e2b_bodies_byte_for_byte() {
+        let body = |r: Response| async {
+            let b = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        assert_eq!(
+            body(not_found("iabc")).await,
+            r#"{"code":502,"message":"The sandbox was not found","sandboxId":"iabc"}"#
+        );
+        assert_eq!(
+            body(port_closed("iabc", 8000)).await,
+            r#"{"code":502,"message":"The sandbox is running but port is not open","port":8000,"sandboxId":"iabc"}"#
+        );
+        assert_eq!(
+            body(bad("invalid sandbox ID \"A\"".into())).await,
+            r#"{"code":400,"message":"invalid sandbox ID \"A\""}"#
+        );
+    }
 }

@@ -5,9 +5,13 @@ pub mod api;
 #[cfg(target_os = "linux")]
 pub mod cli;
 #[cfg(target_os = "linux")]
+mod envd_client;
+#[cfg(target_os = "linux")]
 pub mod envd_role;
 #[cfg(target_os = "linux")]
 pub mod isolation;
+#[cfg(target_os = "linux")]
+pub mod lifecycle;
 #[cfg(target_os = "linux")]
 pub mod router;
 #[cfg(target_os = "linux")]

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Manager, ManagerConfig};
 use crate::isolation::{Limits, Runtime, RuntimeConfig};
+use crate::lifecycle::{Manager, ManagerConfig};
 use crate::state::Store;
 
 /// Environment variable names the official SDKs read (see [`RunningServer::env_vars`]).

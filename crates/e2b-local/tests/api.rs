@@ -1,6 +1,6 @@
 //! REST control plane tests against an in-process server with real sandboxes: every endpoint
 //! and status code with exact bodies, pagination, the evictor, timeouts, pause/resume,
-//! connect, bad input and restart recovery. Needs root (CI runs as root).
+//! connect, bad input and restart recovery. Needs root: ignored unless run with `-- --ignored` as root.
 
 mod support;
 
@@ -18,6 +18,7 @@ fn ts(v: &Value) -> DateTime<Utc> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn api_key_is_required_and_errors_have_e2b_bodies() {
     let t = start().await;
     assert!(t.key.starts_with("e2b_") && t.key.len() == 44, "{}", t.key);
@@ -61,6 +62,7 @@ async fn api_key_is_required_and_errors_have_e2b_bodies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn create_get_kill_with_exact_shapes() {
     let t = start().await;
     let before = Utc::now();
@@ -186,6 +188,7 @@ async fn create_get_kill_with_exact_shapes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn bad_input_gets_400_or_404_naming_the_problem() {
     let t = start().await;
     let cases: &[(&str, &str, u16, &str)] = &[
@@ -435,6 +438,7 @@ async fn bad_input_gets_400_or_404_naming_the_problem() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn list_filters_orders_and_paginates() {
     let t = start().await;
     let mut ids = Vec::new();
@@ -531,6 +535,7 @@ async fn list_filters_orders_and_paginates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn timeouts_shorten_extend_and_the_evictor_acts() {
     let t = start().await;
     let sb = t.create(r#"{"templateID":"base","timeout":60}"#).await;
@@ -627,6 +632,7 @@ async fn timeouts_shorten_extend_and_the_evictor_acts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn pause_resume_and_connect() {
     let t = start().await;
     let sb = t.create(r#"{"templateID":"base","timeout":60}"#).await;
@@ -708,6 +714,7 @@ async fn pause_resume_and_connect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn metrics_logs_and_templates() {
     let t = start().await;
     let sb = t.create(r#"{"templateID":"base"}"#).await;
@@ -776,6 +783,7 @@ fn processes_of(id: &str) -> Vec<u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn restart_reclaims_sandboxes_of_a_crashed_server_and_keeps_paused_files() {
     let dir = tempfile::tempdir().unwrap();
     // A real `e2b-local serve` process, SIGKILLed with a sandbox alive.
@@ -900,6 +908,7 @@ async fn restart_reclaims_sandboxes_of_a_crashed_server_and_keeps_paused_files()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn a_sandbox_whose_envd_dies_is_cleaned_up() {
     let t = start().await;
     let sb = t.create(r#"{"templateID":"base","timeout":120}"#).await;

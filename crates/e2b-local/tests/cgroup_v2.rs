@@ -2,7 +2,7 @@
 //! `/sys/fs/cgroup/unified` hierarchy (no controllers, but the core `cgroup.procs`,
 //! `cgroup.freeze`, `cgroup.events` and `cgroup.kill`) exercises add, freeze, thaw, kill and
 //! remove. Limits need the controllers and are covered by the unit tests. Needs root:
-//! `cargo test -p e2b-local --test cgroup_v2 -- --include-ignored`.
+//! `cargo test -p e2b-local --test cgroup_v2 -- --ignored`.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The `embed` feature: this test binary embeds the server without calling
 //! `run_role_if_requested` in any `main` of ours, so the runtime re-executes *this binary* as
-//! its helper and as envd, and the pre-main hook must take over. Needs root (CI runs as root).
+//! its helper and as envd, and the pre-main hook must take over. Needs root: ignored unless run with `-- --ignored` as root.
 #![cfg(feature = "embed")]
 
 mod support;
@@ -8,6 +8,7 @@ mod support;
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn an_embedding_binary_serves_the_helper_and_envd_roles() {
     let dir = tempfile::tempdir().unwrap();
     // No helper_exe: the default is the current executable, i.e. this test binary.

@@ -1,5 +1,5 @@
 //! Isolation tests: each runs attack code inside a real sandbox, as `root` and as `user`, and
-//! asserts the denial. Needs root: `cargo test -p e2b-local -- --include-ignored`.
+//! asserts the denial. Needs root: `cargo test -p e2b-local -- --ignored`.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Leak test: create and kill many sandboxes, then assert that nothing is left — processes,
 //! mounts, cgroups, upper directories, descriptors. Its own test binary, so no other test's
-//! sandboxes run meanwhile. Needs root: `cargo test -p e2b-local --test leaks -- --include-ignored`.
+//! sandboxes run meanwhile. Needs root: `cargo test -p e2b-local --test leaks -- --ignored`.
 //! `E2B_LOCAL_LEAK_N` overrides the count (default 200).
 
 mod common;

@@ -382,7 +382,7 @@ fn syscall_py(nr: i64, args: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root + namespaces"]
+#[ignore = "needs root: creates a user and switches to it"]
 async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
     let _one = ONE_AT_A_TIME.lock().await;
     assert!(
@@ -754,7 +754,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
 /// the runtime uses and chowns it with its `cgroup.procs` and `tasks`), a rootless server has
 /// limits and pause like a root one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root + namespaces"]
+#[ignore = "needs root: creates a user and switches to it"]
 async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
     let _one = ONE_AT_A_TIME.lock().await;
     assert!(nix::unistd::geteuid().is_root(), "run it as root");
@@ -860,7 +860,7 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
 /// A user without a subordinate id range gets one line naming exactly what is missing and
 /// the command that adds it, and exit status 1; nothing is started.
 #[test]
-#[ignore = "needs root + namespaces"]
+#[ignore = "needs root: creates a user and switches to it"]
 fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
     const NO_SUBID: &str = "e2b-nosubid";
     if !sh("id", &["-u", NO_SUBID]).status.success() {

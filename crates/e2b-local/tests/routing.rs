@@ -1,6 +1,6 @@
 //! envd routing tests: by header, by Host (envd and any user port), pre-signed `/files` URLs
 //! without headers, the proxy's 502/404/400 bodies, and streams cut on kill and pause.
-//! Needs root (CI runs as root).
+//! Needs root: ignored unless run with `-- --ignored` as root.
 
 mod support;
 
@@ -45,6 +45,7 @@ fn enc(s: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn header_routing_reaches_envd_with_its_auth() {
     let t = start().await;
     let (id, token) = sandbox(&t).await;
@@ -148,6 +149,7 @@ async fn header_routing_reaches_envd_with_its_auth() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn host_routing_reaches_envd_and_any_user_port() {
     let t = start().await;
     let (id, token) = sandbox(&t).await;
@@ -233,6 +235,7 @@ async fn host_routing_reaches_envd_and_any_user_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn signed_urls_route_without_headers() {
     let t = start().await;
     // Two sandboxes: the signature alone must pick the right one.
@@ -330,6 +333,7 @@ async fn drain(resp: &mut reqwest::Response) -> Result<usize, reqwest::Error> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn kill_and_pause_cut_open_streams_and_health_answers_502() {
     let t = start().await;
     for action in ["kill", "pause"] {
@@ -417,6 +421,7 @@ async fn upgrade(t: &TestServer, host: &str) -> (tokio::net::TcpStream, String) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn upgraded_connections_are_spliced_and_cut_on_kill() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let t = start().await;
@@ -464,6 +469,7 @@ async fn upgraded_connections_are_spliced_and_cut_on_kill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 async fn a_reply_that_leaves_the_body_unread_closes_the_connection() {
     let t = start().await;
     let id = "iaaaaaaaaaaaaaaaaaaaa";

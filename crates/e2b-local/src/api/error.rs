@@ -1,9 +1,12 @@
 //! The control plane's one error type: an HTTP status and a message, rendered as E2B's
-//! `{"code": <status>, "message": "..."}` body (`e2b_api::types::Error`).
+//! `{"code": <status>, "message": "..."}` body (`e2b_api::types::Error`). The lifecycle's
+//! [`LifecycleError`]s get their statuses here, in one `match`.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+
+use crate::lifecycle::LifecycleError;
 
 /// An error answered to a control-plane request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,12 +51,27 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
+}
 
-    /// The 404 of every per-sandbox endpoint, worded as E2B's API.
-    pub fn sandbox_not_found(id: &str) -> Self {
-        Self::not_found(format!(
-            "sandbox \"{id}\" doesn't exist or you don't have access to it"
-        ))
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        let status = match &e {
+            LifecycleError::SandboxNotFound { .. } | LifecycleError::TemplateNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            LifecycleError::AlreadyPaused { .. }
+            | LifecycleError::AlreadyRunning { .. }
+            | LifecycleError::Paused { .. } => StatusCode::CONFLICT,
+            LifecycleError::TimeoutNotPositive { .. }
+            | LifecycleError::TimeoutNegative { .. }
+            | LifecycleError::TimeoutPastLifetime { .. } => StatusCode::BAD_REQUEST,
+            // The request is well-formed; this server lacks the functionality.
+            LifecycleError::FreezerUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
+            LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, e.to_string())
     }
 }
 
@@ -74,5 +92,49 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_errors_get_their_status_and_message() {
+        let cases = [
+            (
+                LifecycleError::not_found("iabc"),
+                StatusCode::NOT_FOUND,
+                "sandbox \"iabc\" doesn't exist or you don't have access to it",
+            ),
+            (
+                LifecycleError::AlreadyPaused { id: "iabc".into() },
+                StatusCode::CONFLICT,
+                "sandbox 'iabc' is already paused",
+            ),
+            (
+                LifecycleError::TimeoutPastLifetime {
+                    secs: 90_000,
+                    max_secs: 86_400,
+                },
+                StatusCode::BAD_REQUEST,
+                "timeout of 90000 s exceeds the maximum sandbox lifetime of 86400 s",
+            ),
+            (
+                LifecycleError::internal("killing sandbox iabc", "cgroup busy"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "killing sandbox iabc: cgroup busy",
+            ),
+        ];
+        for (e, status, message) in cases {
+            assert_eq!(ApiError::from(e), ApiError::new(status, message));
+        }
+    }
+
+    #[test]
+    fn errors_are_send_sync_static() {
+        fn assert<T: Send + Sync + 'static>() {}
+        assert::<ApiError>();
+        assert::<LifecycleError>();
     }
 }

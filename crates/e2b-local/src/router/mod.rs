@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -28,18 +28,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use e2b_envd::ENVD_PORT;
+use e2b_envd::headers;
 use e2b_envd::signature::{self, Operation};
 
-use crate::api::manager::{Manager, valid_sandbox_id};
+use crate::api::ApiError;
+use crate::lifecycle::{Manager, valid_sandbox_id};
 use crate::state::SandboxState;
 
-/// Routing header naming the sandbox.
-pub const SANDBOX_ID_HEADER: &str = "e2b-sandbox-id";
-/// Routing header naming the port inside the sandbox.
-pub const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
-
 /// envd routes only the control plane may call; the proxy answers 404.
-pub const INTERNAL_ROUTES: &[&str] = &[
+pub(crate) const INTERNAL_ROUTES: &[&str] = &[
     "/init",
     "/freeze",
     "/unfreeze",
@@ -51,7 +48,7 @@ pub const INTERNAL_ROUTES: &[&str] = &[
 
 /// Opens connections into sandboxes. The URI authority is `<sandboxID>:<port>`.
 #[derive(Debug, Clone)]
-pub struct SandboxConnector {
+pub(crate) struct SandboxConnector {
     mgr: Weak<Manager>,
 }
 
@@ -94,10 +91,10 @@ impl tower::Service<Uri> for SandboxConnector {
 }
 
 /// The proxy client, pooled per `(sandbox, port)`.
-pub type ProxyClient = Client<SandboxConnector, Body>;
+pub(crate) type ProxyClient = Client<SandboxConnector, Body>;
 
 /// Builds the proxy client for `mgr`.
-pub fn client(mgr: &Arc<Manager>) -> ProxyClient {
+pub(crate) fn client(mgr: &Arc<Manager>) -> ProxyClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(8)
@@ -108,25 +105,42 @@ pub fn client(mgr: &Arc<Manager>) -> ProxyClient {
 
 /// State of the routing layer.
 #[derive(Debug, Clone)]
-pub struct RouterState {
+pub(crate) struct RouterState {
     /// The manager.
-    pub mgr: Arc<Manager>,
+    pub(crate) mgr: Arc<Manager>,
     /// The proxy client.
-    pub client: ProxyClient,
+    pub(crate) client: ProxyClient,
 }
 
 /// Marks a response the router made itself (the request's body was not forwarded).
 #[derive(Debug, Clone, Copy)]
 struct LocalReply;
 
-fn json(status: StatusCode, v: serde_json::Value) -> Response {
-    let mut r = (status, v.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+/// A reply made here, marked [`LocalReply`].
+fn local_reply(reply: impl IntoResponse) -> Response {
+    let mut r = reply.into_response();
     r.extensions_mut().insert(LocalReply);
     r
+}
+
+/// The body of the errors E2B's proxy answers itself: `{code, message}` plus what the
+/// request was routed to. Fields are in alphabetical order, as E2B's proxy writes them.
+#[derive(Debug, serde::Serialize)]
+struct ProxyError<'a> {
+    code: u16,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(rename = "sandboxId", skip_serializing_if = "Option::is_none")]
+    sandbox_id: Option<&'a str>,
+}
+
+impl ProxyError<'_> {
+    fn into_response(self, status: StatusCode) -> Response {
+        local_reply((status, axum::Json(self)))
+    }
 }
 
 /// Whether a request carries a body (`Content-Length` above 0, or chunked).
@@ -151,39 +165,51 @@ fn close_if_unread(mut resp: Response, body: bool) -> Response {
 }
 
 /// 502 for an unknown, killed, paused or expired sandbox (E2B's proxy body, exactly).
-pub fn not_found(id: &str) -> Response {
-    json(
-        StatusCode::BAD_GATEWAY,
-        serde_json::json!({"sandboxId": id, "message": "The sandbox was not found", "code": 502}),
-    )
+pub(crate) fn not_found(id: &str) -> Response {
+    ProxyError {
+        code: 502,
+        message: "The sandbox was not found",
+        path: None,
+        port: None,
+        sandbox_id: Some(id),
+    }
+    .into_response(StatusCode::BAD_GATEWAY)
 }
 
 /// 502 when nothing listens on the port inside a running sandbox.
-pub fn port_closed(id: &str, port: u16) -> Response {
-    json(
-        StatusCode::BAD_GATEWAY,
-        serde_json::json!({
-            "sandboxId": id,
-            "message": "The sandbox is running but port is not open",
-            "port": port,
-            "code": 502
-        }),
-    )
+pub(crate) fn port_closed(id: &str, port: u16) -> Response {
+    ProxyError {
+        code: 502,
+        message: "The sandbox is running but port is not open",
+        path: None,
+        port: Some(port),
+        sandbox_id: Some(id),
+    }
+    .into_response(StatusCode::BAD_GATEWAY)
+}
+
+/// 404 for envd's [`INTERNAL_ROUTES`].
+fn internal_route(path: &str) -> Response {
+    ProxyError {
+        code: 404,
+        message: "This endpoint is reserved for the E2B control plane and cannot be called through the proxy",
+        path: Some(path),
+        port: None,
+        sandbox_id: None,
+    }
+    .into_response(StatusCode::NOT_FOUND)
 }
 
 fn bad(message: String) -> Response {
-    json(
-        StatusCode::BAD_REQUEST,
-        serde_json::json!({"code": 400, "message": message}),
-    )
+    local_reply(ApiError::bad_request(message))
 }
 
 /// Where a request goes: `Some(Ok((id, port)))` to a sandbox, `Some(Err(resp))` answered
 /// here, `None` to the control plane.
 fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response>> {
     let h = req.headers();
-    let id_h = h.get(SANDBOX_ID_HEADER);
-    let port_h = h.get(SANDBOX_PORT_HEADER);
+    let id_h = h.get(headers::SANDBOX_ID);
+    let port_h = h.get(headers::SANDBOX_PORT);
     if id_h.is_some() || port_h.is_some() {
         let (Some(id), Some(port)) = (id_h, port_h) else {
             let missing = if id_h.is_none() {
@@ -214,7 +240,10 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
         return Some(Ok(t));
     }
     if req.uri().path() == "/files" {
-        let q = crate::api::handlers::parse_query(req.uri().query());
+        // A query that does not parse as pairs carries no signature either.
+        let q = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+            .map(|Query(q)| q)
+            .unwrap_or_default();
         if q.iter().any(|(k, _)| k == "signature") {
             let op = if req.method() == http::Method::POST {
                 Operation::Write
@@ -223,10 +252,7 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
             };
             return Some(match signed_target(mgr, &q, op) {
                 Some(id) => Ok((id, ENVD_PORT)),
-                None => Err(json(
-                    StatusCode::UNAUTHORIZED,
-                    serde_json::json!({"code": 401, "message": "invalid signature"}),
-                )),
+                None => Err(local_reply(ApiError::unauthorized("invalid signature"))),
             });
         }
     }
@@ -234,7 +260,7 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
 }
 
 /// `<port>-<sandboxID>[-<clientID>].<domain>[:<listen port>]` → `(id, port)`.
-pub fn parse_host(host: &str) -> Option<(String, u16)> {
+pub(crate) fn parse_host(host: &str) -> Option<(String, u16)> {
     // Strip the listener's port (IPv6 literals never match below).
     let host = match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -264,7 +290,7 @@ fn signed_target(mgr: &Manager, q: &[(String, String)], op: Operation) -> Option
 }
 
 /// The routing layer: sends sandbox traffic to the proxy, the rest to `next`.
-pub async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
+pub(crate) async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
     let body = has_body(&req);
     match target(&req, &rs.mgr) {
         None => next.run(req).await,
@@ -275,14 +301,7 @@ pub async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> R
 
 async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Response {
     if port == ENVD_PORT && INTERNAL_ROUTES.contains(&req.uri().path()) {
-        return json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({
-                "message": "This endpoint is reserved for the E2B control plane and cannot be called through the proxy",
-                "path": req.uri().path(),
-                "code": 404
-            }),
-        );
+        return internal_route(req.uri().path());
     }
     let Some(live) = rs.mgr.get(&id) else {
         return not_found(&id);
@@ -434,5 +453,25 @@ mod tests {
         assert_eq!(parse_host("8080-iabc"), None);
         assert_eq!(parse_host("x-iabc.localhost"), None);
         assert_eq!(parse_host("80-I.localhost"), None);
+    }
+
+    #[tokio::test]
+    async fn proxy_errors_are_e2b_bodies_byte_for_byte() {
+        let body = |r: Response| async {
+            let b = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        assert_eq!(
+            body(not_found("iabc")).await,
+            r#"{"code":502,"message":"The sandbox was not found","sandboxId":"iabc"}"#
+        );
+        assert_eq!(
+            body(port_closed("iabc", 8000)).await,
+            r#"{"code":502,"message":"The sandbox is running but port is not open","port":8000,"sandboxId":"iabc"}"#
+        );
+        assert_eq!(
+            body(bad("invalid sandbox ID \"A\"".into())).await,
+            r#"{"code":400,"message":"invalid sandbox ID \"A\""}"#
+        );
     }
 }

@@ -10,14 +10,14 @@ use e2b_local::isolation::{
 };
 use e2b_local::template::Template;
 
-/// Declares tests that need root and namespaces: ignored by default, run in CI with
-/// `cargo test -p e2b-local -- --include-ignored` as root.
+/// Declares tests that need root and namespaces: ignored by default, run as root with
+/// `cargo test -p e2b-local -- --ignored` (`scripts/test` does).
 #[macro_export]
 macro_rules! root_test {
     ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {
         $(
             #[test]
-            #[ignore = "needs root + namespaces"]
+            #[ignore = "needs root: namespaces, mounts and cgroups"]
             $(#[$m])*
             fn $name() $body
         )*

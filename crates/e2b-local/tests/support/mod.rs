@@ -1,6 +1,6 @@
 //! Shared setup of the REST and routing tests: an in-process server (the real runtime, the
 //! `e2b-local` binary as helper and envd) with its own data directory, and a reqwest client.
-//! Needs root (CI runs as root).
+//! Needs root: ignored unless run with `-- --ignored` as root.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Spawn benchmark for the sandbox runtime (run as root, in release):
 //!
 //! ```text
-//! cargo run --release -p e2b-local --bin e2b-local-spawn-bench -- [ITERATIONS]
+//! cargo run --release -p bench --bin e2b-local-spawn-bench -- [ITERATIONS]
 //! ```
 //!
 //! Measures, in the same run, p50/p99 of:
@@ -51,7 +51,8 @@ mod bench {
     };
     use e2b_local::template::Template;
 
-    const PORT: u16 = 49_983;
+    /// The in-sandbox listener stands in for envd, so it listens on envd's port.
+    const PORT: u16 = e2b_envd::ENVD_PORT;
 
     /// Inside the sandbox: answer "ready" to every connection.
     pub(crate) fn listen() -> ExitCode {

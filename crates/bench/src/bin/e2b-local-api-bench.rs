@@ -1,7 +1,7 @@
 //! REST API benchmark of e2b-local (run as root, in release):
 //!
 //! ```text
-//! cargo run --release -p e2b-local --bin e2b-local-api-bench -- [ITERATIONS]
+//! cargo run --release -p bench --bin e2b-local-api-bench -- [ITERATIONS]
 //! ```
 //!
 //! Starts an in-process server (this binary is its own helper and envd) and measures,
@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use e2b_envd::headers;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -144,9 +145,9 @@ impl Api {
         body.extend_from_slice(&u32::try_from(msg.len()).unwrap_or(0).to_be_bytes());
         body.extend_from_slice(msg);
         let req = http::Request::post(format!("{}/process.Process/Start", self.url))
-            .header("e2b-sandbox-id", id)
-            .header("e2b-sandbox-port", "49983")
-            .header("x-access-token", token)
+            .header(headers::SANDBOX_ID, id)
+            .header(headers::SANDBOX_PORT, e2b_envd::ENVD_PORT)
+            .header(headers::ACCESS_TOKEN, token)
             .header("content-type", "application/connect+json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;

@@ -1,0 +1,97 @@
+//! Why a lifecycle operation failed, in the sandbox's terms. The control plane maps each
+//! variant to an HTTP status in one place (`api::error`); the messages are the API's.
+
+/// Any error a cause can be boxed from.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failed lifecycle operation. Every message names the sandbox, template or value that
+/// was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// No live sandbox has this id: never created, killed, or expired.
+    #[error("sandbox \"{id}\" doesn't exist or you don't have access to it")]
+    SandboxNotFound {
+        /// The sandbox id asked for.
+        id: String,
+    },
+    /// Neither `base` nor a registered template has this name.
+    #[error("template '{name}' not found")]
+    TemplateNotFound {
+        /// The template name asked for.
+        name: String,
+    },
+    /// Pausing a sandbox that is already paused.
+    #[error("sandbox '{id}' is already paused")]
+    AlreadyPaused {
+        /// The sandbox id.
+        id: String,
+    },
+    /// Resuming a sandbox that is already running.
+    #[error("sandbox {id} is already running")]
+    AlreadyRunning {
+        /// The sandbox id.
+        id: String,
+    },
+    /// Setting the timeout of a paused sandbox (it has no end time while paused).
+    #[error("sandbox \"{id}\" is not running (state: paused)")]
+    Paused {
+        /// The sandbox id.
+        id: String,
+    },
+    /// A create or resume timeout of zero or less.
+    #[error("timeout must be greater than 0 (got {secs})")]
+    TimeoutNotPositive {
+        /// The timeout asked for, in seconds.
+        secs: i64,
+    },
+    /// A negative timeout where zero is allowed (set-timeout, connect).
+    #[error("timeout must not be negative (got {secs})")]
+    TimeoutNegative {
+        /// The timeout asked for, in seconds.
+        secs: i64,
+    },
+    /// A timeout that would end the sandbox after its maximum lifetime.
+    #[error("timeout of {secs} s exceeds the maximum sandbox lifetime of {max_secs} s")]
+    TimeoutPastLifetime {
+        /// The timeout asked for, in seconds.
+        secs: i64,
+        /// The server's maximum lifetime, in seconds.
+        max_secs: u64,
+    },
+    /// Pausing (or `autoPause`) on a server without the cgroup freezer: rootless mode
+    /// without a delegated cgroup. The request is fine; this server cannot do it.
+    #[error(
+        "{action}: pause needs the cgroup freezer, which is unavailable in rootless mode without a delegated cgroup (run e2b-local as root to pause sandboxes)"
+    )]
+    FreezerUnavailable {
+        /// What was refused (`pausing sandbox <id>`, `autoPause`).
+        action: String,
+    },
+    /// The server failed while doing `action` (the runtime, envd, files on the host).
+    #[error("{action}: {source}")]
+    Internal {
+        /// What failed, naming the sandbox or template.
+        action: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// Reading or writing the state database failed.
+    #[error(transparent)]
+    Store(#[from] crate::state::StateError),
+}
+
+impl LifecycleError {
+    /// [`SandboxNotFound`](Self::SandboxNotFound) for `id`.
+    pub(crate) fn not_found(id: &str) -> Self {
+        LifecycleError::SandboxNotFound { id: id.to_owned() }
+    }
+
+    /// [`Internal`](Self::Internal): `action` failed because of `source`.
+    pub(crate) fn internal(action: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        LifecycleError::Internal {
+            action: action.into(),
+            source: source.into(),
+        }
+    }
+}

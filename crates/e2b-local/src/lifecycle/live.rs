@@ -1,0 +1,68 @@
+//! A live sandbox: the runtime's handle plus what the control plane keeps about it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::isolation::SandboxHandle;
+use crate::state::SandboxRecord;
+
+/// A live (running or paused) sandbox.
+#[derive(Debug)]
+pub struct Live {
+    /// The runtime's handle.
+    pub handle: Arc<SandboxHandle>,
+    /// envd access token (`None` when created with `secure: false`).
+    pub token: Option<String>,
+    /// The record (state, end time, metadata).
+    pub rec: Mutex<SandboxRecord>,
+    /// Cancelled when the sandbox is paused or killed: cuts every proxied stream.
+    cancel: Mutex<CancellationToken>,
+    /// Previous CPU sample for `cpuUsedPct`.
+    pub(crate) cpu_prev: Mutex<Option<(Instant, u64)>>,
+    /// Host file with envd's stdout/stderr.
+    pub log: PathBuf,
+}
+
+impl Live {
+    /// A live sandbox with a fresh stream-cutting token and no CPU sample yet.
+    pub(super) fn new(
+        handle: Arc<SandboxHandle>,
+        token: Option<String>,
+        rec: SandboxRecord,
+        log: PathBuf,
+    ) -> Self {
+        Live {
+            handle,
+            token,
+            rec: Mutex::new(rec),
+            cancel: Mutex::new(CancellationToken::new()),
+            cpu_prev: Mutex::new(None),
+            log,
+        }
+    }
+
+    /// A snapshot of the record.
+    pub fn record(&self) -> SandboxRecord {
+        lock(&self.rec).clone()
+    }
+
+    /// The current stream-cutting token (a child is cancelled with it).
+    pub fn cancel_token(&self) -> CancellationToken {
+        lock(&self.cancel).clone()
+    }
+
+    /// Cancels the current token (cutting every stream that holds it) and starts a new one.
+    pub(super) fn cut_streams(&self) {
+        let mut c = lock(&self.cancel);
+        c.cancel();
+        *c = CancellationToken::new();
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (state stays consistent: every update is one assignment).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

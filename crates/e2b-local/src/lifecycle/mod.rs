@@ -1,0 +1,547 @@
+//! Sandbox lifecycle: create (runtime spawn, envd ready, `/init`), kill, pause, resume,
+//! timeouts and the evictor, restart recovery.
+//!
+//! Knows no HTTP: every failure is a [`LifecycleError`], which the control plane
+//! ([`crate::api`]) maps to a status and a `{code, message}` body in one place.
+
+mod error;
+mod evict;
+mod ids;
+mod live;
+mod recover;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+pub use error::LifecycleError;
+pub(crate) use ids::valid_sandbox_id;
+use ids::{access_token, new_sandbox_id};
+pub use live::Live;
+pub(crate) use live::lock;
+
+use crate::envd_client;
+use crate::isolation::{InitProgram, Limits, Runtime, SandboxHandle, SandboxSpec};
+use crate::state::{SandboxRecord, SandboxState, Store};
+use crate::template::Template;
+
+/// How long an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+
+/// Server-wide settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Longest a sandbox may live from its start (timeouts past it give 400).
+    pub max_lifetime: Duration,
+    /// Limits of every sandbox.
+    pub limits: Limits,
+    /// Domain reported to SDKs (`<port>-<id>.<domain>` reaches a sandbox port).
+    pub domain: String,
+}
+
+/// What `create` needs, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct CreateParams {
+    /// Template name.
+    pub(crate) template: String,
+    /// Seconds until the evictor acts.
+    pub(crate) timeout: i64,
+    /// User metadata.
+    pub(crate) metadata: BTreeMap<String, String>,
+    /// Environment variables for envd.
+    pub(crate) env_vars: BTreeMap<String, String>,
+    /// Whether to set an access token.
+    pub(crate) secure: bool,
+    /// Pause instead of kill on timeout.
+    pub(crate) auto_pause: bool,
+    /// Reported back only.
+    pub(crate) allow_internet_access: Option<bool>,
+}
+
+/// The sandbox manager shared by handlers, the router and the evictor.
+#[derive(Debug)]
+pub struct Manager {
+    runtime: Runtime,
+    store: Store,
+    secret: Vec<u8>,
+    api_key: String,
+    config: ManagerConfig,
+    sandboxes: RwLock<HashMap<String, Arc<Live>>>,
+    evict: Notify,
+    base: Mutex<Option<Template>>,
+    logs_dir: PathBuf,
+    idempotency: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Manager {
+    /// A manager over `runtime` and `store`; run [`recover`](Self::recover) before serving.
+    ///
+    /// # Errors
+    ///
+    /// Reading the key or secret from the store.
+    pub(crate) fn new(
+        runtime: Runtime,
+        store: Store,
+        config: ManagerConfig,
+    ) -> Result<Self, crate::state::StateError> {
+        let secret = store.secret()?;
+        let api_key = store.api_key()?;
+        let logs_dir = runtime.data_dir().join("logs");
+        let _ = std::fs::create_dir_all(&logs_dir);
+        Ok(Manager {
+            runtime,
+            store,
+            secret,
+            api_key,
+            config,
+            sandboxes: RwLock::new(HashMap::new()),
+            evict: Notify::new(),
+            base: Mutex::new(None),
+            logs_dir,
+            idempotency: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The API key.
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// Registers a running (or re-attached) sandbox as live.
+    fn insert_live(
+        &self,
+        handle: Arc<SandboxHandle>,
+        token: Option<String>,
+        rec: SandboxRecord,
+        log: PathBuf,
+    ) -> Arc<Live> {
+        let id = rec.id.clone();
+        let live = Arc::new(Live::new(handle, token, rec, log));
+        self.sandboxes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, live.clone());
+        live
+    }
+
+    /// The live sandbox `id`, if any.
+    pub fn get(&self, id: &str) -> Option<Arc<Live>> {
+        self.sandboxes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// Every live sandbox.
+    pub fn all(&self) -> Vec<Arc<Live>> {
+        self.sandboxes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The template `name`: `base` (built on first use) or one registered with `template add`.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`; `Internal` when building `base` fails; `Store`.
+    pub(crate) fn template(&self, name: &str) -> Result<Template, LifecycleError> {
+        if name == crate::template::BASE {
+            let mut base = lock(&self.base);
+            if let Some(t) = base.as_ref() {
+                return Ok(t.clone());
+            }
+            let t = Template::base(self.runtime.data_dir())
+                .map_err(|e| LifecycleError::internal("building template base", e))?;
+            *base = Some(t.clone());
+            return Ok(t);
+        }
+        let recs = self.store.templates()?;
+        let rec = recs.into_iter().find(|t| t.name == name).ok_or_else(|| {
+            LifecycleError::TemplateNotFound {
+                name: name.to_owned(),
+            }
+        })?;
+        Template::from_rootfs(&rec.name, &rec.rootfs)
+            .map_err(|e| LifecycleError::internal(format!("template '{name}'"), e))
+    }
+
+    /// Checks that `now + secs` stays within the maximum lifetime counted from `started`.
+    fn check_lifetime(
+        &self,
+        started: DateTime<Utc>,
+        secs: i64,
+    ) -> Result<DateTime<Utc>, LifecycleError> {
+        let max = chrono::Duration::from_std(self.config.max_lifetime)
+            .unwrap_or(chrono::Duration::hours(24));
+        let end = Utc::now() + chrono::Duration::seconds(secs.max(0));
+        if end > started + max + chrono::Duration::seconds(1) {
+            return Err(LifecycleError::TimeoutPastLifetime {
+                secs,
+                max_secs: self.config.max_lifetime.as_secs(),
+            });
+        }
+        Ok(end)
+    }
+
+    /// Validates a create-time timeout.
+    ///
+    /// # Errors
+    ///
+    /// `TimeoutNotPositive`, `TimeoutPastLifetime`.
+    pub(crate) fn check_create_timeout(&self, secs: i64) -> Result<(), LifecycleError> {
+        if secs <= 0 {
+            return Err(LifecycleError::TimeoutNotPositive { secs });
+        }
+        if u64::try_from(secs).unwrap_or(u64::MAX) > self.config.max_lifetime.as_secs() {
+            return Err(LifecycleError::TimeoutPastLifetime {
+                secs,
+                max_secs: self.config.max_lifetime.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Spawns sandbox `id` with envd, copies `restore` (a saved upper directory) into its
+    /// root when given, waits until envd listens and applies `/init`. Returns the handle,
+    /// envd's version and the log file.
+    async fn boot(
+        self: &Arc<Self>,
+        id: &str,
+        template: Template,
+        template_name: &str,
+        token: Option<&str>,
+        env_vars: &BTreeMap<String, String>,
+        restore: Option<PathBuf>,
+    ) -> Result<(Arc<SandboxHandle>, String, PathBuf), LifecycleError> {
+        let log = self.logs_dir.join(format!("{id}.log"));
+        let handle = {
+            let this = self.clone();
+            let id2 = id.to_owned();
+            let log = log.clone();
+            let tname = template_name.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let id = id2;
+                let mut init = InitProgram::self_exe(["envd"]);
+                init.env.push((
+                    crate::envd_role::ROLE_ENV.into(),
+                    crate::envd_role::ENVD_ROLE.into(),
+                ));
+                init.env
+                    .push((crate::envd_role::SANDBOX_ID_ENV.into(), id.clone()));
+                init.env
+                    .push((crate::envd_role::TEMPLATE_ID_ENV.into(), tname));
+                init.env.push(("HOME".into(), "/root".into()));
+                let mut spec = SandboxSpec::new(id, &template, init);
+                spec.limits = this.config.limits;
+                spec.log = Some(log);
+                this.runtime.spawn(spec)
+            })
+            .await
+            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))?
+            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))?
+        };
+        let handle = Arc::new(handle);
+        let fail = |e: LifecycleError| {
+            let h = handle.clone();
+            let log = log.clone();
+            async move {
+                let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+                let _ = std::fs::remove_file(&log);
+                e
+            }
+        };
+        if let Some(saved) = restore {
+            // Through /proc/<init>/root, so the files go through the sandbox's overlay.
+            let root = PathBuf::from(format!("/proc/{}/root", handle.init_pid()));
+            let res = tokio::task::spawn_blocking(move || recover::copy_tree(&saved, &root))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = res {
+                return Err(fail(LifecycleError::internal(
+                    format!("sandbox {id}: restoring its files"),
+                    e,
+                ))
+                .await);
+            }
+        }
+        match envd_client::init(&handle, token, env_vars).await {
+            Ok(v) => Ok((handle, v, log)),
+            Err(e) => Err(fail(LifecycleError::internal(
+                format!("sandbox {id}: envd did not start"),
+                e,
+            ))
+            .await),
+        }
+    }
+
+    /// Creates a sandbox: spawns it with envd, waits until envd listens, applies `/init`
+    /// (token, env vars, default user `user`), records it. Returns the live sandbox.
+    ///
+    /// # Errors
+    ///
+    /// The timeout's errors, `FreezerUnavailable` for `autoPause` without a freezer,
+    /// `TemplateNotFound`, `Internal` when the runtime or envd fails (naming which), `Store`.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        p: CreateParams,
+    ) -> Result<Arc<Live>, LifecycleError> {
+        self.check_create_timeout(p.timeout)?;
+        if p.auto_pause && !self.runtime.can_freeze() {
+            return Err(LifecycleError::FreezerUnavailable {
+                action: "autoPause".to_owned(),
+            });
+        }
+        let template = self.template(&p.template)?;
+        let id = new_sandbox_id();
+        let token = p.secure.then(|| access_token(&self.secret, &id));
+        let (handle, envd_version, log) = self
+            .boot(
+                &id,
+                template,
+                &p.template,
+                token.as_deref(),
+                &p.env_vars,
+                None,
+            )
+            .await?;
+        let now = Utc::now();
+        let rec = SandboxRecord {
+            id: id.clone(),
+            template: p.template,
+            state: SandboxState::Running,
+            started_at: now,
+            end_at: now + chrono::Duration::seconds(p.timeout),
+            metadata: p.metadata,
+            env_vars: p.env_vars,
+            secure: p.secure,
+            auto_pause: p.auto_pause,
+            allow_internet_access: p.allow_internet_access,
+            envd_version,
+        };
+        if let Err(e) = self.store.put_sandbox(&rec) {
+            let h = handle.clone();
+            let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+            return Err(e.into());
+        }
+        let live = self.insert_live(handle, token, rec, log);
+        self.evict.notify_one();
+        Ok(live)
+    }
+
+    /// The sandbox an earlier create with the same `Idempotency-Key` made, if it is still
+    /// live (keys are remembered for ten minutes).
+    pub(crate) fn idempotent(&self, key: &str) -> Option<Arc<Live>> {
+        let mut map = lock(&self.idempotency);
+        map.retain(|_, (_, at)| at.elapsed() < IDEMPOTENCY_TTL);
+        let id = map.get(key)?.0.clone();
+        drop(map);
+        self.get(&id)
+    }
+
+    /// Remembers that `key` created sandbox `id`.
+    pub(crate) fn remember_idempotency(&self, key: String, id: String) {
+        lock(&self.idempotency).insert(key, (id, Instant::now()));
+    }
+
+    /// Kills a sandbox (running or paused): cuts its streams, removes every trace on the
+    /// host and marks its record killed.
+    ///
+    /// # Errors
+    ///
+    /// `SandboxNotFound` when it is not live; `Internal` when cleanup fails.
+    pub(crate) async fn kill(&self, id: &str) -> Result<(), LifecycleError> {
+        let live = self
+            .sandboxes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id)
+            .ok_or_else(|| LifecycleError::not_found(id))?;
+        live.cut_streams();
+        let h = live.handle.clone();
+        let res = tokio::task::spawn_blocking(move || h.kill())
+            .await
+            .map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))?;
+        let mut rec = live.record();
+        rec.state = SandboxState::Killed;
+        *lock(&live.rec) = rec.clone();
+        let _ = self.store.put_sandbox(&rec);
+        let _ = std::fs::remove_file(&live.log);
+        res.map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))
+    }
+
+    /// Pauses (freezes) a running sandbox and cuts its streams.
+    ///
+    /// # Errors
+    ///
+    /// `SandboxNotFound` when not live, `AlreadyPaused`, `FreezerUnavailable` when this server
+    /// cannot pause (rootless mode without cgroups), `Internal` when freezing fails, `Store`.
+    pub(crate) async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
+        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        if !self.runtime.can_freeze() {
+            return Err(LifecycleError::FreezerUnavailable {
+                action: format!("pausing sandbox {id}"),
+            });
+        }
+        {
+            let rec = lock(&live.rec);
+            if rec.state == SandboxState::Paused {
+                return Err(LifecycleError::AlreadyPaused { id: id.to_owned() });
+            }
+        }
+        live.cut_streams();
+        let h = live.handle.clone();
+        tokio::task::spawn_blocking(move || h.freeze())
+            .await
+            .map_err(|e| LifecycleError::internal(format!("pausing sandbox {id}"), e))?
+            .map_err(|e| LifecycleError::internal(format!("pausing sandbox {id}"), e))?;
+        let rec = {
+            let mut rec = lock(&live.rec);
+            rec.state = SandboxState::Paused;
+            rec.clone()
+        };
+        self.store.put_sandbox(&rec)?;
+        self.evict.notify_one();
+        Ok(())
+    }
+
+    /// Resumes a paused sandbox with a new end time `now + timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `SandboxNotFound` when not live, `AlreadyRunning`, `TimeoutPastLifetime`, `Internal`
+    /// when thawing fails, `Store`.
+    pub(crate) async fn resume(&self, id: &str, timeout: i64) -> Result<Arc<Live>, LifecycleError> {
+        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let started = {
+            let rec = lock(&live.rec);
+            if rec.state == SandboxState::Running {
+                return Err(LifecycleError::AlreadyRunning { id: id.to_owned() });
+            }
+            rec.started_at
+        };
+        let end = self.check_lifetime(started, timeout)?;
+        let h = live.handle.clone();
+        tokio::task::spawn_blocking(move || h.thaw())
+            .await
+            .map_err(|e| LifecycleError::internal(format!("resuming sandbox {id}"), e))?
+            .map_err(|e| LifecycleError::internal(format!("resuming sandbox {id}"), e))?;
+        let rec = {
+            let mut rec = lock(&live.rec);
+            rec.state = SandboxState::Running;
+            rec.end_at = end;
+            rec.clone()
+        };
+        self.store.put_sandbox(&rec)?;
+        self.evict.notify_one();
+        Ok(live)
+    }
+
+    /// Connect: resumes a paused sandbox (`true`), or extends a running one's end time to at
+    /// least `now + timeout` (`false`); never shortens.
+    ///
+    /// # Errors
+    ///
+    /// `SandboxNotFound` when not live, `TimeoutNegative`, `TimeoutPastLifetime`, and
+    /// [`resume`](Self::resume)'s errors for a paused sandbox.
+    pub(crate) async fn connect(
+        &self,
+        id: &str,
+        timeout: i64,
+    ) -> Result<(Arc<Live>, bool), LifecycleError> {
+        if timeout < 0 {
+            return Err(LifecycleError::TimeoutNegative { secs: timeout });
+        }
+        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        if live.record().state == SandboxState::Paused {
+            return Ok((self.resume(id, timeout).await?, true));
+        }
+        self.extend(&live, timeout)?;
+        Ok((live, false))
+    }
+
+    /// Moves the end time to `max(end, now + secs)`.
+    fn extend(&self, live: &Live, secs: i64) -> Result<(), LifecycleError> {
+        let started = live.record().started_at;
+        let end = self.check_lifetime(started, secs)?;
+        let rec = {
+            let mut rec = lock(&live.rec);
+            if end > rec.end_at {
+                rec.end_at = end;
+            }
+            rec.clone()
+        };
+        self.store.put_sandbox(&rec)?;
+        self.evict.notify_one();
+        Ok(())
+    }
+
+    /// Refresh: extends only, by `secs`.
+    ///
+    /// # Errors
+    ///
+    /// `SandboxNotFound` when not live, `TimeoutPastLifetime`, `Store`.
+    pub(crate) fn refresh(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
+        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        self.extend(&live, secs)
+    }
+
+    /// Sets the end time to exactly `now + secs` (may shorten; `0` expires it now).
+    ///
+    /// # Errors
+    ///
+    /// `TimeoutNegative`, `SandboxNotFound` when not live, `Paused`, `TimeoutPastLifetime`,
+    /// `Store`.
+    pub(crate) fn set_timeout(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
+        if secs < 0 {
+            return Err(LifecycleError::TimeoutNegative { secs });
+        }
+        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let rec = live.record();
+        if rec.state != SandboxState::Running {
+            return Err(LifecycleError::Paused { id: id.to_owned() });
+        }
+        let end = self.check_lifetime(rec.started_at, secs)?;
+        let rec = {
+            let mut rec = lock(&live.rec);
+            rec.end_at = end;
+            rec.clone()
+        };
+        self.store.put_sandbox(&rec)?;
+        self.evict.notify_one();
+        Ok(())
+    }
+
+    /// Kills every live sandbox (server shutdown).
+    pub(crate) async fn kill_all(&self) {
+        let ids: Vec<String> = self.all().iter().map(|l| l.record().id).collect();
+        for id in ids {
+            if let Err(e) = self.kill(&id).await {
+                tracing::warn!("shutdown: {e}");
+            }
+        }
+    }
+}

@@ -610,11 +610,8 @@ async fn files_signatures() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts a tmpfs"]
 async fn files_disk_full_is_507() {
-    if !is_root() {
-        eprintln!("skipping: needs root to mount a tmpfs");
-        return;
-    }
     let envd = Envd::start(&[]);
     let c = http();
     let dir = tempfile::tempdir().unwrap();
@@ -647,11 +644,8 @@ async fn files_disk_full_is_507() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: creates a user"]
 async fn files_as_another_user_are_owned_by_it() {
-    if !is_root() {
-        eprintln!("skipping: needs root to create a user");
-        return;
-    }
     let (name, uid, gid, home) = test_user();
     let envd = Envd::start(&[]);
     let c = http();

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::ENVD_VERSION;
+use e2b_envd::headers;
 use e2b_envd::signature::constant_time_eq;
 
 use crate::auth::ACCESS_TOKEN_HEADER;
@@ -88,8 +89,10 @@ pub async fn init(
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut()
-        .insert("x-envd-version", HeaderValue::from_static(ENVD_VERSION));
+    r.headers_mut().insert(
+        headers::ENVD_VERSION,
+        HeaderValue::from_static(ENVD_VERSION),
+    );
     Ok(r)
 }
 

@@ -2,7 +2,6 @@
 #![cfg(target_os = "linux")]
 
 pub mod auth;
-pub mod error;
 pub mod fs;
 pub mod http;
 pub mod paths;

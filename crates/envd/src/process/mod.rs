@@ -25,9 +25,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::error::{RpcError, RpcResult};
 use crate::state::lock;
 use crate::users::User;
+use e2b_envd::ConnectError;
 
 pub use pty::PtySize;
 
@@ -177,10 +177,10 @@ pub enum Selector {
 }
 
 impl Selector {
-    fn not_found(&self) -> RpcError {
+    fn not_found(&self) -> ConnectError {
         match self {
-            Selector::Pid(p) => RpcError::not_found(format!("process with pid {p} not found")),
-            Selector::Tag(t) => RpcError::not_found(format!("process with tag {t} not found")),
+            Selector::Pid(p) => ConnectError::not_found(format!("process with pid {p} not found")),
+            Selector::Tag(t) => ConnectError::not_found(format!("process with tag {t} not found")),
         }
     }
 }
@@ -294,42 +294,42 @@ impl Proc {
     ///
     /// # Errors
     /// `internal` when `kill(2)` fails.
-    pub fn signal(&self, sig: nix::sys::signal::Signal) -> RpcResult<()> {
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), ConnectError> {
         self.out_cancel.send_replace(true);
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
         nix::sys::signal::kill(pid, sig)
-            .map_err(|e| RpcError::internal(format!("error sending signal: {e}")))
+            .map_err(|e| ConnectError::internal(format!("error sending signal: {e}")))
     }
 
     /// Writes input.
     ///
     /// # Errors
     /// `internal` when the process has no such input (or it was closed) or the write fails.
-    pub async fn write(&self, input: Input) -> RpcResult<()> {
+    pub async fn write(&self, input: Input) -> Result<(), ConnectError> {
         match input {
             Input::Stdin(b) => {
                 if self.pty.is_some() {
-                    return Err(RpcError::internal(
+                    return Err(ConnectError::internal(
                         "error writing to stdin: stdin not enabled or closed",
                     ));
                 }
                 let mut guard = self.stdin.lock().await;
                 let Some(stdin) = guard.as_mut() else {
-                    return Err(RpcError::internal(
+                    return Err(ConnectError::internal(
                         "error writing to stdin: stdin not enabled or closed",
                     ));
                 };
                 stdin
                     .write_all(&b)
                     .await
-                    .map_err(|e| RpcError::internal(format!("error writing to stdin: {e}")))
+                    .map_err(|e| ConnectError::internal(format!("error writing to stdin: {e}")))
             }
             Input::Pty(b) => match &self.pty {
                 Some(p) => p
                     .write_all(&b)
                     .await
-                    .map_err(|e| RpcError::internal(format!("error writing to tty: {e}"))),
-                None => Err(RpcError::internal(
+                    .map_err(|e| ConnectError::internal(format!("error writing to tty: {e}"))),
+                None => Err(ConnectError::internal(
                     "error writing to tty: tty not assigned to process",
                 )),
             },
@@ -340,9 +340,9 @@ impl Proc {
     ///
     /// # Errors
     /// `unknown` for a PTY process.
-    pub async fn close_stdin(&self) -> RpcResult<()> {
+    pub async fn close_stdin(&self) -> Result<(), ConnectError> {
         if self.pty.is_some() {
-            return Err(RpcError::unknown(
+            return Err(ConnectError::unknown(
                 "cannot close stdin for PTY process — send Ctrl+D (0x04) instead",
             ));
         }
@@ -354,12 +354,12 @@ impl Proc {
     ///
     /// # Errors
     /// `internal` without a PTY or when the ioctl fails.
-    pub fn resize(&self, size: PtySize) -> RpcResult<()> {
+    pub fn resize(&self, size: PtySize) -> Result<(), ConnectError> {
         match &self.pty {
             Some(p) => p
                 .resize(size)
-                .map_err(|e| RpcError::internal(format!("error resizing tty: {e}"))),
-            None => Err(RpcError::internal(
+                .map_err(|e| ConnectError::internal(format!("error resizing tty: {e}"))),
+            None => Err(ConnectError::internal(
                 "error resizing tty: tty not assigned to process",
             )),
         }
@@ -427,7 +427,7 @@ impl Processes {
     ///
     /// # Errors
     /// `not_found` "process with pid N not found" / "process with tag T not found".
-    pub fn get(&self, sel: &Selector) -> RpcResult<Arc<Proc>> {
+    pub fn get(&self, sel: &Selector) -> Result<Arc<Proc>, ConnectError> {
         let t = lock(&self.table);
         let found = match sel {
             Selector::Pid(pid) => t.live.get(pid).cloned(),
@@ -444,7 +444,7 @@ impl Processes {
     ///
     /// # Errors
     /// `not_found` as [`Processes::get`].
-    pub fn find(&self, sel: &Selector) -> RpcResult<Found> {
+    pub fn find(&self, sel: &Selector) -> Result<Found, ConnectError> {
         if let Ok(p) = self.get(sel) {
             return Ok(Found::Live(p));
         }
@@ -467,7 +467,7 @@ impl Processes {
     ///
     /// # Errors
     /// `not_found`.
-    pub fn connect(&self, sel: &Selector) -> RpcResult<Subscription> {
+    pub fn connect(&self, sel: &Selector) -> Result<Subscription, ConnectError> {
         match self.find(sel)? {
             Found::Live(p) => Ok(p.subscribe()),
             Found::Ended { pid, end } => Ok(Subscription {
@@ -507,15 +507,18 @@ impl Processes {
         user: &User,
         env: Vec<(String, String)>,
         switch_user: bool,
-    ) -> RpcResult<Subscription> {
+    ) -> Result<Subscription, ConnectError> {
         if !spec.cwd.is_dir() {
-            return Err(RpcError::invalid_argument(format!(
+            return Err(ConnectError::invalid_argument(format!(
                 "cwd '{}' does not exist",
                 spec.cwd.display()
             )));
         }
         let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes()).map_err(|_| {
-            RpcError::invalid_argument(format!("cwd '{}' contains a NUL byte", spec.cwd.display()))
+            ConnectError::invalid_argument(format!(
+                "cwd '{}' contains a NUL byte",
+                spec.cwd.display()
+            ))
         })?;
         let creds = switch_user.then(|| {
             let mut groups = vec![user.gid];
@@ -526,19 +529,19 @@ impl Processes {
                 groups,
             }
         });
-        let pty_pair = match spec.pty {
-            Some(size) => Some(
-                pty::open(size)
-                    .map_err(|e| RpcError::invalid_argument(format!("error starting pty: {e}")))?,
-            ),
-            None => None,
-        };
-        let pipe = || -> RpcResult<(OwnedFd, OwnedFd)> {
+        let pty_pair =
+            match spec.pty {
+                Some(size) => Some(pty::open(size).map_err(|e| {
+                    ConnectError::invalid_argument(format!("error starting pty: {e}"))
+                })?),
+                None => None,
+            };
+        let pipe = || -> Result<(OwnedFd, OwnedFd), ConnectError> {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| RpcError::internal(format!("error creating pipe: {e}")))?;
+                .map_err(|e| ConnectError::internal(format!("error creating pipe: {e}")))?;
             let above = |fd| {
                 spawn::above_stdio(fd)
-                    .map_err(|e| RpcError::internal(format!("error creating pipe: {e}")))
+                    .map_err(|e| ConnectError::internal(format!("error creating pipe: {e}")))
             };
             Ok((above(r)?, above(w)?))
         };
@@ -553,20 +556,20 @@ impl Processes {
             // starting the process and supervising it.
             let child_in = if spec.stdin.unwrap_or(true) {
                 let (r, w) = pipe()?;
-                stdin_w = Some(
-                    pipe::Sender::from_owned_fd(w)
-                        .map_err(|e| RpcError::internal(format!("error setting up stdin: {e}")))?,
-                );
+                stdin_w =
+                    Some(pipe::Sender::from_owned_fd(w).map_err(|e| {
+                        ConnectError::internal(format!("error setting up stdin: {e}"))
+                    })?);
                 r
             } else {
                 std::fs::File::open("/dev/null")
                     .map(OwnedFd::from)
                     .and_then(spawn::above_stdio)
-                    .map_err(|e| RpcError::internal(format!("error opening /dev/null: {e}")))?
+                    .map_err(|e| ConnectError::internal(format!("error opening /dev/null: {e}")))?
             };
             let receiver = |fd| {
                 pipe::Receiver::from_owned_fd(fd)
-                    .map_err(|e| RpcError::internal(format!("error setting up output: {e}")))
+                    .map_err(|e| ConnectError::internal(format!("error setting up output: {e}")))
             };
             let (r, child_out) = pipe()?;
             stdout = Some(receiver(r)?);
@@ -577,11 +580,12 @@ impl Processes {
         let stdio = match (&child_fds, &pty_pair) {
             (Some(fds), _) => [fds[0].as_fd(), fds[1].as_fd(), fds[2].as_fd()],
             (None, Some((_, slave))) => [slave.as_fd(); 3],
-            (None, None) => return Err(RpcError::internal("no stdio for the process")),
+            (None, None) => return Err(ConnectError::internal("no stdio for the process")),
         };
-        let command = |program: &str, args: &[String]| -> RpcResult<spawn::Command> {
-            let mut cmd = spawn::Command::new(program, args, &env, cwd.clone())
-                .map_err(|e| RpcError::invalid_argument(format!("error starting process: {e}")))?;
+        let command = |program: &str, args: &[String]| -> Result<spawn::Command, ConnectError> {
+            let mut cmd = spawn::Command::new(program, args, &env, cwd.clone()).map_err(|e| {
+                ConnectError::invalid_argument(format!("error starting process: {e}"))
+            })?;
             cmd.creds = creds.clone();
             cmd.pty = pty_pair.is_some();
             Ok(cmd)
@@ -605,11 +609,11 @@ impl Processes {
                 ];
                 args.extend(spec.config.args.iter().cloned());
                 command("/bin/sh", &args)?.spawn(stdio).map_err(|e| {
-                    RpcError::invalid_argument(format!("error starting process: {e}"))
+                    ConnectError::invalid_argument(format!("error starting process: {e}"))
                 })?
             }
             Err(e) => {
-                return Err(RpcError::invalid_argument(format!(
+                return Err(ConnectError::invalid_argument(format!(
                     "error starting process: {e}"
                 )));
             }

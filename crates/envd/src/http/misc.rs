@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State as AxState;
 use axum::response::{IntoResponse, Response};
-use e2b_envd::http::types::{InitRequest, Metrics};
+use e2b_envd::http::types::{EnvVars, InitRequest, Metrics};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::ENVD_VERSION;
@@ -27,8 +27,8 @@ pub async fn health() -> Response {
 }
 
 /// `GET /envs`: the global environment processes get.
-pub async fn envs(AxState(state): AxState<Arc<State>>) -> Json<BTreeMap<String, String>> {
-    Json(state.global_env())
+pub async fn envs(AxState(state): AxState<Arc<State>>) -> Json<EnvVars> {
+    Json(EnvVars(state.global_env()))
 }
 
 /// `POST /init`: applies env vars, token, default user and workdir; 204 with the version.

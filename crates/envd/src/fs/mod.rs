@@ -9,8 +9,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::users::Names;
 use e2b_envd::ConnectError;
+
+use crate::users::Names;
 
 /// Prefix of the extended attributes that carry file metadata.
 pub const XATTR_PREFIX: &str = "user.e2b.";

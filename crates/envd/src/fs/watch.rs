@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use e2b_envd::ConnectError;
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use rand::Rng as _;
@@ -13,7 +14,6 @@ use tokio::sync::mpsc;
 use super::{Entry, entry_info};
 use crate::state::lock;
 use crate::users::Names;
-use e2b_envd::ConnectError;
 
 /// How many events a polled watcher holds before it fails instead of growing.
 pub const POLLED_BUFFER_CAP: usize = 65_536;

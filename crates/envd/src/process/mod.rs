@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use e2b_envd::ConnectError;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
@@ -27,7 +28,6 @@ use tokio::time::Instant;
 
 use crate::state::lock;
 use crate::users::User;
-use e2b_envd::ConnectError;
 
 pub use pty::PtySize;
 

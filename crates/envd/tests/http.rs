@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder};
 use base64::Engine as _;
-use common::{Envd, http, is_root, test_user};
+use common::{Envd, current_user, http, is_root, test_user};
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
@@ -550,14 +550,16 @@ async fn files_signatures() {
     .await
     .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    // Valid read signature with a future expiration and a username.
+    // Valid read signature with a future expiration and a username (the tests' own: a non-root
+    // envd acts only as itself).
     let exp = chrono::Utc::now().timestamp() + 60;
+    let me = current_user();
     let r = c
         .get(&files)
         .query(&[
             ("path", path.clone()),
-            ("username", "root".to_owned()),
-            ("signature", sign(&path, "read", "root", token, Some(exp))),
+            ("username", me.clone()),
+            ("signature", sign(&path, "read", &me, token, Some(exp))),
             ("signature_expiration", exp.to_string()),
         ])
         .send()

@@ -93,6 +93,14 @@ pub fn http() -> reqwest::Client {
     e2b_envd::default_http_client().unwrap()
 }
 
+/// The name of the user the tests run as.
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .expect("the tests' user has a passwd entry")
+        .name
+}
+
 /// Whether the tests run as root (CI does).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -287,6 +287,23 @@ mod tests {
     }
 
     #[test]
+    fn split_types_leave_the_client_file() {
+        let mut client: syn::File = syn::parse_quote! {
+            pub use progenitor_client::Error;
+            pub mod types {
+                pub struct Metrics {}
+            }
+            pub struct Client {}
+        };
+        let types = take_types_module(&mut client).unwrap();
+        assert_eq!(prettyplease::unparse(&types), "pub struct Metrics {}\n");
+        assert_eq!(
+            prettyplease::unparse(&client),
+            "pub use progenitor_client::Error;\npub struct Client {}\n"
+        );
+    }
+
+    #[test]
     fn generation_is_deterministic_and_marked() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let first = generate(root).unwrap();

@@ -9,7 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::error::{RpcError, RpcResult};
+use e2b_envd::ConnectError;
+
 use crate::users::Names;
 
 /// Prefix of the extended attributes that carry file metadata.
@@ -207,10 +208,12 @@ pub fn ensure_dirs(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
 ///
 /// # Errors
 /// `not_found` for a missing path, `internal` otherwise.
-pub fn stat(path: &Path, names: &Names) -> RpcResult<Entry> {
+pub fn stat(path: &Path, names: &Names) -> Result<Entry, ConnectError> {
     entry_info(path, names).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => RpcError::not_found(format!("file not found: {}", path.display())),
-        _ => RpcError::internal(format!(
+        ErrorKind::NotFound => {
+            ConnectError::not_found(format!("file not found: {}", path.display()))
+        }
+        _ => ConnectError::internal(format!(
             "error getting file info for {}: {e}",
             path.display()
         )),
@@ -221,30 +224,30 @@ pub fn stat(path: &Path, names: &Names) -> RpcResult<Entry> {
 ///
 /// # Errors
 /// `already_exists`, `invalid_argument` (exists but not a directory), `internal`.
-pub fn make_dir(path: &Path, uid: u32, gid: u32, names: &Names) -> RpcResult<Entry> {
+pub fn make_dir(path: &Path, uid: u32, gid: u32, names: &Names) -> Result<Entry, ConnectError> {
     match std::fs::metadata(path) {
         Ok(md) if md.is_dir() => {
-            return Err(RpcError::already_exists(format!(
+            return Err(ConnectError::already_exists(format!(
                 "directory already exists: {}",
                 path.display()
             )));
         }
         Ok(_) => {
-            return Err(RpcError::invalid_argument(format!(
+            return Err(ConnectError::invalid_argument(format!(
                 "path already exists but it is not a directory: {}",
                 path.display()
             )));
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(RpcError::internal(format!(
+            return Err(ConnectError::internal(format!(
                 "error getting file info for {}: {e}",
                 path.display()
             )));
         }
     }
     ensure_dirs(path, uid, gid)
-        .map_err(|e| RpcError::internal(format!("error creating directory: {e}")))?;
+        .map_err(|e| ConnectError::internal(format!("error creating directory: {e}")))?;
     stat(path, names)
 }
 
@@ -252,16 +255,22 @@ pub fn make_dir(path: &Path, uid: u32, gid: u32, names: &Names) -> RpcResult<Ent
 ///
 /// # Errors
 /// `not_found` when the source is missing, `internal` otherwise.
-pub fn rename(src: &Path, dst: &Path, uid: u32, gid: u32, names: &Names) -> RpcResult<Entry> {
+pub fn rename(
+    src: &Path,
+    dst: &Path,
+    uid: u32,
+    gid: u32,
+    names: &Names,
+) -> Result<Entry, ConnectError> {
     if let Some(parent) = dst.parent() {
         ensure_dirs(parent, uid, gid)
-            .map_err(|e| RpcError::internal(format!("error ensuring directories: {e}")))?;
+            .map_err(|e| ConnectError::internal(format!("error ensuring directories: {e}")))?;
     }
     std::fs::rename(src, dst).map_err(|e| match e.kind() {
         ErrorKind::NotFound => {
-            RpcError::not_found(format!("source file not found: {}", src.display()))
+            ConnectError::not_found(format!("source file not found: {}", src.display()))
         }
-        _ => RpcError::internal(format!(
+        _ => ConnectError::internal(format!(
             "error renaming {} to {}: {e}",
             src.display(),
             dst.display()
@@ -274,12 +283,12 @@ pub fn rename(src: &Path, dst: &Path, uid: u32, gid: u32, names: &Names) -> RpcR
 ///
 /// # Errors
 /// `internal` for any other failure.
-pub fn remove(path: &Path) -> RpcResult<()> {
+pub fn remove(path: &Path) -> Result<(), ConnectError> {
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => {
-            return Err(RpcError::internal(format!(
+            return Err(ConnectError::internal(format!(
                 "error removing {}: {e}",
                 path.display()
             )));
@@ -293,7 +302,7 @@ pub fn remove(path: &Path) -> RpcResult<()> {
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RpcError::internal(format!(
+        Err(e) => Err(ConnectError::internal(format!(
             "error removing {}: {e}",
             path.display()
         ))),
@@ -306,21 +315,21 @@ pub fn remove(path: &Path) -> RpcResult<()> {
 /// # Errors
 /// `not_found`, `failed_precondition` (symlink loop), `invalid_argument` (not a directory),
 /// `internal`.
-pub fn list_dir(path: &Path, depth: u32, names: &Names) -> RpcResult<Vec<Entry>> {
+pub fn list_dir(path: &Path, depth: u32, names: &Names) -> Result<Vec<Entry>, ConnectError> {
     let depth = depth.max(1);
     let real = std::fs::canonicalize(path).map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
-            RpcError::not_found(format!("path not found: {}", path.display()))
+            ConnectError::not_found(format!("path not found: {}", path.display()))
         } else if e.raw_os_error() == Some(libc::ELOOP) {
-            RpcError::failed_precondition(format!("path is a symlink loop: {}", path.display()))
+            ConnectError::failed_precondition(format!("path is a symlink loop: {}", path.display()))
         } else {
-            RpcError::internal(format!("error resolving path {}: {e}", path.display()))
+            ConnectError::internal(format!("error resolving path {}: {e}", path.display()))
         }
     })?;
     let md = std::fs::metadata(&real)
-        .map_err(|e| RpcError::internal(format!("error getting file info: {e}")))?;
+        .map_err(|e| ConnectError::internal(format!("error getting file info: {e}")))?;
     if !md.is_dir() {
-        return Err(RpcError::invalid_argument(format!(
+        return Err(ConnectError::invalid_argument(format!(
             "path is not a directory: {}",
             path.display()
         )));
@@ -337,13 +346,13 @@ fn walk(
     max: u32,
     names: &Names,
     out: &mut Vec<Entry>,
-) -> RpcResult<()> {
+) -> Result<(), ConnectError> {
     let rd = match std::fs::read_dir(real) {
         Ok(rd) => rd,
         // A directory that vanished mid-walk is skipped.
         Err(e) if e.kind() == ErrorKind::NotFound && level > 1 => return Ok(()),
         Err(e) => {
-            return Err(RpcError::internal(format!(
+            return Err(ConnectError::internal(format!(
                 "error reading directory {}: {e}",
                 shown.display()
             )));
@@ -358,7 +367,7 @@ fn walk(
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => {
-                return Err(RpcError::internal(format!(
+                return Err(ConnectError::internal(format!(
                     "error getting file info for {}: {e}",
                     shown_child.display()
                 )));
@@ -406,10 +415,10 @@ mod tests {
         assert_eq!(e.kind, FileKind::Directory);
         assert_eq!(e.mode, 0o755);
         let err = make_dir(&root.join("a/b"), uid, gid, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::AlreadyExists);
+        assert_eq!(err.code(), e2b_envd::Code::AlreadyExists);
         std::fs::write(root.join("a/f.txt"), b"hello").unwrap();
         let err = make_dir(&root.join("a/f.txt"), uid, gid, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::InvalidArgument);
+        assert_eq!(err.code(), e2b_envd::Code::InvalidArgument);
         std::os::unix::fs::symlink(root.join("a/f.txt"), root.join("a/link")).unwrap();
         std::os::unix::fs::symlink(root.join("nope"), root.join("a/dangling")).unwrap();
         let l = stat(&root.join("a/link"), &names).unwrap();
@@ -437,11 +446,11 @@ mod tests {
         std::os::unix::fs::symlink(root.join("loop1"), root.join("loop2")).unwrap();
         std::os::unix::fs::symlink(root.join("loop2"), root.join("loop1")).unwrap();
         let err = list_dir(&root.join("loop1"), 1, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::FailedPrecondition);
+        assert_eq!(err.code(), e2b_envd::Code::FailedPrecondition);
         let err = list_dir(&root.join("a/f.txt"), 1, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::InvalidArgument);
+        assert_eq!(err.code(), e2b_envd::Code::InvalidArgument);
         let err = list_dir(&root.join("missing"), 1, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::NotFound);
+        assert_eq!(err.code(), e2b_envd::Code::NotFound);
         let moved = rename(
             &root.join("a/f.txt"),
             &root.join("x/y/g.txt"),
@@ -453,7 +462,7 @@ mod tests {
         assert_eq!(moved.name, "g.txt");
         assert_eq!(moved.size, 5);
         let err = rename(&root.join("a/f.txt"), &root.join("z"), uid, gid, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::NotFound);
+        assert_eq!(err.code(), e2b_envd::Code::NotFound);
         remove(&root.join("x")).unwrap();
         remove(&root.join("x")).unwrap();
         assert!(!root.join("x").exists());

@@ -13,10 +13,12 @@ use axum::extract::{Query, RawQuery, State as AxState};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use e2b_envd::headers;
+use e2b_envd::http::types::{EntryInfo, EntryInfoType};
 use e2b_envd::signature::Operation;
 
 use crate::auth::{ACCESS_TOKEN_HEADER, SigningInput, validate_signing};
@@ -37,21 +39,6 @@ pub struct FilesQuery {
     pub signature: Option<String>,
     /// Signature expiry, unix seconds.
     pub signature_expiration: Option<String>,
-}
-
-/// One written file in the upload answer.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WrittenEntry {
-    /// Absolute path.
-    pub path: String,
-    /// Base name.
-    pub name: String,
-    /// Always `"file"`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Metadata as stored, when the upload carried any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 fn parse_query(raw: Option<&str>) -> Result<FilesQuery, ApiError> {
@@ -357,7 +344,7 @@ fn parse_metadata(headers: &HeaderMap) -> Result<Option<BTreeMap<String, String>
     let mut out = BTreeMap::new();
     let mut total = 0;
     for (name, value) in headers {
-        let Some(key) = name.as_str().strip_prefix("x-metadata-") else {
+        let Some(key) = name.as_str().strip_prefix(headers::METADATA_PREFIX) else {
             continue;
         };
         if key.is_empty() || key.len() > MAX_METADATA_KEY {
@@ -392,7 +379,7 @@ async fn write_file(
     user: &User,
     body: &mut (dyn AsyncRead + Unpin + Send),
     metadata: Option<&BTreeMap<String, String>>,
-) -> Result<WrittenEntry, ApiError> {
+) -> Result<EntryInfo, ApiError> {
     if let Some(parent) = path.parent() {
         let (parent, uid, gid) = (parent.to_owned(), user.uid, user.gid);
         tokio::task::spawn_blocking(move || ensure_dirs(&parent, uid, gid))
@@ -460,14 +447,15 @@ async fn write_file(
     tokio::task::spawn_blocking(move || set_metadata(&p, md.as_ref()))
         .await
         .map_err(|e| ApiError::internal(format!("error setting metadata: {e}")))??;
-    Ok(WrittenEntry {
+    Ok(EntryInfo {
         path: path.to_string_lossy().into_owned(),
         name: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        kind: "file".to_owned(),
-        metadata: metadata.cloned(),
+        type_: EntryInfoType::File,
+        // Serialised only when the upload carried some.
+        metadata: metadata.cloned().unwrap_or_default(),
     })
 }
 
@@ -524,7 +512,7 @@ fn body_reader(headers: &HeaderMap, body: Body) -> Result<BoxRead, ApiError> {
     }
 }
 
-fn upload_response(entries: Vec<WrittenEntry>) -> Response {
+fn upload_response(entries: Vec<EntryInfo>) -> Response {
     let body = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned());
     let mut r = (StatusCode::OK, body).into_response();
     // Upstream sets no type and Go sniffs this one; the SDKs parse JSON regardless.

@@ -53,8 +53,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
-        let mut resp = (self.status, body.to_string()).into_response();
+        let body = e2b_envd::http::types::Error {
+            code: self.status.as_u16().into(),
+            message: self.message,
+        };
+        let body = serde_json::to_string(&body).expect("an error body always serializes");
+        let mut resp = (self.status, body).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),

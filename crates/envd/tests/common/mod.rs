@@ -88,10 +88,17 @@ impl Drop for Envd {
     }
 }
 
-/// A reqwest client (rustls ring provider installed once).
+/// A reqwest client with e2b-envd's TLS setup (the one place a rustls provider is chosen).
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().unwrap()
+    e2b_envd::default_http_client().unwrap()
+}
+
+/// The name of the user the tests run as.
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .expect("the tests' user has a passwd entry")
+        .name
 }
 
 /// Whether the tests run as root (CI does).

@@ -95,6 +95,6 @@ fn run(args: &Args) -> Result<bool> {
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("build-tools sits inside the workspace")
+        .expect("codegen/ sits inside the workspace")
         .to_path_buf()
 }

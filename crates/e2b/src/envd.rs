@@ -204,7 +204,7 @@ impl Envd {
         if !err.is_timeout() && !err.is_builder() && self.sandbox_gone().await {
             return Error::Timeout(Context::new(format!(
                 "{what} failed: {}: {}",
-                error::error_chain(&err),
+                e2b_envd::error_chain(&err),
                 error::SANDBOX_GONE
             )));
         }

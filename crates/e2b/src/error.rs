@@ -337,7 +337,7 @@ pub(crate) fn body_message(body: &[u8]) -> String {
 
 /// A reqwest failure before or while reading a response, with its cause chain.
 pub(crate) fn from_reqwest(what: &str, err: reqwest::Error) -> Error {
-    let text = error_chain(&err);
+    let text = e2b_envd::error_chain(&err);
     if err.is_timeout() {
         return Error::Timeout(
             Context::new(format!(
@@ -348,21 +348,6 @@ pub(crate) fn from_reqwest(what: &str, err: reqwest::Error) -> Error {
         );
     }
     Error::Sandbox(Context::new(format!("{what} failed: {text}")).source(err.without_url()))
-}
-
-/// An error's message plus its causes ("error sending request: connection refused").
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

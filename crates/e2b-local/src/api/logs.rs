@@ -42,14 +42,17 @@ fn parse_log_line(line: &str, fallback: DateTime<Utc>) -> types::SandboxLogEntry
     }
 }
 
-fn read_logs(l: &Live) -> Vec<(String, types::SandboxLogEntry)> {
+/// envd's non-blank log lines with their parsed entries, read as they are asked for, so a
+/// page costs memory for its own lines only.
+fn read_logs(l: &Live) -> impl Iterator<Item = (String, types::SandboxLogEntry)> + use<> {
     let started = l.record().started_at;
-    let text = std::fs::read(&l.log).unwrap_or_default();
-    String::from_utf8_lossy(&text)
+    l.log
         .lines()
         .filter(|s| !s.trim().is_empty())
-        .map(|s| (s.to_owned(), parse_log_line(s, started)))
-        .collect()
+        .map(move |s| {
+            let e = parse_log_line(&s, started);
+            (s, e)
+        })
 }
 
 fn level_rank(l: types::LogLevel) -> u8 {
@@ -131,24 +134,29 @@ pub(super) async fn logs_v2(
         ));
     }
     let l = live(&m, &id)?;
-    let mut entries: Vec<types::SandboxLogEntry> = read_logs(&l)
-        .into_iter()
+    let limit = usize::try_from(limit).unwrap_or(1000);
+    let matching = read_logs(&l)
         .map(|(_, e)| e)
-        .filter(|e| level_rank(e.level) >= min_level && e.message.contains(search))
-        .collect();
-    if backward {
-        entries.reverse();
-    }
-    let logs = entries
-        .into_iter()
-        .filter(|e| {
-            cursor.is_none_or(|c| {
-                let t = e.timestamp.timestamp_millis();
-                if backward { t <= c } else { t >= c }
-            })
-        })
-        .take(usize::try_from(limit).unwrap_or(1000))
-        .collect();
+        .filter(|e| level_rank(e.level) >= min_level && e.message.contains(search));
+    let logs = if backward {
+        // The newest `limit` entries at or before the cursor, newest first: only a page is
+        // ever held.
+        let mut page = std::collections::VecDeque::with_capacity(limit.min(1000));
+        for e in matching.filter(|e| cursor.is_none_or(|c| e.timestamp.timestamp_millis() <= c)) {
+            if page.len() == limit {
+                page.pop_front();
+            }
+            if limit > 0 {
+                page.push_back(e);
+            }
+        }
+        page.into_iter().rev().collect()
+    } else {
+        matching
+            .filter(|e| cursor.is_none_or(|c| e.timestamp.timestamp_millis() >= c))
+            .take(limit)
+            .collect()
+    };
     Ok(Json(types::SandboxLogsV2Response { logs }))
 }
 

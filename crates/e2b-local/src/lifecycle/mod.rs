@@ -8,6 +8,7 @@ mod error;
 mod evict;
 mod ids;
 mod live;
+mod logs;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ pub(crate) use ids::valid_sandbox_id;
 use ids::{access_token, new_sandbox_id};
 pub use live::Live;
 pub(crate) use live::lock;
+pub use logs::{LOG_ROTATE_BYTES, SandboxLog};
 
 use crate::envd_client;
 use crate::isolation::{InitProgram, Limits, Runtime, SandboxHandle, SandboxSpec};
@@ -132,7 +134,7 @@ impl Manager {
         handle: Arc<SandboxHandle>,
         token: Option<String>,
         rec: SandboxRecord,
-        log: PathBuf,
+        log: Arc<SandboxLog>,
     ) -> Arc<Live> {
         let id = rec.id.clone();
         let live = Arc::new(Live::new(handle, token, rec, log));
@@ -226,7 +228,7 @@ impl Manager {
 
     /// Spawns sandbox `id` with envd, copies `restore` (a saved upper directory) into its
     /// root when given, waits until envd listens and applies `/init`. Returns the handle,
-    /// envd's version and the log file.
+    /// envd's version and the log.
     async fn boot(
         self: &Arc<Self>,
         id: &str,
@@ -235,12 +237,13 @@ impl Manager {
         token: Option<&str>,
         env_vars: &BTreeMap<String, String>,
         restore: Option<PathBuf>,
-    ) -> Result<(Arc<SandboxHandle>, String, PathBuf), LifecycleError> {
-        let log = self.logs_dir.join(format!("{id}.log"));
-        let handle = {
+    ) -> Result<(Arc<SandboxHandle>, String, Arc<SandboxLog>), LifecycleError> {
+        let log = SandboxLog::open(&self.logs_dir, id)
+            .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its log"), e))?;
+        let spawned = {
             let this = self.clone();
             let id2 = id.to_owned();
-            let log = log.clone();
+            let fifo = log.fifo().to_owned();
             let tname = template_name.to_owned();
             tokio::task::spawn_blocking(move || {
                 let id = id2;
@@ -256,20 +259,28 @@ impl Manager {
                 init.env.push(("HOME".into(), "/root".into()));
                 let mut spec = SandboxSpec::new(id, &template, init);
                 spec.limits = this.config.limits;
-                spec.log = Some(log);
+                spec.log = Some(fifo);
                 this.runtime.spawn(spec)
             })
             .await
-            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))?
-            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))?
+            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))
+            .and_then(|r| {
+                r.map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))
+            })
         };
-        let handle = Arc::new(handle);
+        let handle = match spawned {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                log.close();
+                return Err(e);
+            }
+        };
         let fail = |e: LifecycleError| {
             let h = handle.clone();
             let log = log.clone();
             async move {
                 let _ = tokio::task::spawn_blocking(move || h.kill()).await;
-                let _ = std::fs::remove_file(&log);
+                log.close();
                 e
             }
         };
@@ -345,6 +356,7 @@ impl Manager {
         if let Err(e) = self.store.put_sandbox(&rec) {
             let h = handle.clone();
             let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+            log.close();
             return Err(e.into());
         }
         let live = self.insert_live(handle, token, rec, log);
@@ -389,7 +401,7 @@ impl Manager {
         rec.state = SandboxState::Killed;
         *lock(&live.rec) = rec.clone();
         let _ = self.store.put_sandbox(&rec);
-        let _ = std::fs::remove_file(&live.log);
+        live.log.close();
         res.map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))
     }
 

@@ -45,7 +45,7 @@ impl Manager {
                 Ok(Err(e)) => tracing::warn!("reclaiming sandbox {id}: {e}"),
                 Err(e) => tracing::warn!("reclaiming sandbox {id}: {e}"),
             }
-            let _ = std::fs::remove_file(self.logs_dir.join(format!("{id}.log")));
+            super::logs::remove_files(&self.logs_dir, &id);
         }
         for mut rec in recs {
             if let Some(files) = saved.remove(&rec.id) {
@@ -91,6 +91,7 @@ impl Manager {
         if !matches!(frozen, Ok(Ok(()))) {
             let h = handle.clone();
             let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+            log.close();
             return Err(LifecycleError::internal(
                 format!("sandbox {}", rec.id),
                 "pausing it again failed",
@@ -98,7 +99,11 @@ impl Manager {
         }
         let mut rec = rec.clone();
         rec.envd_version = envd_version;
-        self.store.put_sandbox(&rec)?;
+        if let Err(e) = self.store.put_sandbox(&rec) {
+            let _ = tokio::task::spawn_blocking(move || handle.kill()).await;
+            log.close();
+            return Err(e.into());
+        }
         self.insert_live(handle, token, rec, log);
         Ok(())
     }

@@ -103,6 +103,7 @@ pub struct ServerBuilder {
     limits: Limits,
     helper_exe: Option<PathBuf>,
     cgroup_parent: Option<String>,
+    capacity: Option<crate::lifecycle::Capacity>,
 }
 
 impl Default for ServerBuilder {
@@ -115,11 +116,18 @@ impl Default for ServerBuilder {
             limits: default_limits(),
             helper_exe: None,
             cgroup_parent: None,
+            capacity: None,
         }
     }
 }
 
 impl ServerBuilder {
+    /// Admission limits of creates (default [`Capacity::from_host`](crate::lifecycle::Capacity::from_host)).
+    pub fn capacity(mut self, capacity: crate::lifecycle::Capacity) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
     /// Data directory (default [`default_data_dir`]).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -206,12 +214,13 @@ impl ServerBuilder {
                 max_lifetime: self.max_lifetime,
                 limits: self.limits,
                 domain: domain.clone(),
+                capacity: self
+                    .capacity
+                    .unwrap_or_else(crate::lifecycle::Capacity::from_host),
             },
         )?);
-        let reclaimed = mgr.recover().await;
-        if reclaimed > 0 {
-            tracing::info!("reclaimed {reclaimed} sandboxes of an earlier run");
-        }
+        // Listening does not wait for the earlier run's sandboxes to be reclaimed.
+        tokio::spawn(mgr.recover());
         let stop = CancellationToken::new();
         tokio::spawn(mgr.clone().run_evictor(stop.clone()));
         tokio::spawn(mgr.clone().run_reaper(stop.clone()));

@@ -863,6 +863,8 @@ async fn restart_reclaims_sandboxes_of_a_crashed_server_and_keeps_paused_files()
 
     // ...and a new server reclaims it and marks it killed.
     let t = start_in(dir, Duration::from_secs(3600)).await;
+    // The server listens before the reclaim ends; what it leaves is checked once it is done.
+    t.server().manager().recovered().await;
     assert!(processes_of(&id).is_empty());
     assert!(!t.dir.path().join("sandboxes").join(&id).exists());
     let r = t.get(&format!("/sandboxes/{id}")).await;

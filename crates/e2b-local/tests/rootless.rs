@@ -728,6 +728,16 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
     // The next server reclaims what the crashed one left (directories with files of
     // subordinate ids) and lists nothing running.
     let mut t = Rootless::start(data.path(), &home);
+    // It listens before the reclaim ends (in the background); wait for the reclaim.
+    let reclaim = Instant::now();
+    while std::fs::read_dir(data.path().join("sandboxes"))
+        .unwrap()
+        .count()
+        > 0
+        && reclaim.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         std::fs::read_dir(data.path().join("sandboxes"))
             .unwrap()

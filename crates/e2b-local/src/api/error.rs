@@ -55,22 +55,28 @@ impl ApiError {
 
 impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> Self {
-        let status = match &e {
-            LifecycleError::SandboxNotFound { .. } | LifecycleError::TemplateNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
-            LifecycleError::AlreadyPaused { .. }
-            | LifecycleError::AlreadyRunning { .. }
-            | LifecycleError::Paused { .. } => StatusCode::CONFLICT,
-            LifecycleError::TimeoutNotPositive { .. }
-            | LifecycleError::TimeoutNegative { .. }
-            | LifecycleError::TimeoutPastLifetime { .. } => StatusCode::BAD_REQUEST,
-            // The request is well-formed; this server lacks the functionality.
-            LifecycleError::FreezerUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
-            LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+        let status =
+            match &e {
+                LifecycleError::SandboxNotFound { .. }
+                | LifecycleError::TemplateNotFound { .. } => StatusCode::NOT_FOUND,
+                LifecycleError::AlreadyPaused { .. }
+                | LifecycleError::AlreadyRunning { .. }
+                | LifecycleError::Paused { .. } => StatusCode::CONFLICT,
+                LifecycleError::TimeoutNotPositive { .. }
+                | LifecycleError::TimeoutNegative { .. }
+                | LifecycleError::TimeoutPastLifetime { .. } => StatusCode::BAD_REQUEST,
+                // The request is well-formed; this server lacks the functionality.
+                LifecycleError::FreezerUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
+                // E2B's concurrency limit answer: the SDKs raise their rate-limit error.
+                LifecycleError::TooManySandboxes { .. }
+                | LifecycleError::MemoryCommitted { .. } => StatusCode::TOO_MANY_REQUESTS,
+                LifecycleError::HostLimit { .. } | LifecycleError::Restoring { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
         ApiError::new(status, e.to_string())
     }
 }
@@ -83,6 +89,14 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Both 503s (a sandbox being restored, a host limit) pass; the SDKs that retry
+            // wait this long.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body was not read, so the connection cannot carry another
             // request; saying so keeps clients from reusing it and failing their next call.
@@ -119,6 +133,16 @@ mod tests {
                 },
                 StatusCode::BAD_REQUEST,
                 "timeout of 90000 s exceeds the maximum sandbox lifetime of 86400 s",
+            ),
+            (
+                LifecycleError::TooManySandboxes { max: 2 },
+                StatusCode::TOO_MANY_REQUESTS,
+                "you have reached the maximum number of concurrent E2B sandboxes (2) (e2b-local serve --max-sandboxes)",
+            ),
+            (
+                LifecycleError::Restoring { id: "iabc".into() },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox \"iabc\" is being restored after a server restart; retry in a moment",
             ),
             (
                 LifecycleError::internal("killing sandbox iabc", "cgroup busy"),

@@ -151,7 +151,7 @@ pub(super) async fn list_v2(
         .map(decode_cursor)
         .transpose()?;
 
-    let all: Vec<SandboxRecord> = m.all().iter().map(|l| l.record()).collect();
+    let all: Vec<SandboxRecord> = m.records();
     let total_running = all
         .iter()
         .filter(|r| r.state == SandboxState::Running)

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::lifecycle::{LifecycleError, Live, Manager, valid_sandbox_id};
+use crate::lifecycle::{Live, Manager, valid_sandbox_id};
 
 /// Largest accepted JSON body.
 const MAX_BODY: usize = 1 << 20;
@@ -94,11 +94,11 @@ pub(super) fn sandbox_id(raw: &str) -> Result<String, ApiError> {
     Ok(id.to_owned())
 }
 
-/// The live sandbox named by a path id, or its 404.
+/// The live sandbox named by a path id, or its 404 (503 while it is restored after a
+/// restart).
 pub(super) fn live(m: &Manager, raw: &str) -> Result<Arc<Live>, ApiError> {
     let id = sandbox_id(raw)?;
-    m.get(&id)
-        .ok_or_else(|| LifecycleError::not_found(&id).into())
+    Ok(m.live(&id)?)
 }
 
 /// Query parameter `key` as a non-negative integer, when present and not empty.

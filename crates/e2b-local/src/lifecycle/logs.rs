@@ -125,17 +125,27 @@ impl SandboxLog {
                 Err(nix::errno::Errno::EAGAIN) if moved > 0 => break,
                 Err(e) => return Err(e.into()),
             };
-            sink.file.write_all(&buf[..n])?;
-            sink.len += n as u64;
-            moved += n;
-            if sink.len >= LOG_ROTATE_BYTES {
-                std::fs::rename(&self.current, &self.rotated)?;
-                sink.file = File::options()
-                    .create(true)
-                    .append(true)
-                    .open(&self.current)?;
-                sink.len = 0;
+            if n == 0 {
+                break;
             }
+            let chunk = &buf[..n];
+            moved += n;
+            if sink.len + (n as u64) < LOG_ROTATE_BYTES {
+                sink.file.write_all(chunk)?;
+                sink.len += n as u64;
+                continue;
+            }
+            // Rotate after the chunk's last complete line, so each file starts with a whole
+            // line (unless one line is longer than a chunk).
+            let split = chunk.iter().rposition(|b| *b == b'\n').map_or(n, |i| i + 1);
+            sink.file.write_all(&chunk[..split])?;
+            std::fs::rename(&self.current, &self.rotated)?;
+            sink.file = File::options()
+                .create(true)
+                .append(true)
+                .open(&self.current)?;
+            sink.file.write_all(&chunk[split..])?;
+            sink.len = (n - split) as u64;
         }
         Ok(moved)
     }
@@ -198,7 +208,8 @@ mod tests {
         w.write_all(b"one\r\ntwo\n\nthree\n").unwrap();
         let lines: Vec<String> = log.lines().collect();
         assert_eq!(lines, ["one", "two", "", "three"]);
-        // Three rotations' worth: only the last two files' worth stays.
+        // Three rotations' worth: only the last two files' worth stays, each starting with a
+        // whole line.
         let line = [b'x'; 1023];
         let writer = std::thread::spawn(move || {
             for _ in 0..(3 * LOG_ROTATE_BYTES / 1024) {

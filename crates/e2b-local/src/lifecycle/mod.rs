@@ -4,6 +4,7 @@
 //! Knows no HTTP: every failure is a [`LifecycleError`], which the control plane
 //! ([`crate::api`]) maps to a status and a `{code, message}` body in one place.
 
+mod capacity;
 mod error;
 mod evict;
 mod ids;
@@ -13,12 +14,15 @@ mod recover;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+pub use capacity::Capacity;
+use capacity::HostUsage;
 pub use error::LifecycleError;
 pub(crate) use ids::valid_sandbox_id;
 use ids::{access_token, new_sandbox_id};
@@ -43,6 +47,8 @@ pub struct ManagerConfig {
     pub limits: Limits,
     /// Domain reported to SDKs (`<port>-<id>.<domain>` reaches a sandbox port).
     pub domain: String,
+    /// Admission limits of creates.
+    pub capacity: Capacity,
 }
 
 /// What `create` needs, validated.
@@ -77,6 +83,24 @@ pub struct Manager {
     base: Mutex<Option<Template>>,
     logs_dir: PathBuf,
     idempotency: Mutex<HashMap<String, (String, Instant)>>,
+    /// Creates admitted and not yet live or failed: they hold a slot of the capacity.
+    creating: Mutex<usize>,
+    /// Sandboxes paused when the server restarted, while they are booted again.
+    restoring: Mutex<HashMap<String, SandboxRecord>>,
+    /// Set once restart recovery's background part is done.
+    recovered: tokio::sync::watch::Sender<bool>,
+    /// Set by [`kill_all`](Self::kill_all): a restore finishing later kills its sandbox.
+    closing: AtomicBool,
+}
+
+/// A create's slot in the capacity: given back when dropped (the sandbox is then live, and
+/// counted as such, or its create failed).
+struct Admission<'a>(&'a Mutex<usize>);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        *lock(self.0) -= 1;
+    }
 }
 
 impl Manager {
@@ -105,6 +129,10 @@ impl Manager {
             base: Mutex::new(None),
             logs_dir,
             idempotency: Mutex::new(HashMap::new()),
+            creating: Mutex::new(0),
+            restoring: Mutex::new(HashMap::new()),
+            recovered: tokio::sync::watch::Sender::new(false),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -152,6 +180,63 @@ impl Manager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .cloned()
+    }
+
+    /// The live sandbox `id`, or why there is none: it is being restored after a restart
+    /// ([`LifecycleError::Restoring`]) or it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// `Restoring`, `SandboxNotFound`.
+    pub fn live(&self, id: &str) -> Result<Arc<Live>, LifecycleError> {
+        self.get(id).ok_or_else(|| self.missing(id))
+    }
+
+    /// Why `id` is not live: `Restoring` while a paused sandbox of the earlier run is booted
+    /// again, else `SandboxNotFound`.
+    pub fn missing(&self, id: &str) -> LifecycleError {
+        if lock(&self.restoring).contains_key(id) {
+            LifecycleError::Restoring { id: id.to_owned() }
+        } else {
+            LifecycleError::not_found(id)
+        }
+    }
+
+    /// The records of every live sandbox and of those being restored (paused).
+    pub fn records(&self) -> Vec<SandboxRecord> {
+        let mut recs: Vec<SandboxRecord> = self.all().iter().map(|l| l.record()).collect();
+        let restoring = lock(&self.restoring);
+        recs.extend(
+            restoring
+                .values()
+                .filter(|r| !recs.iter().any(|l| l.id == r.id))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        recs
+    }
+
+    /// Takes a slot of the capacity for a create, or says which limit it would pass.
+    fn admit(&self) -> Result<Admission<'_>, LifecycleError> {
+        let usage = HostUsage::read(self.runtime.data_dir());
+        if let Some(e) = usage.shortage(&self.config.limits) {
+            return Err(e);
+        }
+        // Under `creating`'s lock, so concurrent creates cannot both take the last slot.
+        let mut creating = lock(&self.creating);
+        let alive = self
+            .sandboxes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+            + lock(&self.restoring).len()
+            + *creating;
+        if let Some(e) = capacity::over_capacity(&self.config.capacity, &self.config.limits, alive)
+        {
+            return Err(e);
+        }
+        *creating += 1;
+        Ok(Admission(&self.creating))
     }
 
     /// Every live sandbox.
@@ -315,7 +400,9 @@ impl Manager {
     /// # Errors
     ///
     /// The timeout's errors, `FreezerUnavailable` for `autoPause` without a freezer,
-    /// `TemplateNotFound`, `Internal` when the runtime or envd fails (naming which), `Store`.
+    /// `TemplateNotFound`, `TooManySandboxes` and `MemoryCommitted` (the server's capacity),
+    /// `HostLimit` (checked before anything is spawned), `Internal` when the runtime or envd
+    /// fails (naming which; what was made is removed), `Store`.
     pub(crate) async fn create(
         self: &Arc<Self>,
         p: CreateParams,
@@ -327,6 +414,7 @@ impl Manager {
             });
         }
         let template = self.template(&p.template)?;
+        let slot = self.admit()?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
         let (handle, envd_version, log) = self
@@ -360,6 +448,7 @@ impl Manager {
             return Err(e.into());
         }
         let live = self.insert_live(handle, token, rec, log);
+        drop(slot);
         self.evict.notify_one();
         Ok(live)
     }
@@ -391,7 +480,7 @@ impl Manager {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id)
-            .ok_or_else(|| LifecycleError::not_found(id))?;
+            .ok_or_else(|| self.missing(id))?;
         live.cut_streams();
         let h = live.handle.clone();
         let res = tokio::task::spawn_blocking(move || h.kill())
@@ -412,7 +501,7 @@ impl Manager {
     /// `SandboxNotFound` when not live, `AlreadyPaused`, `FreezerUnavailable` when this server
     /// cannot pause (rootless mode without cgroups), `Internal` when freezing fails, `Store`.
     pub(crate) async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let live = self.live(id)?;
         if !self.runtime.can_freeze() {
             return Err(LifecycleError::FreezerUnavailable {
                 action: format!("pausing sandbox {id}"),
@@ -447,7 +536,7 @@ impl Manager {
     /// `SandboxNotFound` when not live, `AlreadyRunning`, `TimeoutPastLifetime`, `Internal`
     /// when thawing fails, `Store`.
     pub(crate) async fn resume(&self, id: &str, timeout: i64) -> Result<Arc<Live>, LifecycleError> {
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let live = self.live(id)?;
         let started = {
             let rec = lock(&live.rec);
             if rec.state == SandboxState::Running {
@@ -487,7 +576,7 @@ impl Manager {
         if timeout < 0 {
             return Err(LifecycleError::TimeoutNegative { secs: timeout });
         }
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let live = self.live(id)?;
         if live.record().state == SandboxState::Paused {
             return Ok((self.resume(id, timeout).await?, true));
         }
@@ -517,7 +606,7 @@ impl Manager {
     ///
     /// `SandboxNotFound` when not live, `TimeoutPastLifetime`, `Store`.
     pub(crate) fn refresh(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let live = self.live(id)?;
         self.extend(&live, secs)
     }
 
@@ -531,7 +620,7 @@ impl Manager {
         if secs < 0 {
             return Err(LifecycleError::TimeoutNegative { secs });
         }
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let live = self.live(id)?;
         let rec = live.record();
         if rec.state != SandboxState::Running {
             return Err(LifecycleError::Paused { id: id.to_owned() });
@@ -549,6 +638,7 @@ impl Manager {
 
     /// Kills every live sandbox (server shutdown).
     pub(crate) async fn kill_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let ids: Vec<String> = self.all().iter().map(|l| l.record().id).collect();
         for id in ids {
             if let Err(e) = self.kill(&id).await {

@@ -238,6 +238,29 @@ impl Store {
         Ok(())
     }
 
+    /// Inserts or replaces `recs` in one transaction (one commit for a whole restart).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Record`] or [`StateError::Query`]; then none is stored.
+    pub fn put_sandboxes(&self, recs: &[SandboxRecord]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(|e| StateError::Query("storing sandboxes", e))?;
+        for rec in recs {
+            let json =
+                serde_json::to_string(rec).map_err(|e| StateError::Record(rec.id.clone(), e))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO sandboxes (id, state, record) VALUES (?1, ?2, ?3)",
+                params![rec.id, rec.state.as_str(), json],
+            )
+            .map_err(|e| StateError::Query("storing sandboxes", e))?;
+        }
+        tx.commit()
+            .map_err(|e| StateError::Query("storing sandboxes", e))
+    }
+
     /// Every record not yet killed.
     ///
     /// # Errors

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +38,15 @@ pub(super) fn remove_files(dir: &Path, id: &str) {
     for p in paths(dir, id) {
         let _ = std::fs::remove_file(p);
     }
+}
+
+/// Opens (creating, owner-only) a log file for appending.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Where the drained bytes go.
@@ -73,7 +83,7 @@ impl SandboxLog {
         let fifo = pipe::OpenOptions::new()
             .read_write(true)
             .open_receiver(&fifo_path)?;
-        let file = File::options().create(true).append(true).open(&current)?;
+        let file = open_append(&current)?;
         let log = Arc::new(SandboxLog {
             current,
             rotated,
@@ -140,10 +150,7 @@ impl SandboxLog {
             let split = chunk.iter().rposition(|b| *b == b'\n').map_or(n, |i| i + 1);
             sink.file.write_all(&chunk[..split])?;
             std::fs::rename(&self.current, &self.rotated)?;
-            sink.file = File::options()
-                .create(true)
-                .append(true)
-                .open(&self.current)?;
+            sink.file = open_append(&self.current)?;
             sink.file.write_all(&chunk[split..])?;
             sink.len = (n - split) as u64;
         }

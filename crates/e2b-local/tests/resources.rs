@@ -1,0 +1,435 @@
+//! Lifecycle and resources from an attacker's side (issue 15): a sandbox flooding its log,
+//! a restart with sandboxes alive, creates past the server's capacity or a host limit. Real
+//! `e2b-local serve` processes where the server's own memory or limits are measured. Needs
+//! root: ignored unless run with `-- --ignored` as root.
+
+mod support;
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2b_local::Server;
+use e2b_local::lifecycle::{Capacity, LOG_ROTATE_BYTES};
+use e2b_local::server::default_limits;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// An `e2b-local serve` process.
+struct Serve {
+    child: Child,
+    url: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Serve {
+    /// Starts `[wrapper...] e2b-local serve` on a free port with `dir` as data directory and
+    /// waits until it prints what to export (it listens then).
+    fn start(dir: &Path, wrapper: &[&str], extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = env!("CARGO_BIN_EXE_e2b-local");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--cgroup-parent", support::CGROUP_PARENT, "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut key = None;
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(k) = line.strip_prefix("export E2B_API_KEY=") {
+                key = Some(k.to_owned());
+            }
+            if line.starts_with("export E2B_DOMAIN=") {
+                break;
+            }
+        }
+        Serve {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            key: key.expect("e2b-local serve printed no key"),
+            http: support::http(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> support::Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("x-api-key", &self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        support::Resp {
+            status: r.status(),
+            headers: r.headers().clone(),
+            text: r.text().await.unwrap(),
+        }
+    }
+
+    async fn create(&self) -> Value {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                "/sandboxes",
+                Some(json!({"templateID": "base", "secure": true})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json()
+    }
+
+    /// `bash -c cmd` as root in sandbox `sb` (a create's body), until it ends.
+    async fn run_as_root(&self, sb: &Value, cmd: &str) -> String {
+        let body = support::envelope(&json!({
+            "process": {"cmd": "/bin/bash", "args": ["-c", cmd]}
+        }));
+        let r = self
+            .http
+            .post(format!("{}/process.Process/Start", self.url))
+            .header("E2b-Sandbox-Id", sb["sandboxID"].as_str().unwrap())
+            .header("E2b-Sandbox-Port", "49983")
+            .header("X-Access-Token", sb["envdAccessToken"].as_str().unwrap())
+            .header("Authorization", "Basic cm9vdDo=")
+            .header("content-type", "application/connect+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned()
+    }
+
+    /// The server's peak resident memory (`VmHWM`), in bytes.
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib * 1024
+    }
+
+    /// SIGKILL, as a crash.
+    fn crash(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM: the server kills its sandboxes and exits.
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+    }
+}
+
+/// Host files of sandbox `id`'s log, with their sizes.
+fn log_files(dir: &Path, id: &str) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(id)
+                .then(|| (name, e.metadata().unwrap().len()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Defect 3: root in a sandbox writes straight into its stdout (`/proc/2/fd/1`, envd's);
+/// the host keeps at most two rotated files of it, and a page of logs costs the server a
+/// page, whatever the log's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: namespaces, mounts and cgroups"]
+async fn a_sandbox_flooding_its_log_costs_the_server_a_page_and_two_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(dir.path(), &[], &[]);
+    let sb = s.create().await;
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let started = s
+        .call(reqwest::Method::GET, &format!("/sandboxes/{id}"), None)
+        .await
+        .json()["startedAt"]
+        .clone();
+    assert!(started.is_string(), "{started}");
+    let before = s.peak_rss();
+    // 20 MB of lines, as in the issue.
+    let out = s
+        .run_as_root(
+            &sb,
+            "yes 'attacker line' | head -c 20000000 > /proc/2/fd/1; echo flooded",
+        )
+        .await;
+    assert!(out.contains("Zmxvb2RlZAo="), "{out}"); // base64("flooded\n")
+
+    // The oldest kept lines, exactly (a flood's lines have no timestamp of their own, so
+    // they carry the sandbox's start).
+    let r = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/sandboxes/{id}/logs?limit=10"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let line = json!({"line": "attacker line", "timestamp": started});
+    let entry =
+        json!({"fields": {}, "level": "info", "message": "attacker line", "timestamp": started});
+    assert_eq!(
+        r.json(),
+        json!({"logs": vec![line; 10], "logEntries": vec![entry.clone(); 10]})
+    );
+    let r = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/v2/sandboxes/{id}/logs?limit=3&search=attacker%20line"),
+            None,
+        )
+        .await;
+    assert_eq!(r.json(), json!({"logs": vec![entry; 3]}));
+    // What the pages cost the server: far below the 1.4 GB peak of reading the whole log.
+    let peak = s.peak_rss();
+    assert!(
+        peak < before + (48 << 20),
+        "peak RSS {peak} B, {before} B before the flood"
+    );
+    // On the host: the current file and one rotated file, each at most the rotation size
+    // (plus the FIFO, which holds nothing on disk).
+    let files = log_files(dir.path(), &id);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{id}.fifo"),
+            format!("{id}.log"),
+            format!("{id}.log.1")
+        ]
+    );
+    assert!(
+        files.iter().all(|(_, len)| *len <= LOG_ROTATE_BYTES),
+        "{files:?}"
+    );
+    let r = s
+        .call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(log_files(dir.path(), &id), []);
+    s.stop();
+}
+
+/// Defect 13: after a crash with sandboxes alive, the next server listens at once and
+/// reclaims in the background. From its first answer on, the earlier run's running
+/// sandboxes are gone (404, not listed) and a paused one answers 503 with `Retry-After`
+/// until it is restored, then as paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: namespaces, mounts and cgroups"]
+async fn a_restart_answers_at_once_about_sandboxes_being_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(dir.path(), &[], &[]);
+    let mut running = Vec::new();
+    for _ in 0..5 {
+        running.push(s.create().await["sandboxID"].as_str().unwrap().to_owned());
+    }
+    let paused = s.create().await["sandboxID"].as_str().unwrap().to_owned();
+    let r = s
+        .call(
+            reqwest::Method::POST,
+            &format!("/sandboxes/{paused}/pause"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    s.crash();
+
+    let s = Serve::start(dir.path(), &[], &[]);
+    let r = s
+        .call(reqwest::Method::GET, "/v2/sandboxes?state=running", None)
+        .await;
+    assert_eq!(r.json(), json!([]));
+    for id in &running {
+        let r = s
+            .call(reqwest::Method::GET, &format!("/sandboxes/{id}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            r.json(),
+            support::err(
+                404,
+                &format!("sandbox \"{id}\" doesn't exist or you don't have access to it")
+            )
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = s
+            .call(reqwest::Method::GET, &format!("/sandboxes/{paused}"), None)
+            .await;
+        if r.status == StatusCode::OK {
+            assert_eq!(r.json()["state"], "paused");
+            break;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+        assert_eq!(
+            r.json(),
+            support::err(
+                503,
+                &format!(
+                    "sandbox \"{paused}\" is being restored after a server restart; retry in a moment"
+                )
+            )
+        );
+        assert_eq!(r.headers["retry-after"], "1");
+        assert!(Instant::now() < deadline, "{paused} was never restored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The reclaim ends: only the restored sandbox has a directory.
+    let sandboxes = dir.path().join("sandboxes");
+    while std::fs::read_dir(&sandboxes).unwrap().count() > 1 {
+        assert!(Instant::now() < deadline, "the reclaim did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sandboxes.join(&paused).exists());
+    s.stop();
+}
+
+/// Capacity: past the count or the committed memory, creates get E2B's 429 (the SDKs'
+/// rate-limit error) and nothing is made; a kill frees a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: namespaces, mounts and cgroups"]
+async fn creates_past_the_capacity_get_429_and_make_nothing() {
+    let each = default_limits().memory_bytes.unwrap();
+    for (capacity, message) in [
+        (
+            Capacity {
+                max_sandboxes: 2,
+                max_memory_bytes: u64::MAX,
+            },
+            "you have reached the maximum number of concurrent E2B sandboxes (2) (e2b-local serve --max-sandboxes)".to_owned(),
+        ),
+        (
+            Capacity {
+                max_sandboxes: 100,
+                max_memory_bytes: 2 * each + (100 << 20),
+            },
+            format!(
+                "the sandboxes' committed memory would exceed this server's limit: {} MiB committed, a sandbox commits {} MiB, the limit is {} MiB (e2b-local serve --max-memory-mib)",
+                2 * (each >> 20),
+                each >> 20,
+                (2 * each + (100 << 20)) >> 20
+            ),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::builder()
+            .data_dir(dir.path())
+            .listen("127.0.0.1:0")
+            .helper_exe(env!("CARGO_BIN_EXE_e2b-local"))
+            .cgroup_parent(support::CGROUP_PARENT)
+            .capacity(capacity)
+            .start()
+            .await
+            .unwrap();
+        let t = support::TestServer {
+            url: server.api_url(),
+            key: server.api_key().to_owned(),
+            server: Some(server),
+            http: support::http(),
+            dir,
+        };
+        let a = t.create(r#"{"templateID":"base"}"#).await;
+        t.create(r#"{"templateID":"base"}"#).await;
+        for path in ["/sandboxes", "/v2/sandboxes"] {
+            let r = t.post(path, r#"{"templateID":"base"}"#).await;
+            assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+            assert_eq!(r.json(), support::err(429, &message));
+        }
+        assert_eq!(
+            std::fs::read_dir(t.dir.path().join("sandboxes"))
+                .unwrap()
+                .count(),
+            2
+        );
+        t.kill(a["sandboxID"].as_str().unwrap()).await;
+        t.create(r#"{"templateID":"base"}"#).await;
+        t.shutdown().await;
+    }
+}
+
+/// Host limits: a server whose descriptors run short refuses creates with 503 naming the
+/// limit, before spawning anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: namespaces, mounts and cgroups"]
+async fn creates_that_would_exhaust_the_servers_descriptors_get_503_and_make_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(
+        dir.path(),
+        &["prlimit", "--nofile=48:48", "--"],
+        &["--max-sandboxes", "100"],
+    );
+    let mut made = 0;
+    let r = loop {
+        let r = s
+            .call(
+                reqwest::Method::POST,
+                "/sandboxes",
+                Some(json!({"templateID": "base"})),
+            )
+            .await;
+        if r.status != StatusCode::CREATED {
+            break r;
+        }
+        made += 1;
+        assert!(made < 48, "48 descriptors never ran short");
+    };
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.headers["retry-after"], "1");
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("the host cannot take another sandbox (open files: ")
+            && message
+                .ends_with(" of the server's 48 descriptors are in use); nothing was created"),
+        "{message}"
+    );
+    assert_eq!(r.json()["code"], 503);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("sandboxes"))
+            .unwrap()
+            .count(),
+        made
+    );
+    s.stop();
+}

@@ -639,6 +639,9 @@ impl Manager {
     /// Kills every live sandbox (server shutdown).
     pub(crate) async fn kill_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        // A restart's reclaim still under way finishes first, so nothing of it is left; a
+        // restore it has started kills its sandbox once booted (`closing`).
+        self.recovered().await;
         let ids: Vec<String> = self.all().iter().map(|l| l.record().id).collect();
         for id in ids {
             if let Err(e) = self.kill(&id).await {

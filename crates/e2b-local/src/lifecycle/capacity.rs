@@ -20,8 +20,9 @@ const TASKS_PER_SANDBOX: u64 = 256;
 /// on every create.
 const MEMORY_OVERCOMMIT: u64 = 8;
 
-/// Free disk space (on the data directory's filesystem) a create leaves untouched.
-const DISK_RESERVE: u64 = 512 << 20;
+/// Free disk space (on the data directory's filesystem) a create needs: its directories and
+/// up to 8 MiB of log, with room to spare.
+const DISK_RESERVE: u64 = 64 << 20;
 
 /// How much of the host's memory is never committed to sandboxes and must stay available:
 /// an eighth of `MemTotal`, at least 512 MiB.
@@ -258,10 +259,10 @@ mod tests {
             ),
             (
                 HostUsage {
-                    disk_free: 100 << 20,
+                    disk_free: 10 << 20,
                     ..fine
                 },
-                "the host cannot take another sandbox (disk space: 100 MiB free on the data directory's filesystem, 512 MiB are kept free); nothing was created",
+                "the host cannot take another sandbox (disk space: 10 MiB free on the data directory's filesystem, 64 MiB are kept free); nothing was created",
             ),
             (
                 HostUsage {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 
+use super::{LifecycleError, Manager, access_token, lock};
+use crate::state::{SandboxRecord, SandboxState};
+
 /// How many sandboxes of an earlier run are reclaimed at once (each mostly waits on the
 /// kernel: processes dying, unmounts, unlinks).
 const RECLAIM_CONCURRENCY: usize = 4;
-
-use super::{LifecycleError, Manager, access_token, lock};
-use crate::state::{SandboxRecord, SandboxState};
 
 impl Manager {
     /// After a restart: sandboxes of an earlier run cannot be re-attached (their processes
@@ -57,11 +57,6 @@ impl Manager {
             // Paused ones first: they are the ones clients wait for.
             let paused_ids: Vec<String> = paused.iter().map(|r| r.id.clone()).collect();
             for rec in paused {
-                if this.closing.load(std::sync::atomic::Ordering::SeqCst) {
-                    // Shut down meanwhile: the record stays paused for the next run.
-                    lock(&this.restoring).remove(&rec.id);
-                    continue;
-                }
                 this.recover_paused(rec).await;
             }
             let rest: Vec<String> = ids
@@ -117,6 +112,12 @@ impl Manager {
             .unwrap_or(false)
         };
         self.reclaim(rec.id.clone()).await;
+        if saved && self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            // Shut down meanwhile: the record stays paused and its files saved, for the
+            // next run to restore.
+            lock(&self.restoring).remove(&rec.id);
+            return;
+        }
         if saved {
             match self.restore_paused(&rec, to.clone()).await {
                 Ok(()) => {

@@ -205,14 +205,12 @@ impl Manager {
     /// The records of every live sandbox and of those being restored (paused).
     pub fn records(&self) -> Vec<SandboxRecord> {
         let mut recs: Vec<SandboxRecord> = self.all().iter().map(|l| l.record()).collect();
-        let restoring = lock(&self.restoring);
-        recs.extend(
-            restoring
-                .values()
-                .filter(|r| !recs.iter().any(|l| l.id == r.id))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        for r in lock(&self.restoring).values() {
+            // A restored sandbox is live a moment before it leaves `restoring`.
+            if !recs.iter().any(|l| l.id == r.id) {
+                recs.push(r.clone());
+            }
+        }
         recs
     }
 

@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 /// An `e2b-local serve` process.
 struct Serve {
     child: Child,
+    /// The server's stderr (appended to by every run on the same data directory).
+    err_log: std::path::PathBuf,
     url: String,
     key: String,
     http: reqwest::Client,
@@ -39,6 +41,7 @@ impl Serve {
             .unwrap()
             .port();
         let bin = env!("CARGO_BIN_EXE_e2b-local");
+        let err_log = dir.with_extension("serve.err");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -58,7 +61,7 @@ impl Serve {
                 std::fs::File::options()
                     .create(true)
                     .append(true)
-                    .open(dir.with_extension("serve.err"))
+                    .open(&err_log)
                     .unwrap(),
             )
             .spawn()
@@ -75,6 +78,7 @@ impl Serve {
         }
         Serve {
             child,
+            err_log,
             url: format!("http://127.0.0.1:{port}"),
             key: key.expect("e2b-local serve printed no key"),
             http: support::http(),
@@ -163,7 +167,13 @@ impl Serve {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{status}; server log:\n{}",
+            std::fs::read_to_string(&self.err_log).unwrap_or_default()
+        );
     }
 }
 

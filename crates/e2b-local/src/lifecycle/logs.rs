@@ -2,9 +2,9 @@
 //!
 //! envd's stdout and stderr are a FIFO (`logs/<id>.fifo`), never the log file itself: root
 //! in a sandbox can write to them directly (`/proc/<pid>/fd/1`), so a file would grow without
-//! bound. The server drains the FIFO into `logs/<id>.log` and rotates it to `<id>.log.1` once
-//! it reaches [`LOG_ROTATE_BYTES`], so a sandbox holds at most twice that on the host (plus
-//! the pipe's buffer). Readers stream the lines of `<id>.log.1` then `<id>.log`, so their
+//! bound. The server drains the FIFO into `logs/<id>.log` and rotates it to `<id>.log.1`
+//! before it would pass [`LOG_ROTATE_BYTES`], so a sandbox holds at most twice that on the
+//! host (plus the pipe's buffer). Readers stream the lines of `<id>.log.1` then `<id>.log`, so their
 //! memory is bounded by the page they keep, not by the log.
 
 use std::fs::File;
@@ -17,7 +17,8 @@ use tokio::net::unix::pipe;
 
 use super::live::lock;
 
-/// Size at which `<id>.log` is rotated to `<id>.log.1` (the previous `.1` is dropped).
+/// Most bytes of `<id>.log`: it is rotated to `<id>.log.1` (the previous `.1` is dropped)
+/// before it would pass this.
 pub const LOG_ROTATE_BYTES: u64 = 4 << 20;
 
 /// Most bytes moved from the FIFO per wake-up of the pump, or before a read: a sandbox
@@ -140,14 +141,20 @@ impl SandboxLog {
             }
             let chunk = &buf[..n];
             moved += n;
-            if sink.len + (n as u64) < LOG_ROTATE_BYTES {
+            if sink.len + (n as u64) <= LOG_ROTATE_BYTES {
                 sink.file.write_all(chunk)?;
                 sink.len += n as u64;
                 continue;
             }
-            // Rotate after the chunk's last complete line, so each file starts with a whole
-            // line (unless one line is longer than a chunk).
-            let split = chunk.iter().rposition(|b| *b == b'\n').map_or(n, |i| i + 1);
+            // Rotate after the last complete line that still fits, so no file passes the
+            // limit and each starts with a whole line (unless a line spans the chunk before).
+            let room = usize::try_from(LOG_ROTATE_BYTES - sink.len)
+                .unwrap_or(n)
+                .min(n);
+            let split = chunk[..room]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
             sink.file.write_all(&chunk[..split])?;
             std::fs::rename(&self.current, &self.rotated)?;
             sink.file = open_append(&self.current)?;
@@ -234,6 +241,9 @@ mod tests {
             .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
             .sum();
         assert!(total <= 2 * LOG_ROTATE_BYTES, "{total}");
+        for p in [&log.current, &log.rotated] {
+            assert!(std::fs::metadata(p).unwrap().len() <= LOG_ROTATE_BYTES);
+        }
         assert!(
             log.lines()
                 .all(|l| l.is_empty() || l == "three" || l.bytes().all(|b| b == b'x'))

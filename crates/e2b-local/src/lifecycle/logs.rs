@@ -35,7 +35,7 @@ fn paths(dir: &Path, id: &str) -> [PathBuf; 3] {
 }
 
 /// Removes every log file of sandbox `id` in `dir` (those of an earlier run, too).
-pub(super) fn remove_files(dir: &Path, id: &str) {
+fn remove_files(dir: &Path, id: &str) {
     for p in paths(dir, id) {
         let _ = std::fs::remove_file(p);
     }

@@ -52,6 +52,15 @@ impl Manager {
             tracing::warn!("recover: marking the earlier run's sandboxes killed: {e}");
         }
         lock(&self.restoring).extend(paused.iter().map(|r| (r.id.clone(), r.clone())));
+        // Every log file is the earlier run's (a restore starts a new log), including those
+        // of a sandbox whose kill was cut after its record and directory were gone.
+        for entry in std::fs::read_dir(&self.logs_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
         let this = self.clone();
         async move {
             // Paused ones first: they are the ones clients wait for.
@@ -84,7 +93,8 @@ impl Manager {
         let _ = done.wait_for(|d| *d).await;
     }
 
-    /// Kills what is left of sandbox `id` of an earlier run and removes its files.
+    /// Kills what is left of sandbox `id` of an earlier run and removes its files (its log
+    /// files are gone already).
     async fn reclaim(self: &Arc<Self>, id: String) {
         let this = self.clone();
         let id2 = id.clone();
@@ -93,7 +103,6 @@ impl Manager {
             Ok(Err(e)) => tracing::warn!("reclaiming sandbox {id}: {e}"),
             Err(e) => tracing::warn!("reclaiming sandbox {id}: {e}"),
         }
-        super::logs::remove_files(&self.logs_dir, &id);
     }
 
     /// Saves a paused sandbox's files, reclaims it and boots it again paused with them; marks

@@ -178,10 +178,16 @@ impl Serve {
 }
 
 impl Drop for Serve {
-    /// A failing test does not leave its server (and its sandboxes) running.
+    /// A failing test does not leave its server (and its sandboxes) running: SIGTERM, so
+    /// the server kills its sandboxes.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let (Ok(None), Ok(pid)) = (self.child.try_wait(), i32::try_from(self.child.id())) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -69,13 +69,13 @@ const NETWORK_FS_MAGIC: [i64; 5] = [
 ///
 /// # Errors
 /// `not_found` (missing), `invalid_argument` (not a directory, or a network mount without
-/// opt-in), `internal`.
+/// opt-in), else the code [`os_error::code`](crate::os_error::code) gives.
 pub fn validate(spec: &WatchSpec) -> Result<(), ConnectError> {
     let md = std::fs::metadata(&spec.path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ConnectError::not_found(format!("path not found: {}", spec.path.display()))
         } else {
-            ConnectError::internal(format!("error getting file info: {e}"))
+            crate::os_error::rpc_error("error getting file info", &e)
         }
     })?;
     if !md.is_dir() {

@@ -1,7 +1,6 @@
 //! `/files`: streamed download (gzip, ranges) and upload (multipart or raw, gzip, metadata).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,13 +16,16 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use e2b_envd::Code;
 use e2b_envd::headers;
 use e2b_envd::http::types::{EntryInfo, EntryInfoType};
 use e2b_envd::signature::Operation;
 
 use crate::auth::{ACCESS_TOKEN_HEADER, SigningInput, validate_signing};
-use crate::fs::{XATTR_PREFIX, ensure_dirs};
+use crate::fs::staged::{StagedFile, StagingError};
+use crate::fs::{EnsureDirsError, XATTR_PREFIX, ensure_dirs};
 use crate::http::ApiError;
+use crate::os_error;
 use crate::paths::expand_and_resolve;
 use crate::state::State;
 use crate::users::User;
@@ -210,17 +212,17 @@ pub async fn download(
     };
     let md = match tokio::fs::metadata(&path).await {
         Ok(md) => md,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+        Err(e) if os_error::code(&e) == Code::NotFound => {
             return Err(ApiError::not_found(format!(
                 "path '{}' does not exist",
                 path.display()
             )));
         }
         Err(e) => {
-            return Err(ApiError::internal(format!(
-                "error checking path '{}': {e}",
-                path.display()
-            )));
+            return Err(ApiError::from_io(
+                format_args!("error checking path '{}'", path.display()),
+                &e,
+            ));
         }
     };
     if md.is_dir() {
@@ -229,9 +231,9 @@ pub async fn download(
             path.display()
         )));
     }
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::internal(format!("error opening file '{}': {e}", path.display())))?;
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::from_io(format_args!("error opening file '{}'", path.display()), &e)
+    })?;
     let size = md.len();
     let name = path
         .file_name()
@@ -369,23 +371,29 @@ fn parse_metadata(headers: &HeaderMap) -> Result<Option<BTreeMap<String, String>
     Ok((!out.is_empty()).then_some(out))
 }
 
-fn is_enospc(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-}
-
-/// Writes one uploaded file: parents, ownership, streamed content, metadata.
+/// Writes one uploaded file: parents, ownership, streamed content, metadata. The content is
+/// staged beside the target and replaces it only when complete ([`StagedFile`]), so an upload
+/// cut off part-way leaves the old file.
 async fn write_file(
     path: &Path,
     user: &User,
     body: &mut (dyn AsyncRead + Unpin + Send),
     metadata: Option<&BTreeMap<String, String>>,
 ) -> Result<EntryInfo, ApiError> {
+    let (uid, gid) = (user.uid, user.gid);
     if let Some(parent) = path.parent() {
-        let (parent, uid, gid) = (parent.to_owned(), user.uid, user.gid);
-        tokio::task::spawn_blocking(move || ensure_dirs(&parent, uid, gid))
-            .await
-            .map_err(|e| ApiError::internal(format!("error ensuring directories: {e}")))?
-            .map_err(|e| ApiError::internal(format!("error ensuring directories: {e}")))?;
+        let parent = parent.to_owned();
+        blocking(move || ensure_dirs(&parent, uid, gid))
+            .await?
+            .map_err(|e| {
+                let message = format!("error ensuring directories: {e}");
+                match &e {
+                    EnsureDirsError::NotADirectory(_) => ApiError::bad_request(message),
+                    EnsureDirsError::Io { source, .. } => {
+                        ApiError::new(os_error::http_status(source), message)
+                    }
+                }
+            })?;
     }
     if tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
         return Err(ApiError::bad_request(format!(
@@ -393,29 +401,26 @@ async fn write_file(
             path.display()
         )));
     }
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o666)
-        .open(path)
-        .await
-        .map_err(|e| {
-            if is_enospc(&e) {
-                ApiError::insufficient_storage("not enough inodes available")
-            } else {
-                ApiError::internal(format!("error opening file '{}': {e}", path.display()))
-            }
-        })?;
-    let std_file = file.into_std().await;
-    std::os::unix::fs::fchown(&std_file, Some(user.uid), Some(user.gid)).map_err(|e| {
-        ApiError::internal(format!(
-            "error changing ownership of '{}': {e}",
-            path.display()
-        ))
-    })?;
-    let mut file = tokio::fs::File::from_std(std_file);
+    let p = path.to_owned();
+    let staged = blocking(move || StagedFile::create(&p, uid, gid))
+        .await?
+        .map_err(staging_error)?;
+    let mut file = tokio::fs::File::from_std(staged.writer().map_err(staging_error)?);
     let mut buf = vec![0u8; 256 * 1024];
+    let write_failed = |n: Option<usize>, e: &std::io::Error| {
+        if os_error::http_status(e) == StatusCode::INSUFFICIENT_STORAGE {
+            let attempted = n.map(|n| format!("attempted to write {n} bytes: "));
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "{}not enough disk space available",
+                    attempted.unwrap_or_default()
+                ),
+            )
+        } else {
+            ApiError::from_io(format_args!("error writing file '{}'", path.display()), e)
+        }
+    };
     loop {
         let n = body
             .read(&mut buf)
@@ -424,29 +429,17 @@ async fn write_file(
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n]).await.map_err(|e| {
-            if is_enospc(&e) {
-                ApiError::insufficient_storage(format!(
-                    "attempted to write {n} bytes: not enough disk space available"
-                ))
-            } else {
-                ApiError::internal(format!("error writing file '{}': {e}", path.display()))
-            }
-        })?;
+        file.write_all(&buf[..n])
+            .await
+            .map_err(|e| write_failed(Some(n), &e))?;
     }
-    file.flush().await.map_err(|e| {
-        if is_enospc(&e) {
-            ApiError::insufficient_storage("not enough disk space available")
-        } else {
-            ApiError::internal(format!("error writing file '{}': {e}", path.display()))
-        }
-    })?;
+    file.flush().await.map_err(|e| write_failed(None, &e))?;
     drop(file);
     // Each upload replaces the file's metadata.
-    let (p, md) = (path.to_owned(), metadata.cloned());
-    tokio::task::spawn_blocking(move || set_metadata(&p, md.as_ref()))
-        .await
-        .map_err(|e| ApiError::internal(format!("error setting metadata: {e}")))??;
+    let md = metadata.cloned();
+    blocking(move || staged.commit(|written| set_metadata(written, md.as_ref())))
+        .await?
+        .map_err(staging_error)?;
     Ok(EntryInfo {
         path: path.to_string_lossy().into_owned(),
         name: path
@@ -459,17 +452,31 @@ async fn write_file(
     })
 }
 
-fn set_metadata(path: &Path, md: Option<&BTreeMap<String, String>>) -> Result<(), ApiError> {
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))
+}
+
+fn staging_error(e: StagingError) -> ApiError {
+    ApiError::new(os_error::http_status(&e.source), e.to_string())
+}
+
+/// Replaces the `user.e2b.*` attributes of `path` with `md`.
+fn set_metadata(path: &Path, md: Option<&BTreeMap<String, String>>) -> Result<(), StagingError> {
     let fail = |e: std::io::Error| {
-        if is_enospc(&e) {
-            Err(ApiError::insufficient_storage(format!(
-                "not enough space for file metadata: {e}"
-            )))
-        } else if e.raw_os_error() == Some(libc::ENOTSUP) {
+        if e.raw_os_error() == Some(libc::ENOTSUP) {
             tracing::warn!(path = %path.display(), "filesystem does not support xattrs; metadata dropped");
             Ok(())
         } else {
-            Err(ApiError::internal(format!("error setting metadata: {e}")))
+            Err(StagingError {
+                step: "setting metadata on",
+                path: path.to_owned(),
+                source: e,
+            })
         }
     };
     if let Ok(names) = xattr::list(path) {

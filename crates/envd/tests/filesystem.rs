@@ -558,3 +558,54 @@ async fn full_filesystem_is_resource_exhausted() {
         )
     );
 }
+
+/// Defect 12: an upload, staged before it reaches its target, shows a watcher of the
+/// directory only the target's events, as the in-place write did: `CREATE` first, then
+/// `WRITE`.
+#[tokio::test]
+async fn watchers_see_an_upload_as_create_and_write_of_the_target() {
+    let envd = Envd::start(&[]);
+    let c = client(&envd);
+    let d = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    let mut s = c
+        .watch_dir(pb::WatchDirRequest {
+            path: root.to_str().unwrap().into(),
+            recursive: false,
+            include_entry: false,
+            allow_network_mounts: false,
+        })
+        .await
+        .unwrap();
+    let first = s.next().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(W::Start(_))), "{first:?}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/files", envd.base))
+        .query(&[("path", root.join("up.txt").to_str().unwrap())])
+        .header("content-type", "application/octet-stream")
+        .body("uploaded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let mut got = next_events(&mut s, 2).await;
+    // Ownership and metadata changes may follow as CHMOD; nothing else is named.
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(300), s.next()).await {
+        if let Some(W::Filesystem(f)) = m.event {
+            got.push((f.name, f.r#type));
+        }
+    }
+    assert_eq!(
+        got[..2],
+        [
+            ev("up.txt", pb::EventType::Create),
+            ev("up.txt", pb::EventType::Write)
+        ]
+    );
+    assert!(
+        got[2..]
+            .iter()
+            .all(|e| *e == ev("up.txt", pb::EventType::Chmod)),
+        "{got:?}"
+    );
+}

@@ -633,7 +633,7 @@ async fn files_disk_full_is_507() {
         .unwrap();
     let status = r.status();
     let b: serde_json::Value = r.json().await.unwrap();
-    // The partial upload's temporary file is gone, so the space is free again.
+    // The new file is removed again and the staged content freed.
     let left = std::fs::read_dir(&mnt).unwrap().count();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
     assert_eq!(left, 0);
@@ -797,7 +797,7 @@ async fn files_bad_paths_are_client_errors() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
         b,
-        serde_json::json!({"code": 400, "message": format!("error resolving {long}: File name too long (os error 36)")})
+        serde_json::json!({"code": 400, "message": format!("error opening {long}: File name too long (os error 36)")})
     );
     let (s, b) = json_error(
         c.get(&files)

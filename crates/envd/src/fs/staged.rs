@@ -1,35 +1,34 @@
 //! Writing a whole file so that a write cut off part-way leaves the old content: the new
-//! content goes to a hidden file beside the target, which replaces the target only once it is
-//! complete. Blocking, like the rest of [`fs`](super).
+//! content is first written to an unnamed staging file (`O_TMPFILE` in [`STAGING_DIR`]), and
+//! copied into the target only once it is complete. Blocking, like the rest of
+//! [`fs`](super).
 //!
-//! What a finished write leaves is what writing the target in place (upstream's
-//! `O_TRUNC`) leaves:
-//! - a symlink at the path is followed: its final target gets the content, the link stays;
-//! - an existing file keeps its mode (less set-uid/set-gid, which the `chown` to the writing
-//!   user clears, as before) and its extended attributes except `user.e2b.*` (replaced by the
-//!   upload's metadata) and `security.*`/`trusted.*` (file capabilities must not carry over
-//!   to new content);
-//! - new and existing files belong to the writing user; a new file has mode `0666 & !umask`;
-//! - a file with several hard links is rewritten in its own inode, so every link sees the new
-//!   content (the complete content is copied in at the end, from the local hidden file);
-//! - something that is not a regular file (a FIFO, a device) is written in place.
+//! The target is written in place, as upstream's `O_TRUNC` write does, so everything but the
+//! timing is as before: a symlink at the path is followed, the file keeps its inode (hard
+//! links see the new content), mode and extended attributes, FIFOs and devices are written
+//! to, and a watcher of the directory sees `CREATE` (for a new file) and `WRITE` of the
+//! target, nothing else. (A staging file in the target's directory, named or not, shows
+//! watchers events of its own: an unnamed one is reported as `#<inode>`.) The cost is writing
+//! the content twice and holding it twice until the copy ends.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::XATTR_PREFIX;
+/// Where uploads are staged: on disk (not the memory-backed `/tmp` of a sandbox), and a
+/// directory nobody watches for their files.
+pub const STAGING_DIR: &str = "/var/tmp";
 
-/// Symlinks followed before giving up with `ELOOP`, as the kernel's limit.
-const MAX_SYMLINKS: usize = 40;
+/// The [`StagingError::step`] of reserving the target's space at commit: its failure means
+/// the content did not fit, and the target is unchanged.
+pub const COMMIT_RESERVE_STEP: &str = "reserving space in";
 
 /// A failed step of a staged write, with the system call's error.
 #[derive(Debug, thiserror::Error)]
 #[error("error {step} {}: {source}", path.display())]
 pub struct StagingError {
-    /// What was being done, e.g. `"creating a temporary file in"`.
+    /// What was being done, e.g. `"opening"`.
     pub step: &'static str,
     /// The path it was done on.
     pub path: PathBuf,
@@ -43,220 +42,155 @@ fn failed(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StagingE
     move |source| StagingError { step, path, source }
 }
 
-/// How the content reaches the target when the write completes.
-#[derive(Debug, PartialEq, Eq)]
-enum Finish {
-    /// Rename the hidden file over the target.
-    Rename,
-    /// Copy the hidden file into the target's inode (hard links share it).
-    CopyInto,
-    /// Nothing: the target itself was written (not a regular file).
-    InPlace,
-}
-
-/// A write in progress. Dropping it before [`commit`](Self::commit) removes the hidden file
-/// and leaves the target as it was.
+/// A write in progress. Dropping it before [`commit`](Self::commit) leaves the target as it
+/// was (a file this write created is removed again).
 #[derive(Debug)]
 pub struct StagedFile {
-    /// The path written, after following symlinks.
-    target: PathBuf,
-    /// The hidden file, or `None` when the target is written in place.
-    temp: Option<PathBuf>,
-    /// Where the content goes.
-    file: File,
-    finish: Finish,
+    /// The path as requested.
+    path: PathBuf,
+    /// The target, opened for writing (not truncated) when the write started, so that a
+    /// path that cannot be written fails before the body is read.
+    target: File,
+    /// Whether this write created the target.
+    created: bool,
+    /// The unnamed file the content goes to first.
+    staging: File,
+    /// Set once the content is in the target.
+    committed: bool,
 }
 
 impl StagedFile {
-    /// Starts writing `path` as `uid:gid`.
+    /// Starts writing `path`: opens it (creating it with mode `0666 & !umask` if missing,
+    /// following symlinks), and creates the unnamed staging file beside it.
     ///
     /// # Errors
-    /// The failing step: following symlinks (`ENAMETOOLONG`, `ELOOP`, …), creating the hidden
-    /// file, copying the old file's mode and attributes, or `chown`.
-    pub fn create(path: &Path, uid: u32, gid: u32) -> Result<Self, StagingError> {
-        let target = follow_symlinks(path).map_err(failed("resolving", path))?;
-        let existing = match std::fs::metadata(&target) {
-            Ok(md) => Some(md),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(failed("getting file info for", &target)(e)),
+    /// The failing step: opening the target (`ENAMETOOLONG`, `EISDIR`, `EACCES`, …) or
+    /// creating the staging file.
+    pub fn create(path: &Path) -> Result<Self, StagingError> {
+        let open = |create_new: bool| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(create_new)
+                .mode(0o666)
+                .open(path)
         };
-        let (temp, file, finish) = match &existing {
-            Some(md) if !md.is_file() => {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .truncate(true)
-                    .open(&target)
-                    .map_err(failed("opening", &target))?;
-                (None, file, Finish::InPlace)
-            }
-            _ => {
-                let dir = target.parent().unwrap_or(Path::new("/"));
-                let (temp, file) = create_hidden(dir)?;
-                let finish = match &existing {
-                    Some(md) => {
-                        // Set before the chown below, which clears set-uid/set-gid as the
-                        // chown of the existing file did.
-                        file.set_permissions(std::fs::Permissions::from_mode(md.mode() & 0o7777))
-                            .map_err(failed("copying the mode of", &target))?;
-                        copy_xattrs(&target, &temp);
-                        if md.nlink() > 1 {
-                            Finish::CopyInto
-                        } else {
-                            Finish::Rename
-                        }
-                    }
-                    None => Finish::Rename,
-                };
-                (Some(temp), file, finish)
-            }
+        let (target, created) = match open(false) {
+            Ok(f) => (f, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match open(true) {
+                Ok(f) => (f, true),
+                // A dangling symlink (O_EXCL does not follow it), or a racing creator: open
+                // as upstream does, creating the symlink's target.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+                    OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        // The content is replaced at commit, once complete.
+                        .truncate(false)
+                        .mode(0o666)
+                        .open(path)
+                        .map_err(failed("opening", path))?,
+                    false,
+                ),
+                Err(e) => return Err(failed("opening", path)(e)),
+            },
+            Err(e) => return Err(failed("opening", path)(e)),
         };
-        let staged = Self {
+        // Unnamed (`O_TMPFILE`, or unlinked at once where unsupported), so nothing is ever
+        // left behind; beside the path only where the staging directory is unusable.
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let staging = tempfile::tempfile_in(STAGING_DIR)
+            .or_else(|_| tempfile::tempfile_in(dir))
+            .map_err(failed("creating a staging file in", dir))?;
+        Ok(Self {
+            path: path.to_owned(),
             target,
-            temp,
-            file,
-            finish,
-        };
-        std::os::unix::fs::fchown(&staged.file, Some(uid), Some(gid))
-            .map_err(failed("changing ownership of", staged.written()))?;
-        Ok(staged)
+            created,
+            staging,
+            committed: false,
+        })
     }
 
-    /// The path written, after following symlinks.
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
-    /// A handle on the file the content goes to.
+    /// A handle on the staging file, for the content.
     ///
     /// # Errors
     /// `dup` failing.
     pub fn writer(&self) -> Result<File, StagingError> {
-        self.file
+        self.staging
             .try_clone()
-            .map_err(failed("duplicating the descriptor of", self.written()))
+            .map_err(failed("duplicating the staging file of", &self.path))
     }
 
-    /// The file being written: the hidden file, or the target.
-    fn written(&self) -> &Path {
-        self.temp.as_deref().unwrap_or(&self.target)
-    }
-
-    /// Finishes the write: `set_metadata` runs on the complete file before it replaces the
-    /// target (after, when the target's own inode is written), then the target gets the
-    /// content.
+    /// Finishes the write: reserves the space the content needs in the target (so a full
+    /// disk fails here, with the target unchanged), copies the content in, cuts off the old
+    /// tail, gives the file to `uid:gid`, then runs `set_metadata` on the written file (the
+    /// symlink's target when the path is a symlink) and the path.
     ///
     /// # Errors
-    /// `set_metadata`'s error, or the rename or copy failing; the target is then unchanged,
-    /// except after a copy into it that failed part-way.
+    /// The failing step; only after a failed copy (an I/O error, not a full disk) is the
+    /// target left part-written.
     pub fn commit(
         mut self,
-        set_metadata: impl Fn(&Path) -> Result<(), StagingError>,
+        uid: u32,
+        gid: u32,
+        set_metadata: impl FnOnce(&File, &Path) -> Result<(), StagingError>,
     ) -> Result<(), StagingError> {
-        let Some(temp) = self.temp.clone() else {
-            return set_metadata(&self.target);
-        };
-        if self.finish == Finish::Rename {
-            set_metadata(&temp)?;
-            match std::fs::rename(&temp, &self.target) {
-                Ok(()) => {
-                    self.temp = None;
-                    return Ok(());
-                }
-                // A mount point (a bind-mounted file) or another filesystem: write in place.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EXDEV)) => {}
-                Err(e) => return Err(failed("replacing", &self.target)(e)),
-            }
-        }
-        self.copy_into_target()?;
-        set_metadata(&self.target)
-    }
-
-    /// Copies the complete hidden file into the target's inode, then gives the target to the
-    /// hidden file's owner.
-    fn copy_into_target(&mut self) -> Result<(), StagingError> {
-        let md = self
-            .file
+        let path = self.path.clone();
+        let len = self
+            .staging
             .metadata()
-            .map_err(failed("getting file info for", self.written()))?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&self.target)
-            .map_err(failed("opening", &self.target))?;
-        self.file
+            .map_err(failed("getting the size of the staging file of", &path))?
+            .len();
+        let old = self
+            .target
+            .metadata()
+            .map_err(failed("getting file info for", &path))?;
+        let regular = old.is_file();
+        if regular {
+            reserve(&self.target, len).map_err(failed(COMMIT_RESERVE_STEP, &path))?;
+        }
+        self.staging
             .rewind()
-            .map_err(failed("rewinding", self.written()))?;
-        io::copy(&mut self.file, &mut out).map_err(failed("writing", &self.target))?;
-        std::os::unix::fs::fchown(&out, Some(md.uid()), Some(md.gid()))
-            .map_err(failed("changing ownership of", &self.target))
+            .map_err(failed("rewinding the staging file of", &path))?;
+        io::copy(&mut self.staging, &mut self.target).map_err(failed("writing", &path))?;
+        if regular && old.len() > len {
+            self.target
+                .set_len(len)
+                .map_err(failed("truncating", &path))?;
+        }
+        self.committed = true;
+        std::os::unix::fs::fchown(&self.target, Some(uid), Some(gid))
+            .map_err(failed("changing ownership of", &path))?;
+        set_metadata(&self.target, &path)
     }
 }
 
 impl Drop for StagedFile {
     fn drop(&mut self) {
-        if let Some(temp) = &self.temp {
-            let _ = std::fs::remove_file(temp);
-        }
-    }
-}
-
-/// `path` with every symlink at its end followed (a dangling one gives the path it names).
-fn follow_symlinks(path: &Path) -> io::Result<PathBuf> {
-    let mut cur = path.to_owned();
-    for _ in 0..MAX_SYMLINKS {
-        match std::fs::symlink_metadata(&cur) {
-            Ok(md) if md.file_type().is_symlink() => {
-                let link = std::fs::read_link(&cur)?;
-                // Not cleaned lexically: `..` after a symlinked directory is the kernel's to
-                // resolve.
-                cur = match cur.parent() {
-                    Some(dir) => dir.join(link),
-                    None => link,
-                };
-            }
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => return Ok(cur),
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::ELOOP))
-}
-
-/// Creates a new hidden file in `dir`, readable and writable, mode `0666 & !umask` like the
-/// file upstream creates.
-fn create_hidden(dir: &Path) -> Result<(PathBuf, File), StagingError> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // Short, whatever the target's name: a 255-byte name must still get a hidden file.
-        let temp = dir.join(format!(".e2b-upload.{}.{n}", std::process::id()));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .open(&temp)
+        // Remove the file this write created, unless the name now holds another file.
+        if self.created
+            && !self.committed
+            && let (Ok(ours), Ok(named)) = (
+                self.target.metadata(),
+                std::fs::symlink_metadata(&self.path),
+            )
+            && (ours.dev(), ours.ino()) == (named.dev(), named.ino())
         {
-            Ok(file) => return Ok((temp, file)),
-            // Left by an envd that died mid-upload with the same pid.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(failed("creating a temporary file in", dir)(e)),
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// Copies the extended attributes an in-place write would have kept (best effort: a
-/// filesystem without them, or one refusing a name, leaves the attribute out).
-fn copy_xattrs(from: &Path, to: &Path) {
-    let Ok(names) = xattr::list(from) else {
-        return;
-    };
-    for name in names {
-        let Some(n) = name.to_str() else { continue };
-        let kept = (n.starts_with("user.") && !n.starts_with(XATTR_PREFIX))
-            || n.starts_with("system.posix_acl_");
-        if kept && let Ok(Some(value)) = xattr::get(from, &name) {
-            let _ = xattr::set(to, &name, &value);
-        }
+/// Allocates `len` bytes for `file` without changing its size or content. Filesystems
+/// without `fallocate` are written without the reservation.
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    if len == 0 {
+        return Ok(());
+    }
+    match fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, len) {
+        Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENODEV) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -265,44 +199,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn symlinks_are_followed_to_their_final_target() {
+    fn an_abandoned_write_leaves_the_old_file_and_removes_a_new_one() {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path();
-        std::fs::write(root.join("real"), b"x").unwrap();
-        std::os::unix::fs::symlink("real", root.join("a")).unwrap();
-        std::os::unix::fs::symlink(root.join("a"), root.join("b")).unwrap();
-        std::os::unix::fs::symlink("missing", root.join("dangling")).unwrap();
-        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
-        assert_eq!(follow_symlinks(&root.join("b")).unwrap(), root.join("real"));
-        assert_eq!(
-            follow_symlinks(&root.join("dangling")).unwrap(),
-            root.join("missing")
-        );
-        assert_eq!(
-            follow_symlinks(&root.join("new")).unwrap(),
-            root.join("new")
-        );
-        assert_eq!(
-            follow_symlinks(&root.join("loop"))
-                .unwrap_err()
-                .raw_os_error(),
-            Some(libc::ELOOP)
-        );
+        let old = d.path().join("old");
+        std::fs::write(&old, b"old").unwrap();
+        let staged = StagedFile::create(&old).unwrap();
+        std::io::Write::write_all(&mut staged.writer().unwrap(), b"partial").unwrap();
+        drop(staged);
+        assert_eq!(std::fs::read(&old).unwrap(), b"old");
+        let new = d.path().join("new");
+        let staged = StagedFile::create(&new).unwrap();
+        std::io::Write::write_all(&mut staged.writer().unwrap(), b"partial").unwrap();
+        drop(staged);
+        assert!(!new.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
     #[test]
-    fn an_abandoned_write_leaves_the_old_file_and_no_temporary() {
+    fn a_committed_write_replaces_the_content_and_cuts_the_old_tail() {
         let d = tempfile::tempdir().unwrap();
-        let target = d.path().join("f");
-        std::fs::write(&target, b"old").unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"a much longer old content").unwrap();
+        let staged = StagedFile::create(&f).unwrap();
+        std::io::Write::write_all(&mut staged.writer().unwrap(), b"new").unwrap();
         let (uid, gid) = (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
-        let staged = StagedFile::create(&target, uid, gid).unwrap();
-        std::io::Write::write_all(&mut staged.writer().unwrap(), b"partial").unwrap();
-        drop(staged);
-        assert_eq!(std::fs::read(&target).unwrap(), b"old");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        staged.commit(uid, gid, |_, _| Ok(())).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"new");
     }
 }

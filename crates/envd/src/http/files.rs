@@ -22,7 +22,7 @@ use e2b_envd::http::types::{EntryInfo, EntryInfoType};
 use e2b_envd::signature::Operation;
 
 use crate::auth::{ACCESS_TOKEN_HEADER, SigningInput, validate_signing};
-use crate::fs::staged::{StagedFile, StagingError};
+use crate::fs::staged::{COMMIT_RESERVE_STEP, StagedFile, StagingError};
 use crate::fs::{EnsureDirsError, XATTR_PREFIX, ensure_dirs};
 use crate::http::ApiError;
 use crate::os_error;
@@ -371,9 +371,9 @@ fn parse_metadata(headers: &HeaderMap) -> Result<Option<BTreeMap<String, String>
     Ok((!out.is_empty()).then_some(out))
 }
 
-/// Writes one uploaded file: parents, ownership, streamed content, metadata. The content is
-/// staged beside the target and replaces it only when complete ([`StagedFile`]), so an upload
-/// cut off part-way leaves the old file.
+/// Writes one uploaded file: parents, streamed content, ownership, metadata. The content is
+/// staged in an unnamed file and copied into the target only when complete
+/// ([`StagedFile`]), so an upload cut off part-way leaves the old file.
 async fn write_file(
     path: &Path,
     user: &User,
@@ -402,12 +402,12 @@ async fn write_file(
         )));
     }
     let p = path.to_owned();
-    let staged = blocking(move || StagedFile::create(&p, uid, gid))
+    let staged = blocking(move || StagedFile::create(&p))
         .await?
         .map_err(staging_error)?;
     let mut file = tokio::fs::File::from_std(staged.writer().map_err(staging_error)?);
     let mut buf = vec![0u8; 256 * 1024];
-    let write_failed = |n: Option<usize>, e: &std::io::Error| {
+    let write_failed = |n: Option<u64>, e: &std::io::Error| {
         if os_error::http_status(e) == StatusCode::INSUFFICIENT_STORAGE {
             let attempted = n.map(|n| format!("attempted to write {n} bytes: "));
             ApiError::new(
@@ -421,6 +421,7 @@ async fn write_file(
             ApiError::from_io(format_args!("error writing file '{}'", path.display()), e)
         }
     };
+    let mut total = 0u64;
     loop {
         let n = body
             .read(&mut buf)
@@ -431,15 +432,20 @@ async fn write_file(
         }
         file.write_all(&buf[..n])
             .await
-            .map_err(|e| write_failed(Some(n), &e))?;
+            .map_err(|e| write_failed(Some(n as u64), &e))?;
+        total += n as u64;
     }
     file.flush().await.map_err(|e| write_failed(None, &e))?;
     drop(file);
     // Each upload replaces the file's metadata.
     let md = metadata.cloned();
-    blocking(move || staged.commit(|written| set_metadata(written, md.as_ref())))
+    blocking(move || staged.commit(uid, gid, |file, path| set_metadata(file, path, md.as_ref())))
         .await?
-        .map_err(staging_error)?;
+        .map_err(|e| match e.step {
+            // The target's filesystem is full: the content was not written.
+            COMMIT_RESERVE_STEP => write_failed(Some(total), &e.source),
+            _ => staging_error(e),
+        })?;
     Ok(EntryInfo {
         path: path.to_string_lossy().into_owned(),
         name: path
@@ -465,8 +471,14 @@ fn staging_error(e: StagingError) -> ApiError {
     ApiError::new(os_error::http_status(&e.source), e.to_string())
 }
 
-/// Replaces the `user.e2b.*` attributes of `path` with `md`.
-fn set_metadata(path: &Path, md: Option<&BTreeMap<String, String>>) -> Result<(), StagingError> {
+/// Replaces the `user.e2b.*` attributes of `file` (open at `path`) with `md`. Through the
+/// descriptor, so a symlink at `path` does not stop it (no `user.*` attributes on symlinks).
+fn set_metadata(
+    file: &std::fs::File,
+    path: &Path,
+    md: Option<&BTreeMap<String, String>>,
+) -> Result<(), StagingError> {
+    use xattr::FileExt as _;
     let fail = |e: std::io::Error| {
         if e.raw_os_error() == Some(libc::ENOTSUP) {
             tracing::warn!(path = %path.display(), "filesystem does not support xattrs; metadata dropped");
@@ -479,17 +491,17 @@ fn set_metadata(path: &Path, md: Option<&BTreeMap<String, String>>) -> Result<()
             })
         }
     };
-    if let Ok(names) = xattr::list(path) {
+    if let Ok(names) = file.list_xattr() {
         for n in names {
             if n.to_str().is_some_and(|s| s.starts_with(XATTR_PREFIX))
-                && let Err(e) = xattr::remove(path, &n)
+                && let Err(e) = file.remove_xattr(&n)
             {
                 return fail(e);
             }
         }
     }
     for (k, v) in md.into_iter().flatten() {
-        if let Err(e) = xattr::set(path, format!("{XATTR_PREFIX}{k}"), v.as_bytes()) {
+        if let Err(e) = file.set_xattr(format!("{XATTR_PREFIX}{k}"), v.as_bytes()) {
             return fail(e);
         }
     }

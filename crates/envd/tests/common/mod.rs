@@ -45,12 +45,21 @@ impl Envd {
         cmd.args(["--port", "0", "--listen", "127.0.0.1"])
             .args(args);
         tweak(&mut cmd);
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
+        cmd.env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn envd");
+            .stderr(Stdio::inherit());
+        // A copied binary is text-busy while a child that another test forks meanwhile still
+        // holds the copy's write descriptor (until its exec closes it): try again.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r.expect("spawn envd"),
+            }
+        };
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)

@@ -60,13 +60,15 @@ pub struct StagedFile {
 }
 
 impl StagedFile {
-    /// Starts writing `path`: opens it (creating it with mode `0666 & !umask` if missing,
-    /// following symlinks), and creates the unnamed staging file beside it.
+    /// Starts writing `path` as `uid:gid`: opens it (creating it with mode `0666 & !umask`
+    /// if missing, following symlinks), gives it to `uid:gid` as upstream does right after
+    /// opening (watchers see that `CHMOD` before the content's `WRITE`), and creates the
+    /// unnamed staging file.
     ///
     /// # Errors
-    /// The failing step: opening the target (`ENAMETOOLONG`, `EISDIR`, `EACCES`, …) or
-    /// creating the staging file.
-    pub fn create(path: &Path) -> Result<Self, StagingError> {
+    /// The failing step: opening the target (`ENAMETOOLONG`, `EISDIR`, `EACCES`, …), `chown`,
+    /// or creating the staging file.
+    pub fn create(path: &Path, uid: u32, gid: u32) -> Result<Self, StagingError> {
         let open = |create_new: bool| {
             OpenOptions::new()
                 .write(true)
@@ -95,6 +97,8 @@ impl StagedFile {
             },
             Err(e) => return Err(failed("opening", path)(e)),
         };
+        std::os::unix::fs::fchown(&target, Some(uid), Some(gid))
+            .map_err(failed("changing ownership of", path))?;
         // Unnamed (`O_TMPFILE`, or unlinked at once where unsupported), so nothing is ever
         // left behind; beside the path only where the staging directory is unusable.
         let dir = path.parent().unwrap_or(Path::new("/"));
@@ -122,16 +126,14 @@ impl StagedFile {
 
     /// Finishes the write: reserves the space the content needs in the target (so a full
     /// disk fails here, with the target unchanged), copies the content in, cuts off the old
-    /// tail, gives the file to `uid:gid`, then runs `set_metadata` on the written file (the
-    /// symlink's target when the path is a symlink) and the path.
+    /// tail, then runs `set_metadata` on the written file (the symlink's target when the path
+    /// is a symlink) and the path.
     ///
     /// # Errors
     /// The failing step; only after a failed copy (an I/O error, not a full disk) is the
     /// target left part-written.
     pub fn commit(
         mut self,
-        uid: u32,
-        gid: u32,
         set_metadata: impl FnOnce(&File, &Path) -> Result<(), StagingError>,
     ) -> Result<(), StagingError> {
         let path = self.path.clone();
@@ -158,8 +160,6 @@ impl StagedFile {
                 .map_err(failed("truncating", &path))?;
         }
         self.committed = true;
-        std::os::unix::fs::fchown(&self.target, Some(uid), Some(gid))
-            .map_err(failed("changing ownership of", &path))?;
         set_metadata(&self.target, &path)
     }
 }
@@ -198,17 +198,25 @@ fn reserve(file: &File, len: u64) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn ids() -> (u32, u32) {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    }
+
     #[test]
     fn an_abandoned_write_leaves_the_old_file_and_removes_a_new_one() {
+        let (uid, gid) = ids();
         let d = tempfile::tempdir().unwrap();
         let old = d.path().join("old");
         std::fs::write(&old, b"old").unwrap();
-        let staged = StagedFile::create(&old).unwrap();
+        let staged = StagedFile::create(&old, uid, gid).unwrap();
         std::io::Write::write_all(&mut staged.writer().unwrap(), b"partial").unwrap();
         drop(staged);
         assert_eq!(std::fs::read(&old).unwrap(), b"old");
         let new = d.path().join("new");
-        let staged = StagedFile::create(&new).unwrap();
+        let staged = StagedFile::create(&new, uid, gid).unwrap();
         std::io::Write::write_all(&mut staged.writer().unwrap(), b"partial").unwrap();
         drop(staged);
         assert!(!new.exists());
@@ -220,13 +228,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         std::fs::write(&f, b"a much longer old content").unwrap();
-        let staged = StagedFile::create(&f).unwrap();
+        let (uid, gid) = ids();
+        let staged = StagedFile::create(&f, uid, gid).unwrap();
         std::io::Write::write_all(&mut staged.writer().unwrap(), b"new").unwrap();
-        let (uid, gid) = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        staged.commit(uid, gid, |_, _| Ok(())).unwrap();
+        staged.commit(|_, _| Ok(())).unwrap();
         assert_eq!(std::fs::read(&f).unwrap(), b"new");
     }
 }

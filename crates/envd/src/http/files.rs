@@ -402,7 +402,7 @@ async fn write_file(
         )));
     }
     let p = path.to_owned();
-    let staged = blocking(move || StagedFile::create(&p))
+    let staged = blocking(move || StagedFile::create(&p, uid, gid))
         .await?
         .map_err(staging_error)?;
     let mut file = tokio::fs::File::from_std(staged.writer().map_err(staging_error)?);
@@ -439,7 +439,7 @@ async fn write_file(
     drop(file);
     // Each upload replaces the file's metadata.
     let md = metadata.cloned();
-    blocking(move || staged.commit(uid, gid, |file, path| set_metadata(file, path, md.as_ref())))
+    blocking(move || staged.commit(|file, path| set_metadata(file, path, md.as_ref())))
         .await?
         .map_err(|e| match e.step {
             // The target's filesystem is full: the content was not written.

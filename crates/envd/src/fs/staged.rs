@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 /// directory nobody watches for their files.
 pub const STAGING_DIR: &str = "/var/tmp";
 
-/// The [`StagingError::step`] of reserving the target's space at commit: its failure means
-/// the content did not fit, and the target is unchanged.
+/// The [`StagingError::step`] of reserving the target's space ([`StagedFile::check_room`]
+/// and at commit): its failure means the content did not fit, and the target is unchanged.
 pub const COMMIT_RESERVE_STEP: &str = "reserving space in";
 
 /// A failed step of a staged write, with the system call's error.
@@ -124,6 +124,31 @@ impl StagedFile {
             .map_err(failed("duplicating the staging file of", &self.path))
     }
 
+    /// Checks that content of `len` bytes still fits in the target's filesystem (the space
+    /// free there covers what `len` adds to the target's current size), so that an upload
+    /// too large for the target fails while it is staged, not after all of it was.
+    ///
+    /// # Errors
+    /// `ENOSPC` when it does not fit; `fstatvfs` or `fstat` failing.
+    pub fn check_room(&self, len: u64) -> Result<(), StagingError> {
+        let stats = nix::sys::statvfs::fstatvfs(&self.target)
+            .map_err(|e| failed("getting the free space of", &self.path)(e.into()))?;
+        let free = stats
+            .blocks_available()
+            .saturating_mul(stats.fragment_size());
+        let current = self
+            .target
+            .metadata()
+            .map_err(failed("getting file info for", &self.path))?
+            .len();
+        if len.saturating_sub(current) > free {
+            return Err(failed(COMMIT_RESERVE_STEP, &self.path)(
+                io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        Ok(())
+    }
+
     /// Finishes the write: reserves the space the content needs in the target (so a full
     /// disk fails here, with the target unchanged), copies the content in, cuts off the old
     /// tail, then runs `set_metadata` on the written file (the symlink's target when the path
@@ -221,6 +246,19 @@ mod tests {
         drop(staged);
         assert!(!new.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn content_larger_than_the_free_space_does_not_fit() {
+        let (uid, gid) = ids();
+        let d = tempfile::tempdir().unwrap();
+        let staged = StagedFile::create(&d.path().join("f"), uid, gid).unwrap();
+        staged.check_room(1).unwrap();
+        let e = staged.check_room(u64::MAX / 2).unwrap_err();
+        assert_eq!(
+            (e.step, e.source.raw_os_error()),
+            (COMMIT_RESERVE_STEP, Some(libc::ENOSPC))
+        );
     }
 
     #[test]

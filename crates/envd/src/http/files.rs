@@ -433,6 +433,11 @@ async fn write_file(
         file.write_all(&buf[..n])
             .await
             .map_err(|e| write_failed(Some(n as u64), &e))?;
+        if total / ROOM_CHECK_BYTES != (total + n as u64) / ROOM_CHECK_BYTES {
+            staged
+                .check_room(total + n as u64)
+                .map_err(|e| write_failed(Some(n as u64), &e.source))?;
+        }
         total += n as u64;
     }
     file.flush().await.map_err(|e| write_failed(None, &e))?;
@@ -457,6 +462,10 @@ async fn write_file(
         metadata: metadata.cloned().unwrap_or_default(),
     })
 }
+
+/// How often (in bytes staged) an upload checks that it still fits in its target's
+/// filesystem: a `fstatvfs` per 8 MiB.
+const ROOM_CHECK_BYTES: u64 = 8 << 20;
 
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(

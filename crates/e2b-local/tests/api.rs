@@ -991,8 +991,9 @@ async fn a_large_upload_to_tmp_is_507_and_the_sandbox_lives() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    let status = r.status();
     let v: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(v["code"], 507, "{v}");
     let message = v["message"].as_str().unwrap();
     let attempted = message

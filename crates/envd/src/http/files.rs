@@ -463,6 +463,18 @@ async fn write_file(
     })
 }
 
+/// The longest an upload that failed keeps reading (and discarding) the rest of its body.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads and discards the rest of a failed upload's body (for at most [`DRAIN_LIMIT`]), then
+/// gives back `error`. Closing a connection with unread data resets it, and the reset makes
+/// the client (or a proxy in between) lose the answer: a 507 would arrive as a broken
+/// connection (the router's 502).
+async fn drained(error: ApiError, body: &mut (dyn AsyncRead + Unpin + Send)) -> ApiError {
+    let _ = tokio::time::timeout(DRAIN_LIMIT, tokio::io::copy(body, &mut tokio::io::sink())).await;
+    error
+}
+
 /// How often (in bytes staged) an upload checks that it still fits in its target's
 /// filesystem: a `fstatvfs` per 8 MiB.
 const ROOM_CHECK_BYTES: u64 = 8 << 20;
@@ -576,8 +588,10 @@ pub async fn upload(
                 ));
             };
             let mut reader = body_reader(&headers, body)?;
-            let entry = write_file(&path, &user, &mut reader, metadata.as_ref()).await?;
-            Ok(upload_response(vec![entry]))
+            match write_file(&path, &user, &mut reader, metadata.as_ref()).await {
+                Ok(entry) => Ok(upload_response(vec![entry])),
+                Err(e) => Err(drained(e, &mut reader).await),
+            }
         }
         Some("multipart/form-data") => {
             let boundary = mime
@@ -611,7 +625,24 @@ pub async fn upload(
                 let mut reader = StreamReader::new(
                     field.map_err(|e| std::io::Error::other(format!("multipart: {e}"))),
                 );
-                entries.push(write_file(&path, &user, &mut reader, metadata.as_ref()).await?);
+                match write_file(&path, &user, &mut reader, metadata.as_ref()).await {
+                    Ok(entry) => entries.push(entry),
+                    Err(e) => {
+                        let e = drained(e, &mut reader).await;
+                        drop(reader);
+                        let rest = async {
+                            while let Ok(Some(field)) = mp.next_field().await {
+                                let mut field =
+                                    StreamReader::new(field.map_err(|e| {
+                                        std::io::Error::other(format!("multipart: {e}"))
+                                    }));
+                                let _ = tokio::io::copy(&mut field, &mut tokio::io::sink()).await;
+                            }
+                        };
+                        let _ = tokio::time::timeout(DRAIN_LIMIT, rest).await;
+                        return Err(e);
+                    }
+                }
             }
             Ok(upload_response(entries))
         }

@@ -129,8 +129,10 @@ impl Runtime {
     }
 
     /// What this runtime cannot do on this host although [`check`](Self::check) passed,
-    /// and why. Empty as root. In rootless mode without a writable cgroup parent: CPU,
-    /// memory and pids limits, pause and resume. A server should print this at start-up.
+    /// and why. Empty as root with `CAP_SYS_RESOURCE`; without it (rootless mode, restricted
+    /// hosts), keeping envd from the OOM killer. In rootless mode without a writable cgroup
+    /// parent: CPU, memory and pids limits, pause and resume. A server should print this at
+    /// start-up.
     pub fn unavailable(&self) -> Vec<Unavailable> {
         let mut out = Vec::new();
         if let Some(why) = &self.no_cgroup {

@@ -6,8 +6,8 @@
 //! The target is written in place, as upstream's `O_TRUNC` write does, so everything but the
 //! timing is as before: a symlink at the path is followed, the file keeps its inode (hard
 //! links see the new content), mode and extended attributes, FIFOs and devices are written
-//! to, and a watcher of the directory sees `CREATE` (for a new file) and `WRITE` of the
-//! target, nothing else. (A staging file in the target's directory, named or not, shows
+//! to, and a watcher of the directory sees `CREATE` (for a new file), `CHMOD` (the `chown`)
+//! and `WRITE` of the target, nothing else. (A staging file in the target's directory, named or not, shows
 //! watchers events of its own: an unnamed one is reported as `#<inode>`.) The cost is writing
 //! the content twice and holding it twice until the copy ends.
 
@@ -69,6 +69,12 @@ impl StagedFile {
     /// The failing step: opening the target (`ENAMETOOLONG`, `EISDIR`, `EACCES`, …), `chown`,
     /// or creating the staging file.
     pub fn create(path: &Path, uid: u32, gid: u32) -> Result<Self, StagingError> {
+        // Unnamed (`O_TMPFILE`, or unlinked at once where unsupported), so nothing is ever
+        // left behind; beside the path only where the staging directory is unusable.
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let staging = tempfile::tempfile_in(STAGING_DIR)
+            .or_else(|_| tempfile::tempfile_in(dir))
+            .map_err(failed("creating a staging file in", dir))?;
         let open = |create_new: bool| {
             OpenOptions::new()
                 .write(true)
@@ -97,21 +103,17 @@ impl StagedFile {
             },
             Err(e) => return Err(failed("opening", path)(e)),
         };
-        std::os::unix::fs::fchown(&target, Some(uid), Some(gid))
-            .map_err(failed("changing ownership of", path))?;
-        // Unnamed (`O_TMPFILE`, or unlinked at once where unsupported), so nothing is ever
-        // left behind; beside the path only where the staging directory is unusable.
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        let staging = tempfile::tempfile_in(STAGING_DIR)
-            .or_else(|_| tempfile::tempfile_in(dir))
-            .map_err(failed("creating a staging file in", dir))?;
-        Ok(Self {
+        // Built before the chown, so that a failure removes a file this write created.
+        let staged = Self {
             path: path.to_owned(),
             target,
             created,
             staging,
             committed: false,
-        })
+        };
+        std::os::unix::fs::fchown(&staged.target, Some(uid), Some(gid))
+            .map_err(failed("changing ownership of", path))?;
+        Ok(staged)
     }
 
     /// A handle on the staging file, for the content.

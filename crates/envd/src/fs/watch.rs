@@ -157,7 +157,7 @@ impl Translator {
         let ev = match res {
             Ok(ev) => ev,
             Err(e) => {
-                out.push(Err(ConnectError::internal(format!("watcher error: {e}"))));
+                out.push(Err(watcher_error(&e)));
                 return;
             }
         };
@@ -231,7 +231,7 @@ fn start_notify(
             }
         }
     })
-    .map_err(|e| ConnectError::internal(format!("watcher error: {e}")))?;
+    .map_err(|e| watcher_error(&e))?;
     let mode = if spec.recursive {
         RecursiveMode::Recursive
     } else {
@@ -239,8 +239,21 @@ fn start_notify(
     };
     watcher
         .watch(&spec.path, mode)
-        .map_err(|e| ConnectError::internal(format!("watcher error: {e}")))?;
+        .map_err(|e| watcher_error(&e))?;
     Ok(watcher)
+}
+
+/// "watcher error: …" with the code of the OS error under it ([`os_error::code`]: running
+/// out of inotify watches is `resource_exhausted`), else `internal` as upstream.
+///
+/// [`os_error::code`]: crate::os_error::code
+fn watcher_error(e: &notify::Error) -> ConnectError {
+    let code = match &e.kind {
+        notify::ErrorKind::Io(io) => crate::os_error::code(io),
+        notify::ErrorKind::MaxFilesWatch => e2b_envd::Code::ResourceExhausted,
+        _ => e2b_envd::Code::Internal,
+    };
+    ConnectError::new(code, format!("watcher error: {e}"))
 }
 
 /// A running streaming watcher. Dropping it stops the watch.

@@ -297,7 +297,7 @@ pub async fn download(
             RangeReq::Part(start, end) => {
                 file.seek(std::io::SeekFrom::Start(start))
                     .await
-                    .map_err(|e| ApiError::internal(format!("error seeking: {e}")))?;
+                    .map_err(|e| ApiError::from_io("error seeking", &e))?;
                 let len = end - start + 1;
                 let body =
                     Body::from_stream(ReaderStream::with_capacity(file.take(len), 64 * 1024));

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 /// directory nobody watches for their files.
 pub const STAGING_DIR: &str = "/var/tmp";
 
-/// The [`StagingError::step`] of reserving the target's space ([`StagedFile::check_room`]
-/// and at commit): its failure means the content did not fit, and the target is unchanged.
-pub const COMMIT_RESERVE_STEP: &str = "reserving space in";
+/// The [`StagingError::step`] of [`StagedFile::check_room`] (also run at commit): its failure
+/// means the content does not fit, and the target is unchanged.
+pub const NO_ROOM_STEP: &str = "checking the free space for";
 
 /// A failed step of a staged write, with the system call's error.
 #[derive(Debug, thiserror::Error)]
@@ -144,21 +144,21 @@ impl StagedFile {
             .map_err(failed("getting file info for", &self.path))?
             .len();
         if len.saturating_sub(current) > free {
-            return Err(failed(COMMIT_RESERVE_STEP, &self.path)(
+            return Err(failed(NO_ROOM_STEP, &self.path)(
                 io::Error::from_raw_os_error(libc::ENOSPC),
             ));
         }
         Ok(())
     }
 
-    /// Finishes the write: reserves the space the content needs in the target (so a full
-    /// disk fails here, with the target unchanged), copies the content in, cuts off the old
-    /// tail, then runs `set_metadata` on the written file (the symlink's target when the path
+    /// Finishes the write: checks the content fits in the target's filesystem (so a full disk
+    /// fails here, with the target unchanged), copies the content in, cuts off the old tail,
+    /// then runs `set_metadata` on the written file (the symlink's target when the path
     /// is a symlink) and the path.
     ///
     /// # Errors
-    /// The failing step; only after a failed copy (an I/O error, not a full disk) is the
-    /// target left part-written.
+    /// The failing step; only after a failed copy (an I/O error, or another writer taking the
+    /// space after the check) is the target left part-written.
     pub fn commit(
         mut self,
         set_metadata: impl FnOnce(&File, &Path) -> Result<(), StagingError>,
@@ -174,8 +174,9 @@ impl StagedFile {
             .metadata()
             .map_err(failed("getting file info for", &path))?;
         let regular = old.is_file();
+        // Checked, not reserved: `fallocate` would show watchers a `WRITE` of its own.
         if regular {
-            reserve(&self.target, len).map_err(failed(COMMIT_RESERVE_STEP, &path))?;
+            self.check_room(len)?;
         }
         self.staging
             .rewind()
@@ -204,20 +205,6 @@ impl Drop for StagedFile {
         {
             let _ = std::fs::remove_file(&self.path);
         }
-    }
-}
-
-/// Allocates `len` bytes for `file` without changing its size or content. Filesystems
-/// without `fallocate` are written without the reservation.
-fn reserve(file: &File, len: u64) -> io::Result<()> {
-    use nix::fcntl::{FallocateFlags, fallocate};
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    if len == 0 {
-        return Ok(());
-    }
-    match fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, len) {
-        Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENODEV) => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -259,7 +246,7 @@ mod tests {
         let e = staged.check_room(u64::MAX / 2).unwrap_err();
         assert_eq!(
             (e.step, e.source.raw_os_error()),
-            (COMMIT_RESERVE_STEP, Some(libc::ENOSPC))
+            (NO_ROOM_STEP, Some(libc::ENOSPC))
         );
     }
 

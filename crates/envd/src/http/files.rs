@@ -22,7 +22,7 @@ use e2b_envd::http::types::{EntryInfo, EntryInfoType};
 use e2b_envd::signature::Operation;
 
 use crate::auth::{ACCESS_TOKEN_HEADER, SigningInput, validate_signing};
-use crate::fs::staged::{COMMIT_RESERVE_STEP, StagedFile, StagingError};
+use crate::fs::staged::{NO_ROOM_STEP, StagedFile, StagingError};
 use crate::fs::{EnsureDirsError, XATTR_PREFIX, ensure_dirs};
 use crate::http::ApiError;
 use crate::os_error;
@@ -448,7 +448,7 @@ async fn write_file(
         .await?
         .map_err(|e| match e.step {
             // The target's filesystem is full: the content was not written.
-            COMMIT_RESERVE_STEP => write_failed(Some(total), &e.source),
+            NO_ROOM_STEP => write_failed(Some(total), &e.source),
             _ => staging_error(e),
         })?;
     Ok(EntryInfo {

@@ -32,9 +32,33 @@ fn config(ci_cases: u32) -> ProptestConfig {
 /// Field names of envd's request messages, so generated objects reach the typed parsers
 /// rather than being ignored as unknown fields.
 const FIELD_NAMES: &[&str] = &[
-    "process", "cmd", "args", "envs", "cwd", "pty", "size", "rows", "cols", "tag", "stdin",
-    "selector", "pid", "input", "pty", "signal", "path", "depth", "source", "destination",
-    "recursive", "watcherId", "username", "keepalive", "start", "data", "event",
+    "process",
+    "cmd",
+    "args",
+    "envs",
+    "cwd",
+    "pty",
+    "size",
+    "rows",
+    "cols",
+    "tag",
+    "stdin",
+    "selector",
+    "pid",
+    "input",
+    "pty",
+    "signal",
+    "path",
+    "depth",
+    "source",
+    "destination",
+    "recursive",
+    "watcherId",
+    "username",
+    "keepalive",
+    "start",
+    "data",
+    "event",
 ];
 
 /// Any JSON value, with object keys drawn mostly from [`FIELD_NAMES`].
@@ -79,7 +103,12 @@ fn check_decode<M: Message + PartialEq + std::fmt::Debug>(
                     prop_assert_eq!(again, message);
                 }
                 // Binary keeps enum numbers the proto does not name; it re-encodes them.
-                Err(error) => prop_assert!(false, "{:?} cannot re-encode what it decoded: {}", encoding, error),
+                Err(error) => prop_assert!(
+                    false,
+                    "{:?} cannot re-encode what it decoded: {}",
+                    encoding,
+                    error
+                ),
             }
         }
         Err(error) => {

@@ -60,7 +60,15 @@ impl Target {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         let root = dir.path().to_str().unwrap().to_owned();
-        let envd = Envd::start_as(uid, gid, &["--default-user", &name, "--workdir", &root]);
+        // Copying the binary and executing it while another thread forks fails with
+        // ETXTBSY (the child holds the copy open for writing), so the tests start in turn.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let envd = {
+            let _turn = STARTING
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Envd::start_as(uid, gid, &["--default-user", &name, "--workdir", &root])
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -684,7 +692,23 @@ fn unary_rpcs() {
                 headers.push(("authorization", format!("Basic {basic}").into_bytes()));
             }
             let reply = target.send("POST", path, &headers, body);
-            check_unary_reply(&reply)
+            check_unary_reply(&reply)?;
+            // A client removes the watchers it made: each holds one of the user's inotify
+            // instances (128 by default), and they would run out over the cases.
+            let created: Option<Value> = serde_json::from_slice(&reply.body).ok();
+            if let Some(id) = created.as_ref().and_then(|v| v["watcherId"].as_str()) {
+                let remove = target.send(
+                    "POST",
+                    "/filesystem.Filesystem/RemoveWatcher",
+                    &[
+                        ("x-access-token", TOKEN.as_bytes().to_vec()),
+                        ("content-type", b"application/json".to_vec()),
+                    ],
+                    serde_json::to_vec(&serde_json::json!({"watcherId": id})).unwrap(),
+                );
+                prop_assert_eq!(remove.status, 200, "{:?}", remove);
+            }
+            Ok(())
         },
     );
 }

@@ -52,6 +52,8 @@ pub fn router(m: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/health", get(h::health))
+        // Applies to the routes added so far; `authed` has its own.
+        .method_not_allowed_fallback(method_not_allowed)
         .merge(authed)
         .fallback(h::fallback)
         .with_state(m)

@@ -149,13 +149,16 @@ fn check_every_request(encoding: Encoding, bytes: &[u8]) -> Result<(), TestCaseE
     Ok(())
 }
 
+/// What [`decode_chunked`] got: the frames, the error that stopped it, and the decoder.
+struct Decoded {
+    frames: Vec<(u8, Vec<u8>)>,
+    error: Option<ConnectError>,
+    decoder: EnvelopeDecoder,
+}
+
 /// Feeds `wire` to a decoder in the chunks `splits` cut it into, collecting frames until the
 /// first error. Checks every frame against the limit.
-fn decode_chunked(
-    wire: &[u8],
-    splits: &[usize],
-    max: usize,
-) -> Result<(Vec<(u8, Vec<u8>)>, Option<ConnectError>, EnvelopeDecoder), TestCaseError> {
+fn decode_chunked(wire: &[u8], splits: &[usize], max: usize) -> Result<Decoded, TestCaseError> {
     let mut cuts: Vec<usize> = splits.iter().map(|s| s % (wire.len() + 1)).collect();
     cuts.push(0);
     cuts.push(wire.len());
@@ -172,11 +175,21 @@ fn decode_chunked(
                     frames.push((envelope.flags, envelope.data.to_vec()));
                 }
                 Ok(None) => break,
-                Err(error) => return Ok((frames, Some(error), decoder)),
+                Err(error) => {
+                    return Ok(Decoded {
+                        frames,
+                        error: Some(error),
+                        decoder,
+                    });
+                }
             }
         }
     }
-    Ok((frames, None, decoder))
+    Ok(Decoded {
+        frames,
+        error: None,
+        decoder,
+    })
 }
 
 proptest! {
@@ -199,7 +212,7 @@ proptest! {
             })
             .unwrap();
         }
-        let (frames, error, decoder) = decode_chunked(&wire, &splits, 300)?;
+        let Decoded { frames, error, decoder } = decode_chunked(&wire, &splits, 300)?;
         prop_assert!(error.is_none(), "{:?}", error);
         prop_assert_eq!(frames, payloads);
         prop_assert!(decoder.finish().is_ok());
@@ -213,7 +226,7 @@ proptest! {
         splits in proptest::collection::vec(any::<usize>(), 0..10),
         max in prop_oneof![Just(0usize), 1usize..512, Just(DEFAULT_MAX_MESSAGE_SIZE)],
     ) {
-        let (_, error, decoder) = decode_chunked(&wire, &splits, max)?;
+        let Decoded { error, decoder, .. } = decode_chunked(&wire, &splits, max)?;
         let error = error.or_else(|| decoder.finish().err());
         if let Some(error) = error {
             prop_assert!(

@@ -615,15 +615,15 @@ fn json_object(root: String) -> impl Strategy<Value = Value> {
 /// probes the parsers, not what programs do.
 fn safe_start(value: Value) -> Value {
     let mut value = value;
-    if let Some(process) = value.get_mut("process").and_then(Value::as_object_mut) {
-        if process.get("cmd").is_some_and(Value::is_string) {
-            let cmd = if process.len() % 2 == 0 {
-                "true"
-            } else {
-                "no-such-command-fuzz"
-            };
-            process.insert("cmd".to_owned(), Value::from(cmd));
-        }
+    if let Some(process) = value.get_mut("process").and_then(Value::as_object_mut)
+        && process.get("cmd").is_some_and(Value::is_string)
+    {
+        let cmd = if process.len() % 2 == 0 {
+            "true"
+        } else {
+            "no-such-command-fuzz"
+        };
+        process.insert("cmd".to_owned(), Value::from(cmd));
     }
     value
 }

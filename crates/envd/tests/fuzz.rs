@@ -763,6 +763,122 @@ fn streaming_rpcs() {
     );
 }
 
+/// Runs `true` through `Start` with `token`, checking it starts and ends without an error.
+fn start_true(target: &Target, token: Option<&str>) -> Result<(), TestCaseError> {
+    let mut body = BytesMut::new();
+    encode_with(&mut body, 0, |b| {
+        serde_json::to_writer(
+            bytes::BufMut::writer(b),
+            &serde_json::json!({"process": {"cmd": "true"}}),
+        )
+    })
+    .unwrap();
+    let mut headers = vec![("content-type", b"application/connect+json".to_vec())];
+    if let Some(token) = token {
+        headers.push(("x-access-token", token.as_bytes().to_vec()));
+    }
+    let reply = target.send("POST", "/process.Process/Start", &headers, body.to_vec());
+    prop_assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let text = String::from_utf8_lossy(&reply.body);
+    prop_assert!(
+        text.contains(r#""end":"#) && !text.contains(r#""error":"#),
+        "a process no longer starts: {}",
+        text
+    );
+    Ok(())
+}
+
+/// `/init` bodies: environment variables with any names and values, tokens, odd fields and
+/// non-objects. Whatever `/init` accepts, processes must still start afterwards; what would
+/// break them must be refused.
+#[test]
+#[ignore = "needs root: runs envd as an unprivileged test user"]
+fn init_bodies() {
+    let name = test_user().0;
+    let strategy = move |root: String| {
+        let env_name = prop_oneof![
+            4 => "[A-Z_][A-Z0-9_]{0,6}",
+            1 => Just(String::new()),
+            1 => "\\PC{1,6}",
+            1 => Just("A=B".to_owned()),
+            1 => Just("A\0B".to_owned()),
+        ];
+        let env_value = prop_oneof![4 => "\\PC{0,10}", 1 => Just("x\0y".to_owned())];
+        let env_vars = proptest::collection::btree_map(env_name, env_value, 0..4)
+            .prop_map(|vars| serde_json::to_value(vars).unwrap());
+        let body = (
+            proptest::option::weighted(
+                0.8,
+                prop_oneof![4 => env_vars, 1 => json_value(root.clone())],
+            ),
+            proptest::option::weighted(
+                0.5,
+                prop_oneof![
+                    4 => "t-[a-z0-9]{1,8}".prop_map(Value::String),
+                    1 => Just(Value::String(String::new())),
+                    1 => json_value(root.clone()),
+                ],
+            ),
+            proptest::option::weighted(0.2, Just(Value::String(name.clone()))),
+            proptest::option::weighted(
+                0.2,
+                prop_oneof![
+                    Just(Value::String(root)),
+                    Just(Value::String(String::new()))
+                ],
+            ),
+            proptest::option::weighted(
+                0.2,
+                prop_oneof![
+                    Just(Value::String("2026-01-01T00:00:00Z".to_owned())),
+                    json_value(String::new())
+                ],
+            ),
+        )
+            .prop_map(|(env_vars, token, user, workdir, timestamp)| {
+                let fields = [
+                    ("envVars", env_vars),
+                    ("accessToken", token),
+                    ("defaultUser", user),
+                    ("defaultWorkdir", workdir),
+                    ("timestamp", timestamp),
+                ];
+                let object: serde_json::Map<String, Value> = fields
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                    .collect();
+                serde_json::to_vec(&object).unwrap()
+            });
+        (
+            prop_oneof![
+                8 => body,
+                1 => proptest::collection::vec(any::<u8>(), 0..32),
+            ],
+            proptest::bool::weighted(0.9),
+        )
+    };
+    // The token the last accepted `/init` left; `Target::start` set the first.
+    let token = std::cell::RefCell::new(Some(TOKEN.to_owned()));
+    fuzz(300, strategy, |target, (body, with_token)| {
+        let mut headers = vec![("content-type", b"application/json".to_vec())];
+        if with_token && let Some(token) = token.borrow().as_deref() {
+            headers.push(("x-access-token", token.as_bytes().to_vec()));
+        }
+        let reply = target.send("POST", "/init", &headers, body.clone());
+        check_http_reply(&reply)?;
+        if reply.status == 204 {
+            let sent: Value = serde_json::from_slice(&body).unwrap_or_default();
+            *token.borrow_mut() = sent["accessToken"].as_str().map(str::to_owned);
+        }
+        start_true(target, token.borrow().as_deref())
+    });
+}
+
 // Failures the fuzz found, kept as plain cases. They need no root: envd runs as the caller,
 // on paths in a fresh temporary directory.
 
@@ -885,4 +1001,49 @@ async fn a_file_in_the_path_is_a_client_error() {
     assert_eq!(make_dir.status(), 400);
     let body: Value = make_dir.json().await.unwrap();
     assert_eq!(body["code"], "invalid_argument");
+}
+
+#[tokio::test]
+async fn init_refuses_environment_variables_no_process_could_take() {
+    let (envd, _dir, c) = plain_target();
+    for (vars, named) in [
+        (serde_json::json!({"A\u{0}B": "1"}), r#""A\0B""#),
+        (serde_json::json!({"A=B": "1"}), r#""A=B""#),
+        (serde_json::json!({"": "1"}), r#""""#),
+        (serde_json::json!({"OK": "x\u{0}y"}), r#""OK""#),
+    ] {
+        let (status, body) = files_error(
+            c.post(format!("{}/init", envd.base))
+                .json(&serde_json::json!({"envVars": vars})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["message"],
+            format!(
+                "invalid envVars entry {named}: a name must be non-empty without '=' or NUL, a value without NUL"
+            )
+        );
+    }
+    // Nothing was applied: processes still start.
+    let mut frame = BytesMut::new();
+    encode_with(&mut frame, 0, |b| {
+        b.extend_from_slice(br#"{"process":{"cmd":"true"}}"#);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    let started = c
+        .post(format!("{}/process.Process/Start", envd.base))
+        .header("content-type", "application/connect+json")
+        .body(frame.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        started.contains(r#""end":"#) && !started.contains(r#""error":"#),
+        "{started}"
+    );
 }

@@ -75,6 +75,16 @@ pub async fn init(
             ));
         }
     }
+    // Checked before anything is applied: one bad variable would fail every later spawn.
+    if let Some((name, _)) =
+        body.env_vars.iter().flatten().find(|(name, value)| {
+            name.is_empty() || name.contains(['=', '\0']) || value.contains('\0')
+        })
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid envVars entry {name:?}: a name must be non-empty without '=' or NUL, a value without NUL"
+        )));
+    }
     state.set_token(body.access_token);
     if let Some(vars) = body.env_vars {
         state.replace_user_env(vars);

@@ -339,17 +339,22 @@ fn create_bodies_leave_nothing_half_made() {
     });
 }
 
-/// Every endpoint e2b-local serves, with an id where the path has one.
-fn endpoint() -> impl Strategy<Value = (Method, String, bool)> {
+/// Every endpoint e2b-local serves, with an id where the path has one: the `live` sandbox's
+/// for those that only read it.
+fn endpoint(live: &str) -> impl Strategy<Value = (Method, String, bool)> {
     let with_id = |method: Method, template: &'static str, body: bool| {
         sandbox_id().prop_map(move |id| (method.clone(), template.replace("{id}", &id), body))
     };
+    let reading = |template: &'static str| {
+        prop_oneof![sandbox_id(), Just(live.to_owned())]
+            .prop_map(move |id| (Method::GET, template.replace("{id}", &id), false))
+    };
     prop_oneof![
-        with_id(Method::GET, "/sandboxes/{id}", false),
+        reading("/sandboxes/{id}"),
         with_id(Method::DELETE, "/sandboxes/{id}", false),
-        with_id(Method::GET, "/sandboxes/{id}/logs", false),
-        with_id(Method::GET, "/v2/sandboxes/{id}/logs", false),
-        with_id(Method::GET, "/sandboxes/{id}/metrics", false),
+        reading("/sandboxes/{id}/logs"),
+        reading("/v2/sandboxes/{id}/logs"),
+        reading("/sandboxes/{id}/metrics"),
         with_id(Method::POST, "/sandboxes/{id}/pause", true),
         with_id(Method::POST, "/sandboxes/{id}/resume", true),
         with_id(Method::POST, "/sandboxes/{id}/connect", true),
@@ -367,7 +372,7 @@ fn endpoint() -> impl Strategy<Value = (Method, String, bool)> {
 }
 
 /// A query string of known and unknown parameters with ordinary, odd and escaped values.
-fn query() -> impl Strategy<Value = String> {
+fn query(live: &str) -> impl Strategy<Value = String> {
     let key = prop_oneof![
         Just("metadata"),
         Just("state"),
@@ -388,6 +393,8 @@ fn query() -> impl Strategy<Value = String> {
         "[a-z0-9]{1,8}(%3D|=)[a-z0-9]{0,8}(%26[a-z]=[a-z])?",
         "[A-Za-z0-9_-]{0,24}",
         "%[2-7][0-9A-F]|%C3%A9",
+        Just(live.to_owned()),
+        Just(format!("{live},inosuchsandbox0000000")),
     ];
     proptest::collection::vec((key, value), 0..4).prop_map(|kv| {
         if kv.is_empty() {
@@ -427,8 +434,8 @@ fn endpoint_body() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 #[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 fn endpoints_answer_client_garbage_with_4xx() {
-    let target = Target::start();
-    let strategy = (endpoint(), query(), endpoint_body());
+    let (target, live) = with_sandbox();
+    let strategy = (endpoint(&live), query(&live), endpoint_body());
     fuzz(
         &target,
         600,
@@ -442,7 +449,7 @@ fn endpoints_answer_client_garbage_with_4xx() {
                 body,
             );
             check_rest_reply(&reply)?;
-            prop_assert_eq!(target.listed()?, Vec::<String>::new());
+            prop_assert_eq!(target.listed()?, vec![live.clone()]);
             Ok(())
         },
     );

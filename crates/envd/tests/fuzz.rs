@@ -1047,3 +1047,32 @@ async fn init_refuses_environment_variables_no_process_could_take() {
         "{started}"
     );
 }
+
+/// Not a failure found but the bound under the fuzz's RSS check: a unary body is refused once
+/// it passes the message limit, before more of it is buffered.
+#[tokio::test]
+async fn an_oversized_unary_body_is_refused_without_buffering_it() {
+    let (envd, _dir, c) = plain_target();
+    let before = envd.rss_kib();
+    // 96 MiB of JSON whitespace: over the 64 MiB limit, sent in 1 MiB chunks.
+    let chunks = futures_util::stream::iter(
+        (0..96).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1 << 20]))),
+    );
+    let reply = c
+        .post(format!("{}/filesystem.Filesystem/Stat", envd.base))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    let reply = reply.expect("envd answers before the body ends");
+    assert_eq!(reply.status(), 429);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["code"], "resource_exhausted", "{body}");
+    let grown = envd.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 80 * 1024,
+        "envd grew by {grown} KiB for one request"
+    );
+    let health = c.get(format!("{}/health", envd.base)).send().await.unwrap();
+    assert_eq!(health.status(), 204);
+}

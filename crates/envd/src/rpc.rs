@@ -286,10 +286,13 @@ impl ppb::process_server::Process for Service {
         let mut target = None;
         while let Some(msg) = stream.next().await {
             let msg = msg.map_err(|e| {
-                ConnectError::new(
-                    WireCode::Unknown,
-                    format!("error reading input stream: {}", e.message()),
-                )
+                // A malformed or oversized message is the client's error and keeps its code;
+                // `unknown` (as in E2B) is for a stream that broke.
+                let code = match e.code() {
+                    WireCode::InvalidArgument | WireCode::ResourceExhausted => e.code(),
+                    _ => WireCode::Unknown,
+                };
+                ConnectError::new(code, format!("error reading input stream: {}", e.message()))
             })?;
             match msg.event {
                 Some(E::Start(s)) => {

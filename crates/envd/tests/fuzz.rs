@@ -644,9 +644,11 @@ const UNARY: &[&str] = &[
     "/filesystem.Filesystem/RemoveWatcher",
 ];
 
+/// Streaming RPCs fuzzed: server-streaming, and `StreamInput`, the one client-streaming RPC.
 const STREAMING: &[&str] = &[
     "/process.Process/Start",
     "/process.Process/Connect",
+    "/process.Process/StreamInput",
     "/filesystem.Filesystem/WatchDir",
 ];
 
@@ -1075,4 +1077,37 @@ async fn an_oversized_unary_body_is_refused_without_buffering_it() {
     );
     let health = c.get(format!("{}/health", envd.base)).send().await.unwrap();
     assert_eq!(health.status(), 204);
+}
+
+#[tokio::test]
+async fn a_malformed_stream_input_message_is_invalid_argument() {
+    let (envd, _dir, c) = plain_target();
+    let mut frame = BytesMut::new();
+    encode_with(&mut frame, 0, |b| {
+        b.extend_from_slice(b"null");
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    let reply = c
+        .post(format!("{}/process.Process/StreamInput", envd.base))
+        .header("content-type", "application/connect+json")
+        .body(frame.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let body = reply.bytes().await.unwrap();
+    let mut decoder = e2b_envd::envelope::EnvelopeDecoder::new(1 << 20, e2b_envd::Code::Internal);
+    decoder.push(&body);
+    let end = decoder.next_envelope().unwrap().unwrap();
+    assert!(end.is_end_stream());
+    let end: Value = serde_json::from_slice(&end.data).unwrap();
+    assert_eq!(end["error"]["code"], "invalid_argument", "{end}");
+    assert!(
+        end["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error reading input stream: invalid JSON for "),
+        "{end}"
+    );
 }

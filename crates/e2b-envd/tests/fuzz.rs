@@ -193,7 +193,7 @@ fn decode_chunked(wire: &[u8], splits: &[usize], max: usize) -> Result<Decoded, 
 }
 
 proptest! {
-    #![proptest_config(config(2048))]
+    #![proptest_config(config(8192))]
 
     /// Encoding frames, then decoding them from any chunking, gives the same frames.
     #[test]

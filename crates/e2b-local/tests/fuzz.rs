@@ -434,7 +434,7 @@ fn endpoint_body() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 #[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 fn endpoints_answer_client_garbage_with_4xx() {
-    let (target, live) = with_sandbox();
+    let (target, live, _) = with_sandbox();
     let strategy = (endpoint(&live), query(&live), endpoint_body());
     fuzz(
         &target,
@@ -455,14 +455,52 @@ fn endpoints_answer_client_garbage_with_4xx() {
     );
 }
 
-/// One live sandbox and its id, on a server of its own.
-fn with_sandbox() -> (Target, String) {
+/// One live sandbox on a server of its own: the server, the sandbox's id and envd token.
+fn with_sandbox() -> (Target, String, String) {
     let target = Target::start();
     let reply = target.json(&Method::POST, "/sandboxes", &json!({"templateID": "base"}));
     assert_eq!(reply.status, 201, "{}", reply.text());
     let created: Value = serde_json::from_slice(&reply.body).unwrap();
     let id = created["sandboxID"].as_str().unwrap().to_owned();
-    (target, id)
+    let token = created["envdAccessToken"].as_str().unwrap().to_owned();
+    (target, id, token)
+}
+
+/// Pre-signed `/files` URLs, routed by their signature alone: valid for the live sandbox's
+/// token (for reading or writing, expiring or not), or not.
+fn signed_files_url(token: &str) -> impl Strategy<Value = String> {
+    let token = token.to_owned();
+    (
+        "/[a-z]{1,8}",
+        any::<bool>(),
+        proptest::option::of(prop_oneof![
+            Just(4_102_444_800i64),
+            Just(1i64),
+            any::<i64>()
+        ]),
+        proptest::bool::weighted(0.7),
+        "[A-Za-z0-9+/_]{0,12}",
+    )
+        .prop_map(move |(path, write, expiration, valid, garbage)| {
+            let operation = if write {
+                e2b_envd::signature::Operation::Write
+            } else {
+                e2b_envd::signature::Operation::Read
+            };
+            let signature = if valid {
+                e2b_envd::signature::sign(&path, operation, "", &token, expiration)
+            } else {
+                format!("v1_{garbage}")
+            };
+            let mut url = format!(
+                "/files?path={path}&signature={}",
+                signature.replace('+', "%2B").replace('/', "%2F")
+            );
+            if let Some(expiration) = expiration {
+                url.push_str(&format!("&signature_expiration={expiration}"));
+            }
+            url
+        })
 }
 
 /// A routed reply: the sandbox's own answer (envd refuses without a token), E2B's documented
@@ -556,11 +594,11 @@ fn host(live: &str) -> impl Strategy<Value = Option<String>> {
 #[test]
 #[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
 fn routing_headers_and_hosts() {
-    let (target, live) = with_sandbox();
+    let (target, live, token) = with_sandbox();
     let path = prop_oneof![
         Just("/health".to_owned()),
         Just("/files?path=/etc/hostname".to_owned()),
-        Just("/files?path=/x&signature=v1_abc".to_owned()),
+        signed_files_url(&token),
         Just("/process.Process/List".to_owned()),
         Just("/init".to_owned()),
         Just("/envs".to_owned()),

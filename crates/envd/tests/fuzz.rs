@@ -1006,7 +1006,7 @@ async fn a_file_in_the_path_is_a_client_error() {
 }
 
 #[tokio::test]
-async fn init_refuses_environment_variables_no_process_could_take() {
+async fn init_refuses_what_would_lock_the_sandbox() {
     let (envd, _dir, c) = plain_target();
     for (vars, named) in [
         (serde_json::json!({"A\u{0}B": "1"}), r#""A\0B""#),
@@ -1027,7 +1027,19 @@ async fn init_refuses_environment_variables_no_process_could_take() {
             )
         );
     }
-    // Nothing was applied: processes still start.
+    for token in ["with space", "t\u{e9}", "tab\t"] {
+        let (status, body) = files_error(
+            c.post(format!("{}/init", envd.base))
+                .json(&serde_json::json!({"accessToken": token})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["message"],
+            "access token must be printable ASCII without spaces, as it is sent in a header"
+        );
+    }
+    // Nothing was applied: no token is needed, and processes still start.
     let mut frame = BytesMut::new();
     encode_with(&mut frame, 0, |b| {
         b.extend_from_slice(br#"{"process":{"cmd":"true"}}"#);

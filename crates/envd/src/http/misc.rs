@@ -61,6 +61,16 @@ pub async fn init(
     if body.access_token.as_deref() == Some("") {
         return Err(ApiError::bad_request("access token must not be empty"));
     }
+    // The token comes back in the X-Access-Token header, which cannot carry anything else.
+    if body
+        .access_token
+        .as_deref()
+        .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(ApiError::bad_request(
+            "access token must be printable ASCII without spaces, as it is sent in a header",
+        ));
+    }
     if let Some(current) = state.token() {
         let by_body = body
             .access_token

@@ -2,8 +2,8 @@
 //! and binary codecs of envd's request messages, Connect error bodies and `/files` URL
 //! signatures. Black-box: only the crate's public API.
 //!
-//! Bounded for CI; `PROPTEST_CASES=100000 cargo test -p e2b-envd --all-features --test fuzz
-//! --release` is the longer run (see the README).
+//! Bounded for CI; `PROPTEST_CASES=100000 cargo test -p e2b-envd --all-features --test fuzz`
+//! is the longer run (see the README).
 
 use bytes::{Bytes, BytesMut};
 use e2b_envd::envelope::{
@@ -46,7 +46,6 @@ const FIELD_NAMES: &[&str] = &[
     "selector",
     "pid",
     "input",
-    "pty",
     "signal",
     "path",
     "depth",

@@ -180,28 +180,50 @@ pub fn entry_info(path: &Path, names: &Names) -> std::io::Result<Entry> {
 /// envd's `EnsureDirs` does.
 ///
 /// # Errors
-/// A message naming the component that is a file or could not be created.
-pub fn ensure_dirs(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+/// [`EnsureDirsError`], naming the component that is a file or could not be created.
+pub fn ensure_dirs(dir: &Path, uid: u32, gid: u32) -> Result<(), EnsureDirsError> {
     let mut cur = PathBuf::from("/");
     for comp in dir.components().skip(1) {
         cur.push(comp);
         match std::fs::metadata(&cur) {
             Ok(md) if md.is_dir() => continue,
-            Ok(_) => return Err(format!("path is a file: {}", cur.display())),
+            Ok(_) => return Err(EnsureDirsError::NotADirectory(cur)),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("stat {}: {e}", cur.display())),
+            Err(e) => return Err(EnsureDirsError::Io(format!("stat {}: {e}", cur.display()))),
         }
         match std::fs::create_dir(&cur) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("mkdir {}: {e}", cur.display())),
+            Err(e) => return Err(EnsureDirsError::Io(format!("mkdir {}: {e}", cur.display()))),
         }
         std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("chmod {}: {e}", cur.display()))?;
+            .map_err(|e| EnsureDirsError::Io(format!("chmod {}: {e}", cur.display())))?;
         std::os::unix::fs::chown(&cur, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", cur.display()))?;
+            .map_err(|e| EnsureDirsError::Io(format!("chown {}: {e}", cur.display())))?;
     }
     Ok(())
+}
+
+/// Why [`ensure_dirs`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureDirsError {
+    /// A component of the path is a file: the request named an impossible path.
+    #[error("path is a file: {}", .0.display())]
+    NotADirectory(PathBuf),
+    /// The filesystem refused a stat, mkdir, chmod or chown.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl EnsureDirsError {
+    /// As an RPC error whose message starts with `context`: `invalid_argument` for a file in
+    /// the path, `internal` otherwise.
+    pub fn to_rpc(&self, context: &str) -> ConnectError {
+        match self {
+            Self::NotADirectory(_) => ConnectError::invalid_argument(format!("{context}: {self}")),
+            Self::Io(_) => ConnectError::internal(format!("{context}: {self}")),
+        }
+    }
 }
 
 /// `Stat`.
@@ -210,7 +232,8 @@ pub fn ensure_dirs(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
 /// `not_found` for a missing path, `internal` otherwise.
 pub fn stat(path: &Path, names: &Names) -> Result<Entry, ConnectError> {
     entry_info(path, names).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => {
+        // A file where a directory should be: the path does not exist either.
+        ErrorKind::NotFound | ErrorKind::NotADirectory => {
             ConnectError::not_found(format!("file not found: {}", path.display()))
         }
         _ => ConnectError::internal(format!(
@@ -238,7 +261,8 @@ pub fn make_dir(path: &Path, uid: u32, gid: u32, names: &Names) -> Result<Entry,
                 path.display()
             )));
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        // Missing, or a file on the way, which ensure_dirs names.
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
         Err(e) => {
             return Err(ConnectError::internal(format!(
                 "error getting file info for {}: {e}",
@@ -246,8 +270,7 @@ pub fn make_dir(path: &Path, uid: u32, gid: u32, names: &Names) -> Result<Entry,
             )));
         }
     }
-    ensure_dirs(path, uid, gid)
-        .map_err(|e| ConnectError::internal(format!("error creating directory: {e}")))?;
+    ensure_dirs(path, uid, gid).map_err(|e| e.to_rpc("error creating directory"))?;
     stat(path, names)
 }
 
@@ -263,8 +286,7 @@ pub fn rename(
     names: &Names,
 ) -> Result<Entry, ConnectError> {
     if let Some(parent) = dst.parent() {
-        ensure_dirs(parent, uid, gid)
-            .map_err(|e| ConnectError::internal(format!("error ensuring directories: {e}")))?;
+        ensure_dirs(parent, uid, gid).map_err(|e| e.to_rpc("error ensuring directories"))?;
     }
     std::fs::rename(src, dst).map_err(|e| match e.kind() {
         ErrorKind::NotFound => {

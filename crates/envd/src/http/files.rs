@@ -22,7 +22,7 @@ use e2b_envd::http::types::{EntryInfo, EntryInfoType};
 use e2b_envd::signature::Operation;
 
 use crate::auth::{ACCESS_TOKEN_HEADER, SigningInput, validate_signing};
-use crate::fs::{XATTR_PREFIX, ensure_dirs};
+use crate::fs::{EnsureDirsError, XATTR_PREFIX, ensure_dirs};
 use crate::http::ApiError;
 use crate::paths::expand_and_resolve;
 use crate::state::State;
@@ -210,7 +210,8 @@ pub async fn download(
     };
     let md = match tokio::fs::metadata(&path).await {
         Ok(md) => md,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+        // A file where a directory should be: the path does not exist either.
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
             return Err(ApiError::not_found(format!(
                 "path '{}' does not exist",
                 path.display()
@@ -385,7 +386,13 @@ async fn write_file(
         tokio::task::spawn_blocking(move || ensure_dirs(&parent, uid, gid))
             .await
             .map_err(|e| ApiError::internal(format!("error ensuring directories: {e}")))?
-            .map_err(|e| ApiError::internal(format!("error ensuring directories: {e}")))?;
+            .map_err(|e| {
+                let message = format!("error ensuring directories: {e}");
+                match e {
+                    EnsureDirsError::NotADirectory(_) => ApiError::bad_request(message),
+                    EnsureDirsError::Io(_) => ApiError::internal(message),
+                }
+            })?;
     }
     if tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
         return Err(ApiError::bad_request(format!(

@@ -1,7 +1,7 @@
 //! envd and port routing on the control plane's listener.
 //!
 //! A request goes to a sandbox when it carries the `E2b-Sandbox-Id` / `E2b-Sandbox-Port`
-//! headers, when its Host is `<port>-<sandboxID>.<domain>`, or when it is a pre-signed
+//! headers, when its Host is `<port>-<sandboxID>.<domain>` (this server's domain only), or when it is a pre-signed
 //! `/files` URL (no headers) whose v1 signature matches a live sandbox's token. Everything
 //! else is the control plane's.
 //!
@@ -236,7 +236,7 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().host())
         .unwrap_or("");
-    if let Some(t) = parse_host(host) {
+    if let Some(t) = parse_host(host, &mgr.config().domain) {
         return Some(Ok(t));
     }
     if req.uri().path() == "/files" {
@@ -259,15 +259,21 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
     None
 }
 
-/// `<port>-<sandboxID>[-<clientID>].<domain>[:<listen port>]` → `(id, port)`.
-pub(crate) fn parse_host(host: &str) -> Option<(String, u16)> {
-    // Strip the listener's port (IPv6 literals never match below).
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
+/// `<port>-<sandboxID>[-<clientID>].<domain>` → `(id, port)`, for this server's `domain`
+/// only (ASCII case-insensitive), so a Host naming any other domain stays with the control
+/// plane. The SDKs send `<port>-<id>.<E2B_DOMAIN>`, with the listener's port when the domain
+/// carries one (`localhost:3000`); a domain without a port also matches with any port.
+pub(crate) fn parse_host(host: &str, domain: &str) -> Option<(String, u16)> {
     let (label, rest) = host.split_once('.')?;
-    if rest.is_empty() {
+    fn without_port(h: &str) -> &str {
+        match h.rsplit_once(':') {
+            Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => h,
+        }
+    }
+    let ours = rest.eq_ignore_ascii_case(domain)
+        || (!domain.contains(':') && without_port(rest).eq_ignore_ascii_case(domain));
+    if !ours {
         return None;
     }
     let mut parts = label.split('-');
@@ -440,19 +446,37 @@ mod tests {
 
     #[test]
     fn hosts_parse_like_e2b_proxy() {
+        let d = "localhost:3000";
         assert_eq!(
-            parse_host("49983-iabc123.localhost:3000"),
+            parse_host("49983-iabc123.localhost:3000", d),
             Some(("iabc123".into(), 49983))
         );
         assert_eq!(
-            parse_host("8080-iabc-6532622b.e2b.local"),
+            parse_host("49983-iabc123.LocalHost:3000", d),
+            Some(("iabc123".into(), 49983))
+        );
+        assert_eq!(
+            parse_host("8080-iabc-6532622b.e2b.local", "e2b.local"),
             Some(("iabc".into(), 8080))
         );
-        assert_eq!(parse_host("localhost:3000"), None);
-        assert_eq!(parse_host("127.0.0.1:3000"), None);
-        assert_eq!(parse_host("8080-iabc"), None);
-        assert_eq!(parse_host("x-iabc.localhost"), None);
-        assert_eq!(parse_host("80-I.localhost"), None);
+        assert_eq!(
+            parse_host("8080-iabc.e2b.local:8443", "e2b.local"),
+            Some(("iabc".into(), 8080))
+        );
+        assert_eq!(parse_host("localhost:3000", d), None);
+        assert_eq!(parse_host("127.0.0.1:3000", d), None);
+        assert_eq!(parse_host("8080-iabc", d), None);
+        assert_eq!(parse_host("x-iabc.localhost:3000", d), None);
+        assert_eq!(parse_host("80-I.localhost:3000", d), None);
+        // Only the configured domain (and, when it has one, its port) routes.
+        assert_eq!(parse_host("49983-iabc.evil.com", d), None);
+        assert_eq!(parse_host("49983-iabc.localhost:3001", d), None);
+        assert_eq!(parse_host("49983-iabc.localhost", d), None);
+        assert_eq!(parse_host("49983-iabc.evil.localhost:3000", d), None);
+        assert_eq!(
+            parse_host("49983-iabc.e2b.local.evil.com", "e2b.local"),
+            None
+        );
     }
 
     #[tokio::test]

@@ -53,10 +53,10 @@ pub(crate) struct SandboxConnector {
 }
 
 type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<TokioIo<tokio::net::TcpStream>, std::io::Error>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<TokioIo<Upstream>, std::io::Error>> + Send>>;
 
 impl tower::Service<Uri> for SandboxConnector {
-    type Response = TokioIo<tokio::net::TcpStream>;
+    type Response = TokioIo<Upstream>;
     type Error = std::io::Error;
     type Future = ConnectFuture;
 
@@ -85,8 +85,106 @@ impl tower::Service<Uri> for SandboxConnector {
                 .map_err(std::io::Error::other)??;
             stream.set_nonblocking(true)?;
             let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
+            Ok(TokioIo::new(Upstream {
+                tcp: tokio::net::TcpStream::from_std(stream)?,
+                stopped_reading: false,
+            }))
         })
+    }
+}
+
+/// A connection into a sandbox that lets the sandbox answer early: a server may reply (e.g.
+/// 400 to an upload it rejects) and close while the request body is still being sent. The
+/// next write then fails with `EPIPE`/`ECONNRESET`, and hyper's client would report that
+/// error instead of the response already waiting in the socket (a false 502). Once the peer
+/// has stopped reading, the rest of the request body is discarded here, so hyper goes on to
+/// read the response; if none comes, the read fails and the proxy answers 502 as before.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    tcp: tokio::net::TcpStream,
+    /// The sandbox closed its side: writes are discarded.
+    stopped_reading: bool,
+}
+
+impl Upstream {
+    fn written(
+        &mut self,
+        r: Poll<std::io::Result<usize>>,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        match r {
+            Poll::Ready(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                self.stopped_reading = true;
+                Poll::Ready(Ok(len))
+            }
+            r => r,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Upstream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Upstream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.stopped_reading {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.written(r, buf.len())
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.stopped_reading {
+            return Poll::Ready(Ok(len));
+        }
+        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.written(r, len)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.stopped_reading {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.stopped_reading {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Upstream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
     }
 }
 

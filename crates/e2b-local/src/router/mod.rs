@@ -434,7 +434,7 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
             parts.headers.remove(*h);
         }
     }
-    let req = http::Request::from_parts(parts, body);
+    let req = http::Request::from_parts(parts, Body::new(DrainOnDrop::new(body)));
     let resp = tokio::select! {
         r = rs.client.request(req) => r,
         () = cancel.clone().cancelled_owned() => return not_found(&id),
@@ -502,6 +502,79 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "upgrade",
 ];
+
+/// How long the rest of a request body is drained after the sandbox stopped reading it.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// The request body sent to a sandbox. When the proxy client lets go of it before its end
+/// (the sandbox answered early, e.g. 400 to an upload, and closed), the rest is read and
+/// discarded in the background for up to [`DRAIN_TIME`]: hyper would otherwise close the
+/// client's connection under the upload, and a client still writing its body fails with a
+/// broken pipe instead of reading the answer.
+struct DrainOnDrop {
+    inner: Option<Body>,
+    ended: bool,
+}
+
+impl DrainOnDrop {
+    fn new(body: Body) -> Self {
+        DrainOnDrop {
+            inner: Some(body),
+            ended: false,
+        }
+    }
+}
+
+impl http_body::Body for DrainOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = std::task::ready!(Pin::new(inner).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            self.ended = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map_or_else(
+            || http_body::SizeHint::with_exact(0),
+            http_body::Body::size_hint,
+        )
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if self.ended || http_body::Body::is_end_stream(&body) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let drain = async {
+                    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            });
+        }
+    }
+}
 
 /// A response body that ends with an error (so the client connection is aborted) once the
 /// sandbox is paused or killed.

@@ -139,7 +139,8 @@ impl ServerBuilder {
     }
 
     /// Domain reported to SDKs; `<port>-<sandboxID>.<domain>` then reaches any port of a
-    /// sandbox through this listener (default `localhost:<listen port>`).
+    /// sandbox through this listener, and a Host naming any other domain is not routed
+    /// (default `localhost:<listen port>`).
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
         self.domain = Some(domain.into());
         self

@@ -81,12 +81,12 @@ async fn malformed_requests_get_e2b_error_bodies() {
             r#"{"code":414,"message":"request URI is too long"}"#
         )
     );
-    let big_head = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n",
-        "b".repeat(500_000)
-    );
+    // More header fields than hyper parses (100). (A head larger than hyper's buffer is the
+    // same error, but whether hyper sees it depends on how the bytes arrive.)
+    let fields: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let many_fields = format!("GET / HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
     assert_eq!(
-        exchange(&t, big_head.as_bytes()).await,
+        exchange(&t, many_fields.as_bytes()).await,
         json_answer(
             "431 Request Header Fields Too Large",
             r#"{"code":431,"message":"request header fields are too large"}"#

@@ -162,17 +162,13 @@ async fn connection(
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            () = stop.cancelled(), if closing.is_none() => {}
-            () = state.idle_for(limits.idle_timeout), if closing.is_none() => {}
-            () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => return,
-        }
-        conn.as_mut().graceful_shutdown();
-        closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = stop.cancelled() => {}
+        () = state.idle_for(limits.idle_timeout) => {}
     }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
 }
 
 /// Answers a connection over the per-peer cap with 429 and closes it. The request is
@@ -435,6 +431,27 @@ impl AsyncWrite for ClientIo {
         }
         std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.between_exchanges() {
+            // hyper's own answer is one head in one buffer; checked by `poll_write`.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
+        std::task::ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

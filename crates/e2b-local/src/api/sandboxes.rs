@@ -293,3 +293,34 @@ pub(super) async fn connect_v2(
     let req: types::ConnectSandboxV2 = parse_body(&body, &["timeout", "memory"], true)?;
     connect_common(&m, &id, i64::from(req.timeout)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_must_be_c_strings_with_plain_names() {
+        let env = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        assert_eq!(check_env_vars(&env("PATH_X", "a=b c")), Ok(()));
+        for (k, v, message) in [
+            (
+                "A",
+                "x\0y",
+                r#"envVars: variable "A" has a NUL byte in its value"#,
+            ),
+            (
+                "A\0B",
+                "x",
+                r#"envVars: variable "A\0B" has a NUL byte in its name"#,
+            ),
+            ("A=B", "x", r#"envVars: variable "A=B" has '=' in its name"#),
+            ("", "x", "envVars has an empty key"),
+        ] {
+            assert_eq!(
+                check_env_vars(&env(k, v)),
+                Err(ApiError::bad_request(message)),
+                "{k:?}"
+            );
+        }
+    }
+}

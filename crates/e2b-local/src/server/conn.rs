@@ -64,7 +64,7 @@ pub struct HttpLimits {
     /// A connection with no request in flight for this long is closed. Default 30 s.
     pub idle_timeout: Duration,
     /// Connections served at once per peer IP address; loopback clients are one peer.
-    /// Default 512: ten times what the official SDK suites or 50 concurrent creates open.
+    /// Default 512, far above what the official SDK suites or 50 concurrent creates open.
     pub max_connections_per_peer: usize,
 }
 

@@ -174,6 +174,21 @@ impl ServerBuilder {
 
     /// Timeouts and the per-peer connection cap of the listener (default
     /// [`HttpLimits::default`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), e2b_local::ServerError> {
+    /// use e2b_local::server::HttpLimits;
+    ///
+    /// let server = e2b_local::Server::builder()
+    ///     .http_limits(HttpLimits {
+    ///         max_connections_per_peer: 2048,
+    ///         ..HttpLimits::default()
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn http_limits(mut self, limits: HttpLimits) -> Self {
         self.http_limits = limits;
         self

@@ -7,8 +7,10 @@
 //!
 //! The proxy is a pooled hyper client whose connector opens a TCP connection inside the
 //! sandbox's network namespace ([`SandboxHandle::connect`](crate::isolation::SandboxHandle::connect)),
-//! so no host port is opened per sandbox. Bodies stream both ways. Pausing or killing a
-//! sandbox cancels its token, which cuts every open response stream mid-body.
+//! so no host port is opened per sandbox. Bodies stream both ways; an answer the sandbox
+//! sends before it has read the whole request body is passed through (`Upstream`,
+//! `DrainOnDrop`). Pausing or killing a sandbox cancels its token, which cuts every open
+//! response stream mid-body.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -196,14 +196,14 @@ fn check_rest_reply(reply: &Reply) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Sandbox ids: well-formed but unknown, malformed, and escaped (valid UTF-8 only: invalid
-/// UTF-8 in a path is a known defect, see `known_defect_invalid_utf8_in_a_path_segment`).
+/// Sandbox ids: well-formed but unknown, malformed, and escaped, including invalid UTF-8.
 fn sandbox_id() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => "i[a-z0-9]{20}",
         1 => "[a-z0-9]{1,64}",
         1 => "[A-Za-z0-9._~-]{1,30}",
         1 => "%2[0-9A-F]|%[3-7][0-9A-F]|%C3%A9|%E2%82%AC",
+        1 => "%[89A-F][0-9A-F]%[89A-F][0-9A-F]",
         1 => Just("a".repeat(65)),
         1 => Just("..".to_owned()),
     ]
@@ -238,13 +238,12 @@ fn string_map(key: BoxedStrategy<String>) -> impl Strategy<Value = Value> {
     ]
 }
 
-/// Environment variable names. NUL and `=` are left out: accepting them at create is a
-/// known defect (`known_defect_env_var_keys_with_nul_or_equals`).
+/// Environment variable names, including the empty name, `=` and NUL (a 400 at create).
 fn env_key() -> BoxedStrategy<String> {
     prop_oneof![
         4 => "[A-Z_][A-Z0-9_]{0,8}",
         1 => Just(String::new()),
-        1 => "[^=\\x00]{1,8}",
+        1 => ".{1,8}",
     ]
     .boxed()
 }
@@ -661,9 +660,7 @@ fn routing_headers_and_hosts() {
     assert_eq!(killed.status, 204, "{}", killed.text());
 }
 
-// Failures the fuzz found, as plain cases. `known_defect_*` ones still fail: their fix
-// belongs to the API layer being restructured; skip them with `--skip known_defect_` until
-// then.
+// Failures the fuzz found, kept as plain cases.
 
 #[test]
 #[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
@@ -678,8 +675,8 @@ fn a_wrong_method_on_health_is_a_405_with_an_error_body() {
 }
 
 #[test]
-#[ignore = "needs root: the server spawns sandboxes; known defect (issue 15): fails until fixed"]
-fn known_defect_invalid_utf8_in_a_path_segment() {
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+fn invalid_utf8_in_a_path_segment_is_a_json_400() {
     let target = Target::start();
     let reply = target.send(&Method::GET, "/sandboxes/%ff%fe", &[], Vec::new());
     assert_eq!(reply.status, 400, "{}", reply.text());
@@ -701,8 +698,8 @@ fn raw_http(target: &Target, request: &[u8]) -> (String, String) {
 }
 
 #[test]
-#[ignore = "needs root: the server spawns sandboxes; known defect (issue 15): fails until fixed"]
-fn known_defect_a_100_kb_path() {
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+fn a_100_kb_path_is_a_json_414() {
     let target = Target::start();
     let request = format!(
         "GET /sandboxes/{} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {}\r\nConnection: close\r\n\r\n",
@@ -716,8 +713,8 @@ fn known_defect_a_100_kb_path() {
 }
 
 #[test]
-#[ignore = "needs root: the server spawns sandboxes; known defect (issue 15): fails until fixed"]
-fn known_defect_malformed_http_gets_an_error_body() {
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+fn malformed_http_gets_an_error_body() {
     let target = Target::start();
     let (status, body) = raw_http(&target, b"NOT HTTP AT ALL\r\n\r\n");
     assert_eq!(status, "400", "{body}");
@@ -726,8 +723,8 @@ fn known_defect_malformed_http_gets_an_error_body() {
 }
 
 #[test]
-#[ignore = "needs root: the server spawns sandboxes; known defect (issue 15): fails until fixed"]
-fn known_defect_env_var_keys_with_nul_or_equals() {
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+fn env_var_keys_with_nul_or_equals_are_refused_at_create() {
     let target = Target::start();
     for key in ["A=B", "A\0B"] {
         let reply = target.json(
@@ -739,7 +736,6 @@ fn known_defect_env_var_keys_with_nul_or_equals() {
             let created: Value = serde_json::from_slice(&reply.body).unwrap();
             target.kill(created["sandboxID"].as_str().unwrap()).unwrap();
         }
-        // envd's /init refuses them, so the create fails late (500) but leaves nothing.
         assert_eq!(target.listed().unwrap(), Vec::<String>::new());
         assert_eq!(reply.status, 400, "envVars key {key:?}: {}", reply.text());
         check_error_body(&reply).unwrap();

@@ -458,16 +458,28 @@ async fn os_errors_map_to_client_codes() {
     let c = client(&envd);
     let d = tempfile::tempdir().unwrap();
     let r = d.path().to_str().unwrap().to_owned();
+    // Refused by the path check before any system call.
     let long = format!("{r}/{}", "n".repeat(300));
     let e = c
         .stat(pb::StatRequest { path: long.clone() })
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    // Through the errno mapping: a symlink loop is ELOOP.
+    std::os::unix::fs::symlink("loop", d.path().join("loop")).unwrap();
+    let e = c
+        .make_dir(pb::MakeDirRequest {
+            path: format!("{r}/loop/sub"),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(
         (e.code(), e.message().to_owned()),
         (
-            Code::InvalidArgument,
-            format!("error getting file info for {long}: File name too long (os error 36)")
+            Code::FailedPrecondition,
+            format!(
+                "error getting file info for {r}/loop/sub: Too many levels of symbolic links (os error 40)"
+            )
         )
     );
     let e = c

@@ -794,14 +794,17 @@ async fn files_bad_paths_are_client_errors() {
             .unwrap(),
     )
     .await;
+    // Refused by the path check before any system call.
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        b,
-        serde_json::json!({"code": 400, "message": format!("error opening {long}: File name too long (os error 36)")})
-    );
+    assert_eq!(b["code"], 400, "{b}");
+    // Through the errno mapping: a symlink loop is ELOOP, the client's to fix.
+    let looped = format!("{root}/loop");
+    std::os::unix::fs::symlink("loop", &looped).unwrap();
     let (s, b) = json_error(
-        c.get(&files)
-            .query(&[("path", &long)])
+        c.post(&files)
+            .query(&[("path", &looped)])
+            .header("content-type", "application/octet-stream")
+            .body("x")
             .send()
             .await
             .unwrap(),
@@ -810,7 +813,20 @@ async fn files_bad_paths_are_client_errors() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
         b,
-        serde_json::json!({"code": 400, "message": format!("error checking path '{long}': File name too long (os error 36)")})
+        serde_json::json!({"code": 400, "message": format!("error opening {looped}: Too many levels of symbolic links (os error 40)")})
+    );
+    let (s, b) = json_error(
+        c.get(&files)
+            .query(&[("path", &looped)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b,
+        serde_json::json!({"code": 400, "message": format!("error checking path '{looped}': Too many levels of symbolic links (os error 40)")})
     );
     let nul = format!("{root}/a\0b");
     let (s, b) = json_error(
@@ -826,7 +842,8 @@ async fn files_bad_paths_are_client_errors() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(b["code"], 400);
     assert!(b["message"].as_str().unwrap().contains("NUL byte"), "{b}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Nothing but the loop was created.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
 /// Defect 12: an upload cut off part-way leaves the old file, and no temporary file.

@@ -463,7 +463,7 @@ root_test! {
         assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains("iso-attach"));
     }
 
-    fn without_limits_the_upper_directory_is_a_plain_directory() {
+    fn without_limits_the_upper_directory_is_on_a_nosuid_bind_mount() {
         let env = env(CG);
         let sb = spawn(env, "iso-nolimits", InitProgram::sandbox(["/bin/sleep", "infinity"]), Limits::default());
         let out = sh(&sb, "echo kept > /home/user/f; df --output=target,fstype / /tmp | tail -n 2 | tr -s ' '", &ExecOptions::user());

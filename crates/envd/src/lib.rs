@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod fs;
 pub mod http;
+pub mod os_error;
 pub mod paths;
 pub mod process;
 pub mod rpc;

@@ -268,10 +268,13 @@ impl ppb::process_server::Process for Service {
         let mut target = None;
         while let Some(msg) = stream.next().await {
             let msg = msg.map_err(|e| {
-                ConnectError::new(
-                    Code::Unknown,
-                    format!("error reading input stream: {}", e.message()),
-                )
+                // A malformed or oversized message is the client's error and keeps its code;
+                // `unknown` (as in E2B) is for a stream that broke.
+                let code = match e.code() {
+                    Code::InvalidArgument | Code::ResourceExhausted => e.code(),
+                    _ => Code::Unknown,
+                };
+                ConnectError::new(code, format!("error reading input stream: {}", e.message()))
             })?;
             match msg.event {
                 Some(E::Start(s)) => {

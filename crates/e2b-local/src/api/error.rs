@@ -81,14 +81,25 @@ impl From<LifecycleError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = e2b_api::types::Error {
+impl ApiError {
+    /// The `{code, message}` body (`e2b_api::types::Error`), for answers written without
+    /// axum (the listener's own).
+    pub(crate) fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.wire()).unwrap_or_default()
+    }
+
+    fn wire(&self) -> e2b_api::types::Error {
+        e2b_api::types::Error {
             code: i32::from(self.status.as_u16()),
             error_code: None,
-            message: self.message,
-        };
-        let mut response = (self.status, Json(body)).into_response();
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.wire())).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Both 503s (a sandbox being restored, a host limit) pass; the SDKs that retry
             // wait this long.

@@ -2,7 +2,7 @@
 //! pagination).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -12,7 +12,7 @@ use http::HeaderValue;
 use super::AppState;
 use super::bodies::listed;
 use super::error::ApiError;
-use super::request::{QueryPairs, query_get};
+use super::request::{Query, QueryPairs, query_get};
 use crate::state::{SandboxRecord, SandboxState};
 
 /// Percent-decodes one key or value of the `metadata` filter (`+` stays a plus).
@@ -209,7 +209,8 @@ mod tests {
         assert_eq!(decode("bad%zz%"), "bad%zz%");
         // Query parameters (axum's `Query`): `+` is a space, a bare name has an empty value.
         let uri: http::Uri = "/sandboxes?a+b=c%2Bd&e".parse().unwrap();
-        let Query(q) = Query::<QueryPairs>::try_from_uri(&uri).unwrap();
+        let axum::extract::Query(q) =
+            axum::extract::Query::<QueryPairs>::try_from_uri(&uri).unwrap();
         assert_eq!(
             q,
             vec![("a b".into(), "c+d".into()), ("e".into(), String::new())]

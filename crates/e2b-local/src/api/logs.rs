@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use e2b_api::types;
 
 use super::AppState;
 use super::error::ApiError;
-use super::request::{QueryPairs, live, parse_opt_i64, query_get};
+use super::request::{Path, Query, QueryPairs, live, parse_opt_i64, query_get};
 use crate::lifecycle::Live;
 
 /// One parsed log line of envd (`<RFC 3339> <LEVEL> <message>`).

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::Utc;
 use e2b_api::types;
 
 use super::AppState;
 use super::error::ApiError;
-use super::request::{QueryPairs, live, query_get, sandbox_id};
+use super::request::{Path, Query, QueryPairs, live, query_get, sandbox_id};
 use crate::envd_client;
 use crate::isolation::Limits;
 use crate::lifecycle::{Live, Manager, lock};

@@ -66,6 +66,8 @@ pub fn router(m: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/health", get(health))
+        // Applies to the routes added so far; `authed` has its own.
+        .method_not_allowed_fallback(method_not_allowed)
         .merge(authed)
         .fallback(fallback)
         .with_state(m)

@@ -1,5 +1,7 @@
 //! What every handler reads from a request: the body (size-limited, unknown fields
-//! rejected), query parameters and the path's sandbox id.
+//! rejected), query parameters and the path's sandbox id. Every extractor rejects with an
+//! [`ApiError`], so a malformed request gets a `{code, message}` body, never axum's plain
+//! text: the handlers use [`Path`] and [`Query`] from here instead of axum's.
 
 use std::sync::Arc;
 
@@ -31,6 +33,51 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
                     format!("request body is larger than {MAX_BODY} bytes or unreadable: {e}"),
                 )
             })
+    }
+}
+
+/// axum's `Path`, rejecting with an [`ApiError`] (e.g. a segment that is not UTF-8 once
+/// percent-decoded).
+#[derive(Debug)]
+pub(super) struct Path<T>(pub(super) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|r| ApiError::new(r.status(), r.body_text()))
+    }
+}
+
+/// axum's `Query`, rejecting with an [`ApiError`].
+#[derive(Debug)]
+pub(super) struct Query<T>(pub(super) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|r| ApiError::new(r.status(), r.body_text()))
     }
 }
 
@@ -75,7 +122,7 @@ pub(super) fn parse_body<T: DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-/// Query parameters in order, decoded (`+` is a space); the extractor is axum's `Query`.
+/// Query parameters in order, decoded (`+` is a space); the extractor is [`Query`].
 pub(super) type QueryPairs = Vec<(String, String)>;
 
 /// The first value of query parameter `key`.

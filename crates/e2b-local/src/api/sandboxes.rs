@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use e2b_api::types;
 use http::{HeaderMap, StatusCode};
@@ -12,7 +12,7 @@ use http::{HeaderMap, StatusCode};
 use super::AppState;
 use super::bodies::{detail, sandbox_body};
 use super::error::ApiError;
-use super::request::{RawBody, live, parse_body, sandbox_id};
+use super::request::{Path, RawBody, live, parse_body, sandbox_id};
 use crate::lifecycle::{CreateParams, LifecycleError, Manager};
 
 /// Largest accepted metadata (sum of key and value bytes).
@@ -29,6 +29,27 @@ fn check_map(what: &str, map: &BTreeMap<String, String>, max: usize) -> Result<(
     }
     if map.keys().any(String::is_empty) {
         return Err(ApiError::bad_request(format!("{what} has an empty key")));
+    }
+    Ok(())
+}
+
+/// Environment variables must be expressible as `KEY=value` C strings: a NUL or a `=` in a
+/// name, or a NUL in a value, would be accepted here and then fail every command in envd.
+fn check_env_vars(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    check_map("envVars", env, MAX_ENV_BYTES)?;
+    for (k, v) in env {
+        let problem = if k.contains('\0') {
+            "has a NUL byte in its name"
+        } else if k.contains('=') {
+            "has '=' in its name"
+        } else if v.contains('\0') {
+            "has a NUL byte in its value"
+        } else {
+            continue;
+        };
+        return Err(ApiError::bad_request(format!(
+            "envVars: variable {k:?} {problem}"
+        )));
     }
     Ok(())
 }
@@ -76,7 +97,7 @@ fn create_params(
     let metadata = metadata.map(|m| m.0).unwrap_or_default();
     check_map("metadata", &metadata, MAX_METADATA_BYTES)?;
     let env_vars = env_vars.map(|e| e.0).unwrap_or_default();
-    check_map("envVars", &env_vars, MAX_ENV_BYTES)?;
+    check_env_vars(&env_vars)?;
     // `namespace/alias:tag` references: the tag `default` (or none) names the template.
     let template = match template.split_once(':') {
         Some((name, "default")) => name.to_owned(),
@@ -271,4 +292,35 @@ pub(super) async fn connect_v2(
 ) -> Result<Response, ApiError> {
     let req: types::ConnectSandboxV2 = parse_body(&body, &["timeout", "memory"], true)?;
     connect_common(&m, &id, i64::from(req.timeout)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_must_be_c_strings_with_plain_names() {
+        let env = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        assert_eq!(check_env_vars(&env("PATH_X", "a=b c")), Ok(()));
+        for (k, v, message) in [
+            (
+                "A",
+                "x\0y",
+                r#"envVars: variable "A" has a NUL byte in its value"#,
+            ),
+            (
+                "A\0B",
+                "x",
+                r#"envVars: variable "A\0B" has a NUL byte in its name"#,
+            ),
+            ("A=B", "x", r#"envVars: variable "A=B" has '=' in its name"#),
+            ("", "x", "envVars has an empty key"),
+        ] {
+            assert_eq!(
+                check_env_vars(&env(k, v)),
+                Err(ApiError::bad_request(message)),
+                "{k:?}"
+            );
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Templates: `GET /templates`, `GET /templates/{id}`, `DELETE /templates/{id}`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use e2b_api::types;
 use http::StatusCode;
@@ -9,6 +9,7 @@ use http::StatusCode;
 use super::AppState;
 use super::bodies::sizes;
 use super::error::ApiError;
+use super::request::Path;
 use crate::lifecycle::{LifecycleError, Manager};
 
 fn template_json(m: &Manager, name: &str, created: DateTime<Utc>) -> types::Template {

@@ -143,6 +143,10 @@ pub enum Error {
     #[error("encode helper config: {0}")]
     Encode(#[source] serde_json::Error),
 
+    /// Setting the helper's `oom_score_adj` (inherited by the init and the program) failed.
+    #[error("set oom_score_adj to -1000: {0}")]
+    OomScoreAdj(#[source] io::Error),
+
     // Steps that run inside the new namespaces (reported through the status pipe).
     /// `clone` with the new namespaces failed.
     #[error("clone with new namespaces: {0}")]

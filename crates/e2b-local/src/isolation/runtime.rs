@@ -47,6 +47,9 @@ pub struct Runtime {
     pub(super) config: RuntimeConfig,
     /// Why sandboxes get no cgroup (rootless mode without a writable parent), or `None`.
     pub(super) no_cgroup: Option<String>,
+    /// Whether each sandbox's init and envd get `oom_score_adj` -1000: lowering a score
+    /// needs `CAP_SYS_RESOURCE` on the host (not in rootless mode).
+    pub(super) oom_protection: bool,
 }
 
 /// A feature this runtime cannot offer on this host, and why: see [`Runtime::unavailable`].
@@ -110,7 +113,13 @@ impl Runtime {
         } else {
             None
         };
-        Ok(Runtime { config, no_cgroup })
+        let oom_protection =
+            !config.rootless && super::caps::effective_has(super::caps::cap::SYS_RESOURCE);
+        Ok(Runtime {
+            config,
+            no_cgroup,
+            oom_protection,
+        })
     }
 
     /// Whether sandboxes can be paused (frozen): false without cgroups (rootless mode
@@ -120,8 +129,10 @@ impl Runtime {
     }
 
     /// What this runtime cannot do on this host although [`check`](Self::check) passed,
-    /// and why. Empty as root. In rootless mode without a writable cgroup parent: CPU,
-    /// memory and pids limits, pause and resume. A server should print this at start-up.
+    /// and why. Empty as root with `CAP_SYS_RESOURCE`; without it (rootless mode, restricted
+    /// hosts), keeping envd from the OOM killer. In rootless mode without a writable cgroup
+    /// parent: CPU, memory and pids limits, pause and resume. A server should print this at
+    /// start-up.
     pub fn unavailable(&self) -> Vec<Unavailable> {
         let mut out = Vec::new();
         if let Some(why) = &self.no_cgroup {
@@ -136,6 +147,12 @@ impl Runtime {
                 feature: "pause and resume (the cgroup freezer)".into(),
                 reason: "pausing answers 501 and autoPause is refused: no cgroup in rootless mode"
                     .into(),
+            });
+        }
+        if !self.oom_protection {
+            out.push(Unavailable {
+                feature: "keeping envd from the OOM killer (oom_score_adj -1000)".into(),
+                reason: "lowering a score needs CAP_SYS_RESOURCE on the host (rootless mode or a restricted host); envd keeps the server's score and the processes it starts get 100, so they are still chosen first".into(),
             });
         }
         if self.config.rootless {

@@ -132,7 +132,7 @@ impl Runtime {
                 // point in another namespace detaches it synchronously: several ms per kill).
                 rootfs: self.config.data_dir.join("mnt"),
                 layers,
-                tmp_bytes: spec.limits.disk_bytes,
+                tmp_bytes: tmpfs_bytes(&spec.limits),
                 userxattr: self.config.rootless,
                 exe_mount: self.config.data_dir.join("exe"),
             },
@@ -147,6 +147,7 @@ impl Runtime {
             log: spec.log.clone(),
             no_new_privs: spec.no_new_privs,
             reaper: spec.init.reaper,
+            oom_protected: self.oom_protection,
         }
     }
 
@@ -210,6 +211,21 @@ impl Runtime {
         }
     }
 }
+
+/// Size of each of the sandbox's `/tmp` and `/dev/shm` tmpfs: at most [`TMPFS_SHARE`] of the
+/// memory limit (their pages are charged to the sandbox's memory cgroup, so both full still
+/// leave half of it to processes), and at most the disk limit. Without either limit, `None`
+/// (the kernel's default, half the host's memory).
+pub(super) fn tmpfs_bytes(limits: &super::Limits) -> Option<u64> {
+    let from_memory = limits.memory_bytes.map(|m| m / TMPFS_SHARE);
+    match (from_memory, limits.disk_bytes) {
+        (Some(m), Some(d)) => Some(m.min(d)),
+        (m, d) => m.or(d),
+    }
+}
+
+/// The fraction (1/n) of a sandbox's memory limit each of its tmpfs mounts may hold.
+pub(super) const TMPFS_SHARE: u64 = 4;
 
 /// `create_dir_all`, failing with [`Error::CreateDir`].
 fn create_dir(path: &Path) -> Result<()> {
@@ -360,6 +376,22 @@ impl Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmpfs_fits_in_the_memory_budget() {
+        let limits = |memory_bytes, disk_bytes| super::super::Limits {
+            memory_bytes,
+            disk_bytes,
+            ..Default::default()
+        };
+        assert_eq!(tmpfs_bytes(&limits(Some(512 << 20), None)), Some(128 << 20));
+        assert_eq!(
+            tmpfs_bytes(&limits(Some(512 << 20), Some(64 << 20))),
+            Some(64 << 20)
+        );
+        assert_eq!(tmpfs_bytes(&limits(None, Some(64 << 20))), Some(64 << 20));
+        assert_eq!(tmpfs_bytes(&limits(None, None)), None);
+    }
 
     #[test]
     fn layer_names_are_flat() {

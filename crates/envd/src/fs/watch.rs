@@ -69,13 +69,13 @@ const NETWORK_FS_MAGIC: [i64; 5] = [
 ///
 /// # Errors
 /// `not_found` (missing), `invalid_argument` (not a directory, or a network mount without
-/// opt-in), `internal`.
+/// opt-in), else the code [`os_error::code`](crate::os_error::code) gives.
 pub fn validate(spec: &WatchSpec) -> Result<(), ConnectError> {
     let md = std::fs::metadata(&spec.path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ConnectError::not_found(format!("path not found: {}", spec.path.display()))
         } else {
-            ConnectError::internal(format!("error getting file info: {e}"))
+            crate::os_error::rpc_error("error getting file info", &e)
         }
     })?;
     if !md.is_dir() {
@@ -157,7 +157,7 @@ impl Translator {
         let ev = match res {
             Ok(ev) => ev,
             Err(e) => {
-                out.push(Err(ConnectError::internal(format!("watcher error: {e}"))));
+                out.push(Err(watcher_error(&e)));
                 return;
             }
         };
@@ -231,7 +231,7 @@ fn start_notify(
             }
         }
     })
-    .map_err(|e| ConnectError::internal(format!("watcher error: {e}")))?;
+    .map_err(|e| watcher_error(&e))?;
     let mode = if spec.recursive {
         RecursiveMode::Recursive
     } else {
@@ -239,8 +239,21 @@ fn start_notify(
     };
     watcher
         .watch(&spec.path, mode)
-        .map_err(|e| ConnectError::internal(format!("watcher error: {e}")))?;
+        .map_err(|e| watcher_error(&e))?;
     Ok(watcher)
+}
+
+/// "watcher error: …" with the code of the OS error under it ([`os_error::code`]: running
+/// out of inotify watches is `resource_exhausted`), else `internal` as upstream.
+///
+/// [`os_error::code`]: crate::os_error::code
+fn watcher_error(e: &notify::Error) -> ConnectError {
+    let code = match &e.kind {
+        notify::ErrorKind::Io(io) => crate::os_error::code(io),
+        notify::ErrorKind::MaxFilesWatch => e2b_envd::Code::ResourceExhausted,
+        _ => e2b_envd::Code::Internal,
+    };
+    ConnectError::new(code, format!("watcher error: {e}"))
 }
 
 /// A running streaming watcher. Dropping it stops the watch.

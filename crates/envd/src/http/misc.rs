@@ -50,6 +50,16 @@ pub async fn init(
     if body.access_token.as_deref() == Some("") {
         return Err(ApiError::bad_request("access token must not be empty"));
     }
+    // The token comes back in the X-Access-Token header, which cannot carry anything else.
+    if body
+        .access_token
+        .as_deref()
+        .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(ApiError::bad_request(
+            "access token must be printable ASCII without spaces, as it is sent in a header",
+        ));
+    }
     if let Some(current) = state.token() {
         let by_body = body
             .access_token
@@ -63,6 +73,17 @@ pub async fn init(
                 "access token does not match the one already set",
             ));
         }
+    }
+    // Checked before anything is applied: one bad variable would fail every later spawn.
+    if let Some((name, _)) = body
+        .env_vars
+        .iter()
+        .flat_map(|vars| vars.iter())
+        .find(|(name, value)| name.is_empty() || name.contains(['=', '\0']) || value.contains('\0'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid envVars entry {name:?}: a name must be non-empty without '=' or NUL, a value without NUL"
+        )));
     }
     state.set_token(body.access_token);
     if let Some(vars) = body.env_vars {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::os_error;
 use crate::state::State;
 
 /// An HTTP error with upstream's body `{"code": <status>, "message": "<text>"}`.
@@ -45,9 +46,9 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
-    /// 507.
-    pub fn insufficient_storage(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INSUFFICIENT_STORAGE, message)
+    /// The status [`os_error::http_status`] gives `e`, with the message `"{context}: {e}"`.
+    pub fn from_io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        Self::new(os_error::http_status(e), format!("{context}: {e}"))
     }
 }
 

@@ -1,8 +1,8 @@
-//! `codegen`: regenerates the checked-in protocol code from the specs.
+//! `build-tools`: regenerates the checked-in protocol code from the specs.
 //!
 //! ```text
-//! cargo run -p codegen            # rewrite the generated files
-//! cargo run -p codegen -- --check # fail, naming the file, if they differ from the specs
+//! cargo run -p build-tools            # rewrite the generated files
+//! cargo run -p build-tools -- --check # fail, naming the file, if they differ from the specs
 //! ```
 //!
 //! Inputs: `openapi/*.yml` and `proto/**/*.proto`. Outputs: `crates/e2b-api/src/generated.rs`
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("codegen: {e:#}");
+            eprintln!("build-tools: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -66,7 +66,7 @@ fn run(args: &Args) -> Result<bool> {
         if args.check {
             clean = false;
             eprintln!(
-                "codegen: {} differs from what the specs generate; run `cargo run -p codegen`",
+                "build-tools: {} differs from what the specs generate; run `cargo run -p build-tools`",
                 file.path.display()
             );
             if args.verbose {
@@ -85,7 +85,7 @@ fn run(args: &Args) -> Result<bool> {
             }
             std::fs::write(&target, &file.contents)
                 .with_context(|| format!("writing {}", target.display()))?;
-            println!("codegen: wrote {}", file.path.display());
+            println!("build-tools: wrote {}", file.path.display());
         }
     }
     Ok(clean)
@@ -95,6 +95,6 @@ fn run(args: &Args) -> Result<bool> {
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("build-tools sits inside the workspace")
+        .expect("build-tools/ sits inside the workspace")
         .to_path_buf()
 }

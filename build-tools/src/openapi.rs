@@ -7,6 +7,10 @@
 //! `Clone`, so a server can use the same types for its requests and responses and tests
 //! can compare them.
 //!
+//! A spec may have its `types` module written to a file of its own: `e2b-envd` includes the
+//! types without a feature (envd's server reads and writes them) and the client, which needs
+//! reqwest, behind `client`.
+//!
 //! The token stream is printed with `prettyplease` (which turns `#[doc = ".."]` into `///`
 //! comments) and then formatted by `rustfmt`, so the checked-in file passes `cargo fmt
 //! --check` and regenerating it gives the same bytes.
@@ -26,6 +30,9 @@ struct Spec {
     input: &'static str,
     /// The generated file, relative to the workspace root.
     output: &'static str,
+    /// Where the contents of the `types` module go instead, if they are split from `output`.
+    /// The including crate then declares `mod types` beside the client.
+    types_output: Option<&'static str>,
     /// Whether the crate must implement `progenitor_client::ClientHooks` for its `Client`.
     /// `e2b-api` does (a tracing span per operation); `e2b-envd` keeps the default hooks.
     hooks: HooksMode,
@@ -35,32 +42,67 @@ const SPECS: &[Spec] = &[
     Spec {
         input: "openapi/e2b-api.yml",
         output: "crates/e2b-api/src/generated.rs",
+        types_output: None,
         hooks: HooksMode::Expected,
     },
     Spec {
         input: "openapi/envd.yml",
-        output: "crates/e2b-envd/src/generated/http.rs",
+        output: "crates/e2b-envd/src/generated/http/client.rs",
+        types_output: Some("crates/e2b-envd/src/generated/http/types.rs"),
         hooks: HooksMode::Optional,
     },
 ];
 
 /// Generates the REST clients from `openapi/`.
 pub(crate) fn generate(root: &Path) -> Result<Vec<GeneratedFile>> {
-    SPECS
-        .iter()
-        .map(|spec| {
-            let contents = generate_one(&root.join(spec.input), spec.hooks)
-                .with_context(|| format!("generating {} from {}", spec.output, spec.input))?;
-            Ok(GeneratedFile {
-                path: PathBuf::from(spec.output),
-                contents,
-            })
-        })
-        .collect()
+    let mut files = Vec::new();
+    for spec in SPECS {
+        let generated = || format!("generating {} from {}", spec.output, spec.input);
+        let mut client =
+            generate_one(&root.join(spec.input), spec.hooks).with_context(generated)?;
+        if let Some(types_output) = spec.types_output {
+            let types = take_types_module(&mut client).with_context(generated)?;
+            files.push(GeneratedFile {
+                path: PathBuf::from(types_output),
+                contents: print(&types)?,
+            });
+        }
+        files.push(GeneratedFile {
+            path: PathBuf::from(spec.output),
+            contents: print(&client)?,
+        });
+    }
+    Ok(files)
 }
 
-/// Generates, prints and formats the client for one spec.
-fn generate_one(input: &Path, hooks: HooksMode) -> Result<String> {
+/// Removes the top-level `types` module from `client` and returns its items as a file.
+fn take_types_module(client: &mut syn::File) -> Result<syn::File> {
+    let position = client
+        .items
+        .iter()
+        .position(|item| matches!(item, syn::Item::Mod(m) if m.ident == "types"))
+        .context("progenitor emitted no `types` module")?;
+    let syn::Item::Mod(types) = client.items.remove(position) else {
+        unreachable!("the item at `position` is a module");
+    };
+    let (_, items) = types
+        .content
+        .context("progenitor emitted `mod types;` without a body")?;
+    Ok(syn::File {
+        shebang: None,
+        attrs: Vec::new(),
+        items,
+    })
+}
+
+/// Prints `file` with the generated-code header, formatted as `cargo fmt` would.
+fn print(file: &syn::File) -> Result<String> {
+    let printed = space_out_items(&prettyplease::unparse(file));
+    rustfmt(&format!("{GENERATED_HEADER}\n{printed}"))
+}
+
+/// Generates the client for one spec, with its doc comments as line comments.
+fn generate_one(input: &Path, hooks: HooksMode) -> Result<syn::File> {
     let text =
         std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
     let spec: openapiv3::OpenAPI = serde_yaml::from_str(&text)
@@ -93,8 +135,7 @@ fn generate_one(input: &Path, hooks: HooksMode) -> Result<String> {
     let mut file =
         syn::parse_file(&tokens.to_string()).context("progenitor emitted invalid Rust")?;
     DocLines.visit_file_mut(&mut file);
-    let printed = space_out_items(&prettyplease::unparse(&file));
-    rustfmt(&format!("{GENERATED_HEADER}\n{printed}"))
+    Ok(file)
 }
 
 /// Splits every multi-line `#[doc = "..."]` into one attribute per line, each starting with a
@@ -246,11 +287,29 @@ mod tests {
     }
 
     #[test]
+    fn split_types_leave_the_client_file() {
+        let mut client: syn::File = syn::parse_quote! {
+            pub use progenitor_client::Error;
+            pub mod types {
+                pub struct Metrics {}
+            }
+            pub struct Client {}
+        };
+        let types = take_types_module(&mut client).unwrap();
+        assert_eq!(prettyplease::unparse(&types), "pub struct Metrics {}\n");
+        assert_eq!(
+            prettyplease::unparse(&client),
+            "pub use progenitor_client::Error;\npub struct Client {}\n"
+        );
+    }
+
+    #[test]
     fn generation_is_deterministic_and_marked() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let first = generate(root).unwrap();
         let second = generate(root).unwrap();
-        assert_eq!(first.len(), SPECS.len());
+        let split = SPECS.iter().filter(|s| s.types_output.is_some()).count();
+        assert_eq!(first.len(), SPECS.len() + split);
         for (a, b) in first.iter().zip(&second) {
             assert!(
                 a.contents.starts_with(GENERATED_HEADER),

@@ -1,5 +1,5 @@
 //! The generated types against JSON bodies exactly as the official SDKs and E2B's API send
-//! them (`sdk-behavior.md` §2.2, `envd-behavior.md` §3.2).
+//! them (the field names and shapes of `openapi/e2b-api.yml`, as the official SDKs send them).
 
 use e2b_api::types;
 use serde::Serialize;

@@ -262,7 +262,8 @@ async fn list_v2_query_encoding_and_paging_headers() {
     });
 
     // The metadata filter exactly as e2b (py) builds it for {"sandbox_test_id": "test_ab12",
-    // "user": "a b"} (sdk-behavior §2.3): `urlencode({quote(k): quote(v)})`, so the space is
+    // "user": "a b"} (crates/e2b/docs/control-plane.md, "List filters"):
+    // `urlencode({quote(k): quote(v)})`, so the space is
     // `%20` encoded once more to `%2520`; the whole string is then one query value.
     let page = client(addr)
         .get_sandboxes_v2()

@@ -11,7 +11,8 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::codec::{Encoding, Message};
 use crate::envelope;
-use crate::headers::{CONNECT_PROTOCOL_VERSION, CONNECT_TIMEOUT_MS};
+use crate::error::error_chain;
+use crate::headers::{ACCESS_TOKEN, CONNECT_PROTOCOL_VERSION, CONNECT_TIMEOUT_MS};
 use crate::streaming::{ByteStream, Direction, Streaming};
 use crate::{Code, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, Request};
 
@@ -73,7 +74,7 @@ impl ClientBuilder {
             HeaderValue::from_str(value),
         ) {
             (Ok(name), Ok(mut value)) => {
-                if name == http::header::AUTHORIZATION || name.as_str() == "x-access-token" {
+                if name == http::header::AUTHORIZATION || name.as_str() == ACCESS_TOKEN {
                     value.set_sensitive(true);
                 }
                 self.default_headers.insert(name, value);
@@ -378,21 +379,6 @@ fn body_error(path: &str, error: reqwest::Error) -> ConnectError {
         error_chain(&error)
     );
     ConnectError::transport(Code::Unavailable, message, error)
-}
-
-/// reqwest's message plus its causes ("error sending request: connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn check_content_type(

@@ -329,6 +329,48 @@ impl std::error::Error for ConnectError {
     }
 }
 
+/// An error's message followed by each cause the message does not already include, joined
+/// by `": "`, e.g. `"error sending request: connection refused"`.
+///
+/// HTTP clients put the useful part (refused, reset, a TLS failure) in the causes, so a
+/// message made from `to_string()` alone says only "error sending request".
+///
+/// ```
+/// use std::fmt;
+///
+/// #[derive(Debug)]
+/// struct Outer(std::io::Error);
+/// impl fmt::Display for Outer {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         f.write_str("error sending request")
+///     }
+/// }
+/// impl std::error::Error for Outer {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// assert_eq!(
+///     e2b_envd::error_chain(&Outer(refused)),
+///     "error sending request: connection refused"
+/// );
+/// ```
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The JSON shape of a Connect error.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WireError {

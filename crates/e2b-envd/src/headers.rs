@@ -20,3 +20,5 @@ pub const SANDBOX_PORT: &str = "e2b-sandbox-port";
 pub const ACCESS_TOKEN: &str = "x-access-token";
 /// The envd version, answered by `/init`.
 pub const ENVD_VERSION: &str = "x-envd-version";
+/// The prefix of an upload's metadata headers: `x-metadata-<key>: <value>` on `POST /files`.
+pub const METADATA_PREFIX: &str = "x-metadata-";

@@ -17,7 +17,7 @@ mod client;
 mod server;
 
 pub use codec::{Codec, Encoding, JsonCodec, Message, ProtoCodec};
-pub use error::{Code, ConnectError, ErrorDetail};
+pub use error::{Code, ConnectError, ErrorDetail, error_chain};
 pub use request::{IntoRequest, IntoStreamingRequest, Request};
 pub use streaming::Streaming;
 pub use timestamp::Timestamp;
@@ -48,14 +48,21 @@ pub mod pb {
     }
 }
 
-/// envd's plain HTTP endpoints (`/health`, `/metrics`, `/envs`, `/init`, `/files`): a
-/// progenitor client generated from `openapi/envd.yml`. Multipart upload is the `e2b`
-/// crate's, since OpenAPI generators cannot express it.
-#[cfg(feature = "client")]
+/// envd's plain HTTP endpoints (`/health`, `/metrics`, `/envs`, `/init`, `/files`), generated
+/// from `openapi/envd.yml`: their bodies in [`http::types`] (always available, so envd's server
+/// uses the same types) and a progenitor `Client` with the `client` feature. Multipart upload
+/// is the `e2b` crate's, since OpenAPI generators cannot express it.
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
 #[rustfmt::skip]
-#[path = "generated/http.rs"]
-pub mod http;
+pub mod http {
+    /// Request and response bodies of envd's HTTP endpoints.
+    pub mod types {
+        include!("generated/http/types.rs");
+    }
+
+    #[cfg(feature = "client")]
+    include!("generated/http/client.rs");
+}
 
 /// What generated service code uses; not part of the public API.
 #[doc(hidden)]

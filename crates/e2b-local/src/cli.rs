@@ -42,6 +42,14 @@ pub enum Command {
         /// Cgroup parent of all sandboxes.
         #[arg(long, default_value = "e2b-local")]
         cgroup_parent: String,
+        /// Most sandboxes alive at once; more creates get 429 (default from the host:
+        /// the smaller of RLIMIT_NOFILE / 16 and pid_max / 32).
+        #[arg(long)]
+        max_sandboxes: Option<usize>,
+        /// Most memory the sandboxes' limits may commit, in MiB; more creates get 429
+        /// (default 8 × (MemTotal − an eighth of it, at least 512 MiB)).
+        #[arg(long)]
+        max_memory_mib: Option<u64>,
     },
     /// Sandboxes of a running server.
     Sandbox {
@@ -135,6 +143,8 @@ pub fn run(cli: Cli) -> ExitCode {
             domain,
             max_lifetime,
             cgroup_parent,
+            max_sandboxes,
+            max_memory_mib,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -150,6 +160,14 @@ pub fn run(cli: Cli) -> ExitCode {
                     .max_lifetime(std::time::Duration::from_secs(max_lifetime));
                 if let Some(d) = data_dir {
                     b = b.data_dir(d);
+                }
+                if max_sandboxes.is_some() || max_memory_mib.is_some() {
+                    let host = crate::lifecycle::Capacity::from_host();
+                    b = b.capacity(crate::lifecycle::Capacity {
+                        max_sandboxes: max_sandboxes.unwrap_or(host.max_sandboxes),
+                        max_memory_bytes: max_memory_mib
+                            .map_or(host.max_memory_bytes, |m| m.saturating_mul(1 << 20)),
+                    });
                 }
                 if let Some(d) = domain {
                     b = b.domain(d);
@@ -279,7 +297,6 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn open_store(dir: &std::path::Path) -> Result<Store, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     Store::open(dir).map_err(|e| e.to_string())
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use e2b_envd::ENVD_PORT;
 use e2b_envd::headers;
 use e2b_envd::http::types::{InitRequest, Metrics};
@@ -129,14 +129,7 @@ pub(crate) async fn init(
             Err(e) => return Err(EnvdError::Connect(e)),
         }
     };
-    let body = InitRequest {
-        access_token: token.map(str::to_owned),
-        default_user: Some(DEFAULT_USER.to_owned()),
-        env_vars: Some(env_vars.clone().into()),
-        timestamp: Some(Utc::now()),
-        ..InitRequest::default()
-    };
-    let body = serde_json::to_vec(&body)?;
+    let body = serde_json::to_vec(&init_request(token, env_vars, Utc::now()))?;
     let req = Request::post("/init")
         .header(http::header::HOST, format!("127.0.0.1:{ENVD_PORT}"))
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -154,6 +147,22 @@ pub(crate) async fn init(
         .and_then(|v| v.to_str().ok())
         .unwrap_or(envd::ENVD_VERSION)
         .to_owned())
+}
+
+/// The `/init` body: the access token (none clears it), the env vars, default user `user`
+/// and the host's time `now`.
+fn init_request(
+    token: Option<&str>,
+    env_vars: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> InitRequest {
+    InitRequest {
+        access_token: token.map(str::to_owned),
+        default_user: Some(DEFAULT_USER.to_owned()),
+        env_vars: Some(env_vars.clone().into()),
+        timestamp: Some(now),
+        ..InitRequest::default()
+    }
 }
 
 /// `(disk_used, disk_total)` in bytes from envd's `/metrics`; `None` when envd does not
@@ -183,4 +192,28 @@ pub(crate) async fn disk_usage(
         u64::try_from(metrics.disk_used?).ok()?,
         u64::try_from(metrics.disk_total?).ok()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_body_carries_token_env_user_and_time() {
+        let env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
+        let now = DateTime::parse_from_rfc3339("2026-11-30T05:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            serde_json::to_value(init_request(Some("tok"), &env, now)).unwrap(),
+            serde_json::json!({
+                "accessToken": "tok",
+                "defaultUser": "user",
+                "envVars": {"A": "1"},
+                "timestamp": "2026-11-30T05:00:00.500Z",
+            })
+        );
+        let body = serde_json::to_value(init_request(None, &BTreeMap::new(), now)).unwrap();
+        assert!(body.get("accessToken").is_none(), "{body}");
+    }
 }

@@ -26,6 +26,10 @@ use crate::isolation::{Limits, Runtime, RuntimeConfig};
 use crate::lifecycle::{Manager, ManagerConfig};
 use crate::state::Store;
 
+mod conn;
+
+pub use conn::{CLOSE_GRACE, HttpLimits};
+
 /// Environment variable names the official SDKs read (see [`RunningServer::env_vars`]).
 pub const ENV_API_URL: &str = "E2B_API_URL";
 /// See [`ENV_API_URL`].
@@ -129,6 +133,8 @@ pub struct ServerBuilder {
     limits: Limits,
     helper_exe: Option<PathBuf>,
     cgroup_parent: Option<String>,
+    capacity: Option<crate::lifecycle::Capacity>,
+    http_limits: HttpLimits,
 }
 
 impl Default for ServerBuilder {
@@ -141,11 +147,19 @@ impl Default for ServerBuilder {
             limits: default_limits(),
             helper_exe: None,
             cgroup_parent: None,
+            capacity: None,
+            http_limits: HttpLimits::default(),
         }
     }
 }
 
 impl ServerBuilder {
+    /// Admission limits of creates (default [`Capacity::from_host`](crate::lifecycle::Capacity::from_host)).
+    pub fn capacity(mut self, capacity: crate::lifecycle::Capacity) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
     /// Data directory (default [`default_data_dir`]).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -159,7 +173,8 @@ impl ServerBuilder {
     }
 
     /// Domain reported to SDKs; `<port>-<sandboxID>.<domain>` then reaches any port of a
-    /// sandbox through this listener (default `localhost:<listen port>`).
+    /// sandbox through this listener, and a Host naming any other domain is not routed
+    /// (default `localhost:<listen port>`).
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
         self.domain = Some(domain.into());
         self
@@ -188,6 +203,28 @@ impl ServerBuilder {
     /// Cgroup parent of all sandboxes (default `e2b-local`).
     pub fn cgroup_parent(mut self, name: impl Into<String>) -> Self {
         self.cgroup_parent = Some(name.into());
+        self
+    }
+
+    /// Timeouts and the per-peer connection cap of the listener (default
+    /// [`HttpLimits::default`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), e2b_local::ServerError> {
+    /// use e2b_local::server::HttpLimits;
+    ///
+    /// let server = e2b_local::Server::builder()
+    ///     .http_limits(HttpLimits {
+    ///         max_connections_per_peer: 2048,
+    ///         ..HttpLimits::default()
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn http_limits(mut self, limits: HttpLimits) -> Self {
+        self.http_limits = limits;
         self
     }
 
@@ -233,12 +270,13 @@ impl ServerBuilder {
                 max_lifetime: self.max_lifetime,
                 limits: self.limits,
                 domain: domain.clone(),
+                capacity: self
+                    .capacity
+                    .unwrap_or_else(crate::lifecycle::Capacity::from_host),
             },
         )?);
-        let reclaimed = mgr.recover().await;
-        if reclaimed > 0 {
-            tracing::info!("reclaimed {reclaimed} sandboxes of an earlier run");
-        }
+        // Listening does not wait for the earlier run's sandboxes to be reclaimed.
+        tokio::spawn(mgr.recover());
         let stop = CancellationToken::new();
         tokio::spawn(mgr.clone().run_evictor(stop.clone()));
         tokio::spawn(mgr.clone().run_reaper(stop.clone()));
@@ -250,18 +288,7 @@ impl ServerBuilder {
             rs,
             crate::router::route,
         ));
-        let stop2 = stop.clone();
-        // TCP_NODELAY: streamed envd events are small writes; with Nagle each would wait
-        // for the client's delayed ACK (~40 ms).
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop2.cancelled().await })
-                .await;
-        });
+        let task = tokio::spawn(conn::serve(listener, app, self.http_limits, stop.clone()));
         Ok(RunningServer {
             addr: local,
             api_key: mgr.api_key().to_owned(),

@@ -863,6 +863,8 @@ async fn restart_reclaims_sandboxes_of_a_crashed_server_and_keeps_paused_files()
 
     // ...and a new server reclaims it and marks it killed.
     let t = start_in(dir, Duration::from_secs(3600)).await;
+    // The server listens before the reclaim ends; what it leaves is checked once it is done.
+    t.server().manager().recovered().await;
     assert!(processes_of(&id).is_empty());
     assert!(!t.dir.path().join("sandboxes").join(&id).exists());
     let r = t.get(&format!("/sandboxes/{id}")).await;
@@ -953,5 +955,74 @@ async fn a_sandbox_whose_envd_dies_is_cleaned_up() {
         r.json::<Value>().await.unwrap(),
         support::not_found_502(&id)
     );
+    t.shutdown().await;
+}
+
+/// Defect 4: a 1 GiB upload to `/tmp` of a 512 MiB sandbox is refused with 507 when the
+/// sized tmpfs is full; envd (the OOM killer's last choice) and the sandbox live on, and
+/// processes envd starts get the ordinary score of 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+async fn a_large_upload_to_tmp_is_507_and_the_sandbox_lives() {
+    let t = start().await;
+    let sb = t.create(r#"{"templateID":"base","timeout":120}"#).await;
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    let envd_pids = processes_of(&id);
+    assert!(!envd_pids.is_empty());
+    // -1000 needs CAP_SYS_RESOURCE on the host; without it (a restricted host, reported by
+    // `Runtime::unavailable`) envd keeps the server's 0, still below its processes' 100.
+    let protected =
+        e2b_local::isolation::caps::effective_has(e2b_local::isolation::caps::cap::SYS_RESOURCE);
+    for pid in &envd_pids {
+        let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+        assert_eq!(
+            adj.trim(),
+            if protected { "-1000" } else { "0" },
+            "pid {pid}"
+        );
+    }
+    let chunk = bytes::Bytes::from(vec![0x5a_u8; 1 << 20]);
+    let body =
+        futures_util::stream::iter((0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = t
+        .envd(Method::POST, &id, "/files?path=/tmp/big.bin")
+        .header("X-Access-Token", &token)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(v["code"], 507, "{v}");
+    let message = v["message"].as_str().unwrap();
+    let attempted = message
+        .strip_prefix("attempted to write ")
+        .and_then(|m| m.strip_suffix(" bytes: not enough disk space available"))
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(attempted.parse::<u64>().is_ok(), "{message}");
+    // Alive: the sandbox, envd, and a new process with the ordinary score; the partial
+    // upload left nothing in /tmp.
+    assert_eq!(
+        t.get(&format!("/sandboxes/{id}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(processes_of(&id), envd_pids);
+    let mut resp = support::start_process(
+        &t,
+        &id,
+        &token,
+        r#"echo -n "$(cat /proc/self/oom_score_adj) $(ls -A /tmp | wc -l)""#,
+    )
+    .await;
+    let mut out = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        out.extend_from_slice(&c);
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains(r#""stdout":"MTAwIDA="}"#), "{text}"); // base64("100 0")
+    t.kill(&id).await;
     t.shutdown().await;
 }

@@ -463,19 +463,25 @@ root_test! {
         assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains("iso-attach"));
     }
 
-    fn without_limits_the_upper_directory_is_a_plain_directory() {
+    fn without_limits_the_upper_directory_is_on_a_nosuid_bind_mount() {
         let env = env(CG);
         let sb = spawn(env, "iso-nolimits", InitProgram::sandbox(["/bin/sleep", "infinity"]), Limits::default());
         let out = sh(&sb, "echo kept > /home/user/f; df --output=target,fstype / /tmp | tail -n 2 | tr -s ' '", &ExecOptions::user());
         assert_eq!(text(&out.stdout), "/ overlay\n/tmp tmpfs\n", "{}", text(&out.stderr));
         assert_eq!(std::fs::read_to_string(sb.upper_dir().join("home/user/f")).unwrap_or_default(), "kept\n");
+        // No budget: the upper directory is on the data directory's filesystem, through a
+        // nosuid,nodev bind mount of the sandbox's disk directory that kill removes.
         let disk = sb.dir().join("disk");
-        assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(disk.to_str().unwrap_or("?")));
+        let flags = nix::sys::statvfs::statvfs(&disk).unwrap_or_else(|e| panic!("statvfs: {e}")).flags();
+        assert!(flags.contains(nix::sys::statvfs::FsFlags::ST_NOSUID | nix::sys::statvfs::FsFlags::ST_NODEV), "{flags:?}");
+        let disk_mount = format!(" {} ", disk.to_str().unwrap_or("?"));
+        assert!(std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(&disk_mount));
         let stats = sb.stats();
         assert_eq!(stats.memory_limit_bytes, None, "{stats:?}");
         assert_eq!(sb.disk_usage(), None);
         sb.kill().unwrap_or_else(|e| panic!("kill: {e}"));
         assert!(!sb.dir().exists());
+        assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(&disk_mount));
     }
 
     fn setuid_programs_work_without_no_new_privs_and_not_with_it() {

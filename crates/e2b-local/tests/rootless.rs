@@ -37,6 +37,7 @@ fn rootless_notice(uid: u32, subuid: SubIdRange) -> String {
     )
 }
 
+const OOM_NOTICE: &str = "e2b-local: unavailable: keeping envd from the OOM killer (oom_score_adj -1000): lowering a score needs CAP_SYS_RESOURCE on the host (rootless mode or a restricted host); envd keeps the server's score and the processes it starts get 100, so they are still chosen first";
 const SUDO_NOTICE: &str = "e2b-local: unavailable: sudo and other setuid programs of the host's /usr inside sandboxes: in rootless mode they are owned by the host's root, an id outside the user namespace, so the kernel ignores their setuid bit; root inside also cannot modify such files";
 
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
@@ -428,7 +429,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
 
     // Start-up names what is unavailable, on stderr.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 4 && Instant::now() < deadline {
+    while t.notices().len() < 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cgroup_problem = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -449,6 +450,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
                 "e2b-local: unavailable: CPU, memory and pids limits: sandboxes run without them: no cgroup in rootless mode ({cgroup_problem}); run e2b-local as root, or pass --cgroup-parent a cgroup delegated to this user: on cgroup v2 one below user@<uid>.service with cpu, memory and pids enabled; on cgroup v1 a directory in each of the cpu, cpuacct, memory, pids and freezer hierarchies that root chowned to the user (with its cgroup.procs and tasks)"
             ),
             "e2b-local: unavailable: pause and resume (the cgroup freezer): pausing answers 501 and autoPause is refused: no cgroup in rootless mode".to_owned(),
+            OOM_NOTICE.to_owned(),
             SUDO_NOTICE.to_owned(),
         ]
     );
@@ -728,6 +730,16 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
     // The next server reclaims what the crashed one left (directories with files of
     // subordinate ids) and lists nothing running.
     let mut t = Rootless::start(data.path(), &home);
+    // It listens before the reclaim ends (in the background); wait for the reclaim.
+    let reclaim = Instant::now();
+    while std::fs::read_dir(data.path().join("sandboxes"))
+        .unwrap()
+        .count()
+        > 0
+        && reclaim.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         std::fs::read_dir(data.path().join("sandboxes"))
             .unwrap()
@@ -789,13 +801,17 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
     let mut t = Rootless::start_with(data.path(), &home, DELEGATED_PARENT);
     let http = http();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 2 && Instant::now() < deadline {
+    while t.notices().len() < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Only what a cgroup cannot fix is reported.
     assert_eq!(
         t.notices(),
-        vec![rootless_notice(uid, subuid), SUDO_NOTICE.to_owned()]
+        vec![
+            rootless_notice(uid, subuid),
+            OOM_NOTICE.to_owned(),
+            SUDO_NOTICE.to_owned()
+        ]
     );
     let api = |m: Method, path: &str| {
         http.request(m, format!("{}{path}", t.url))

@@ -3,6 +3,7 @@
 //! [`ConnectionConfig::from_env`] is the only place the SDK reads environment variables.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -52,6 +53,13 @@ const STABLE_HOST_DOMAINS: &[&str] = &[
 /// [`new`](Self::new); every value can then be overridden with a `with_*` setter. The API key
 /// is never shown by `Debug`.
 ///
+/// The control-plane client (and so its connection pool) is built once per configuration, on
+/// first use, and shared by the configuration's clones and every sandbox reached with them;
+/// a `with_*` setter gives the configuration a client of its own. Pooled connections are
+/// driven by the tokio runtime that opened them, so a configuration shared by several
+/// runtimes that come and go (one per test, say) should be re-made, or changed by a setter,
+/// in each.
+///
 /// ```
 /// use std::time::Duration;
 /// use e2b::ConnectionConfig;
@@ -72,6 +80,7 @@ pub struct ConnectionConfig {
     sandbox_url: Option<String>,
     debug: bool,
     request_timeout: Option<Duration>,
+    api_client: Arc<OnceLock<e2b_api::Client>>,
 }
 
 impl Default for ConnectionConfig {
@@ -91,6 +100,7 @@ impl ConnectionConfig {
             sandbox_url: None,
             debug: false,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            api_client: Arc::default(),
         }
     }
 
@@ -140,24 +150,28 @@ impl ConnectionConfig {
 
     /// Sets the API key.
     pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
+        self.api_client = Arc::default();
         self.api_key = Some(api_key.into());
         self
     }
 
     /// Sets the base domain, e.g. `e2b.app`.
     pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.api_client = Arc::default();
         self.domain = domain.into();
         self
     }
 
     /// Sets the control-plane URL, e.g. `http://127.0.0.1:3000`.
     pub fn with_api_url(mut self, api_url: impl Into<String>) -> Self {
+        self.api_client = Arc::default();
         self.api_url = Some(api_url.into());
         self
     }
 
     /// Sets the envd URL used for every sandbox (RPCs, `/files`, signed URLs).
     pub fn with_sandbox_url(mut self, sandbox_url: impl Into<String>) -> Self {
+        self.api_client = Arc::default();
         self.sandbox_url = Some(sandbox_url.into());
         self
     }
@@ -165,6 +179,7 @@ impl ConnectionConfig {
     /// Turns debug mode on or off: no control-plane calls for create/connect/kill, and envd at
     /// `http://localhost:49983` (or the sandbox URL) as sandbox [`DEBUG_SANDBOX_ID`].
     pub fn with_debug(mut self, debug: bool) -> Self {
+        self.api_client = Arc::default();
         self.debug = debug;
         self
     }
@@ -172,6 +187,7 @@ impl ConnectionConfig {
     /// Sets the timeout of each REST call, unary RPC and buffered file transfer; `None` (or
     /// zero) waits forever.
     pub fn with_request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.api_client = Arc::default();
         self.request_timeout = timeout.filter(|t| !t.is_zero());
         self
     }
@@ -255,8 +271,24 @@ impl ConnectionConfig {
         format!("https://{ENVD_PORT}-{sandbox_id}.{domain}")
     }
 
-    /// The control-plane client.
-    pub(crate) fn api_client(&self) -> Result<e2b_api::Client> {
+    /// This configuration with a control-plane client of its own, for a configuration handed
+    /// to callers that may each run their own runtime.
+    #[cfg(feature = "local")]
+    pub(crate) fn with_own_api_client(mut self) -> Self {
+        self.api_client = Arc::default();
+        self
+    }
+
+    /// The control-plane client, built on first use and shared by this configuration's clones.
+    pub(crate) fn api_client(&self) -> Result<&e2b_api::Client> {
+        if let Some(client) = self.api_client.get() {
+            return Ok(client);
+        }
+        let client = self.build_api_client()?;
+        Ok(self.api_client.get_or_init(|| client))
+    }
+
+    fn build_api_client(&self) -> Result<e2b_api::Client> {
         let Some(api_key) = &self.api_key else {
             return Err(Error::Authentication(crate::error::Context::new(format!(
                 "API key is required: set the {E2B_API_KEY} environment variable or call \
@@ -265,9 +297,7 @@ impl ConnectionConfig {
         };
         let url = self.api_url();
         check_url("the API URL", &url)?;
-        // The TLS configuration is shared process-wide (building one costs milliseconds); the
-        // client is not, because a reqwest client's pooled connections belong to the tokio
-        // runtime that opened them, and the blocking API runs a runtime per sandbox.
+        // The TLS configuration is shared process-wide (building one costs milliseconds).
         let tls = e2b_envd::tls_config()
             .map_err(|e| Error::Sandbox(crate::error::Context::new(e.to_string())))?;
         let http = e2b_api::ClientConfig::new(&url, api_key.clone())
@@ -399,6 +429,18 @@ mod tests {
         let e = ConnectionConfig::new().api_client().unwrap_err();
         assert!(e.is_authentication());
         assert!(e.to_string().contains("E2B_API_KEY"));
+    }
+
+    #[test]
+    fn one_api_client_per_config_shared_by_clones() {
+        let config = ConnectionConfig::new()
+            .with_api_key("e2b_1")
+            .with_api_url("http://127.0.0.1:1");
+        let first: *const e2b_api::Client = config.api_client().unwrap();
+        assert!(std::ptr::eq(first, config.api_client().unwrap()));
+        assert!(std::ptr::eq(first, config.clone().api_client().unwrap()));
+        let changed = config.clone().with_request_timeout(None);
+        assert!(!std::ptr::eq(first, changed.api_client().unwrap()));
     }
 
     #[test]

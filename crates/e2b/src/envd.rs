@@ -79,11 +79,6 @@ impl fmt::Debug for Envd {
     }
 }
 
-/// Installs rustls' ring provider unless one is installed (reqwest is built without one).
-pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl Envd {
     pub(crate) fn new(
         base_url: &str,
@@ -92,7 +87,6 @@ impl Envd {
         access_token: Option<String>,
         request_timeout: Option<Duration>,
     ) -> Result<Arc<Self>> {
-        install_crypto_provider();
         let mut headers = HeaderMap::new();
         let value = |v: &str, what: &str| {
             HeaderValue::from_str(v).map_err(|_| {
@@ -194,7 +188,7 @@ impl Envd {
     }
 
     /// Maps an RPC error; a transport failure first asks `/health` whether the sandbox is
-    /// still there (sdk-behavior §3.5).
+    /// still there (`docs/envd.md`).
     pub(crate) async fn rpc_error(&self, err: ConnectError) -> Error {
         if err.is_transport() && self.sandbox_gone().await {
             return Error::Timeout(
@@ -210,7 +204,7 @@ impl Envd {
         if !err.is_timeout() && !err.is_builder() && self.sandbox_gone().await {
             return Error::Timeout(Context::new(format!(
                 "{what} failed: {}: {}",
-                error::error_chain(&err),
+                e2b_envd::error_chain(&err),
                 error::SANDBOX_GONE
             )));
         }

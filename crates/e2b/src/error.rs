@@ -245,7 +245,8 @@ impl std::error::Error for Error {
 }
 
 // ---------------------------------------------------------------------------------------
-// Mapping from what the wire says to the classes (sdk-behavior.md §2.4, §3.5, §4.2).
+// Mapping from what the wire says to the classes: `docs/control-plane.md` (control plane)
+// and `docs/envd.md` (RPCs, `/files`).
 
 /// Appended to `unavailable` errors, as the SDKs do.
 pub(crate) const SANDBOX_TIMEOUT_HINT: &str = "This error is likely due to sandbox timeout. \
@@ -256,7 +257,8 @@ You can modify the sandbox timeout by passing 'timeout' when starting the sandbo
 pub(crate) const SANDBOX_GONE: &str =
     "The sandbox was killed or reached its end of life while the request was in flight.";
 
-/// From a Connect error of an envd RPC (§3.5). `not_found` keeps the server's message.
+/// From a Connect error of an envd RPC (`docs/envd.md`). `not_found` keeps the server's
+/// message.
 pub(crate) fn from_connect(err: &e2b_envd::ConnectError) -> Error {
     let code = err.code();
     let message = err.message();
@@ -292,7 +294,7 @@ pub(crate) fn from_connect(err: &e2b_envd::ConnectError) -> Error {
     }
 }
 
-/// From an error status of envd's `/files` (§4.2).
+/// From an error status of envd's `/files` (`docs/envd.md`).
 pub(crate) fn from_files_status(status: u16, message: &str) -> Error {
     let c = |text: String| Context::new(text).status(status);
     match status {
@@ -308,7 +310,8 @@ pub(crate) fn from_files_status(status: u16, message: &str) -> Error {
     }
 }
 
-/// From an error status of the control plane (§2.4). Per-call 404s are handled by callers.
+/// From an error status of the control plane (`docs/control-plane.md`). Per-call 404s are
+/// handled by callers.
 pub(crate) fn from_api_status(status: u16, message: &str) -> Error {
     let c = |text: String| Context::new(text).status(status);
     match status {
@@ -334,7 +337,7 @@ pub(crate) fn body_message(body: &[u8]) -> String {
 
 /// A reqwest failure before or while reading a response, with its cause chain.
 pub(crate) fn from_reqwest(what: &str, err: reqwest::Error) -> Error {
-    let text = error_chain(&err);
+    let text = e2b_envd::error_chain(&err);
     if err.is_timeout() {
         return Error::Timeout(
             Context::new(format!(
@@ -345,21 +348,6 @@ pub(crate) fn from_reqwest(what: &str, err: reqwest::Error) -> Error {
         );
     }
     Error::Sandbox(Context::new(format!("{what} failed: {text}")).source(err.without_url()))
-}
-
-/// An error's message plus its causes ("error sending request: connection refused").
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub mod blocking;
 pub mod local;
 
 mod envd;
-mod signature;
+mod percent;
 
 pub use commands::{
     CommandControl, CommandEvent, CommandHandle, CommandResult, Commands, ProcessInfo, RunOptions,

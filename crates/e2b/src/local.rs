@@ -129,8 +129,10 @@ impl LocalServer {
     }
 
     /// The configuration reaching this server: its API URL, sandbox URL, API key and domain.
+    /// Each call's configuration has its own API client, since the server outlives the
+    /// runtimes of its callers (see [`ConnectionConfig`]).
     pub fn config(&self) -> ConnectionConfig {
-        self.config.clone()
+        self.config.clone().with_own_api_client()
     }
 
     /// Where the server keeps its state.

@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use e2b::blocking::Sandbox;
-use e2b::{CommandEvent, PtyOptions, RunOptions, WatchOptions};
+use e2b::{CommandEvent, ConnectionConfig, PtyOptions, RunOptions, WatchOptions};
 
 fn sandbox(envd: &support::Envd) -> Sandbox {
     Sandbox::builder().config(envd.config()).create().unwrap()
@@ -52,6 +52,27 @@ fn commands_files_pty_watch() {
     assert_eq!(h.wait().unwrap().stdout, "streamed");
     assert!(!sbx.commands().kill(h.pid()).unwrap());
 
+    let mut h = sbx
+        .commands()
+        .run_background("echo r", RunOptions::new())
+        .unwrap();
+    assert_eq!(h.wait().unwrap().stdout, "r\n");
+    assert_eq!(h.result().map(|r| r.exit_code), Some(0));
+    let mut h = sbx
+        .commands()
+        .run_background("sleep 30", RunOptions::new())
+        .unwrap();
+    assert!(h.result().is_none());
+    let control = h.control();
+    assert_eq!(control.pid(), h.pid());
+    assert!(
+        std::thread::spawn(move || control.kill())
+            .join()
+            .unwrap()
+            .unwrap()
+    );
+    assert!(h.wait().is_err());
+
     let fs = sbx.files();
     fs.write(&format!("{base}/a.txt"), "hi").unwrap();
     assert_eq!(fs.read(&format!("{base}/a.txt")).unwrap(), "hi");
@@ -85,6 +106,12 @@ fn commands_files_pty_watch() {
         "The watcher is already stopped"
     );
 
+    let mut events = fs.watch_dir_events(&base, WatchOptions::new()).unwrap();
+    fs.write(&format!("{base}/s.txt"), "x").unwrap();
+    assert_eq!(events.next().unwrap().unwrap().name, "s.txt");
+    events.stop();
+    assert!(events.next().is_none());
+
     let mut term = sbx.pty().create(PtyOptions::new()).unwrap();
     term.send_stdin("echo pty-$((1+1)); exit\n").unwrap();
     let mut out = Vec::new();
@@ -110,4 +137,49 @@ fn blocking_inside_a_runtime_panics() {
     rt.block_on(async move {
         let _ = Sandbox::builder().config(config).create();
     });
+}
+
+/// Threads of this process named like the blocking runtime's (names are cut to 15 bytes).
+fn blocking_runtime_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| "e2b-blocking-runtime".starts_with(name.trim_end()))
+        .count()
+}
+
+#[test]
+fn control_plane_calls_by_id_share_one_runtime_thread() {
+    let server_runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = server_runtime.block_on(support::recording::start());
+    let config = ConnectionConfig::new()
+        .with_api_key("e2b_0123abcd")
+        .with_api_url(&server.base)
+        .with_sandbox_url(&server.base);
+    let builder = Sandbox::builder()
+        .config(config.clone())
+        .request_timeout(None);
+    assert_eq!(builder.connection_config().unwrap().request_timeout(), None);
+    let sbx = Sandbox::builder().config(config.clone()).create().unwrap();
+    let other = Sandbox::builder().config(config.clone()).create().unwrap();
+    assert_eq!(sbx.connection_config().api_url(), server.base);
+    assert_eq!(sbx.envd_api_url(), server.base);
+    assert_eq!(sbx.traffic_access_token(), None);
+
+    let info = Sandbox::get_info_by_id(&config, "sbx1").unwrap();
+    assert_eq!(info.sandbox_id, "sbx1");
+    Sandbox::set_timeout_by_id(&config, "sbx1", Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        server.log.find("POST", "/sandboxes/sbx1/timeout").json(),
+        serde_json::json!({"timeout": 30})
+    );
+    assert!(Sandbox::pause_by_id(&config, "sbx1").unwrap());
+    assert!(!Sandbox::pause_by_id(&config, "paused").unwrap());
+
+    let guard = other.kill_on_drop();
+    assert!(guard.kill().unwrap());
+    let guard = sbx.kill_on_drop();
+    let sbx = guard.into_inner();
+    assert!(sbx.kill().unwrap());
+    assert_eq!(blocking_runtime_threads(), 1);
 }

@@ -1,6 +1,7 @@
 //! End to end through the embedded local E2B host (`e2b::local`, e2b-local's server in this
 //! process): the REST lifecycle, pagination, signed URLs, pause/resume, and a sandbox killed
-//! while a command streams. Needs root (sandboxes use namespaces); CI runs as root.
+//! while a command streams. Needs root (sandboxes use namespaces), so every test is ignored
+//! unless asked for: `cargo test -p e2b --all-features --test local -- --ignored` as root.
 
 mod support;
 
@@ -10,23 +11,9 @@ use e2b::local::LocalServer;
 use e2b::{ConnectionConfig, RunOptions, Sandbox, SandboxQuery, SandboxState};
 use futures_util::TryStreamExt as _;
 
-fn local() -> Option<ConnectionConfig> {
-    if !is_root() {
-        eprintln!("skipping: the local host needs root");
-        return None;
-    }
-    Some(LocalServer::shared().expect("local server").config())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|v| v.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
+/// The process-wide embedded host's configuration.
+fn local() -> ConnectionConfig {
+    LocalServer::shared().expect("local server").config()
 }
 
 fn unique(prefix: &str) -> String {
@@ -42,8 +29,9 @@ fn rand_u32() -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
 async fn lifecycle_files_and_signed_urls() {
-    let Some(config) = local() else { return };
+    let config = local();
     let tag = unique("lifecycle");
     let sbx = Sandbox::builder()
         .config(config.clone())
@@ -79,8 +67,7 @@ async fn lifecycle_files_and_signed_urls() {
         .unwrap();
     let url = sbx.download_url("/tmp/signed.txt", None, None).unwrap();
     assert!(url.contains("signature=v1_"), "{url}");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = e2b_envd::http_client_builder().unwrap().build().unwrap();
     let body = http.get(&url).send().await.unwrap();
     assert_eq!(body.status(), 200);
     assert_eq!(body.text().await.unwrap(), "signed content");
@@ -131,8 +118,9 @@ async fn lifecycle_files_and_signed_urls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
 async fn list_paginates_over_more_sandboxes_than_the_limit() {
-    let Some(config) = local() else { return };
+    let config = local();
     let tag = unique("paging");
     let mut created = Vec::new();
     for _ in 0..3 {
@@ -177,8 +165,9 @@ async fn list_paginates_over_more_sandboxes_than_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
 async fn a_sandbox_killed_mid_stream_is_a_timeout() {
-    let Some(config) = local() else { return };
+    let config = local();
     let sbx = Sandbox::builder()
         .config(config.clone())
         .create()
@@ -210,8 +199,9 @@ async fn a_sandbox_killed_mid_stream_is_a_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
 async fn pause_and_resume_through_connect() {
-    let Some(config) = local() else { return };
+    let config = local();
     let sbx = Sandbox::builder()
         .config(config.clone())
         .create()
@@ -236,8 +226,9 @@ async fn pause_and_resume_through_connect() {
 }
 
 #[test]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
 fn blocking_api_on_the_local_host() {
-    let Some(config) = local() else { return };
+    let config = local();
     let sbx = e2b::blocking::Sandbox::builder()
         .config(config)
         .create()

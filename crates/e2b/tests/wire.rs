@@ -1,5 +1,5 @@
 //! The exact requests the SDK sends, checked against a recording server that answers as E2B's
-//! API and envd do (sdk-behavior.md §1–§4).
+//! API and envd do (`docs/control-plane.md`, `docs/envd.md`).
 
 mod support;
 
@@ -35,18 +35,87 @@ async fn create_sends_new_sandbox_json_with_key_and_user_agent() {
     assert_eq!(sbx.sandbox_domain(), "e2b.app");
     assert_eq!(sbx.get_host(3000), "3000-sbx1.e2b.app");
 
-    let r = server.log.find("POST", "/sandboxes");
+    let r = server.log.find("POST", "/v2/sandboxes");
     assert_eq!(r.header("x-api-key"), Some("e2b_0123abcd"));
+    let key = r.header("idempotency-key").unwrap();
+    assert!((1..=255).contains(&key.len()));
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    );
     assert_eq!(r.header("user-agent"), Some(UA));
     assert_eq!(r.header("content-type"), Some("application/json"));
     let body = r.json();
     assert_eq!(body["templateID"], "my-template");
     assert_eq!(body["timeout"], 120);
-    assert_eq!(body["secure"], true);
+    // v2 creates are always secured: there is no `secure` field.
+    assert!(body.get("secure").is_none());
     assert_eq!(body["allow_internet_access"], false);
     assert_eq!(body["metadata"], serde_json::json!({"k": "v"}));
     assert_eq!(body["envVars"], serde_json::json!({"A": "1"}));
     assert_eq!(body["autoPause"], false);
+}
+
+#[tokio::test]
+async fn a_busy_create_is_retried_with_the_same_idempotency_key() {
+    let server = support::recording::start().await;
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .template("busy")
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(sbx.sandbox_id(), "sbx1");
+    let creates: Vec<_> = server
+        .log
+        .all()
+        .into_iter()
+        .filter(|r| r.path == "/v2/sandboxes")
+        .collect();
+    assert_eq!(creates.len(), 3);
+    let key = creates[0].header("idempotency-key").unwrap();
+    assert!(
+        creates
+            .iter()
+            .all(|r| r.header("idempotency-key") == Some(key))
+    );
+
+    // A second create is another sandbox: another key.
+    server.log.clear();
+    Sandbox::builder()
+        .config(config(&server))
+        .template("busy")
+        .create()
+        .await
+        .unwrap();
+    let other = server.log.find("POST", "/v2/sandboxes");
+    assert_ne!(other.header("idempotency-key"), Some(key));
+}
+
+#[tokio::test]
+async fn should_retry_false_is_not_retried() {
+    let server = support::recording::start().await;
+    let err = Sandbox::builder()
+        .config(config(&server))
+        .template("refused")
+        .create()
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "503: do not retry");
+    assert_eq!(server.log.paths(), ["POST /v2/sandboxes"]);
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_request_timeout_is_not_waited_for() {
+    let server = support::recording::start().await;
+    let err = Sandbox::builder()
+        .config(config(&server))
+        .template("later")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limit(), "{err}");
+    assert_eq!(server.log.paths(), ["POST /v2/sandboxes"]);
 }
 
 #[tokio::test]
@@ -59,7 +128,7 @@ async fn lifecycle_calls_and_their_statuses() {
         .connect("sbx1")
         .await
         .unwrap();
-    let r = server.log.find("POST", "/sandboxes/sbx1/connect");
+    let r = server.log.find("POST", "/v2/sandboxes/sbx1/connect");
     assert_eq!(r.json(), serde_json::json!({"timeout": 60}));
 
     let err = Sandbox::builder()

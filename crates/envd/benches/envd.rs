@@ -114,7 +114,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let json = ProcessClient::new(Client::builder(base.clone()).build().unwrap());
         let proto = ProcessClient::new(
             Client::builder(base.clone())

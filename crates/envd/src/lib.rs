@@ -2,9 +2,9 @@
 #![cfg(target_os = "linux")]
 
 pub mod auth;
-pub mod error;
 pub mod fs;
 pub mod http;
+pub mod os_error;
 pub mod paths;
 pub mod process;
 pub mod rpc;
@@ -95,7 +95,7 @@ impl Envd {
 /// CORS as upstream: any origin and header; HEAD/GET/POST/PUT/PATCH/DELETE; Connect and a few
 /// standard headers exposed; preflights cached for 2 h.
 fn cors() -> CorsLayer {
-    use ::http::{HeaderName, Method};
+    use ::http::{HeaderName, Method, header};
     CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
@@ -111,9 +111,9 @@ fn cors() -> CorsLayer {
             HeaderName::from_static("grpc-status"),
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
-            HeaderName::from_static("location"),
-            HeaderName::from_static("cache-control"),
-            HeaderName::from_static("x-content-type-options"),
+            header::LOCATION,
+            header::CACHE_CONTROL,
+            header::X_CONTENT_TYPE_OPTIONS,
         ])
         .max_age(std::time::Duration::from_secs(7200))
 }

@@ -11,7 +11,19 @@ pub enum PathError {
     /// `~name` forms name another user's home, which envd does not expand.
     #[error("path '{0}' is invalid: cannot expand another user's home directory")]
     OtherUsersHome(String),
+    /// No C string, so no system call, can hold a NUL byte.
+    #[error("path '{}' is invalid: it contains a NUL byte", .0.escape_debug())]
+    ContainsNul(String),
+    /// A component over `NAME_MAX` (255 bytes) or a path over `PATH_MAX` (4096 bytes), which
+    /// every system call on it would refuse with `ENAMETOOLONG`.
+    #[error("path '{0}' is invalid: {1}")]
+    TooLong(String, &'static str),
 }
+
+/// Linux's `NAME_MAX`: the longest file name, in bytes.
+const NAME_MAX: usize = 255;
+/// Linux's `PATH_MAX`: the longest path, in bytes, with its terminating NUL.
+const PATH_MAX: usize = 4096;
 
 /// Resolves `path` for `user`:
 /// - empty: `default_workdir` if set, else the user's home;
@@ -20,8 +32,34 @@ pub enum PathError {
 /// - relative: joined onto the user's home.
 ///
 /// # Errors
-/// [`PathError::OtherUsersHome`] for `~name` paths.
+/// [`PathError::OtherUsersHome`] for `~name` paths; [`PathError::ContainsNul`] and
+/// [`PathError::TooLong`] for paths no system call accepts, so they are client errors rather
+/// than failures of the operation.
 pub fn expand_and_resolve(
+    path: &str,
+    user: &User,
+    default_workdir: Option<&Path>,
+) -> Result<PathBuf, PathError> {
+    let resolved = resolve_unchecked(path, user, default_workdir)?;
+    let bytes = resolved.as_os_str().len();
+    if path.contains('\0') {
+        Err(PathError::ContainsNul(path.to_owned()))
+    } else if bytes >= PATH_MAX {
+        Err(PathError::TooLong(
+            format!("{}...", path.chars().take(64).collect::<String>()),
+            "it is longer than 4095 bytes",
+        ))
+    } else if resolved.iter().any(|c| c.len() > NAME_MAX) {
+        Err(PathError::TooLong(
+            path.to_owned(),
+            "a file name in it is longer than 255 bytes",
+        ))
+    } else {
+        Ok(resolved)
+    }
+}
+
+fn resolve_unchecked(
     path: &str,
     user: &User,
     default_workdir: Option<&Path>,
@@ -96,5 +134,15 @@ mod tests {
             r("~root/x", None),
             Err(PathError::OtherUsersHome("~root/x".into()))
         );
+        assert_eq!(r("a\0b", None), Err(PathError::ContainsNul("a\0b".into())));
+        assert!(matches!(
+            r(&"a".repeat(256), None),
+            Err(PathError::TooLong(..))
+        ));
+        assert!(r(&"a".repeat(255), None).is_ok());
+        assert!(matches!(
+            r(&"a/".repeat(2100), None),
+            Err(PathError::TooLong(..))
+        ));
     }
 }

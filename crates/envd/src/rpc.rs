@@ -10,12 +10,11 @@ use axum::Router;
 use base64::Engine as _;
 use e2b_envd::pb::filesystem as fpb;
 use e2b_envd::pb::process as ppb;
-use e2b_envd::{Code as WireCode, ConnectError, Request, Streaming};
+use e2b_envd::{Code, ConnectError, Request, Streaming};
 use futures_util::{Stream, StreamExt as _};
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use crate::error::{Code, RpcError};
 use crate::fs::watch::{DirWatcher, FsEvent, FsEventKind, WatchSpec};
 use crate::fs::{self, Entry, FileKind};
 use crate::paths::expand_and_resolve;
@@ -27,22 +26,6 @@ use crate::users::User;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(90);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, ConnectError>> + Send + 'static>>;
-
-impl From<RpcError> for ConnectError {
-    fn from(e: RpcError) -> Self {
-        let code = match e.code {
-            Code::NotFound => WireCode::NotFound,
-            Code::AlreadyExists => WireCode::AlreadyExists,
-            Code::InvalidArgument => WireCode::InvalidArgument,
-            Code::FailedPrecondition => WireCode::FailedPrecondition,
-            Code::Unauthenticated => WireCode::Unauthenticated,
-            Code::Unimplemented => WireCode::Unimplemented,
-            Code::Internal => WireCode::Internal,
-            Code::Unknown => WireCode::Unknown,
-        };
-        ConnectError::new(code, e.message)
-    }
-}
 
 /// Both services on one router.
 pub fn router(state: Arc<State>) -> Router {
@@ -87,22 +70,21 @@ impl Service {
     fn user(&self, headers: &HeaderMap) -> Result<User, ConnectError> {
         self.state
             .user(basic_auth_user(headers).as_deref())
-            .map_err(|e| ConnectError::new(WireCode::Unauthenticated, e.to_string()))
+            .map_err(|e| ConnectError::new(Code::Unauthenticated, e.to_string()))
     }
 
     fn resolve(&self, path: &str, user: &User) -> Result<PathBuf, ConnectError> {
         expand_and_resolve(path, user, self.state.defaults().workdir.as_deref())
-            .map_err(|e| ConnectError::new(WireCode::InvalidArgument, e.to_string()))
+            .map_err(|e| ConnectError::new(Code::InvalidArgument, e.to_string()))
     }
 
     /// Runs blocking filesystem work off the async threads.
     async fn blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
+        f: impl FnOnce() -> Result<T, ConnectError> + Send + 'static,
     ) -> Result<T, ConnectError> {
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| ConnectError::new(WireCode::Internal, format!("task failed: {e}")))?
-            .map_err(ConnectError::from)
+            .map_err(|e| ConnectError::new(Code::Internal, format!("task failed: {e}")))?
     }
 }
 
@@ -111,7 +93,7 @@ fn selector(s: Option<ppb::ProcessSelector>) -> Result<Selector, ConnectError> {
         Some(ppb::process_selector::Selector::Pid(p)) => Ok(Selector::Pid(p)),
         Some(ppb::process_selector::Selector::Tag(t)) => Ok(Selector::Tag(t)),
         None => Err(ConnectError::new(
-            WireCode::Unimplemented,
+            Code::Unimplemented,
             "invalid process selector: neither pid nor tag set",
         )),
     }
@@ -122,7 +104,7 @@ fn input(i: Option<ppb::ProcessInput>) -> Result<Input, ConnectError> {
         Some(ppb::process_input::Input::Stdin(b)) => Ok(Input::Stdin(b.into())),
         Some(ppb::process_input::Input::Pty(b)) => Ok(Input::Pty(b.into())),
         None => Err(ConnectError::new(
-            WireCode::Unimplemented,
+            Code::Unimplemented,
             "invalid input type: neither stdin nor pty set",
         )),
     }
@@ -286,10 +268,13 @@ impl ppb::process_server::Process for Service {
         let mut target = None;
         while let Some(msg) = stream.next().await {
             let msg = msg.map_err(|e| {
-                ConnectError::new(
-                    WireCode::Unknown,
-                    format!("error reading input stream: {}", e.message()),
-                )
+                // A malformed or oversized message is the client's error and keeps its code;
+                // `unknown` (as in E2B) is for a stream that broke.
+                let code = match e.code() {
+                    Code::InvalidArgument | Code::ResourceExhausted => e.code(),
+                    _ => Code::Unknown,
+                };
+                ConnectError::new(code, format!("error reading input stream: {}", e.message()))
             })?;
             match msg.event {
                 Some(E::Start(s)) => {
@@ -298,7 +283,7 @@ impl ppb::process_server::Process for Service {
                 Some(E::Data(d)) => {
                     let Some(p) = &target else {
                         return Err(ConnectError::new(
-                            WireCode::FailedPrecondition,
+                            Code::FailedPrecondition,
                             "input stream sent data before a start event selecting the process",
                         ));
                     };
@@ -331,7 +316,7 @@ impl ppb::process_server::Process for Service {
             Ok(ppb::Signal::Sigterm) => nix::sys::signal::Signal::SIGTERM,
             _ => {
                 return Err(ConnectError::new(
-                    WireCode::Unimplemented,
+                    Code::Unimplemented,
                     format!(
                         "invalid signal {}: only SIGTERM and SIGKILL are supported",
                         msg.signal
@@ -410,7 +395,7 @@ fn watch_stream(watcher: DirWatcher, interval: Duration) -> BoxStream<fpb::Watch
                     next_ka = Instant::now() + interval;
                     match ev? {
                         Ok(ev) => Some((Ok(wrap(W::Filesystem(pb_fs_event(ev)))), (w, next_ka, false))),
-                        Err(e) => Some((Err(ConnectError::from(e)), (w, next_ka, true))),
+                        Err(e) => Some((Err(e), (w, next_ka, true))),
                     }
                 }
                 () = tokio::time::sleep_until(next_ka) => {

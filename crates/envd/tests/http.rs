@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder};
 use base64::Engine as _;
-use common::{Envd, http, is_root, test_user};
+use common::{Envd, current_user, http, is_root, test_user};
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
@@ -550,14 +550,16 @@ async fn files_signatures() {
     .await
     .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    // Valid read signature with a future expiration and a username.
+    // Valid read signature with a future expiration and a username (the tests' own: a non-root
+    // envd acts only as itself).
     let exp = chrono::Utc::now().timestamp() + 60;
+    let me = current_user();
     let r = c
         .get(&files)
         .query(&[
             ("path", path.clone()),
-            ("username", "root".to_owned()),
-            ("signature", sign(&path, "read", "root", token, Some(exp))),
+            ("username", me.clone()),
+            ("signature", sign(&path, "read", &me, token, Some(exp))),
             ("signature_expiration", exp.to_string()),
         ])
         .send()
@@ -610,11 +612,8 @@ async fn files_signatures() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts a tmpfs"]
 async fn files_disk_full_is_507() {
-    if !is_root() {
-        eprintln!("skipping: needs root to mount a tmpfs");
-        return;
-    }
     let envd = Envd::start(&[]);
     let c = http();
     let dir = tempfile::tempdir().unwrap();
@@ -634,7 +633,10 @@ async fn files_disk_full_is_507() {
         .unwrap();
     let status = r.status();
     let b: serde_json::Value = r.json().await.unwrap();
+    // The new file is removed again and the staged content freed.
+    let left = std::fs::read_dir(&mnt).unwrap().count();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert_eq!(left, 0);
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(b["code"], 507);
     assert!(
@@ -647,11 +649,8 @@ async fn files_disk_full_is_507() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: creates a user"]
 async fn files_as_another_user_are_owned_by_it() {
-    if !is_root() {
-        eprintln!("skipping: needs root to create a user");
-        return;
-    }
     let (name, uid, gid, home) = test_user();
     let envd = Envd::start(&[]);
     let c = http();
@@ -774,4 +773,237 @@ async fn bad_input_gets_documented_errors() {
         b["message"],
         "invalid signature_expiration 'soon': not an integer"
     );
+}
+
+/// Defect 9: paths no system call accepts are the client's error (400), not 500.
+#[tokio::test]
+async fn files_bad_paths_are_client_errors() {
+    let envd = Envd::start(&[]);
+    let c = http();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
+    let files = format!("{}/files", envd.base);
+    let long = format!("{root}/{}", "n".repeat(300));
+    let (s, b) = json_error(
+        c.post(&files)
+            .query(&[("path", &long)])
+            .header("content-type", "application/octet-stream")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // Refused by the path check before any system call.
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["code"], 400, "{b}");
+    // Through the errno mapping: a symlink loop is ELOOP, the client's to fix.
+    let looped = format!("{root}/loop");
+    std::os::unix::fs::symlink("loop", &looped).unwrap();
+    let (s, b) = json_error(
+        c.post(&files)
+            .query(&[("path", &looped)])
+            .header("content-type", "application/octet-stream")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b,
+        serde_json::json!({"code": 400, "message": format!("error opening {looped}: Too many levels of symbolic links (os error 40)")})
+    );
+    let (s, b) = json_error(
+        c.get(&files)
+            .query(&[("path", &looped)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b,
+        serde_json::json!({"code": 400, "message": format!("error checking path '{looped}': Too many levels of symbolic links (os error 40)")})
+    );
+    let nul = format!("{root}/a\0b");
+    let (s, b) = json_error(
+        c.post(&files)
+            .query(&[("path", &nul)])
+            .header("content-type", "application/octet-stream")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["code"], 400);
+    assert!(b["message"].as_str().unwrap().contains("NUL byte"), "{b}");
+    // Nothing but the loop was created.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// Defect 12: an upload cut off part-way leaves the old file, and no temporary file.
+#[tokio::test]
+async fn interrupted_upload_keeps_the_old_file() {
+    let envd = Envd::start(&[]);
+    let c = http();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("keep.txt");
+    std::fs::write(&target, b"old bytes").unwrap();
+    let chunk = bytes::Bytes::from(vec![0x61_u8; 1024 * 1024]);
+    // Three chunks, then the body breaks: the client aborts the request.
+    let stream = futures_util::stream::iter((0..4).map(move |i| {
+        if i < 3 {
+            Ok(chunk.clone())
+        } else {
+            Err(std::io::Error::other("connection cut"))
+        }
+    }));
+    let r = c
+        .post(format!("{}/files", envd.base))
+        .query(&[("path", target.to_str().unwrap())])
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    assert!(r.is_err() || r.is_ok_and(|r| r.status() == StatusCode::BAD_REQUEST));
+    // envd notices the broken body on its own schedule.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_dir(dir.path()).unwrap().count() > 1 && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"old bytes");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["keep.txt"]);
+}
+
+/// Defect 12: replacing a file through a temporary keeps what writing it in place kept:
+/// mode, other extended attributes, symlinks at the path, hard links.
+#[tokio::test]
+async fn upload_replaces_files_as_an_in_place_write_would() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let envd = Envd::start(&[]);
+    let c = http();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let upload = |path: std::path::PathBuf, body: &'static str| {
+        c.post(format!("{}/files", envd.base))
+            .query(&[("path", path.to_str().unwrap().to_owned())])
+            .header("content-type", "application/octet-stream")
+            .header("x-metadata-k", "new")
+            .body(body)
+            .send()
+    };
+    // Mode and attributes.
+    let f = root.join("f.txt");
+    std::fs::write(&f, b"old").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    xattr::set(&f, "user.other", b"kept").unwrap();
+    xattr::set(&f, "user.e2b.stale", b"gone").unwrap();
+    assert_eq!(
+        upload(f.clone(), "new").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), b"new");
+    assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o7777, 0o640);
+    assert_eq!(
+        xattr::get(&f, "user.other").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(xattr::get(&f, "user.e2b.stale").unwrap(), None);
+    assert_eq!(
+        xattr::get(&f, "user.e2b.k").unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    // A symlink at the path stays a symlink; its target gets the content.
+    let real = root.join("real.txt");
+    let link = root.join("link.txt");
+    std::fs::write(&real, b"old").unwrap();
+    std::os::unix::fs::symlink("real.txt", &link).unwrap();
+    assert_eq!(
+        upload(link.clone(), "via link").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&real).unwrap(), b"via link");
+    // A dangling symlink gets its target created.
+    let dangling = root.join("dangling");
+    std::os::unix::fs::symlink("created.txt", &dangling).unwrap();
+    assert_eq!(
+        upload(dangling.clone(), "made").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(std::fs::read(root.join("created.txt")).unwrap(), b"made");
+    // Hard links share the new content, in the same inode.
+    let a = root.join("a.txt");
+    let b = root.join("b.txt");
+    std::fs::write(&a, b"old").unwrap();
+    std::fs::hard_link(&a, &b).unwrap();
+    let ino = std::fs::metadata(&a).unwrap().ino();
+    assert_eq!(
+        upload(a.clone(), "shared").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(std::fs::read(&b).unwrap(), b"shared");
+    assert_eq!(std::fs::metadata(&a).unwrap().ino(), ino);
+    assert_eq!(
+        xattr::get(&b, "user.e2b.k").unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    // No temporary file is left anywhere.
+    let mut names: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "a.txt",
+            "b.txt",
+            "created.txt",
+            "dangling",
+            "f.txt",
+            "link.txt",
+            "real.txt"
+        ]
+    );
+}
+
+/// Defect 12, ownership: an existing file of another user is given to the uploading user,
+/// as the in-place write did.
+#[tokio::test]
+#[ignore = "needs root: creates a user"]
+async fn upload_over_another_users_file_gives_it_to_the_uploader() {
+    let (name, uid, gid, home) = test_user();
+    let envd = Envd::start(&[]);
+    let path = format!("{home}/replaced.txt");
+    std::fs::write(&path, b"root's").unwrap();
+    std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+    let r = http()
+        .post(format!("{}/files", envd.base))
+        .query(&[("path", path.as_str()), ("username", &name)])
+        .header("content-type", "application/octet-stream")
+        .body("mine")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let md = std::fs::metadata(&path).unwrap();
+    assert_eq!((md.uid(), md.gid()), (uid, gid));
+    assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+    std::fs::remove_file(&path).unwrap();
 }

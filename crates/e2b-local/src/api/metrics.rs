@@ -1,10 +1,16 @@
 //! Metrics: `GET /sandboxes/{id}/metrics` and `GET /sandboxes/metrics`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use axum::Json;
+use axum::extract::State;
 use chrono::Utc;
 use e2b_api::types;
 
+use super::AppState;
+use super::error::ApiError;
+use super::request::{Path, Query, QueryPairs, live, query_get, sandbox_id};
 use crate::envd_client;
 use crate::isolation::Limits;
 use crate::lifecycle::{Live, Manager, lock};
@@ -77,4 +83,49 @@ pub(crate) fn host_mem_total() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// `GET /sandboxes/{sandboxID}/metrics`: the current sample.
+pub(super) async fn metrics(
+    State(m): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<QueryPairs>,
+) -> Result<Json<Vec<types::SandboxMetric>>, ApiError> {
+    for key in ["start", "end"] {
+        if let Some(v) = query_get(&q, key).filter(|v| v.parse::<i64>().is_err()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid {key} \"{v}\": expected unix seconds"
+            )));
+        }
+    }
+    let l = live(&m, &id)?;
+    Ok(Json(vec![sample(&m, &l).await]))
+}
+
+/// `GET /sandboxes/metrics?sandbox_ids=a,b`.
+pub(super) async fn metrics_many(
+    State(m): State<AppState>,
+    Query(q): Query<QueryPairs>,
+) -> Result<Json<types::SandboxesWithMetrics>, ApiError> {
+    let ids = query_get(&q, "sandbox_ids")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("query parameter sandbox_ids is required"))?;
+    let ids: Vec<&str> = ids.split(',').collect();
+    if ids.len() > 100 {
+        return Err(ApiError::bad_request(format!(
+            "too many sandbox_ids: {} (at most 100)",
+            ids.len()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for raw in ids {
+        let id = sandbox_id(raw)?;
+        if let Some(l) = m
+            .get(&id)
+            .filter(|l| l.record().state == SandboxState::Running)
+        {
+            out.insert(id, sample(&m, &l).await);
+        }
+    }
+    Ok(Json(types::SandboxesWithMetrics { sandboxes: out }))
 }

@@ -2,63 +2,91 @@
 //!
 //! Owns request validation, the API key check and the `{code, message}` error bodies. Does
 //! not own the sandbox lifecycle ([`lifecycle`](crate::lifecycle)), isolation (the runtime)
-//! or envd traffic ([`router`](crate::router)).
+//! or envd traffic ([`router`](crate::router)). Requests and responses are
+//! `e2b_api::types`; every failure is an [`ApiError`].
+//!
+//! One module per resource: `sandboxes` (lifecycle operations), `list`, `logs`, `metrics`,
+//! `templates`; `request` reads bodies, queries and path ids, `bodies` builds responses,
+//! `auth` checks the API key.
 
+mod auth;
+mod bodies;
 pub mod error;
-pub mod handlers;
+mod list;
+mod logs;
 mod metrics;
+mod request;
+mod sandboxes;
+mod templates;
+
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http::StatusCode;
 
 pub use error::ApiError;
 
-use handlers::AppState;
+use crate::lifecycle::Manager;
 
-async fn require_key(State(m): State<AppState>, req: Request, next: Next) -> Response {
-    match handlers::check_key(&m, req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
-}
+/// Shared state of the handlers.
+pub type AppState = Arc<Manager>;
 
 /// Every control-plane route, behind the API key check; unknown paths get a 404 body.
 pub fn router(m: AppState) -> Router {
-    use handlers as h;
     let authed = Router::new()
-        .route("/sandboxes", post(h::create_v1).get(h::list_v1))
-        .route("/v2/sandboxes", post(h::create_v2).get(h::list_v2))
-        .route("/sandboxes/metrics", get(h::metrics_many))
-        .route("/sandboxes/{id}", get(h::get_sandbox).delete(h::kill))
-        .route("/sandboxes/{id}/logs", get(h::logs_v1))
-        .route("/v2/sandboxes/{id}/logs", get(h::logs_v2))
-        .route("/sandboxes/{id}/metrics", get(h::metrics))
-        .route("/sandboxes/{id}/pause", post(h::pause))
-        .route("/sandboxes/{id}/resume", post(h::resume))
-        .route("/sandboxes/{id}/connect", post(h::connect_v1))
-        .route("/v2/sandboxes/{id}/connect", post(h::connect_v2))
-        .route("/sandboxes/{id}/timeout", post(h::set_timeout))
-        .route("/sandboxes/{id}/refreshes", post(h::refresh))
-        .route("/templates", get(h::templates))
+        .route("/sandboxes", post(sandboxes::create_v1).get(list::list_v1))
+        .route(
+            "/v2/sandboxes",
+            post(sandboxes::create_v2).get(list::list_v2),
+        )
+        .route("/sandboxes/metrics", get(metrics::metrics_many))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get_sandbox).delete(sandboxes::kill),
+        )
+        .route("/sandboxes/{id}/logs", get(logs::logs_v1))
+        .route("/v2/sandboxes/{id}/logs", get(logs::logs_v2))
+        .route("/sandboxes/{id}/metrics", get(metrics::metrics))
+        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/sandboxes/{id}/connect", post(sandboxes::connect_v1))
+        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect_v2))
+        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
+        .route("/templates", get(templates::templates))
         .route(
             "/templates/{id}",
-            get(h::template).delete(h::delete_template),
+            get(templates::template).delete(templates::delete_template),
         )
-        .route_layer(axum::middleware::from_fn_with_state(m.clone(), require_key))
+        .route_layer(axum::middleware::from_fn_with_state(
+            m.clone(),
+            auth::require_key,
+        ))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
-        .route("/health", get(h::health))
+        .route("/health", get(health))
+        // Applies to the routes added so far; `authed` has its own.
+        .method_not_allowed_fallback(method_not_allowed)
         .merge(authed)
-        .fallback(h::fallback)
+        .fallback(fallback)
         .with_state(m)
 }
 
+/// `GET /health` of the control plane (envd's `/health` is routed by header).
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Any other path: 404 with a `{code, message}` body.
+async fn fallback(method: http::Method, uri: http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+/// A known path with a method it does not serve: 405 with a `{code, message}` body.
 async fn method_not_allowed(method: http::Method, uri: http::Uri) -> ApiError {
     ApiError::new(
-        http::StatusCode::METHOD_NOT_ALLOWED,
+        StatusCode::METHOD_NOT_ALLOWED,
         format!("method {method} is not allowed on {}", uri.path()),
     )
 }

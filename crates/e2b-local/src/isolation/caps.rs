@@ -24,10 +24,27 @@ pub mod cap {
     pub const SYS_MODULE: u32 = 16;
     pub const SYS_CHROOT: u32 = 18;
     pub const SYS_PTRACE: u32 = 19;
+    pub const SYS_RESOURCE: u32 = 24;
     pub const SYS_ADMIN: u32 = 21;
     pub const MKNOD: u32 = 27;
     pub const AUDIT_WRITE: u32 = 29;
     pub const SETFCAP: u32 = 31;
+}
+
+/// Whether this process has capability `cap` in its effective set (`CapEff` of
+/// `/proc/self/status`; false when it cannot be read).
+pub fn effective_has(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << cap) != 0)
 }
 
 /// Capabilities root keeps inside a sandbox, with the reason.

@@ -48,11 +48,15 @@ pub enum Error {
     /// Removing a sandbox's directory failed.
     #[error("remove {0}: {1}")]
     RemoveDir(PathBuf, #[source] io::Error),
-    /// Mounting the size-limited tmpfs that holds a sandbox's upper directory failed.
-    #[error("mount the disk tmpfs at {0}: {1}")]
+    /// Mounting the disk that holds a sandbox's upper directory (a size-limited tmpfs, or a
+    /// `nosuid,nodev` bind mount) failed.
+    #[error("mount the sandbox disk at {0}: {1}")]
     MountDisk(PathBuf, #[source] io::Error),
-    /// Unmounting a sandbox's disk tmpfs failed.
-    #[error("unmount the disk tmpfs at {0}: {1}")]
+    /// Moving a sandbox's upper directory aside (to keep a paused sandbox's files) failed.
+    #[error("save the upper directory {0}: {1}")]
+    SaveUpper(PathBuf, #[source] io::Error),
+    /// Unmounting a sandbox's disk failed.
+    #[error("unmount the sandbox disk at {0}: {1}")]
     UnmountDisk(PathBuf, #[source] io::Error),
     /// A cgroup operation failed.
     #[error("cgroup {step} for {path}: {source}")]
@@ -138,6 +142,10 @@ pub enum Error {
     /// Serializing the helper configuration failed.
     #[error("encode helper config: {0}")]
     Encode(#[source] serde_json::Error),
+
+    /// Setting the helper's `oom_score_adj` (inherited by the init and the program) failed.
+    #[error("set oom_score_adj to -1000: {0}")]
+    OomScoreAdj(#[source] io::Error),
 
     // Steps that run inside the new namespaces (reported through the status pipe).
     /// `clone` with the new namespaces failed.

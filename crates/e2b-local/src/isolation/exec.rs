@@ -83,6 +83,9 @@ pub struct InitConfig {
     pub no_new_privs: bool,
     /// Run a minimal reaping init as pid 1 and the program as its child.
     pub reaper: bool,
+    /// Make the init and the program the OOM killer's last choice (`oom_score_adj` -1000;
+    /// needs `CAP_SYS_RESOURCE` on the host, see `Runtime::unavailable`).
+    pub oom_protected: bool,
 }
 
 /// Config of the `__sandbox-exec` helper.
@@ -358,7 +361,9 @@ fn exit_now(code: i32) -> ! {
 /// 2. read the config (arrives only after the host moved us into the sandbox's cgroup, so
 ///    every sandbox process is accounted from its first instruction);
 /// 3. keep a close-on-exec status pipe, point stdio at `/dev/null` and the log;
-/// 4. prepare the exec (open a host executable `O_PATH`, compile seccomp, build argv/env);
+/// 4. with `oom_protected`, set `oom_score_adj` to -1000, inherited by the init and the
+///    program; prepare the exec (open a host executable `O_PATH`, compile seccomp, build
+///    argv/env);
 /// 5. `clone` with new pid, mount, net, uts, ipc and cgroup namespaces and `CLONE_PARENT`;
 ///    report the child's pid and exit. The child (pid 1 of the sandbox) continues in
 ///    [`sandbox_init`].
@@ -382,6 +387,7 @@ fn init_helper() -> i32 {
         }
     };
     let mut prepared = match redirect_stdio(cfg.log.as_deref())
+        .and_then(|()| protect_from_oom(cfg.oom_protected))
         .and_then(|()| prepare(&cfg.program, cfg.no_new_privs))
     {
         Ok(p) => p,
@@ -407,6 +413,17 @@ fn init_helper() -> i32 {
             exit_now(1)
         }
     }
+}
+
+/// Makes this helper, and so the sandbox's init and program (envd) that inherit the value, the
+/// OOM killer's last choice, as upstream's `OOMScoreAdjust=-1000` does for envd: a sandbox at
+/// its memory limit loses a user process (envd starts each with 100), never envd. Nothing in
+/// the sandbox keeps `CAP_SYS_RESOURCE`, so it cannot lower another process's score.
+fn protect_from_oom(enabled: bool) -> Result<()> {
+    if !enabled {
+        return Ok(());
+    }
+    std::fs::write("/proc/self/oom_score_adj", "-1000").map_err(Error::OomScoreAdj)
 }
 
 /// pid 1 of a new sandbox. Steps, in order (each one's failure is reported and ends it):

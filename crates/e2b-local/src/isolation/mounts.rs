@@ -1,7 +1,7 @@
 //! The sandbox's root filesystem: overlays of the template layers, a minimal `/dev`, a fresh
 //! `/proc` with the host-wide knobs masked, `/tmp` on tmpfs, entered with `pivot_root`.
 //!
-//! Everything here except [`mount_disk`]/[`unmount_disk`] runs inside the sandbox's new mount
+//! Everything here except [`mount_disk`]/[`bind_disk`]/[`unmount_disk`] runs inside the sandbox's new mount
 //! namespace (after the mount tree was made private), so none of it is visible on the host.
 
 use std::io;
@@ -382,6 +382,29 @@ pub fn mount_disk(dir: &Path, bytes: u64) -> Result<()> {
         Some(&format!("mode=0700,size={bytes}")),
     )
     .map_err(|e| Error::MountDisk(dir.to_path_buf(), e))
+}
+
+/// Host side: makes a sandbox's disk directory (which holds its upper and work directories)
+/// a `nosuid,nodev` mount of its own, for sandboxes without a disk tmpfs. Root in a sandbox
+/// can write a setuid-root binary or a device node into its upper directory; reached from the
+/// host through this mount, neither carries any privilege.
+///
+/// # Errors
+///
+/// [`Error::MountDisk`].
+pub fn bind_disk(dir: &Path) -> Result<()> {
+    let fail = |e: io::Error| Error::MountDisk(dir.to_path_buf(), e);
+    mount(dir.to_str(), dir, None, MsFlags::MS_BIND, None).map_err(fail)?;
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | kept_flags(dir);
+    if let Err(e) = mount(None, dir, None, flags, None) {
+        let _ = nix::mount::umount2(dir, MntFlags::MNT_DETACH);
+        return Err(fail(e));
+    }
+    Ok(())
 }
 
 /// Host side: detaches a sandbox's disk tmpfs (lazily, since the dying sandbox's overlay may

@@ -67,6 +67,44 @@ pub enum LifecycleError {
         /// What was refused (`pausing sandbox <id>`, `autoPause`).
         action: String,
     },
+    /// Admission control: the server runs its maximum number of sandboxes (E2B's
+    /// concurrency message, then how to raise it here).
+    #[error(
+        "you have reached the maximum number of concurrent E2B sandboxes ({max}) (e2b-local serve --max-sandboxes)"
+    )]
+    TooManySandboxes {
+        /// The server's limit.
+        max: usize,
+    },
+    /// Admission control: one more sandbox would commit more memory (the sum of the
+    /// sandboxes' memory limits) than the server allows.
+    #[error(
+        "the sandboxes' committed memory would exceed this server's limit: {committed_mib} MiB committed, a sandbox commits {each_mib} MiB, the limit is {max_mib} MiB (e2b-local serve --max-memory-mib)"
+    )]
+    MemoryCommitted {
+        /// Memory committed by the live sandboxes, in MiB.
+        committed_mib: u64,
+        /// What one more sandbox commits, in MiB.
+        each_mib: u64,
+        /// The server's limit, in MiB.
+        max_mib: u64,
+    },
+    /// A host limit (open files, tasks, disk space, available memory) would be hit by one
+    /// more sandbox; nothing was spawned.
+    #[error("the host cannot take another sandbox ({limit}: {detail}); nothing was created")]
+    HostLimit {
+        /// Which limit.
+        limit: &'static str,
+        /// Usage against the limit.
+        detail: String,
+    },
+    /// The sandbox was paused when the server restarted and is being booted again; it
+    /// answers once that ends (as paused, or as not found when it could not be restored).
+    #[error("sandbox \"{id}\" is being restored after a server restart; retry in a moment")]
+    Restoring {
+        /// The sandbox id.
+        id: String,
+    },
     /// The server failed while doing `action` (the runtime, envd, files on the host).
     #[error("{action}: {source}")]
     Internal {

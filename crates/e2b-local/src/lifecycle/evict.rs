@@ -13,7 +13,7 @@ use crate::state::SandboxState;
 impl Manager {
     /// The evictor: kills (or, with `autoPause`, pauses) each running sandbox as soon as its
     /// end time passes. Wakes at the earliest end time or when any end time changes.
-    pub async fn run_evictor(self: Arc<Self>, stop: CancellationToken) {
+    pub(crate) async fn run_evictor(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let now = Utc::now();
             let mut next: Option<DateTime<Utc>> = None;
@@ -61,7 +61,7 @@ impl Manager {
     /// Every second, finds running sandboxes whose first process (envd under its reaper)
     /// has exited, e.g. killed by the OOM killer, and cleans them up like a kill, so their
     /// state is not left "running" with nothing behind it.
-    pub async fn run_reaper(self: Arc<Self>, stop: CancellationToken) {
+    pub(crate) async fn run_reaper(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -1,11 +1,11 @@
 //! A live sandbox: the runtime's handle plus what the control plane keeps about it.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::SandboxLog;
 use crate::isolation::SandboxHandle;
 use crate::state::SandboxRecord;
 
@@ -22,8 +22,8 @@ pub struct Live {
     cancel: Mutex<CancellationToken>,
     /// Previous CPU sample for `cpuUsedPct`.
     pub(crate) cpu_prev: Mutex<Option<(Instant, u64)>>,
-    /// Host file with envd's stdout/stderr.
-    pub log: PathBuf,
+    /// envd's stdout and stderr on the host.
+    pub log: Arc<SandboxLog>,
 }
 
 impl Live {
@@ -32,7 +32,7 @@ impl Live {
         handle: Arc<SandboxHandle>,
         token: Option<String>,
         rec: SandboxRecord,
-        log: PathBuf,
+        log: Arc<SandboxLog>,
     ) -> Self {
         Live {
             handle,

@@ -4,25 +4,31 @@
 //! Knows no HTTP: every failure is a [`LifecycleError`], which the control plane
 //! ([`crate::api`]) maps to a status and a `{code, message}` body in one place.
 
+mod capacity;
 mod error;
 mod evict;
 mod ids;
 mod live;
+mod logs;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+pub use capacity::Capacity;
+use capacity::HostUsage;
 pub use error::LifecycleError;
 pub(crate) use ids::valid_sandbox_id;
 use ids::{access_token, new_sandbox_id};
 pub use live::Live;
 pub(crate) use live::lock;
+pub use logs::{LOG_ROTATE_BYTES, SandboxLog};
 
 use crate::envd_client;
 use crate::isolation::{InitProgram, Limits, Runtime, SandboxHandle, SandboxSpec};
@@ -41,25 +47,27 @@ pub struct ManagerConfig {
     pub limits: Limits,
     /// Domain reported to SDKs (`<port>-<id>.<domain>` reaches a sandbox port).
     pub domain: String,
+    /// Admission limits of creates.
+    pub capacity: Capacity,
 }
 
 /// What `create` needs, validated.
 #[derive(Debug, Clone)]
-pub struct CreateParams {
+pub(crate) struct CreateParams {
     /// Template name.
-    pub template: String,
+    pub(crate) template: String,
     /// Seconds until the evictor acts.
-    pub timeout: i64,
+    pub(crate) timeout: i64,
     /// User metadata.
-    pub metadata: BTreeMap<String, String>,
+    pub(crate) metadata: BTreeMap<String, String>,
     /// Environment variables for envd.
-    pub env_vars: BTreeMap<String, String>,
+    pub(crate) env_vars: BTreeMap<String, String>,
     /// Whether to set an access token.
-    pub secure: bool,
+    pub(crate) secure: bool,
     /// Pause instead of kill on timeout.
-    pub auto_pause: bool,
+    pub(crate) auto_pause: bool,
     /// Reported back only.
-    pub allow_internet_access: Option<bool>,
+    pub(crate) allow_internet_access: Option<bool>,
 }
 
 /// The sandbox manager shared by handlers, the router and the evictor.
@@ -75,6 +83,24 @@ pub struct Manager {
     base: Mutex<Option<Template>>,
     logs_dir: PathBuf,
     idempotency: Mutex<HashMap<String, (String, Instant)>>,
+    /// Creates admitted and not yet live or failed: they hold a slot of the capacity.
+    creating: Mutex<usize>,
+    /// Sandboxes paused when the server restarted, while they are booted again.
+    restoring: Mutex<HashMap<String, SandboxRecord>>,
+    /// Set once restart recovery's background part is done.
+    recovered: tokio::sync::watch::Sender<bool>,
+    /// Set by [`kill_all`](Self::kill_all): a restore finishing later kills its sandbox.
+    closing: AtomicBool,
+}
+
+/// A create's slot in the capacity: given back when dropped (the sandbox is then live, and
+/// counted as such, or its create failed).
+struct Admission<'a>(&'a Mutex<usize>);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        *lock(self.0) -= 1;
+    }
 }
 
 impl Manager {
@@ -83,7 +109,7 @@ impl Manager {
     /// # Errors
     ///
     /// Reading the key or secret from the store.
-    pub fn new(
+    pub(crate) fn new(
         runtime: Runtime,
         store: Store,
         config: ManagerConfig,
@@ -103,6 +129,10 @@ impl Manager {
             base: Mutex::new(None),
             logs_dir,
             idempotency: Mutex::new(HashMap::new()),
+            creating: Mutex::new(0),
+            restoring: Mutex::new(HashMap::new()),
+            recovered: tokio::sync::watch::Sender::new(false),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -132,7 +162,7 @@ impl Manager {
         handle: Arc<SandboxHandle>,
         token: Option<String>,
         rec: SandboxRecord,
-        log: PathBuf,
+        log: Arc<SandboxLog>,
     ) -> Arc<Live> {
         let id = rec.id.clone();
         let live = Arc::new(Live::new(handle, token, rec, log));
@@ -152,6 +182,61 @@ impl Manager {
             .cloned()
     }
 
+    /// The live sandbox `id`, or why there is none: it is being restored after a restart
+    /// ([`LifecycleError::Restoring`]) or it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// `Restoring`, `SandboxNotFound`.
+    pub fn live(&self, id: &str) -> Result<Arc<Live>, LifecycleError> {
+        self.get(id).ok_or_else(|| self.missing(id))
+    }
+
+    /// Why `id` is not live: `Restoring` while a paused sandbox of the earlier run is booted
+    /// again, else `SandboxNotFound`.
+    pub fn missing(&self, id: &str) -> LifecycleError {
+        if lock(&self.restoring).contains_key(id) {
+            LifecycleError::Restoring { id: id.to_owned() }
+        } else {
+            LifecycleError::not_found(id)
+        }
+    }
+
+    /// The records of every live sandbox and of those being restored (paused).
+    pub fn records(&self) -> Vec<SandboxRecord> {
+        let mut recs: Vec<SandboxRecord> = self.all().iter().map(|l| l.record()).collect();
+        for r in lock(&self.restoring).values() {
+            // A restored sandbox is live a moment before it leaves `restoring`.
+            if !recs.iter().any(|l| l.id == r.id) {
+                recs.push(r.clone());
+            }
+        }
+        recs
+    }
+
+    /// Takes a slot of the capacity for a create, or says which limit it would pass.
+    fn admit(&self) -> Result<Admission<'_>, LifecycleError> {
+        let usage = HostUsage::read(self.runtime.data_dir());
+        if let Some(e) = usage.shortage(&self.config.limits) {
+            return Err(e);
+        }
+        // Under `creating`'s lock, so concurrent creates cannot both take the last slot.
+        let mut creating = lock(&self.creating);
+        let alive = self
+            .sandboxes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+            + lock(&self.restoring).len()
+            + *creating;
+        if let Some(e) = capacity::over_capacity(&self.config.capacity, &self.config.limits, alive)
+        {
+            return Err(e);
+        }
+        *creating += 1;
+        Ok(Admission(&self.creating))
+    }
+
     /// Every live sandbox.
     pub fn all(&self) -> Vec<Arc<Live>> {
         self.sandboxes
@@ -166,8 +251,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when no such template exists; 500 when building `base` fails.
-    pub fn template(&self, name: &str) -> Result<Template, LifecycleError> {
+    /// `TemplateNotFound`; `Internal` when building `base` fails; `Store`.
+    pub(crate) fn template(&self, name: &str) -> Result<Template, LifecycleError> {
         if name == crate::template::BASE {
             let mut base = lock(&self.base);
             if let Some(t) = base.as_ref() {
@@ -210,8 +295,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 400 for zero, negative or too long timeouts.
-    pub fn check_create_timeout(&self, secs: i64) -> Result<(), LifecycleError> {
+    /// `TimeoutNotPositive`, `TimeoutPastLifetime`.
+    pub(crate) fn check_create_timeout(&self, secs: i64) -> Result<(), LifecycleError> {
         if secs <= 0 {
             return Err(LifecycleError::TimeoutNotPositive { secs });
         }
@@ -226,7 +311,7 @@ impl Manager {
 
     /// Spawns sandbox `id` with envd, copies `restore` (a saved upper directory) into its
     /// root when given, waits until envd listens and applies `/init`. Returns the handle,
-    /// envd's version and the log file.
+    /// envd's version and the log.
     async fn boot(
         self: &Arc<Self>,
         id: &str,
@@ -235,12 +320,13 @@ impl Manager {
         token: Option<&str>,
         env_vars: &BTreeMap<String, String>,
         restore: Option<PathBuf>,
-    ) -> Result<(Arc<SandboxHandle>, String, PathBuf), LifecycleError> {
-        let log = self.logs_dir.join(format!("{id}.log"));
-        let handle = {
+    ) -> Result<(Arc<SandboxHandle>, String, Arc<SandboxLog>), LifecycleError> {
+        let log = SandboxLog::open(&self.logs_dir, id)
+            .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its log"), e))?;
+        let spawned = {
             let this = self.clone();
             let id2 = id.to_owned();
-            let log = log.clone();
+            let fifo = log.fifo().to_owned();
             let tname = template_name.to_owned();
             tokio::task::spawn_blocking(move || {
                 let id = id2;
@@ -256,20 +342,28 @@ impl Manager {
                 init.env.push(("HOME".into(), "/root".into()));
                 let mut spec = SandboxSpec::new(id, &template, init);
                 spec.limits = this.config.limits;
-                spec.log = Some(log);
+                spec.log = Some(fifo);
                 this.runtime.spawn(spec)
             })
             .await
-            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))?
-            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))?
+            .map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))
+            .and_then(|r| {
+                r.map_err(|e| LifecycleError::internal(format!("creating sandbox {id}"), e))
+            })
         };
-        let handle = Arc::new(handle);
+        let handle = match spawned {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                log.close();
+                return Err(e);
+            }
+        };
         let fail = |e: LifecycleError| {
             let h = handle.clone();
             let log = log.clone();
             async move {
                 let _ = tokio::task::spawn_blocking(move || h.kill()).await;
-                let _ = std::fs::remove_file(&log);
+                log.close();
                 e
             }
         };
@@ -303,8 +397,14 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 for an unknown template, 500 when the runtime or envd fails (message names it).
-    pub async fn create(self: &Arc<Self>, p: CreateParams) -> Result<Arc<Live>, LifecycleError> {
+    /// The timeout's errors, `FreezerUnavailable` for `autoPause` without a freezer,
+    /// `TemplateNotFound`, `TooManySandboxes` and `MemoryCommitted` (the server's capacity),
+    /// `HostLimit` (checked before anything is spawned), `Internal` when the runtime or envd
+    /// fails (naming which; what was made is removed), `Store`.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        p: CreateParams,
+    ) -> Result<Arc<Live>, LifecycleError> {
         self.check_create_timeout(p.timeout)?;
         if p.auto_pause && !self.runtime.can_freeze() {
             return Err(LifecycleError::FreezerUnavailable {
@@ -312,6 +412,7 @@ impl Manager {
             });
         }
         let template = self.template(&p.template)?;
+        let slot = self.admit()?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
         let (handle, envd_version, log) = self
@@ -341,16 +442,18 @@ impl Manager {
         if let Err(e) = self.store.put_sandbox(&rec) {
             let h = handle.clone();
             let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+            log.close();
             return Err(e.into());
         }
         let live = self.insert_live(handle, token, rec, log);
+        drop(slot);
         self.evict.notify_one();
         Ok(live)
     }
 
     /// The sandbox an earlier create with the same `Idempotency-Key` made, if it is still
     /// live (keys are remembered for ten minutes).
-    pub fn idempotent(&self, key: &str) -> Option<Arc<Live>> {
+    pub(crate) fn idempotent(&self, key: &str) -> Option<Arc<Live>> {
         let mut map = lock(&self.idempotency);
         map.retain(|_, (_, at)| at.elapsed() < IDEMPOTENCY_TTL);
         let id = map.get(key)?.0.clone();
@@ -359,7 +462,7 @@ impl Manager {
     }
 
     /// Remembers that `key` created sandbox `id`.
-    pub fn remember_idempotency(&self, key: String, id: String) {
+    pub(crate) fn remember_idempotency(&self, key: String, id: String) {
         lock(&self.idempotency).insert(key, (id, Instant::now()));
     }
 
@@ -368,14 +471,14 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when it is not live; 500 when cleanup fails.
-    pub async fn kill(&self, id: &str) -> Result<(), LifecycleError> {
+    /// `SandboxNotFound` when it is not live; `Internal` when cleanup fails.
+    pub(crate) async fn kill(&self, id: &str) -> Result<(), LifecycleError> {
         let live = self
             .sandboxes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id)
-            .ok_or_else(|| LifecycleError::not_found(id))?;
+            .ok_or_else(|| self.missing(id))?;
         live.cut_streams();
         let h = live.handle.clone();
         let res = tokio::task::spawn_blocking(move || h.kill())
@@ -385,7 +488,7 @@ impl Manager {
         rec.state = SandboxState::Killed;
         *lock(&live.rec) = rec.clone();
         let _ = self.store.put_sandbox(&rec);
-        let _ = std::fs::remove_file(&live.log);
+        live.log.close();
         res.map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))
     }
 
@@ -393,10 +496,10 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 409 when already paused, 501 when this server cannot pause
-    /// (rootless mode without cgroups: no freezer), 500 when freezing fails.
-    pub async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+    /// `SandboxNotFound` when not live, `AlreadyPaused`, `FreezerUnavailable` when this server
+    /// cannot pause (rootless mode without cgroups), `Internal` when freezing fails, `Store`.
+    pub(crate) async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
+        let live = self.live(id)?;
         if !self.runtime.can_freeze() {
             return Err(LifecycleError::FreezerUnavailable {
                 action: format!("pausing sandbox {id}"),
@@ -428,9 +531,10 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 409 when already running, 400 past the maximum lifetime.
-    pub async fn resume(&self, id: &str, timeout: i64) -> Result<Arc<Live>, LifecycleError> {
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+    /// `SandboxNotFound` when not live, `AlreadyRunning`, `TimeoutPastLifetime`, `Internal`
+    /// when thawing fails, `Store`.
+    pub(crate) async fn resume(&self, id: &str, timeout: i64) -> Result<Arc<Live>, LifecycleError> {
+        let live = self.live(id)?;
         let started = {
             let rec = lock(&live.rec);
             if rec.state == SandboxState::Running {
@@ -460,8 +564,9 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 400 for a negative timeout or past the maximum lifetime.
-    pub async fn connect(
+    /// `SandboxNotFound` when not live, `TimeoutNegative`, `TimeoutPastLifetime`, and
+    /// [`resume`](Self::resume)'s errors for a paused sandbox.
+    pub(crate) async fn connect(
         &self,
         id: &str,
         timeout: i64,
@@ -469,7 +574,7 @@ impl Manager {
         if timeout < 0 {
             return Err(LifecycleError::TimeoutNegative { secs: timeout });
         }
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let live = self.live(id)?;
         if live.record().state == SandboxState::Paused {
             return Ok((self.resume(id, timeout).await?, true));
         }
@@ -497,9 +602,9 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404, 400 past the maximum lifetime.
-    pub fn refresh(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+    /// `SandboxNotFound` when not live, `TimeoutPastLifetime`, `Store`.
+    pub(crate) fn refresh(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
+        let live = self.live(id)?;
         self.extend(&live, secs)
     }
 
@@ -507,13 +612,13 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// 404 when not live, 409 when paused, 400 for a negative timeout or past the maximum
-    /// lifetime.
-    pub fn set_timeout(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
+    /// `TimeoutNegative`, `SandboxNotFound` when not live, `Paused`, `TimeoutPastLifetime`,
+    /// `Store`.
+    pub(crate) fn set_timeout(&self, id: &str, secs: i64) -> Result<(), LifecycleError> {
         if secs < 0 {
             return Err(LifecycleError::TimeoutNegative { secs });
         }
-        let live = self.get(id).ok_or_else(|| LifecycleError::not_found(id))?;
+        let live = self.live(id)?;
         let rec = live.record();
         if rec.state != SandboxState::Running {
             return Err(LifecycleError::Paused { id: id.to_owned() });
@@ -530,7 +635,11 @@ impl Manager {
     }
 
     /// Kills every live sandbox (server shutdown).
-    pub async fn kill_all(&self) {
+    pub(crate) async fn kill_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // A restart's reclaim still under way finishes first, so nothing of it is left; a
+        // restore it has started kills its sandbox once booted (`closing`).
+        self.recovered().await;
         let ids: Vec<String> = self.all().iter().map(|l| l.record().id).collect();
         for id in ids {
             if let Err(e) = self.kill(&id).await {

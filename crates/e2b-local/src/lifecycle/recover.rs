@@ -1,25 +1,35 @@
 //! Restart recovery: reclaiming an earlier run's sandboxes and restoring paused ones.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{LifecycleError, Manager, access_token};
+use futures_util::StreamExt as _;
+
+use super::{LifecycleError, Manager, access_token, lock};
 use crate::state::{SandboxRecord, SandboxState};
+
+/// How many sandboxes of an earlier run are reclaimed at once (each mostly waits on the
+/// kernel: processes dying, unmounts, unlinks).
+const RECLAIM_CONCURRENCY: usize = 4;
 
 impl Manager {
     /// After a restart: sandboxes of an earlier run cannot be re-attached (their processes
-    /// may survive a crashed server). Each one, and every directory left in `sandboxes/`, is
-    /// reclaimed (processes killed, cgroup, mounts and files removed). Running ones are
-    /// marked killed. Paused ones keep their files: the root upper directory is saved first,
-    /// and the sandbox is booted again from its template with those files copied in, then
-    /// paused (memory is not kept: resuming it is a reboot). Returns how many were reclaimed.
-    pub async fn recover(self: &Arc<Self>) -> usize {
+    /// may survive a crashed server). What a client can observe is settled here, before the
+    /// server listens, in one store transaction: running ones are marked killed (so they are
+    /// 404 from the first request on) and paused ones are registered as restoring. The slow
+    /// part (SIGKILL and wait per cgroup, unmounting, deleting every file a sandbox wrote,
+    /// copying a paused sandbox's files back) is returned as a future to run in the
+    /// background: it reclaims each sandbox (and every directory left in `sandboxes/`) and
+    /// boots each paused one again from its template with its saved root upper directory
+    /// copied in, then pauses it (memory is not kept: resuming is a reboot). Until its
+    /// restore ends, a request naming a paused sandbox gets [`LifecycleError::Restoring`]
+    /// (503, retry); afterwards it is live and paused, or killed when it could not be
+    /// restored. [`recovered`](Self::recovered) resolves when everything is done.
+    pub(crate) fn recover(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
         let recs = self.store.live_sandboxes().unwrap_or_else(|e| {
             tracing::warn!("recover: {e}");
             Vec::new()
         });
-        let saved_root = self.runtime.data_dir().join("paused");
         let mut ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
         let dir = self.runtime.data_dir().join("sandboxes");
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -28,46 +38,114 @@ impl Manager {
                 ids.push(id);
             }
         }
-        let mut saved = HashMap::new();
-        for rec in recs.iter().filter(|r| r.state == SandboxState::Paused) {
-            let upper = dir.join(&rec.id).join("disk/upper");
-            let to = saved_root.join(&rec.id);
-            let _ = std::fs::create_dir_all(&saved_root);
-            if to.exists() || std::fs::rename(&upper, &to).is_ok() {
-                saved.insert(rec.id.clone(), to);
-            }
+        let (paused, running): (Vec<SandboxRecord>, Vec<SandboxRecord>) = recs
+            .into_iter()
+            .partition(|r| r.state == SandboxState::Paused);
+        let killed: Vec<SandboxRecord> = running
+            .into_iter()
+            .map(|mut r| {
+                r.state = SandboxState::Killed;
+                r
+            })
+            .collect();
+        if let Err(e) = self.store.put_sandboxes(&killed) {
+            tracing::warn!("recover: marking the earlier run's sandboxes killed: {e}");
         }
-        let mut n = 0;
-        for id in ids {
+        lock(&self.restoring).extend(paused.iter().map(|r| (r.id.clone(), r.clone())));
+        // Every log file is the earlier run's (a restore starts a new log), including those
+        // of a sandbox whose kill was cut after its record and directory were gone.
+        for entry in std::fs::read_dir(&self.logs_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        let this = self.clone();
+        async move {
+            // Paused ones first: they are the ones clients wait for.
+            let paused_ids: Vec<String> = paused.iter().map(|r| r.id.clone()).collect();
+            for rec in paused {
+                this.recover_paused(rec).await;
+            }
+            let rest: Vec<String> = ids
+                .into_iter()
+                .filter(|id| !paused_ids.contains(id))
+                .collect();
+            let n = rest.len();
+            futures_util::stream::iter(rest)
+                .for_each_concurrent(RECLAIM_CONCURRENCY, |id| this.reclaim(id))
+                .await;
+            if n + paused_ids.len() > 0 {
+                tracing::info!(
+                    "reclaimed {n} sandboxes of an earlier run, restored {} paused ones",
+                    paused_ids.len()
+                );
+            }
+            this.recovered.send_replace(true);
+        }
+    }
+
+    /// Resolves once the background part of [`recover`](Self::recover) is done (at once
+    /// when there was nothing to recover).
+    pub async fn recovered(&self) {
+        let mut done = self.recovered.subscribe();
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// Kills what is left of sandbox `id` of an earlier run and removes its files (its log
+    /// files are gone already).
+    async fn reclaim(self: &Arc<Self>, id: String) {
+        let this = self.clone();
+        let id2 = id.clone();
+        match tokio::task::spawn_blocking(move || this.runtime.reclaim(&id2)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("reclaiming sandbox {id}: {e}"),
+            Err(e) => tracing::warn!("reclaiming sandbox {id}: {e}"),
+        }
+    }
+
+    /// Saves a paused sandbox's files, reclaims it and boots it again paused with them; marks
+    /// it killed when that fails.
+    async fn recover_paused(self: &Arc<Self>, mut rec: SandboxRecord) {
+        let saved_root = self.runtime.data_dir().join("paused");
+        let to = saved_root.join(&rec.id);
+        let saved = {
             let this = self.clone();
-            let id2 = id.clone();
-            match tokio::task::spawn_blocking(move || this.runtime.reclaim(&id2)).await {
-                Ok(Ok(())) => n += 1,
-                Ok(Err(e)) => tracing::warn!("reclaiming sandbox {id}: {e}"),
-                Err(e) => tracing::warn!("reclaiming sandbox {id}: {e}"),
-            }
-            let _ = std::fs::remove_file(self.logs_dir.join(format!("{id}.log")));
+            let (id, to) = (rec.id.clone(), to.clone());
+            tokio::task::spawn_blocking(move || {
+                let _ = std::fs::create_dir_all(&saved_root);
+                to.exists() || this.runtime.save_upper(&id, &to).is_ok()
+            })
+            .await
+            .unwrap_or(false)
+        };
+        self.reclaim(rec.id.clone()).await;
+        if saved && self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            // Shut down meanwhile: the record stays paused and its files saved, for the
+            // next run to restore.
+            lock(&self.restoring).remove(&rec.id);
+            return;
         }
-        for mut rec in recs {
-            if let Some(files) = saved.remove(&rec.id) {
-                match self.restore_paused(&rec, files.clone()).await {
-                    Ok(()) => {
-                        let _ = std::fs::remove_dir_all(&files);
-                        continue;
-                    }
-                    Err(e) => tracing::warn!(
-                        "sandbox {}: could not restore it paused ({e}); its files stay in {}",
-                        rec.id,
-                        files.display()
-                    ),
+        if saved {
+            match self.restore_paused(&rec, to.clone()).await {
+                Ok(()) => {
+                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&to)).await;
+                    lock(&self.restoring).remove(&rec.id);
+                    return;
                 }
-            }
-            rec.state = SandboxState::Killed;
-            if let Err(e) = self.store.put_sandbox(&rec) {
-                tracing::warn!("recover {}: {e}", rec.id);
+                Err(e) => tracing::warn!(
+                    "sandbox {}: could not restore it paused ({e}); its files stay in {}",
+                    rec.id,
+                    to.display()
+                ),
             }
         }
-        n
+        rec.state = SandboxState::Killed;
+        if let Err(e) = self.store.put_sandbox(&rec) {
+            tracing::warn!("recover {}: {e}", rec.id);
+        }
+        lock(&self.restoring).remove(&rec.id);
     }
 
     async fn restore_paused(
@@ -92,15 +170,26 @@ impl Manager {
         if !matches!(frozen, Ok(Ok(()))) {
             let h = handle.clone();
             let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+            log.close();
             return Err(LifecycleError::internal(
                 format!("sandbox {}", rec.id),
                 "pausing it again failed",
             ));
         }
         let mut rec = rec.clone();
+        let rec_id = rec.id.clone();
         rec.envd_version = envd_version;
-        self.store.put_sandbox(&rec)?;
+        if let Err(e) = self.store.put_sandbox(&rec) {
+            let _ = tokio::task::spawn_blocking(move || handle.kill()).await;
+            log.close();
+            return Err(e.into());
+        }
+        // Inserted before `restoring` forgets it, so no request sees it missing.
         self.insert_live(handle, token, rec, log);
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            // The server shut down during the restore: its kill_all may have missed this one.
+            let _ = self.kill(&rec_id).await;
+        }
         Ok(())
     }
 }

@@ -1,14 +1,16 @@
 //! envd and port routing on the control plane's listener.
 //!
 //! A request goes to a sandbox when it carries the `E2b-Sandbox-Id` / `E2b-Sandbox-Port`
-//! headers, when its Host is `<port>-<sandboxID>.<domain>`, or when it is a pre-signed
+//! headers, when its Host is `<port>-<sandboxID>.<domain>` (this server's domain only), or when it is a pre-signed
 //! `/files` URL (no headers) whose v1 signature matches a live sandbox's token. Everything
 //! else is the control plane's.
 //!
 //! The proxy is a pooled hyper client whose connector opens a TCP connection inside the
 //! sandbox's network namespace ([`SandboxHandle::connect`](crate::isolation::SandboxHandle::connect)),
-//! so no host port is opened per sandbox. Bodies stream both ways. Pausing or killing a
-//! sandbox cancels its token, which cuts every open response stream mid-body.
+//! so no host port is opened per sandbox. Bodies stream both ways; an answer the sandbox
+//! sends before it has read the whole request body is passed through (`Upstream`,
+//! `DrainOnDrop`). Pausing or killing a sandbox cancels its token, which cuts every open
+//! response stream mid-body.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,15 +50,15 @@ pub(crate) const INTERNAL_ROUTES: &[&str] = &[
 
 /// Opens connections into sandboxes. The URI authority is `<sandboxID>:<port>`.
 #[derive(Debug, Clone)]
-pub struct SandboxConnector {
+pub(crate) struct SandboxConnector {
     mgr: Weak<Manager>,
 }
 
 type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<TokioIo<tokio::net::TcpStream>, std::io::Error>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<TokioIo<Upstream>, std::io::Error>> + Send>>;
 
 impl tower::Service<Uri> for SandboxConnector {
-    type Response = TokioIo<tokio::net::TcpStream>;
+    type Response = TokioIo<Upstream>;
     type Error = std::io::Error;
     type Future = ConnectFuture;
 
@@ -85,16 +87,114 @@ impl tower::Service<Uri> for SandboxConnector {
                 .map_err(std::io::Error::other)??;
             stream.set_nonblocking(true)?;
             let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
+            Ok(TokioIo::new(Upstream {
+                tcp: tokio::net::TcpStream::from_std(stream)?,
+                stopped_reading: false,
+            }))
         })
     }
 }
 
+/// A connection into a sandbox that lets the sandbox answer early: a server may reply (e.g.
+/// 400 to an upload it rejects) and close while the request body is still being sent. The
+/// next write then fails with `EPIPE`/`ECONNRESET`, and hyper's client would report that
+/// error instead of the response already waiting in the socket (a false 502). Once the peer
+/// has stopped reading, the rest of the request body is discarded here, so hyper goes on to
+/// read the response; if none comes, the read fails and the proxy answers 502 as before.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    tcp: tokio::net::TcpStream,
+    /// The sandbox closed its side: writes are discarded.
+    stopped_reading: bool,
+}
+
+impl Upstream {
+    fn written(
+        &mut self,
+        r: Poll<std::io::Result<usize>>,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        match r {
+            Poll::Ready(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                self.stopped_reading = true;
+                Poll::Ready(Ok(len))
+            }
+            r => r,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Upstream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Upstream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.stopped_reading {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.written(r, buf.len())
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.stopped_reading {
+            return Poll::Ready(Ok(len));
+        }
+        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.written(r, len)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.stopped_reading {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.stopped_reading {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Upstream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
 /// The proxy client, pooled per `(sandbox, port)`.
-pub type ProxyClient = Client<SandboxConnector, Body>;
+pub(crate) type ProxyClient = Client<SandboxConnector, Body>;
 
 /// Builds the proxy client for `mgr`.
-pub fn client(mgr: &Arc<Manager>) -> ProxyClient {
+pub(crate) fn client(mgr: &Arc<Manager>) -> ProxyClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(8)
@@ -105,11 +205,11 @@ pub fn client(mgr: &Arc<Manager>) -> ProxyClient {
 
 /// State of the routing layer.
 #[derive(Debug, Clone)]
-pub struct RouterState {
+pub(crate) struct RouterState {
     /// The manager.
-    pub mgr: Arc<Manager>,
+    pub(crate) mgr: Arc<Manager>,
     /// The proxy client.
-    pub client: ProxyClient,
+    pub(crate) client: ProxyClient,
 }
 
 /// Marks a response the router made itself (the request's body was not forwarded).
@@ -236,7 +336,7 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().host())
         .unwrap_or("");
-    if let Some(t) = parse_host(host) {
+    if let Some(t) = parse_host(host, &mgr.config().domain) {
         return Some(Ok(t));
     }
     if req.uri().path() == "/files" {
@@ -259,15 +359,21 @@ fn target(req: &Request, mgr: &Manager) -> Option<Result<(String, u16), Response
     None
 }
 
-/// `<port>-<sandboxID>[-<clientID>].<domain>[:<listen port>]` → `(id, port)`.
-pub(crate) fn parse_host(host: &str) -> Option<(String, u16)> {
-    // Strip the listener's port (IPv6 literals never match below).
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
+/// `<port>-<sandboxID>[-<clientID>].<domain>` → `(id, port)`, for this server's `domain`
+/// only (ASCII case-insensitive), so a Host naming any other domain stays with the control
+/// plane. The SDKs send `<port>-<id>.<E2B_DOMAIN>`, with the listener's port when the domain
+/// carries one (`localhost:3000`); a domain without a port also matches with any port.
+pub(crate) fn parse_host(host: &str, domain: &str) -> Option<(String, u16)> {
     let (label, rest) = host.split_once('.')?;
-    if rest.is_empty() {
+    fn without_port(h: &str) -> &str {
+        match h.rsplit_once(':') {
+            Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => h,
+        }
+    }
+    let ours = rest.eq_ignore_ascii_case(domain)
+        || (!domain.contains(':') && without_port(rest).eq_ignore_ascii_case(domain));
+    if !ours {
         return None;
     }
     let mut parts = label.split('-');
@@ -290,7 +396,7 @@ fn signed_target(mgr: &Manager, q: &[(String, String)], op: Operation) -> Option
 }
 
 /// The routing layer: sends sandbox traffic to the proxy, the rest to `next`.
-pub async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
+pub(crate) async fn route(State(rs): State<RouterState>, req: Request, next: Next) -> Response {
     let body = has_body(&req);
     match target(&req, &rs.mgr) {
         None => next.run(req).await,
@@ -330,7 +436,7 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
             parts.headers.remove(*h);
         }
     }
-    let req = http::Request::from_parts(parts, body);
+    let req = http::Request::from_parts(parts, Body::new(DrainOnDrop::new(body)));
     let resp = tokio::select! {
         r = rs.client.request(req) => r,
         () = cancel.clone().cancelled_owned() => return not_found(&id),
@@ -399,6 +505,79 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// How long the rest of a request body is drained after the sandbox stopped reading it.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// The request body sent to a sandbox. When the proxy client lets go of it before its end
+/// (the sandbox answered early, e.g. 400 to an upload, and closed), the rest is read and
+/// discarded in the background for up to [`DRAIN_TIME`]: hyper would otherwise close the
+/// client's connection under the upload, and a client still writing its body fails with a
+/// broken pipe instead of reading the answer.
+struct DrainOnDrop {
+    inner: Option<Body>,
+    ended: bool,
+}
+
+impl DrainOnDrop {
+    fn new(body: Body) -> Self {
+        DrainOnDrop {
+            inner: Some(body),
+            ended: false,
+        }
+    }
+}
+
+impl http_body::Body for DrainOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = std::task::ready!(Pin::new(inner).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            self.ended = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map_or_else(
+            || http_body::SizeHint::with_exact(0),
+            http_body::Body::size_hint,
+        )
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if self.ended || http_body::Body::is_end_stream(&body) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let drain = async {
+                    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            });
+        }
+    }
+}
+
 /// A response body that ends with an error (so the client connection is aborted) once the
 /// sandbox is paused or killed.
 struct CutBody {
@@ -440,18 +619,56 @@ mod tests {
 
     #[test]
     fn hosts_parse_like_e2b_proxy() {
+        let d = "localhost:3000";
         assert_eq!(
-            parse_host("49983-iabc123.localhost:3000"),
+            parse_host("49983-iabc123.localhost:3000", d),
             Some(("iabc123".into(), 49983))
         );
         assert_eq!(
-            parse_host("8080-iabc-6532622b.e2b.local"),
+            parse_host("49983-iabc123.LocalHost:3000", d),
+            Some(("iabc123".into(), 49983))
+        );
+        assert_eq!(
+            parse_host("8080-iabc-6532622b.e2b.local", "e2b.local"),
             Some(("iabc".into(), 8080))
         );
-        assert_eq!(parse_host("localhost:3000"), None);
-        assert_eq!(parse_host("127.0.0.1:3000"), None);
-        assert_eq!(parse_host("8080-iabc"), None);
-        assert_eq!(parse_host("x-iabc.localhost"), None);
-        assert_eq!(parse_host("80-I.localhost"), None);
+        assert_eq!(
+            parse_host("8080-iabc.e2b.local:8443", "e2b.local"),
+            Some(("iabc".into(), 8080))
+        );
+        assert_eq!(parse_host("localhost:3000", d), None);
+        assert_eq!(parse_host("127.0.0.1:3000", d), None);
+        assert_eq!(parse_host("8080-iabc", d), None);
+        assert_eq!(parse_host("x-iabc.localhost:3000", d), None);
+        assert_eq!(parse_host("80-I.localhost:3000", d), None);
+        // Only the configured domain (and, when it has one, its port) routes.
+        assert_eq!(parse_host("49983-iabc.evil.com", d), None);
+        assert_eq!(parse_host("49983-iabc.localhost:3001", d), None);
+        assert_eq!(parse_host("49983-iabc.localhost", d), None);
+        assert_eq!(parse_host("49983-iabc.evil.localhost:3000", d), None);
+        assert_eq!(
+            parse_host("49983-iabc.e2b.local.evil.com", "e2b.local"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn proxy_errors_are_e2b_bodies_byte_for_byte() {
+        let body = |r: Response| async {
+            let b = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        assert_eq!(
+            body(not_found("iabc")).await,
+            r#"{"code":502,"message":"The sandbox was not found","sandboxId":"iabc"}"#
+        );
+        assert_eq!(
+            body(port_closed("iabc", 8000)).await,
+            r#"{"code":502,"message":"The sandbox is running but port is not open","port":8000,"sandboxId":"iabc"}"#
+        );
+        assert_eq!(
+            body(bad("invalid sandbox ID \"A\"".into())).await,
+            r#"{"code":400,"message":"invalid sandbox ID \"A\""}"#
+        );
     }
 }

@@ -27,6 +27,45 @@ pub enum StateError {
     /// A stored record could not be encoded or decoded.
     #[error("state database: record of sandbox {0}: {1}")]
     Record(String, #[source] serde_json::Error),
+    /// Making the data directory or a database file private to the server's user failed.
+    #[error("making {0} private to its owner: {1}")]
+    Private(PathBuf, #[source] std::io::Error),
+}
+
+/// Creates `dir` (and missing parents) and sets its mode to `0700` whatever the umask and
+/// however it was made: the data directory holds the API key, the server secret and every
+/// sandbox's files, which no other host user may reach.
+///
+/// # Errors
+///
+/// Creating the directory or changing its mode failed.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates the database file when absent and sets it and its WAL and shared-memory files to
+/// `0600`; SQLite gives the `-wal` and `-shm` files it creates later the database's mode.
+fn restrict_to_owner(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Result alias of this module.
@@ -107,6 +146,8 @@ impl Store {
     /// [`StateError::Open`] naming the file.
     pub fn open(data_dir: &Path) -> Result<Store> {
         let path = data_dir.join(DB_FILE);
+        create_private_dir(data_dir).map_err(|e| StateError::Private(data_dir.to_owned(), e))?;
+        restrict_to_owner(&path).map_err(|e| StateError::Private(path.clone(), e))?;
         let open = |path: &Path| -> rusqlite::Result<Connection> {
             let conn = Connection::open(path)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -195,6 +236,29 @@ impl Store {
             )
             .map_err(|e| StateError::Query("storing a sandbox", e))?;
         Ok(())
+    }
+
+    /// Inserts or replaces `recs` in one transaction (one commit for a whole restart).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Record`] or [`StateError::Query`]; then none is stored.
+    pub fn put_sandboxes(&self, recs: &[SandboxRecord]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(|e| StateError::Query("storing sandboxes", e))?;
+        for rec in recs {
+            let json =
+                serde_json::to_string(rec).map_err(|e| StateError::Record(rec.id.clone(), e))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO sandboxes (id, state, record) VALUES (?1, ?2, ?3)",
+                params![rec.id, rec.state.as_str(), json],
+            )
+            .map_err(|e| StateError::Query("storing sandboxes", e))?;
+        }
+        tx.commit()
+            .map_err(|e| StateError::Query("storing sandboxes", e))
     }
 
     /// Every record not yet killed.

@@ -60,6 +60,8 @@ if ! grep -q '^export E2B_DOMAIN=' "$DATA/serve.out" 2>/dev/null; then
   exit 1
 fi
 eval "$(grep '^export E2B_' "$DATA/serve.out")"
+# For the tests that start a server of their own.
+export E2B_LOCAL_BIN="$BIN"
 
 status=0
 "$VENV/bin/python" "$HERE/test_sdk.py" || status=$?

@@ -17,6 +17,7 @@ import uuid
 
 from e2b import Sandbox
 from e2b import CommandExitException, SandboxException, SandboxQuery
+from e2b import RateLimitException, SandboxNotRunningException, TimeoutException
 
 TESTS = []
 ROOTLESS = os.environ.get("E2B_LOCAL_EXPECT_ROOTLESS") == "1"
@@ -238,6 +239,65 @@ def user_port_through_get_host_and_metrics():
             assert metrics[0].mem_total == 512 * 1024 * 1024, metrics[0]
     finally:
         sbx.kill()
+
+
+@test
+def killed_mid_command_is_reported_as_killed():
+    # The proxy drops the stream when the sandbox is killed; the SDK sees a transport
+    # failure, probes /health, gets the 502 "not found" and says the sandbox is gone.
+    sbx = Sandbox.create(timeout=60)
+    h = sbx.commands.run("sleep 60", background=True)
+    assert sbx.kill() is True
+    try:
+        h.wait()
+        raise AssertionError("expected SandboxNotRunningException")
+    except SandboxNotRunningException as e:
+        assert isinstance(e, TimeoutException)
+        assert str(e).endswith(
+            ": The sandbox was killed or reached its end of life while the request was in flight."
+        ), str(e)
+
+
+@test
+def creates_past_the_capacity_are_rate_limited():
+    # A second server of one sandbox at most (run.sh exports its binary).
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as data:
+        proc = subprocess.Popen(
+            [os.environ["E2B_LOCAL_BIN"], "serve", "--listen", "127.0.0.1:0",
+             "--data-dir", data, "--max-sandboxes", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        try:
+            env = {}
+            for line in proc.stdout:
+                if line.startswith("export "):
+                    k, v = line[len("export "):].strip().split("=", 1)
+                    env[k] = v
+                if line.startswith("export E2B_DOMAIN="):
+                    break
+            opts = dict(api_key=env["E2B_API_KEY"], api_url=env["E2B_API_URL"],
+                        sandbox_url=env["E2B_SANDBOX_URL"], domain=env["E2B_DOMAIN"])
+            sbx = Sandbox.create(timeout=60, **opts)
+            try:
+                try:
+                    Sandbox.create(timeout=60, **opts)
+                    raise AssertionError("expected RateLimitException")
+                except RateLimitException as e:
+                    assert str(e) == (
+                        "429: Rate limit exceeded, please try again later. - you have reached the "
+                        "maximum number of concurrent E2B sandboxes (1) (e2b-local serve "
+                        "--max-sandboxes)"
+                    ), str(e)
+            finally:
+                sbx.kill()
+            # The slot is free again.
+            Sandbox.create(timeout=60, **opts).kill()
+        finally:
+            proc.terminate()
+            proc.wait()
 
 
 def main():

@@ -1,13 +1,12 @@
 //! The blocking twin of [`crate::commands`].
 
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{Runtime, wait};
-use crate::commands::{CommandControl, CommandEvent, CommandResult, ProcessInfo, RunOptions};
+use crate::commands::{CommandEvent, CommandResult, ProcessInfo, RunOptions};
 use crate::error::{Error, Result};
 use crate::pty::PtySize;
 
@@ -15,7 +14,7 @@ use crate::pty::PtySize;
 #[derive(Debug, Clone)]
 pub struct Commands {
     pub(crate) inner: crate::Commands,
-    pub(crate) rt: Arc<Runtime>,
+    pub(crate) rt: Runtime,
 }
 
 impl Commands {
@@ -134,13 +133,16 @@ impl Commands {
 pub struct CommandHandle {
     inner: Option<crate::CommandHandle>,
     control: CommandControl,
-    rt: Arc<Runtime>,
+    rt: Runtime,
 }
 
 impl CommandHandle {
-    pub(crate) fn new(inner: crate::CommandHandle, rt: Arc<Runtime>) -> Self {
+    pub(crate) fn new(inner: crate::CommandHandle, rt: Runtime) -> Self {
         Self {
-            control: inner.control(),
+            control: CommandControl {
+                inner: inner.control(),
+                rt: rt.clone(),
+            },
             inner: Some(inner),
             rt,
         }
@@ -171,6 +173,16 @@ impl CommandHandle {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.control.pid()
+    }
+
+    /// A clonable handle to kill, feed or resize the process from another thread.
+    pub fn control(&self) -> CommandControl {
+        self.control.clone()
+    }
+
+    /// The result, once the end event has arrived.
+    pub fn result(&self) -> Option<&CommandResult> {
+        self.inner.as_ref().and_then(crate::CommandHandle::result)
     }
 
     /// Stdout received so far.
@@ -220,8 +232,7 @@ impl CommandHandle {
     ///
     /// As mapped from envd.
     pub fn kill(&self) -> Result<bool> {
-        let control = self.control.clone();
-        self.rt.run(async move { control.kill().await })
+        self.control.kill()
     }
 
     /// Writes to its stdin (or terminal).
@@ -230,8 +241,7 @@ impl CommandHandle {
     ///
     /// As mapped from envd.
     pub fn send_stdin(&self, data: impl Into<Bytes>) -> Result<()> {
-        let (control, data) = (self.control.clone(), data.into());
-        self.rt.run(async move { control.send_stdin(data).await })
+        self.control.send_stdin(data)
     }
 
     /// Closes its stdin.
@@ -240,8 +250,7 @@ impl CommandHandle {
     ///
     /// As mapped from envd.
     pub fn close_stdin(&self) -> Result<()> {
-        let control = self.control.clone();
-        self.rt.run(async move { control.close_stdin().await })
+        self.control.close_stdin()
     }
 
     /// Resizes its terminal (PTY processes only).
@@ -250,8 +259,7 @@ impl CommandHandle {
     ///
     /// As [`crate::CommandControl::resize`].
     pub fn resize(&self, size: PtySize) -> Result<()> {
-        let control = self.control.clone();
-        self.rt.run(async move { control.resize(size).await })
+        self.control.resize(size)
     }
 
     /// Stops receiving output; the process keeps running.
@@ -267,5 +275,69 @@ impl Iterator for CommandHandle {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event()
+    }
+}
+
+/// Kills, feeds and resizes a command from any thread: the twin of
+/// [`crate::CommandControl`], taken from [`CommandHandle::control`]. Dropping it does nothing.
+///
+/// ```no_run
+/// # fn demo(sandbox: &e2b::blocking::Sandbox) -> e2b::Result<()> {
+/// let mut handle = sandbox.commands().run_background("sleep 60", e2b::RunOptions::new())?;
+/// let control = handle.control();
+/// std::thread::spawn(move || control.kill());
+/// let _ = handle.wait();
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CommandControl {
+    inner: crate::CommandControl,
+    rt: Runtime,
+}
+
+impl CommandControl {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+
+    /// Kills the process with SIGKILL; `false` when it was already gone.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::CommandControl::kill`].
+    pub fn kill(&self) -> Result<bool> {
+        let control = self.inner.clone();
+        self.rt.run(async move { control.kill().await })
+    }
+
+    /// Writes to the process's stdin, or to its terminal for a PTY.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::CommandControl::send_stdin`].
+    pub fn send_stdin(&self, data: impl Into<Bytes>) -> Result<()> {
+        let (control, data) = (self.inner.clone(), data.into());
+        self.rt.run(async move { control.send_stdin(data).await })
+    }
+
+    /// Closes the process's stdin.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::CommandControl::close_stdin`].
+    pub fn close_stdin(&self) -> Result<()> {
+        let control = self.inner.clone();
+        self.rt.run(async move { control.close_stdin().await })
+    }
+
+    /// Resizes the terminal of a PTY process.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::CommandControl::resize`].
+    pub fn resize(&self, size: PtySize) -> Result<()> {
+        let control = self.inner.clone();
+        self.rt.run(async move { control.resize(size).await })
     }
 }

@@ -1,7 +1,6 @@
 //! The blocking twin of [`crate::files`].
 
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Filesystem {
     pub(crate) inner: crate::Filesystem,
-    pub(crate) rt: Arc<Runtime>,
+    pub(crate) rt: Runtime,
 }
 
 impl Filesystem {
@@ -207,6 +206,35 @@ impl Filesystem {
             rt: self.rt.clone(),
         })
     }
+
+    /// Watches a directory over one open stream, as the async
+    /// [`watch_dir`](crate::Filesystem::watch_dir) does: an [`Iterator`] that blocks until the
+    /// next event.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Filesystem::watch_dir`].
+    ///
+    /// ```no_run
+    /// # fn demo(sandbox: &e2b::blocking::Sandbox) -> e2b::Result<()> {
+    /// let mut events = sandbox.files().watch_dir_events("/tmp", e2b::WatchOptions::new())?;
+    /// sandbox.files().write("/tmp/new.txt", "x")?;
+    /// if let Some(event) = events.next() {
+    ///     println!("{:?} {}", event?.event_type, "/tmp/new.txt");
+    /// }
+    /// events.stop();
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_dir_events(&self, path: &str, options: WatchOptions) -> Result<WatchEvents> {
+        let (fs, path) = (self.inner.clone(), path.to_owned());
+        let inner = self
+            .rt
+            .run(async move { fs.watch_dir(&path, options).await })?;
+        Ok(WatchEvents {
+            inner: Some(inner),
+            rt: self.rt.clone(),
+        })
+    }
 }
 
 /// Reads `reader` in chunks into `tx` until it ends, fails, or the upload stops listening.
@@ -239,7 +267,7 @@ pub(crate) fn pump(mut reader: impl Read, tx: &tokio::sync::mpsc::Sender<std::io
 pub struct FileReader {
     stream: Option<ReadStream>,
     chunk: Bytes,
-    rt: Arc<Runtime>,
+    rt: Runtime,
 }
 
 impl FileReader {
@@ -292,7 +320,7 @@ impl Read for FileReader {
 #[derive(Debug)]
 pub struct WatchHandle {
     inner: Option<crate::PollingWatchHandle>,
-    rt: Arc<Runtime>,
+    rt: Runtime,
 }
 
 impl WatchHandle {
@@ -330,5 +358,44 @@ impl WatchHandle {
             self.inner = Some(handle);
         }
         result
+    }
+}
+
+/// A streaming directory watch: [`Filesystem::watch_dir_events`]. An [`Iterator`] of events
+/// that blocks until the next one; the twin of [`crate::WatchHandle`].
+///
+/// Dropping it (or [`stop`](Self::stop)) closes the stream, which ends the watch in envd.
+#[derive(Debug)]
+pub struct WatchEvents {
+    inner: Option<crate::WatchHandle>,
+    rt: Runtime,
+}
+
+impl WatchEvents {
+    /// Stops watching; the iterator ends.
+    pub fn stop(&mut self) {
+        self.inner = None;
+    }
+}
+
+impl Iterator for WatchEvents {
+    type Item = Result<FilesystemEvent>;
+
+    /// The next event; `None` after [`stop`](WatchEvents::stop) or when the watch ended. The
+    /// watch is over after an error ([`crate::WatchHandle::next_event`]).
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut watch = self.inner.take()?;
+        let outcome = self.rt.run_plain(async move {
+            let next = watch.next_event().await;
+            (watch, next)
+        });
+        match outcome {
+            Ok((watch, Some(Ok(event)))) => {
+                self.inner = Some(watch);
+                Some(Ok(event))
+            }
+            Ok((_, Some(Err(e)))) | Err(e) => Some(Err(e)),
+            Ok((_, None)) => None,
+        }
     }
 }

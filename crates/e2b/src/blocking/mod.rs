@@ -1,11 +1,12 @@
 //! The synchronous API: the async API run on one background runtime thread, with no `async`
 //! in any signature (as `reqwest::blocking`).
 //!
-//! Each [`Sandbox`] created or connected here starts one named thread
-//! (`e2b-blocking-runtime`) with a single-threaded tokio runtime; the sandbox and every handle
-//! taken from it ([`Filesystem`], [`Commands`], [`Pty`], [`CommandHandle`], ...) send their
-//! calls to that thread and park until the answer comes back. The thread ends when the last of
-//! them is dropped. Streams become [`Iterator`]s and byte streams [`std::io::Read`].
+//! One named thread (`e2b-blocking-runtime`) with a single-threaded tokio runtime serves the
+//! whole process: it starts with the first blocking call and runs until the process exits.
+//! Every sandbox and every handle taken from one ([`Filesystem`], [`Commands`], [`Pty`],
+//! [`CommandHandle`], ...) sends its calls to that thread and parks until the answer comes
+//! back, so many sandboxes cost no more threads than one. Streams become [`Iterator`]s and
+//! byte streams [`std::io::Read`].
 //!
 //! # Panics
 //!
@@ -30,63 +31,43 @@ mod files;
 mod pty;
 mod sandbox;
 
-pub use commands::{CommandHandle, Commands};
-pub use files::{FileReader, Filesystem, WatchHandle};
+pub use commands::{CommandControl, CommandHandle, Commands};
+pub use files::{FileReader, Filesystem, WatchEvents, WatchHandle};
 pub use pty::Pty;
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxGuard, SandboxPaginator};
 
 use std::future::Future;
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
-/// The runtime thread shared by a blocking sandbox and its handles.
-#[derive(Debug)]
+/// The name of the runtime thread.
+const THREAD_NAME: &str = "e2b-blocking-runtime";
+
+/// A handle to the process's runtime thread, shared by every blocking sandbox and handle.
+#[derive(Debug, Clone)]
 pub(crate) struct Runtime {
     handle: tokio::runtime::Handle,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
-    /// Starts the thread.
-    pub(crate) fn start() -> Result<Arc<Self>> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("e2b-blocking-runtime".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async {
-                    let _ = shutdown_rx.await;
-                });
-            })
-            .map_err(|e| Error::sandbox(format!("starting the e2b runtime thread failed: {e}")))?;
-        let handle = match ready_rx.recv() {
-            Ok(Ok(handle)) => handle,
-            Ok(Err(e)) => {
-                return Err(Error::sandbox(format!(
-                    "building the e2b runtime failed: {e}"
-                )));
-            }
-            Err(_) => return Err(Error::sandbox("the e2b runtime thread exited at start")),
-        };
-        Ok(Arc::new(Self {
-            handle,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        }))
+    /// The process's runtime thread, started on first use.
+    ///
+    /// One thread serves the whole process, so the control-plane client a
+    /// [`ConnectionConfig`](crate::ConnectionConfig) keeps always runs on the runtime its
+    /// pooled connections belong to.
+    pub(crate) fn shared() -> Result<Self> {
+        static SHARED: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
+        // A poisoned lock only means a start panicked; the slot is still consistent.
+        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = &*slot {
+            return Ok(Self {
+                handle: handle.clone(),
+            });
+        }
+        let handle = start_thread()?;
+        *slot = Some(handle.clone());
+        Ok(Self { handle })
     }
 
     /// Spawns `future` on the runtime thread; the receiver yields its output.
@@ -125,21 +106,37 @@ impl Runtime {
     }
 }
 
+/// Starts the runtime thread, which runs for the rest of the process.
+fn start_thread() -> Result<tokio::runtime::Handle> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(THREAD_NAME.to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(runtime.handle().clone()));
+            runtime.block_on(std::future::pending::<()>());
+        })
+        .map_err(|e| Error::sandbox(format!("starting the e2b runtime thread failed: {e}")))?;
+    match ready_rx.recv() {
+        Ok(Ok(handle)) => Ok(handle),
+        Ok(Err(e)) => Err(Error::sandbox(format!(
+            "building the e2b runtime failed: {e}"
+        ))),
+        Err(_) => Err(Error::sandbox("the e2b runtime thread exited at start")),
+    }
+}
+
 /// Parks until `rx` answers.
 pub(crate) fn wait<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T> {
     rx.blocking_recv()
         .map_err(|_| Error::sandbox("the e2b runtime thread stopped before the call finished"))
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take()
-            && thread.thread().id() != std::thread::current().id()
-        {
-            let _ = thread.join();
-        }
-    }
 }

@@ -1,6 +1,5 @@
 //! The blocking twin of [`crate::pty`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use crate::pty::{PtyOptions, PtySize};
 #[derive(Debug, Clone)]
 pub struct Pty {
     pub(crate) inner: crate::Pty,
-    pub(crate) rt: Arc<Runtime>,
+    pub(crate) rt: Runtime,
 }
 
 impl Pty {

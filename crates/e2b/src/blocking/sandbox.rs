@@ -1,7 +1,6 @@
 //! The blocking twin of [`crate::sandbox`].
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,7 +29,7 @@ use crate::sandbox::{SandboxInfo, SandboxMetrics, SandboxQuery};
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     pub(crate) inner: crate::Sandbox,
-    pub(crate) rt: Arc<Runtime>,
+    pub(crate) rt: Runtime,
 }
 
 /// Builds and creates a sandbox: [`Sandbox::builder`]. Wraps [`crate::SandboxBuilder`].
@@ -57,8 +56,6 @@ impl SandboxBuilder {
         template(template: impl Into<String>);
         /// The sandbox's lifetime (default 300 s).
         timeout(timeout: Duration);
-        /// Whether envd requires the access token (default true).
-        secure(secure: bool);
         /// Whether the sandbox may reach the internet (default true).
         allow_internet_access(allow: bool);
         /// Pause instead of kill at the timeout.
@@ -77,6 +74,16 @@ impl SandboxBuilder {
         debug(debug: bool);
         /// Overrides the request timeout.
         request_timeout(timeout: Option<Duration>);
+    }
+
+    /// The connection configuration this builder uses. See
+    /// [`crate::SandboxBuilder::connection_config`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::ConnectionConfig::from_env`].
+    pub fn connection_config(&self) -> Result<ConnectionConfig> {
+        self.inner.connection_config()
     }
 
     /// Adds a metadata entry.
@@ -103,7 +110,7 @@ impl SandboxBuilder {
     ///
     /// Inside an async runtime (see [the module docs](crate::blocking)).
     pub fn create(self) -> Result<Sandbox> {
-        let rt = Runtime::start()?;
+        let rt = Runtime::shared()?;
         let inner = rt.run(self.inner.create())?;
         Ok(Sandbox { inner, rt })
     }
@@ -118,7 +125,7 @@ impl SandboxBuilder {
     ///
     /// Inside an async runtime.
     pub fn connect(self, sandbox_id: &str) -> Result<Sandbox> {
-        let rt = Runtime::start()?;
+        let rt = Runtime::shared()?;
         let id = sandbox_id.to_owned();
         let inner = rt.run(async move { self.inner.connect(&id).await })?;
         Ok(Sandbox { inner, rt })
@@ -175,6 +182,21 @@ impl Sandbox {
     /// envd's version.
     pub fn envd_version(&self) -> &str {
         self.inner.envd_version()
+    }
+
+    /// The URL envd is reached at.
+    pub fn envd_api_url(&self) -> &str {
+        self.inner.envd_api_url()
+    }
+
+    /// The token for the sandbox's ports through E2B's proxy, if the API gave one.
+    pub fn traffic_access_token(&self) -> Option<&str> {
+        self.inner.traffic_access_token()
+    }
+
+    /// The configuration the sandbox was reached with.
+    pub fn connection_config(&self) -> &ConnectionConfig {
+        self.inner.connection_config()
     }
 
     /// The sandbox's filesystem.
@@ -261,7 +283,7 @@ impl Sandbox {
     /// As [`crate::Sandbox::kill_by_id`].
     pub fn kill_by_id(config: &ConnectionConfig, sandbox_id: &str) -> Result<bool> {
         let (config, id) = (config.clone(), sandbox_id.to_owned());
-        Runtime::start()?.run(async move { crate::Sandbox::kill_by_id(&config, &id).await })
+        Runtime::shared()?.run(async move { crate::Sandbox::kill_by_id(&config, &id).await })
     }
 
     /// Sets the sandbox to end `timeout` from now.
@@ -274,6 +296,25 @@ impl Sandbox {
         self.rt.run(async move { inner.set_timeout(timeout).await })
     }
 
+    /// [`set_timeout`](Self::set_timeout) by id.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::set_timeout_by_id`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn set_timeout_by_id(
+        config: &ConnectionConfig,
+        sandbox_id: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let (config, id) = (config.clone(), sandbox_id.to_owned());
+        Runtime::shared()?
+            .run(async move { crate::Sandbox::set_timeout_by_id(&config, &id, timeout).await })
+    }
+
     /// Information about the sandbox.
     ///
     /// # Errors
@@ -282,6 +323,20 @@ impl Sandbox {
     pub fn get_info(&self) -> Result<SandboxInfo> {
         let inner = self.inner.clone();
         self.rt.run(async move { inner.get_info().await })
+    }
+
+    /// [`get_info`](Self::get_info) by id.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::get_info_by_id`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn get_info_by_id(config: &ConnectionConfig, sandbox_id: &str) -> Result<SandboxInfo> {
+        let (config, id) = (config.clone(), sandbox_id.to_owned());
+        Runtime::shared()?.run(async move { crate::Sandbox::get_info_by_id(&config, &id).await })
     }
 
     /// Resource usage samples.
@@ -309,6 +364,20 @@ impl Sandbox {
         self.rt.run(async move { inner.pause().await })
     }
 
+    /// [`pause`](Self::pause) by id.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::pause_by_id`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn pause_by_id(config: &ConnectionConfig, sandbox_id: &str) -> Result<bool> {
+        let (config, id) = (config.clone(), sandbox_id.to_owned());
+        Runtime::shared()?.run(async move { crate::Sandbox::pause_by_id(&config, &id).await })
+    }
+
     /// Lists sandboxes as an iterator that fetches pages as it goes.
     ///
     /// # Errors
@@ -318,7 +387,7 @@ impl Sandbox {
         Ok(SandboxPaginator {
             inner: Some(crate::Sandbox::list(config, query)?),
             buffer: VecDeque::new(),
-            rt: Runtime::start()?,
+            rt: Runtime::shared()?,
         })
     }
 
@@ -336,13 +405,34 @@ pub struct SandboxGuard {
     sandbox: Option<Sandbox>,
 }
 
+impl SandboxGuard {
+    /// Kills the sandbox now and disarms the guard.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::kill`].
+    pub fn kill(mut self) -> Result<bool> {
+        match self.sandbox.take() {
+            Some(sandbox) => sandbox.kill(),
+            None => Ok(false),
+        }
+    }
+
+    /// Disarms the guard, returning the sandbox (which then lives on).
+    pub fn into_inner(mut self) -> Sandbox {
+        self.sandbox
+            .take()
+            .unwrap_or_else(|| unreachable!("the sandbox is only taken by consuming methods"))
+    }
+}
+
 impl std::ops::Deref for SandboxGuard {
     type Target = Sandbox;
 
     fn deref(&self) -> &Sandbox {
         self.sandbox
             .as_ref()
-            .unwrap_or_else(|| unreachable!("the sandbox is only taken in drop"))
+            .unwrap_or_else(|| unreachable!("the sandbox is only taken by consuming methods"))
     }
 }
 
@@ -369,7 +459,7 @@ impl Drop for SandboxGuard {
 pub struct SandboxPaginator {
     inner: Option<crate::SandboxPaginator>,
     buffer: VecDeque<SandboxInfo>,
-    rt: Arc<Runtime>,
+    rt: Runtime,
 }
 
 impl SandboxPaginator {
@@ -378,6 +468,13 @@ impl SandboxPaginator {
         self.inner
             .as_ref()
             .is_some_and(crate::SandboxPaginator::has_next)
+    }
+
+    /// The token of the next page, if any.
+    pub fn next_token(&self) -> Option<&str> {
+        self.inner
+            .as_ref()
+            .and_then(crate::SandboxPaginator::next_token)
     }
 
     /// The next page.

@@ -131,9 +131,45 @@ async fn handle(State(log): State<Log>, request: Request) -> Response {
     log.0.lock().unwrap().push(recorded.clone());
     let method = parts.method.as_str();
     match (method, path.as_str()) {
-        ("POST", "/sandboxes") => json(StatusCode::CREATED, sandbox_json("sbx1")),
-        ("POST", "/sandboxes/sbx1/connect") => json(StatusCode::OK, sandbox_json("sbx1")),
-        ("POST", "/sandboxes/gone/connect") => json(
+        ("POST", "/v2/sandboxes") => {
+            let attempts = log
+                .all()
+                .iter()
+                .filter(|r| r.path == "/v2/sandboxes")
+                .count();
+            match recorded.json()["templateID"].as_str() {
+                // Busy twice, as an overloaded API is, then created.
+                Some("busy") if attempts <= 2 => {
+                    let mut r = json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({"code": 503, "message": "try again"}),
+                    );
+                    r.headers_mut().insert("retry-after", "0".parse().unwrap());
+                    r
+                }
+                Some("refused") => {
+                    let mut r = json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({"code": 503, "message": "do not retry"}),
+                    );
+                    r.headers_mut()
+                        .insert("should-retry", "false".parse().unwrap());
+                    r
+                }
+                Some("later") => {
+                    let mut r = json(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        serde_json::json!({"code": 429, "message": "come back in an hour"}),
+                    );
+                    r.headers_mut()
+                        .insert("retry-after", "3600".parse().unwrap());
+                    r
+                }
+                _ => json(StatusCode::CREATED, sandbox_json("sbx1")),
+            }
+        }
+        ("POST", "/v2/sandboxes/sbx1/connect") => json(StatusCode::OK, sandbox_json("sbx1")),
+        ("POST", "/v2/sandboxes/gone/connect") => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({"code": 404, "message": "sandbox gone not found"}),
         ),

@@ -1,6 +1,7 @@
 //! Filesystem core: `EntryInfo` as envd builds it, and Stat, MakeDir, Move, ListDir, Remove.
 //! Everything here is blocking; the RPC layer runs it on the blocking pool.
 
+pub mod staged;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -9,7 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::error::{RpcError, RpcResult};
+use e2b_envd::{Code, ConnectError};
+
+use crate::os_error;
 use crate::users::Names;
 
 /// Prefix of the extended attributes that carry file metadata.
@@ -179,93 +182,135 @@ pub fn entry_info(path: &Path, names: &Names) -> std::io::Result<Entry> {
 /// envd's `EnsureDirs` does.
 ///
 /// # Errors
-/// A message naming the component that is a file or could not be created.
-pub fn ensure_dirs(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+/// [`EnsureDirsError`], naming the component that is a file or could not be created.
+pub fn ensure_dirs(dir: &Path, uid: u32, gid: u32) -> Result<(), EnsureDirsError> {
     let mut cur = PathBuf::from("/");
+    let io = |op, path: &Path, source| EnsureDirsError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    };
     for comp in dir.components().skip(1) {
         cur.push(comp);
         match std::fs::metadata(&cur) {
             Ok(md) if md.is_dir() => continue,
-            Ok(_) => return Err(format!("path is a file: {}", cur.display())),
+            Ok(_) => return Err(EnsureDirsError::NotADirectory(cur)),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("stat {}: {e}", cur.display())),
+            Err(e) => return Err(io("stat", &cur, e)),
         }
         match std::fs::create_dir(&cur) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("mkdir {}: {e}", cur.display())),
+            Err(e) => return Err(io("mkdir", &cur, e)),
         }
         std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("chmod {}: {e}", cur.display()))?;
-        std::os::unix::fs::chown(&cur, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", cur.display()))?;
+            .map_err(|e| io("chmod", &cur, e))?;
+        std::os::unix::fs::chown(&cur, Some(uid), Some(gid)).map_err(|e| io("chown", &cur, e))?;
     }
     Ok(())
+}
+
+/// Why [`ensure_dirs`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureDirsError {
+    /// A component of the path is a file: the request named an impossible path.
+    #[error("path is a file: {}", .0.display())]
+    NotADirectory(PathBuf),
+    /// The filesystem refused a stat, mkdir, chmod or chown.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The system call.
+        op: &'static str,
+        /// The directory it was made on.
+        path: PathBuf,
+        /// Its error.
+        source: std::io::Error,
+    },
+}
+
+impl EnsureDirsError {
+    /// The Connect code: `invalid_argument` for a file in the path, else [`os_error::code`].
+    pub fn code(&self) -> Code {
+        match self {
+            Self::NotADirectory(_) => Code::InvalidArgument,
+            Self::Io { source, .. } => os_error::code(source),
+        }
+    }
+
+    /// As an RPC error whose message starts with `context`.
+    pub fn to_rpc(&self, context: &str) -> ConnectError {
+        ConnectError::new(self.code(), format!("{context}: {self}"))
+    }
 }
 
 /// `Stat`.
 ///
 /// # Errors
-/// `not_found` for a missing path, `internal` otherwise.
-pub fn stat(path: &Path, names: &Names) -> RpcResult<Entry> {
-    entry_info(path, names).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => RpcError::not_found(format!("file not found: {}", path.display())),
-        _ => RpcError::internal(format!(
-            "error getting file info for {}: {e}",
-            path.display()
-        )),
+/// `not_found` for a missing path, else the code [`os_error::code`] gives.
+pub fn stat(path: &Path, names: &Names) -> Result<Entry, ConnectError> {
+    entry_info(path, names).map_err(|e| match os_error::code(&e) {
+        Code::NotFound => ConnectError::not_found(format!("file not found: {}", path.display())),
+        _ => os_error::rpc_error(
+            format_args!("error getting file info for {}", path.display()),
+            &e,
+        ),
     })
 }
 
 /// `MakeDir`: `mkdir -p` with ownership; `already_exists` for an existing directory.
 ///
 /// # Errors
-/// `already_exists`, `invalid_argument` (exists but not a directory), `internal`.
-pub fn make_dir(path: &Path, uid: u32, gid: u32, names: &Names) -> RpcResult<Entry> {
+/// `already_exists`, `invalid_argument` (exists but not a directory, or a file in the path),
+/// else the code [`os_error::code`] gives.
+pub fn make_dir(path: &Path, uid: u32, gid: u32, names: &Names) -> Result<Entry, ConnectError> {
     match std::fs::metadata(path) {
         Ok(md) if md.is_dir() => {
-            return Err(RpcError::already_exists(format!(
+            return Err(ConnectError::already_exists(format!(
                 "directory already exists: {}",
                 path.display()
             )));
         }
         Ok(_) => {
-            return Err(RpcError::invalid_argument(format!(
+            return Err(ConnectError::invalid_argument(format!(
                 "path already exists but it is not a directory: {}",
                 path.display()
             )));
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        // Missing, or a file on the way, which ensure_dirs names.
+        Err(e) if os_error::code(&e) == Code::NotFound => {}
         Err(e) => {
-            return Err(RpcError::internal(format!(
-                "error getting file info for {}: {e}",
-                path.display()
-            )));
+            return Err(os_error::rpc_error(
+                format_args!("error getting file info for {}", path.display()),
+                &e,
+            ));
         }
     }
-    ensure_dirs(path, uid, gid)
-        .map_err(|e| RpcError::internal(format!("error creating directory: {e}")))?;
+    ensure_dirs(path, uid, gid).map_err(|e| e.to_rpc("error creating directory"))?;
     stat(path, names)
 }
 
 /// `Move`: creates the destination's parents, then `rename(2)`.
 ///
 /// # Errors
-/// `not_found` when the source is missing, `internal` otherwise.
-pub fn rename(src: &Path, dst: &Path, uid: u32, gid: u32, names: &Names) -> RpcResult<Entry> {
+/// `not_found` when the source is missing, else the code [`os_error::code`] gives.
+pub fn rename(
+    src: &Path,
+    dst: &Path,
+    uid: u32,
+    gid: u32,
+    names: &Names,
+) -> Result<Entry, ConnectError> {
     if let Some(parent) = dst.parent() {
-        ensure_dirs(parent, uid, gid)
-            .map_err(|e| RpcError::internal(format!("error ensuring directories: {e}")))?;
+        ensure_dirs(parent, uid, gid).map_err(|e| e.to_rpc("error ensuring directories"))?;
     }
     std::fs::rename(src, dst).map_err(|e| match e.kind() {
         ErrorKind::NotFound => {
-            RpcError::not_found(format!("source file not found: {}", src.display()))
+            ConnectError::not_found(format!("source file not found: {}", src.display()))
         }
-        _ => RpcError::internal(format!(
-            "error renaming {} to {}: {e}",
-            src.display(),
-            dst.display()
-        )),
+        _ => os_error::rpc_error(
+            format_args!("error renaming {} to {}", src.display(), dst.display()),
+            &e,
+        ),
     })?;
     stat(dst, names)
 }
@@ -273,17 +318,15 @@ pub fn rename(src: &Path, dst: &Path, uid: u32, gid: u32, names: &Names) -> RpcR
 /// `Remove`: recursive; a missing path succeeds.
 ///
 /// # Errors
-/// `internal` for any other failure.
-pub fn remove(path: &Path) -> RpcResult<()> {
+/// The code [`os_error::code`] gives for any other failure.
+pub fn remove(path: &Path) -> Result<(), ConnectError> {
+    let failed = |e: &std::io::Error| {
+        os_error::rpc_error(format_args!("error removing {}", path.display()), e)
+    };
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(RpcError::internal(format!(
-                "error removing {}: {e}",
-                path.display()
-            )));
-        }
+        Err(e) => return Err(failed(&e)),
     };
     let r = if md.is_dir() {
         std::fs::remove_dir_all(path)
@@ -293,34 +336,31 @@ pub fn remove(path: &Path) -> RpcResult<()> {
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RpcError::internal(format!(
-            "error removing {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(failed(&e)),
     }
 }
 
 /// `ListDir`: entries up to `depth` levels below `path` (0 means 1), lexical walk order,
 /// symlinks inside the tree not followed. Reported paths are joined onto `path` as requested.
+/// Entries below `path` that vanish or cannot be read (`/proc/1/fdinfo` without
+/// `CAP_SYS_PTRACE`) are skipped, so one unreadable corner does not fail the listing.
 ///
 /// # Errors
 /// `not_found`, `failed_precondition` (symlink loop), `invalid_argument` (not a directory),
-/// `internal`.
-pub fn list_dir(path: &Path, depth: u32, names: &Names) -> RpcResult<Vec<Entry>> {
+/// else the code [`os_error::code`] gives for `path` itself.
+pub fn list_dir(path: &Path, depth: u32, names: &Names) -> Result<Vec<Entry>, ConnectError> {
     let depth = depth.max(1);
-    let real = std::fs::canonicalize(path).map_err(|e| {
-        if e.kind() == ErrorKind::NotFound {
-            RpcError::not_found(format!("path not found: {}", path.display()))
-        } else if e.raw_os_error() == Some(libc::ELOOP) {
-            RpcError::failed_precondition(format!("path is a symlink loop: {}", path.display()))
-        } else {
-            RpcError::internal(format!("error resolving path {}: {e}", path.display()))
+    let real = std::fs::canonicalize(path).map_err(|e| match os_error::code(&e) {
+        Code::NotFound => ConnectError::not_found(format!("path not found: {}", path.display())),
+        Code::FailedPrecondition if e.raw_os_error() == Some(libc::ELOOP) => {
+            ConnectError::failed_precondition(format!("path is a symlink loop: {}", path.display()))
         }
+        _ => os_error::rpc_error(format_args!("error resolving path {}", path.display()), &e),
     })?;
-    let md = std::fs::metadata(&real)
-        .map_err(|e| RpcError::internal(format!("error getting file info: {e}")))?;
+    let md =
+        std::fs::metadata(&real).map_err(|e| os_error::rpc_error("error getting file info", &e))?;
     if !md.is_dir() {
-        return Err(RpcError::invalid_argument(format!(
+        return Err(ConnectError::invalid_argument(format!(
             "path is not a directory: {}",
             path.display()
         )));
@@ -330,6 +370,11 @@ pub fn list_dir(path: &Path, depth: u32, names: &Names) -> RpcResult<Vec<Entry>>
     Ok(out)
 }
 
+/// Whether a walk skips an entry that failed with `e`: it vanished or is unreadable.
+fn skipped_in_walk(e: &std::io::Error) -> bool {
+    matches!(os_error::code(e), Code::NotFound | Code::PermissionDenied)
+}
+
 fn walk(
     real: &Path,
     shown: &Path,
@@ -337,16 +382,15 @@ fn walk(
     max: u32,
     names: &Names,
     out: &mut Vec<Entry>,
-) -> RpcResult<()> {
+) -> Result<(), ConnectError> {
     let rd = match std::fs::read_dir(real) {
         Ok(rd) => rd,
-        // A directory that vanished mid-walk is skipped.
-        Err(e) if e.kind() == ErrorKind::NotFound && level > 1 => return Ok(()),
+        Err(e) if level > 1 && skipped_in_walk(&e) => return Ok(()),
         Err(e) => {
-            return Err(RpcError::internal(format!(
-                "error reading directory {}: {e}",
-                shown.display()
-            )));
+            return Err(os_error::rpc_error(
+                format_args!("error reading directory {}", shown.display()),
+                &e,
+            ));
         }
     };
     let mut children: Vec<_> = rd.filter_map(Result::ok).map(|d| d.file_name()).collect();
@@ -356,12 +400,12 @@ fn walk(
         let shown_child = shown.join(&name);
         let mut entry = match entry_info(&real_child, names) {
             Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) if skipped_in_walk(&e) => continue,
             Err(e) => {
-                return Err(RpcError::internal(format!(
-                    "error getting file info for {}: {e}",
-                    shown_child.display()
-                )));
+                return Err(os_error::rpc_error(
+                    format_args!("error getting file info for {}", shown_child.display()),
+                    &e,
+                ));
             }
         };
         entry.path = shown_child.to_string_lossy().into_owned();
@@ -406,10 +450,10 @@ mod tests {
         assert_eq!(e.kind, FileKind::Directory);
         assert_eq!(e.mode, 0o755);
         let err = make_dir(&root.join("a/b"), uid, gid, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::AlreadyExists);
+        assert_eq!(err.code(), e2b_envd::Code::AlreadyExists);
         std::fs::write(root.join("a/f.txt"), b"hello").unwrap();
         let err = make_dir(&root.join("a/f.txt"), uid, gid, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::InvalidArgument);
+        assert_eq!(err.code(), e2b_envd::Code::InvalidArgument);
         std::os::unix::fs::symlink(root.join("a/f.txt"), root.join("a/link")).unwrap();
         std::os::unix::fs::symlink(root.join("nope"), root.join("a/dangling")).unwrap();
         let l = stat(&root.join("a/link"), &names).unwrap();
@@ -437,11 +481,11 @@ mod tests {
         std::os::unix::fs::symlink(root.join("loop1"), root.join("loop2")).unwrap();
         std::os::unix::fs::symlink(root.join("loop2"), root.join("loop1")).unwrap();
         let err = list_dir(&root.join("loop1"), 1, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::FailedPrecondition);
+        assert_eq!(err.code(), e2b_envd::Code::FailedPrecondition);
         let err = list_dir(&root.join("a/f.txt"), 1, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::InvalidArgument);
+        assert_eq!(err.code(), e2b_envd::Code::InvalidArgument);
         let err = list_dir(&root.join("missing"), 1, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::NotFound);
+        assert_eq!(err.code(), e2b_envd::Code::NotFound);
         let moved = rename(
             &root.join("a/f.txt"),
             &root.join("x/y/g.txt"),
@@ -453,7 +497,7 @@ mod tests {
         assert_eq!(moved.name, "g.txt");
         assert_eq!(moved.size, 5);
         let err = rename(&root.join("a/f.txt"), &root.join("z"), uid, gid, &names).unwrap_err();
-        assert_eq!(err.code, crate::error::Code::NotFound);
+        assert_eq!(err.code(), e2b_envd::Code::NotFound);
         remove(&root.join("x")).unwrap();
         remove(&root.join("x")).unwrap();
         assert!(!root.join("x").exists());

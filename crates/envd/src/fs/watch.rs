@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use e2b_envd::ConnectError;
 use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 
 use super::{Entry, entry_info};
-use crate::error::{RpcError, RpcResult};
 use crate::state::lock;
 use crate::users::Names;
 
@@ -69,17 +69,17 @@ const NETWORK_FS_MAGIC: [i64; 5] = [
 ///
 /// # Errors
 /// `not_found` (missing), `invalid_argument` (not a directory, or a network mount without
-/// opt-in), `internal`.
-pub fn validate(spec: &WatchSpec) -> RpcResult<()> {
+/// opt-in), else the code [`os_error::code`](crate::os_error::code) gives.
+pub fn validate(spec: &WatchSpec) -> Result<(), ConnectError> {
     let md = std::fs::metadata(&spec.path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            RpcError::not_found(format!("path not found: {}", spec.path.display()))
+            ConnectError::not_found(format!("path not found: {}", spec.path.display()))
         } else {
-            RpcError::internal(format!("error getting file info: {e}"))
+            crate::os_error::rpc_error("error getting file info", &e)
         }
     })?;
     if !md.is_dir() {
-        return Err(RpcError::invalid_argument(format!(
+        return Err(ConnectError::invalid_argument(format!(
             "path is not a directory: {}",
             spec.path.display()
         )));
@@ -90,7 +90,7 @@ pub fn validate(spec: &WatchSpec) -> RpcResult<()> {
         #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
         let magic = i64::from(fs.filesystem_type().0 as i64) & 0xFFFF_FFFF;
         if NETWORK_FS_MAGIC.contains(&magic) {
-            return Err(RpcError::invalid_argument(format!(
+            return Err(ConnectError::invalid_argument(format!(
                 "cannot watch path on network filesystem: {}",
                 spec.path.display()
             )));
@@ -102,13 +102,13 @@ pub fn validate(spec: &WatchSpec) -> RpcResult<()> {
 /// Where a watcher's events go.
 trait Sink: Send + 'static {
     /// Delivers one event; false means "stop delivering".
-    fn push(&self, ev: RpcResult<FsEvent>) -> bool;
+    fn push(&self, ev: Result<FsEvent, ConnectError>) -> bool;
 }
 
-struct ChannelSink(mpsc::Sender<RpcResult<FsEvent>>);
+struct ChannelSink(mpsc::Sender<Result<FsEvent, ConnectError>>);
 
 impl Sink for ChannelSink {
-    fn push(&self, ev: RpcResult<FsEvent>) -> bool {
+    fn push(&self, ev: Result<FsEvent, ConnectError>) -> bool {
         // Blocking here (notify's own thread) lets the kernel queue absorb bursts; a
         // persistently slow reader ends in an overflow error, as upstream.
         self.0.blocking_send(ev).is_ok()
@@ -149,16 +149,20 @@ impl Translator {
     }
 
     /// Maps one notify event to zero or more envd events.
-    fn translate(&self, res: notify::Result<notify::Event>, out: &mut Vec<RpcResult<FsEvent>>) {
+    fn translate(
+        &self,
+        res: notify::Result<notify::Event>,
+        out: &mut Vec<Result<FsEvent, ConnectError>>,
+    ) {
         let ev = match res {
             Ok(ev) => ev,
             Err(e) => {
-                out.push(Err(RpcError::internal(format!("watcher error: {e}"))));
+                out.push(Err(watcher_error(&e)));
                 return;
             }
         };
         if ev.need_rescan() {
-            out.push(Err(RpcError::internal(
+            out.push(Err(ConnectError::internal(
                 "watcher error: inotify event queue overflowed",
             )));
             return;
@@ -186,7 +190,7 @@ impl Translator {
         }
     }
 
-    fn scan(&self, dir: &Path, out: &mut Vec<RpcResult<FsEvent>>) {
+    fn scan(&self, dir: &Path, out: &mut Vec<Result<FsEvent, ConnectError>>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -205,7 +209,7 @@ fn start_notify(
     spec: &WatchSpec,
     names: Names,
     sink: impl Sink,
-) -> RpcResult<notify::RecommendedWatcher> {
+) -> Result<notify::RecommendedWatcher, ConnectError> {
     let tr = Translator {
         root: spec.path.clone(),
         recursive: spec.recursive,
@@ -227,7 +231,7 @@ fn start_notify(
             }
         }
     })
-    .map_err(|e| RpcError::internal(format!("watcher error: {e}")))?;
+    .map_err(|e| watcher_error(&e))?;
     let mode = if spec.recursive {
         RecursiveMode::Recursive
     } else {
@@ -235,14 +239,27 @@ fn start_notify(
     };
     watcher
         .watch(&spec.path, mode)
-        .map_err(|e| RpcError::internal(format!("watcher error: {e}")))?;
+        .map_err(|e| watcher_error(&e))?;
     Ok(watcher)
+}
+
+/// "watcher error: …" with the code of the OS error under it ([`os_error::code`]: running
+/// out of inotify watches is `resource_exhausted`), else `internal` as upstream.
+///
+/// [`os_error::code`]: crate::os_error::code
+fn watcher_error(e: &notify::Error) -> ConnectError {
+    let code = match &e.kind {
+        notify::ErrorKind::Io(io) => crate::os_error::code(io),
+        notify::ErrorKind::MaxFilesWatch => e2b_envd::Code::ResourceExhausted,
+        _ => e2b_envd::Code::Internal,
+    };
+    ConnectError::new(code, format!("watcher error: {e}"))
 }
 
 /// A running streaming watcher. Dropping it stops the watch.
 pub struct DirWatcher {
     // Declared first so it drops first: the notify thread may be blocked sending to it.
-    rx: mpsc::Receiver<RpcResult<FsEvent>>,
+    rx: mpsc::Receiver<Result<FsEvent, ConnectError>>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -257,7 +274,7 @@ impl DirWatcher {
     ///
     /// # Errors
     /// As [`validate`], plus `internal` when inotify refuses the watch.
-    pub fn start(spec: &WatchSpec, names: Names) -> RpcResult<Self> {
+    pub fn start(spec: &WatchSpec, names: Names) -> Result<Self, ConnectError> {
         validate(spec)?;
         let (tx, rx) = mpsc::channel(4096);
         let watcher = start_notify(spec, names, ChannelSink(tx))?;
@@ -268,7 +285,7 @@ impl DirWatcher {
     }
 
     /// The next event; `None` never happens while the watcher lives, an `Err` is terminal.
-    pub async fn next(&mut self) -> Option<RpcResult<FsEvent>> {
+    pub async fn next(&mut self) -> Option<Result<FsEvent, ConnectError>> {
         self.rx.recv().await
     }
 }
@@ -276,13 +293,13 @@ impl DirWatcher {
 #[derive(Default)]
 struct PolledBuf {
     events: Vec<FsEvent>,
-    error: Option<RpcError>,
+    error: Option<ConnectError>,
 }
 
 struct BufferSink(Arc<Mutex<PolledBuf>>);
 
 impl Sink for BufferSink {
-    fn push(&self, ev: RpcResult<FsEvent>) -> bool {
+    fn push(&self, ev: Result<FsEvent, ConnectError>) -> bool {
         let mut b = lock(&self.0);
         if b.error.is_some() {
             return false;
@@ -294,7 +311,7 @@ impl Sink for BufferSink {
             }
             Ok(_) => {
                 b.events = Vec::new();
-                b.error = Some(RpcError::internal(format!(
+                b.error = Some(ConnectError::internal(format!(
                     "watcher error: more than {POLLED_BUFFER_CAP} events were not collected \
                      with GetWatcherEvents; the watcher stopped"
                 )));
@@ -344,7 +361,7 @@ impl Watchers {
     ///
     /// # Errors
     /// As [`DirWatcher::start`].
-    pub fn create(&self, spec: &WatchSpec, names: Names) -> RpcResult<String> {
+    pub fn create(&self, spec: &WatchSpec, names: Names) -> Result<String, ConnectError> {
         validate(spec)?;
         let buf = Arc::new(Mutex::new(PolledBuf::default()));
         let watcher = start_notify(spec, names, BufferSink(buf.clone()))?;
@@ -363,14 +380,15 @@ impl Watchers {
     ///
     /// # Errors
     /// `not_found` for an unknown id; the watcher's stored `internal` error once it failed.
-    pub fn take(&self, id: &str) -> RpcResult<Vec<FsEvent>> {
+    pub fn take(&self, id: &str) -> Result<Vec<FsEvent>, ConnectError> {
         let map = lock(&self.map);
         let w = map
             .get(id)
-            .ok_or_else(|| RpcError::not_found(format!("watcher with id {id} not found")))?;
+            .ok_or_else(|| ConnectError::not_found(format!("watcher with id {id} not found")))?;
         let mut b = lock(&w.buf);
         if let Some(e) = &b.error {
-            return Err(e.clone());
+            // Every later call gets the same error; a stored one has only a code and message.
+            return Err(ConnectError::new(e.code(), e.message()));
         }
         Ok(std::mem::take(&mut b.events))
     }
@@ -379,7 +397,7 @@ impl Watchers {
     ///
     /// # Errors
     /// `not_found` for an unknown id.
-    pub fn remove(&self, id: &str) -> RpcResult<()> {
+    pub fn remove(&self, id: &str) -> Result<(), ConnectError> {
         let w = lock(&self.map).remove(id);
         match w {
             // Dropped outside the map lock: stopping joins notify's thread.
@@ -387,7 +405,7 @@ impl Watchers {
                 drop(w);
                 Ok(())
             }
-            None => Err(RpcError::not_found(format!(
+            None => Err(ConnectError::not_found(format!(
                 "watcher with id {id} not found"
             ))),
         }
@@ -488,14 +506,11 @@ mod tests {
                 .error
                 .as_ref()
                 .unwrap()
-                .message
+                .message()
                 .contains("65536")
         );
         ws.remove(&id).unwrap();
-        assert_eq!(ws.take(&id).unwrap_err().code, crate::error::Code::NotFound);
-        assert_eq!(
-            ws.remove(&id).unwrap_err().code,
-            crate::error::Code::NotFound
-        );
+        assert_eq!(ws.take(&id).unwrap_err().code(), e2b_envd::Code::NotFound);
+        assert_eq!(ws.remove(&id).unwrap_err().code(), e2b_envd::Code::NotFound);
     }
 }

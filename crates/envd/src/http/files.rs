@@ -1,7 +1,6 @@
 //! `/files`: streamed download (gzip, ranges) and upload (multipart or raw, gzip, metadata).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,15 +12,20 @@ use axum::extract::{Query, RawQuery, State as AxState};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use e2b_envd::Code;
+use e2b_envd::headers;
+use e2b_envd::http::types::{EntryInfo, EntryInfoType};
 use e2b_envd::signature::Operation;
 
 use crate::auth::{ACCESS_TOKEN_HEADER, SigningInput, validate_signing};
-use crate::fs::{XATTR_PREFIX, ensure_dirs};
+use crate::fs::staged::{NO_ROOM_STEP, StagedFile, StagingError};
+use crate::fs::{EnsureDirsError, XATTR_PREFIX, ensure_dirs};
 use crate::http::ApiError;
+use crate::os_error;
 use crate::paths::expand_and_resolve;
 use crate::state::State;
 use crate::users::User;
@@ -37,21 +41,6 @@ pub struct FilesQuery {
     pub signature: Option<String>,
     /// Signature expiry, unix seconds.
     pub signature_expiration: Option<String>,
-}
-
-/// One written file in the upload answer.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WrittenEntry {
-    /// Absolute path.
-    pub path: String,
-    /// Base name.
-    pub name: String,
-    /// Always `"file"`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Metadata as stored, when the upload carried any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 fn parse_query(raw: Option<&str>) -> Result<FilesQuery, ApiError> {
@@ -223,17 +212,17 @@ pub async fn download(
     };
     let md = match tokio::fs::metadata(&path).await {
         Ok(md) => md,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+        Err(e) if os_error::code(&e) == Code::NotFound => {
             return Err(ApiError::not_found(format!(
                 "path '{}' does not exist",
                 path.display()
             )));
         }
         Err(e) => {
-            return Err(ApiError::internal(format!(
-                "error checking path '{}': {e}",
-                path.display()
-            )));
+            return Err(ApiError::from_io(
+                format_args!("error checking path '{}'", path.display()),
+                &e,
+            ));
         }
     };
     if md.is_dir() {
@@ -242,9 +231,9 @@ pub async fn download(
             path.display()
         )));
     }
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::internal(format!("error opening file '{}': {e}", path.display())))?;
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::from_io(format_args!("error opening file '{}'", path.display()), &e)
+    })?;
     let size = md.len();
     let name = path
         .file_name()
@@ -308,7 +297,7 @@ pub async fn download(
             RangeReq::Part(start, end) => {
                 file.seek(std::io::SeekFrom::Start(start))
                     .await
-                    .map_err(|e| ApiError::internal(format!("error seeking: {e}")))?;
+                    .map_err(|e| ApiError::from_io("error seeking", &e))?;
                 let len = end - start + 1;
                 let body =
                     Body::from_stream(ReaderStream::with_capacity(file.take(len), 64 * 1024));
@@ -357,7 +346,7 @@ fn parse_metadata(headers: &HeaderMap) -> Result<Option<BTreeMap<String, String>
     let mut out = BTreeMap::new();
     let mut total = 0;
     for (name, value) in headers {
-        let Some(key) = name.as_str().strip_prefix("x-metadata-") else {
+        let Some(key) = name.as_str().strip_prefix(headers::METADATA_PREFIX) else {
             continue;
         };
         if key.is_empty() || key.len() > MAX_METADATA_KEY {
@@ -382,23 +371,29 @@ fn parse_metadata(headers: &HeaderMap) -> Result<Option<BTreeMap<String, String>
     Ok((!out.is_empty()).then_some(out))
 }
 
-fn is_enospc(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-}
-
-/// Writes one uploaded file: parents, ownership, streamed content, metadata.
+/// Writes one uploaded file: parents, streamed content, ownership, metadata. The content is
+/// staged in an unnamed file and copied into the target only when complete
+/// ([`StagedFile`]), so an upload cut off part-way leaves the old file.
 async fn write_file(
     path: &Path,
     user: &User,
     body: &mut (dyn AsyncRead + Unpin + Send),
     metadata: Option<&BTreeMap<String, String>>,
-) -> Result<WrittenEntry, ApiError> {
+) -> Result<EntryInfo, ApiError> {
+    let (uid, gid) = (user.uid, user.gid);
     if let Some(parent) = path.parent() {
-        let (parent, uid, gid) = (parent.to_owned(), user.uid, user.gid);
-        tokio::task::spawn_blocking(move || ensure_dirs(&parent, uid, gid))
-            .await
-            .map_err(|e| ApiError::internal(format!("error ensuring directories: {e}")))?
-            .map_err(|e| ApiError::internal(format!("error ensuring directories: {e}")))?;
+        let parent = parent.to_owned();
+        blocking(move || ensure_dirs(&parent, uid, gid))
+            .await?
+            .map_err(|e| {
+                let message = format!("error ensuring directories: {e}");
+                match &e {
+                    EnsureDirsError::NotADirectory(_) => ApiError::bad_request(message),
+                    EnsureDirsError::Io { source, .. } => {
+                        ApiError::new(os_error::http_status(source), message)
+                    }
+                }
+            })?;
     }
     if tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
         return Err(ApiError::bad_request(format!(
@@ -406,29 +401,27 @@ async fn write_file(
             path.display()
         )));
     }
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o666)
-        .open(path)
-        .await
-        .map_err(|e| {
-            if is_enospc(&e) {
-                ApiError::insufficient_storage("not enough inodes available")
-            } else {
-                ApiError::internal(format!("error opening file '{}': {e}", path.display()))
-            }
-        })?;
-    let std_file = file.into_std().await;
-    std::os::unix::fs::fchown(&std_file, Some(user.uid), Some(user.gid)).map_err(|e| {
-        ApiError::internal(format!(
-            "error changing ownership of '{}': {e}",
-            path.display()
-        ))
-    })?;
-    let mut file = tokio::fs::File::from_std(std_file);
+    let p = path.to_owned();
+    let staged = blocking(move || StagedFile::create(&p, uid, gid))
+        .await?
+        .map_err(staging_error)?;
+    let mut file = tokio::fs::File::from_std(staged.writer().map_err(staging_error)?);
     let mut buf = vec![0u8; 256 * 1024];
+    let write_failed = |n: Option<u64>, e: &std::io::Error| {
+        if os_error::http_status(e) == StatusCode::INSUFFICIENT_STORAGE {
+            let attempted = n.map(|n| format!("attempted to write {n} bytes: "));
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "{}not enough disk space available",
+                    attempted.unwrap_or_default()
+                ),
+            )
+        } else {
+            ApiError::from_io(format_args!("error writing file '{}'", path.display()), e)
+        }
+    };
+    let mut total = 0u64;
     loop {
         let n = body
             .read(&mut buf)
@@ -437,64 +430,99 @@ async fn write_file(
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n]).await.map_err(|e| {
-            if is_enospc(&e) {
-                ApiError::insufficient_storage(format!(
-                    "attempted to write {n} bytes: not enough disk space available"
-                ))
-            } else {
-                ApiError::internal(format!("error writing file '{}': {e}", path.display()))
-            }
-        })?;
-    }
-    file.flush().await.map_err(|e| {
-        if is_enospc(&e) {
-            ApiError::insufficient_storage("not enough disk space available")
-        } else {
-            ApiError::internal(format!("error writing file '{}': {e}", path.display()))
+        file.write_all(&buf[..n])
+            .await
+            .map_err(|e| write_failed(Some(n as u64), &e))?;
+        if total / ROOM_CHECK_BYTES != (total + n as u64) / ROOM_CHECK_BYTES {
+            staged
+                .check_room(total + n as u64)
+                .map_err(|e| write_failed(Some(n as u64), &e.source))?;
         }
-    })?;
+        total += n as u64;
+    }
+    file.flush().await.map_err(|e| write_failed(None, &e))?;
     drop(file);
     // Each upload replaces the file's metadata.
-    let (p, md) = (path.to_owned(), metadata.cloned());
-    tokio::task::spawn_blocking(move || set_metadata(&p, md.as_ref()))
-        .await
-        .map_err(|e| ApiError::internal(format!("error setting metadata: {e}")))??;
-    Ok(WrittenEntry {
+    let md = metadata.cloned();
+    blocking(move || staged.commit(|file, path| set_metadata(file, path, md.as_ref())))
+        .await?
+        .map_err(|e| match e.step {
+            // The target's filesystem is full: the content was not written.
+            NO_ROOM_STEP => write_failed(Some(total), &e.source),
+            _ => staging_error(e),
+        })?;
+    Ok(EntryInfo {
         path: path.to_string_lossy().into_owned(),
         name: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        kind: "file".to_owned(),
-        metadata: metadata.cloned(),
+        type_: EntryInfoType::File,
+        // Serialised only when the upload carried some.
+        metadata: metadata.cloned().unwrap_or_default(),
     })
 }
 
-fn set_metadata(path: &Path, md: Option<&BTreeMap<String, String>>) -> Result<(), ApiError> {
+/// The longest an upload that failed keeps reading (and discarding) the rest of its body.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads and discards the rest of a failed upload's body (for at most [`DRAIN_LIMIT`]), then
+/// gives back `error`. Closing a connection with unread data resets it, and the reset makes
+/// the client (or a proxy in between) lose the answer: a 507 would arrive as a broken
+/// connection (the router's 502).
+async fn drained(error: ApiError, body: &mut (dyn AsyncRead + Unpin + Send)) -> ApiError {
+    let _ = tokio::time::timeout(DRAIN_LIMIT, tokio::io::copy(body, &mut tokio::io::sink())).await;
+    error
+}
+
+/// How often (in bytes staged) an upload checks that it still fits in its target's
+/// filesystem: a `fstatvfs` per 8 MiB.
+const ROOM_CHECK_BYTES: u64 = 8 << 20;
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))
+}
+
+fn staging_error(e: StagingError) -> ApiError {
+    ApiError::new(os_error::http_status(&e.source), e.to_string())
+}
+
+/// Replaces the `user.e2b.*` attributes of `file` (open at `path`) with `md`. Through the
+/// descriptor, so a symlink at `path` does not stop it (no `user.*` attributes on symlinks).
+fn set_metadata(
+    file: &std::fs::File,
+    path: &Path,
+    md: Option<&BTreeMap<String, String>>,
+) -> Result<(), StagingError> {
+    use xattr::FileExt as _;
     let fail = |e: std::io::Error| {
-        if is_enospc(&e) {
-            Err(ApiError::insufficient_storage(format!(
-                "not enough space for file metadata: {e}"
-            )))
-        } else if e.raw_os_error() == Some(libc::ENOTSUP) {
+        if e.raw_os_error() == Some(libc::ENOTSUP) {
             tracing::warn!(path = %path.display(), "filesystem does not support xattrs; metadata dropped");
             Ok(())
         } else {
-            Err(ApiError::internal(format!("error setting metadata: {e}")))
+            Err(StagingError {
+                step: "setting metadata on",
+                path: path.to_owned(),
+                source: e,
+            })
         }
     };
-    if let Ok(names) = xattr::list(path) {
+    if let Ok(names) = file.list_xattr() {
         for n in names {
             if n.to_str().is_some_and(|s| s.starts_with(XATTR_PREFIX))
-                && let Err(e) = xattr::remove(path, &n)
+                && let Err(e) = file.remove_xattr(&n)
             {
                 return fail(e);
             }
         }
     }
     for (k, v) in md.into_iter().flatten() {
-        if let Err(e) = xattr::set(path, format!("{XATTR_PREFIX}{k}"), v.as_bytes()) {
+        if let Err(e) = file.set_xattr(format!("{XATTR_PREFIX}{k}"), v.as_bytes()) {
             return fail(e);
         }
     }
@@ -524,7 +552,7 @@ fn body_reader(headers: &HeaderMap, body: Body) -> Result<BoxRead, ApiError> {
     }
 }
 
-fn upload_response(entries: Vec<WrittenEntry>) -> Response {
+fn upload_response(entries: Vec<EntryInfo>) -> Response {
     let body = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned());
     let mut r = (StatusCode::OK, body).into_response();
     // Upstream sets no type and Go sniffs this one; the SDKs parse JSON regardless.
@@ -560,8 +588,10 @@ pub async fn upload(
                 ));
             };
             let mut reader = body_reader(&headers, body)?;
-            let entry = write_file(&path, &user, &mut reader, metadata.as_ref()).await?;
-            Ok(upload_response(vec![entry]))
+            match write_file(&path, &user, &mut reader, metadata.as_ref()).await {
+                Ok(entry) => Ok(upload_response(vec![entry])),
+                Err(e) => Err(drained(e, &mut reader).await),
+            }
         }
         Some("multipart/form-data") => {
             let boundary = mime
@@ -595,7 +625,24 @@ pub async fn upload(
                 let mut reader = StreamReader::new(
                     field.map_err(|e| std::io::Error::other(format!("multipart: {e}"))),
                 );
-                entries.push(write_file(&path, &user, &mut reader, metadata.as_ref()).await?);
+                match write_file(&path, &user, &mut reader, metadata.as_ref()).await {
+                    Ok(entry) => entries.push(entry),
+                    Err(e) => {
+                        let e = drained(e, &mut reader).await;
+                        drop(reader);
+                        let rest = async {
+                            while let Ok(Some(field)) = mp.next_field().await {
+                                let mut field =
+                                    StreamReader::new(field.map_err(|e| {
+                                        std::io::Error::other(format!("multipart: {e}"))
+                                    }));
+                                let _ = tokio::io::copy(&mut field, &mut tokio::io::sink()).await;
+                            }
+                        };
+                        let _ = tokio::time::timeout(DRAIN_LIMIT, rest).await;
+                        return Err(e);
+                    }
+                }
             }
             Ok(upload_response(entries))
         }

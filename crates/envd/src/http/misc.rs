@@ -7,10 +7,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State as AxState;
 use axum::response::{IntoResponse, Response};
+use e2b_envd::http::types::{EnvVars, InitRequest, Metrics};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde::Deserialize;
 
 use crate::ENVD_VERSION;
+use e2b_envd::headers;
 use e2b_envd::signature::constant_time_eq;
 
 use crate::auth::ACCESS_TOKEN_HEADER;
@@ -26,40 +27,38 @@ pub async fn health() -> Response {
 }
 
 /// `GET /envs`: the global environment processes get.
-pub async fn envs(AxState(state): AxState<Arc<State>>) -> Json<BTreeMap<String, String>> {
-    Json(state.global_env())
-}
-
-/// Body of `POST /init` (every field optional; unknown fields are ignored).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InitBody {
-    /// Replaces the user part of the global environment.
-    pub env_vars: Option<BTreeMap<String, String>>,
-    /// Sets the access token; absent clears it (when the caller is authorised).
-    pub access_token: Option<String>,
-    /// Becomes the default user.
-    pub default_user: Option<String>,
-    /// Becomes the default workdir.
-    pub default_workdir: Option<String>,
-    /// Host clock; accepted and ignored (envd here shares the host's clock).
-    pub timestamp: Option<String>,
+pub async fn envs(AxState(state): AxState<Arc<State>>) -> Json<EnvVars> {
+    Json(EnvVars(state.global_env()))
 }
 
 /// `POST /init`: applies env vars, token, default user and workdir; 204 with the version.
+///
+/// The host clock (`timestamp`) and the fields only E2B's VMs use (`caBundle`, `hyperloopIP`,
+/// `lifecycleID`, `volumeMounts`) are accepted and ignored: envd here shares the host's clock,
+/// trust store and network.
 pub async fn init(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: InitBody = if body.iter().all(u8::is_ascii_whitespace) {
-        InitBody::default()
+    let body: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        InitRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid init body: {e}")))?
     };
     if body.access_token.as_deref() == Some("") {
         return Err(ApiError::bad_request("access token must not be empty"));
+    }
+    // The token comes back in the X-Access-Token header, which cannot carry anything else.
+    if body
+        .access_token
+        .as_deref()
+        .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(ApiError::bad_request(
+            "access token must be printable ASCII without spaces, as it is sent in a header",
+        ));
     }
     if let Some(current) = state.token() {
         let by_body = body
@@ -75,9 +74,20 @@ pub async fn init(
             ));
         }
     }
+    // Checked before anything is applied: one bad variable would fail every later spawn.
+    if let Some((name, _)) = body
+        .env_vars
+        .iter()
+        .flat_map(|vars| vars.iter())
+        .find(|(name, value)| name.is_empty() || name.contains(['=', '\0']) || value.contains('\0'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid envVars entry {name:?}: a name must be non-empty without '=' or NUL, a value without NUL"
+        )));
+    }
     state.set_token(body.access_token);
     if let Some(vars) = body.env_vars {
-        state.replace_user_env(vars);
+        state.replace_user_env(vars.0);
     }
     if let Some(user) = body.default_user.filter(|u| !u.is_empty()) {
         state.set_default_user(user);
@@ -88,8 +98,10 @@ pub async fn init(
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut()
-        .insert("x-envd-version", HeaderValue::from_static(ENVD_VERSION));
+    r.headers_mut().insert(
+        headers::ENVD_VERSION,
+        HeaderValue::from_static(ENVD_VERSION),
+    );
     Ok(r)
 }
 
@@ -132,7 +144,7 @@ fn meminfo() -> Option<BTreeMap<String, u64>> {
 
 /// `GET /metrics`: host CPU, memory and root-disk usage (500 with an empty body on failure).
 pub async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
-    let compute = || -> Option<serde_json::Value> {
+    let compute = || -> Option<Metrics> {
         let now = cpu_sample()?;
         let prev = lock(&state.cpu_sample).replace(now);
         let (busy, total) = match prev {
@@ -154,18 +166,19 @@ pub async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
         let disk_total = vfs.blocks() * frsize;
         let disk_used = disk_total.saturating_sub(vfs.blocks_available() * frsize);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Some(serde_json::json!({
-            "ts": chrono::Utc::now().timestamp(),
-            "cpu_count": cpus,
-            "cpu_used_pct": pct,
-            "mem_total_mib": mem_total / 1024 / 1024,
-            "mem_used_mib": mem_used / 1024 / 1024,
-            "mem_total": mem_total,
-            "mem_used": mem_used,
-            "mem_cache": g("Cached"),
-            "disk_used": disk_used,
-            "disk_total": disk_total,
-        }))
+        let int = |v: u64| Some(i64::try_from(v).unwrap_or(i64::MAX));
+        Some(Metrics {
+            ts: Some(chrono::Utc::now().timestamp()),
+            cpu_count: int(cpus as u64),
+            cpu_used_pct: Some(pct as f32),
+            mem_total_mib: int(mem_total / 1024 / 1024),
+            mem_used_mib: int(mem_used / 1024 / 1024),
+            mem_total: int(mem_total),
+            mem_used: int(mem_used),
+            mem_cache: int(g("Cached")),
+            disk_used: int(disk_used),
+            disk_total: int(disk_total),
+        })
     };
     match compute() {
         Some(v) => Json(v).into_response(),

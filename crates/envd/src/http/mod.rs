@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::os_error;
 use crate::state::State;
 
 /// An HTTP error with upstream's body `{"code": <status>, "message": "<text>"}`.
@@ -45,16 +46,20 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
-    /// 507.
-    pub fn insufficient_storage(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INSUFFICIENT_STORAGE, message)
+    /// The status [`os_error::http_status`] gives `e`, with the message `"{context}: {e}"`.
+    pub fn from_io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        Self::new(os_error::http_status(e), format!("{context}: {e}"))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
-        let mut resp = (self.status, body.to_string()).into_response();
+        let body = e2b_envd::http::types::Error {
+            code: self.status.as_u16().into(),
+            message: self.message,
+        };
+        let body = serde_json::to_string(&body).expect("an error body always serializes");
+        let mut resp = (self.status, body).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),

@@ -13,19 +13,19 @@ mod sys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use e2b_envd::ConnectError;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::error::{RpcError, RpcResult};
 use crate::state::lock;
 use crate::users::User;
 
@@ -177,10 +177,10 @@ pub enum Selector {
 }
 
 impl Selector {
-    fn not_found(&self) -> RpcError {
+    fn not_found(&self) -> ConnectError {
         match self {
-            Selector::Pid(p) => RpcError::not_found(format!("process with pid {p} not found")),
-            Selector::Tag(t) => RpcError::not_found(format!("process with tag {t} not found")),
+            Selector::Pid(p) => ConnectError::not_found(format!("process with pid {p} not found")),
+            Selector::Tag(t) => ConnectError::not_found(format!("process with tag {t} not found")),
         }
     }
 }
@@ -294,42 +294,42 @@ impl Proc {
     ///
     /// # Errors
     /// `internal` when `kill(2)` fails.
-    pub fn signal(&self, sig: nix::sys::signal::Signal) -> RpcResult<()> {
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), ConnectError> {
         self.out_cancel.send_replace(true);
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
         nix::sys::signal::kill(pid, sig)
-            .map_err(|e| RpcError::internal(format!("error sending signal: {e}")))
+            .map_err(|e| ConnectError::internal(format!("error sending signal: {e}")))
     }
 
     /// Writes input.
     ///
     /// # Errors
     /// `internal` when the process has no such input (or it was closed) or the write fails.
-    pub async fn write(&self, input: Input) -> RpcResult<()> {
+    pub async fn write(&self, input: Input) -> Result<(), ConnectError> {
         match input {
             Input::Stdin(b) => {
                 if self.pty.is_some() {
-                    return Err(RpcError::internal(
+                    return Err(ConnectError::internal(
                         "error writing to stdin: stdin not enabled or closed",
                     ));
                 }
                 let mut guard = self.stdin.lock().await;
                 let Some(stdin) = guard.as_mut() else {
-                    return Err(RpcError::internal(
+                    return Err(ConnectError::internal(
                         "error writing to stdin: stdin not enabled or closed",
                     ));
                 };
                 stdin
                     .write_all(&b)
                     .await
-                    .map_err(|e| RpcError::internal(format!("error writing to stdin: {e}")))
+                    .map_err(|e| ConnectError::internal(format!("error writing to stdin: {e}")))
             }
             Input::Pty(b) => match &self.pty {
                 Some(p) => p
                     .write_all(&b)
                     .await
-                    .map_err(|e| RpcError::internal(format!("error writing to tty: {e}"))),
-                None => Err(RpcError::internal(
+                    .map_err(|e| ConnectError::internal(format!("error writing to tty: {e}"))),
+                None => Err(ConnectError::internal(
                     "error writing to tty: tty not assigned to process",
                 )),
             },
@@ -340,9 +340,9 @@ impl Proc {
     ///
     /// # Errors
     /// `unknown` for a PTY process.
-    pub async fn close_stdin(&self) -> RpcResult<()> {
+    pub async fn close_stdin(&self) -> Result<(), ConnectError> {
         if self.pty.is_some() {
-            return Err(RpcError::unknown(
+            return Err(ConnectError::unknown(
                 "cannot close stdin for PTY process — send Ctrl+D (0x04) instead",
             ));
         }
@@ -354,12 +354,12 @@ impl Proc {
     ///
     /// # Errors
     /// `internal` without a PTY or when the ioctl fails.
-    pub fn resize(&self, size: PtySize) -> RpcResult<()> {
+    pub fn resize(&self, size: PtySize) -> Result<(), ConnectError> {
         match &self.pty {
             Some(p) => p
                 .resize(size)
-                .map_err(|e| RpcError::internal(format!("error resizing tty: {e}"))),
-            None => Err(RpcError::internal(
+                .map_err(|e| ConnectError::internal(format!("error resizing tty: {e}"))),
+            None => Err(ConnectError::internal(
                 "error resizing tty: tty not assigned to process",
             )),
         }
@@ -427,7 +427,7 @@ impl Processes {
     ///
     /// # Errors
     /// `not_found` "process with pid N not found" / "process with tag T not found".
-    pub fn get(&self, sel: &Selector) -> RpcResult<Arc<Proc>> {
+    pub fn get(&self, sel: &Selector) -> Result<Arc<Proc>, ConnectError> {
         let t = lock(&self.table);
         let found = match sel {
             Selector::Pid(pid) => t.live.get(pid).cloned(),
@@ -444,7 +444,7 @@ impl Processes {
     ///
     /// # Errors
     /// `not_found` as [`Processes::get`].
-    pub fn find(&self, sel: &Selector) -> RpcResult<Found> {
+    pub fn find(&self, sel: &Selector) -> Result<Found, ConnectError> {
         if let Ok(p) = self.get(sel) {
             return Ok(Found::Live(p));
         }
@@ -467,7 +467,7 @@ impl Processes {
     ///
     /// # Errors
     /// `not_found`.
-    pub fn connect(&self, sel: &Selector) -> RpcResult<Subscription> {
+    pub fn connect(&self, sel: &Selector) -> Result<Subscription, ConnectError> {
         match self.find(sel)? {
             Found::Live(p) => Ok(p.subscribe()),
             Found::Ended { pid, end } => Ok(Subscription {
@@ -507,147 +507,56 @@ impl Processes {
         user: &User,
         env: Vec<(String, String)>,
         switch_user: bool,
-    ) -> RpcResult<Subscription> {
-        if !spec.cwd.is_dir() {
-            return Err(RpcError::invalid_argument(format!(
-                "cwd '{}' does not exist",
-                spec.cwd.display()
-            )));
-        }
-        let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes()).map_err(|_| {
-            RpcError::invalid_argument(format!("cwd '{}' contains a NUL byte", spec.cwd.display()))
-        })?;
-        let creds = switch_user.then(|| {
-            let mut groups = vec![user.gid];
-            groups.extend(user.groups.iter().copied().filter(|g| *g != user.gid));
-            spawn::Creds {
-                uid: user.uid,
-                gid: user.gid,
-                groups,
-            }
-        });
-        let pty_pair = match spec.pty {
-            Some(size) => Some(
-                pty::open(size)
-                    .map_err(|e| RpcError::invalid_argument(format!("error starting pty: {e}")))?,
-            ),
-            None => None,
-        };
-        let pipe = || -> RpcResult<(OwnedFd, OwnedFd)> {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| RpcError::internal(format!("error creating pipe: {e}")))?;
-            let above = |fd| {
-                spawn::above_stdio(fd)
-                    .map_err(|e| RpcError::internal(format!("error creating pipe: {e}")))
-            };
-            Ok((above(r)?, above(w)?))
-        };
-        // Our ends of the pipes, and the child's (dropped once it has exec'd).
-        let mut stdin_w = None;
-        let mut stdout = None;
-        let mut stderr = None;
-        let child_fds: Option<[OwnedFd; 3]> = if pty_pair.is_some() {
-            None
-        } else {
-            // Our ends become tokio pipes before the spawn, so that nothing can fail between
-            // starting the process and supervising it.
-            let child_in = if spec.stdin.unwrap_or(true) {
-                let (r, w) = pipe()?;
-                stdin_w = Some(
-                    pipe::Sender::from_owned_fd(w)
-                        .map_err(|e| RpcError::internal(format!("error setting up stdin: {e}")))?,
-                );
-                r
-            } else {
-                std::fs::File::open("/dev/null")
-                    .map(OwnedFd::from)
-                    .and_then(spawn::above_stdio)
-                    .map_err(|e| RpcError::internal(format!("error opening /dev/null: {e}")))?
-            };
-            let receiver = |fd| {
-                pipe::Receiver::from_owned_fd(fd)
-                    .map_err(|e| RpcError::internal(format!("error setting up output: {e}")))
-            };
-            let (r, child_out) = pipe()?;
-            stdout = Some(receiver(r)?);
-            let (r, child_err) = pipe()?;
-            stderr = Some(receiver(r)?);
-            Some([child_in, child_out, child_err])
-        };
-        let stdio = match (&child_fds, &pty_pair) {
-            (Some(fds), _) => [fds[0].as_fd(), fds[1].as_fd(), fds[2].as_fd()],
-            (None, Some((_, slave))) => [slave.as_fd(); 3],
-            (None, None) => return Err(RpcError::internal("no stdio for the process")),
-        };
-        let command = |program: &str, args: &[String]| -> RpcResult<spawn::Command> {
-            let mut cmd = spawn::Command::new(program, args, &env, cwd.clone())
-                .map_err(|e| RpcError::invalid_argument(format!("error starting process: {e}")))?;
-            cmd.creds = creds.clone();
-            cmd.pty = pty_pair.is_some();
-            Ok(cmd)
-        };
-        let child = match command(&spec.config.cmd, &spec.config.args)?.spawn(stdio) {
-            Ok(c) => c,
-            Err(e)
-                if e.stage == spawn::Stage::Exec
-                    && matches!(
-                        e.error.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                    ) =>
-            {
-                // Upstream runs every command through /bin/sh, so a program that cannot be
-                // executed is exit 127/126 with sh's message, not an RPC error: keep that.
-                let mut args = vec![
-                    "-c".to_owned(),
-                    "exec \"$@\"".to_owned(),
-                    "--".to_owned(),
-                    spec.config.cmd.clone(),
-                ];
-                args.extend(spec.config.args.iter().cloned());
-                command("/bin/sh", &args)?.spawn(stdio).map_err(|e| {
-                    RpcError::invalid_argument(format!("error starting process: {e}"))
-                })?
-            }
-            Err(e) => {
-                return Err(RpcError::invalid_argument(format!(
-                    "error starting process: {e}"
-                )));
-            }
-        };
-        drop(child_fds);
+    ) -> Result<Subscription, ConnectError> {
+        let cwd = checked_cwd(&spec.cwd)?;
+        let creds = switch_user.then(|| creds_of(user));
+        let stdio = Stdio::open(spec.pty, spec.stdin.unwrap_or(true))?;
+        let child = spawn_child(&spec.config, &env, &cwd, creds, &stdio)?;
+        let ParentEnds {
+            pty,
+            stdin,
+            stdout,
+            stderr,
+        } = stdio.into_parent_ends();
         let pid = child.id();
         tracing::debug!(pid, cmd = %spec.config.cmd, user = %user.name, pty = spec.pty.is_some(), "process started");
-        // Our copy of the slave must go, or the master never sees EOF.
-        let master = pty_pair.map(|(m, _slave)| m);
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let proc_ = Arc::new(Proc {
             pid,
             config: spec.config,
             tag: spec.tag,
-            stdin: tokio::sync::Mutex::new(stdin_w),
-            pty: master,
+            stdin: tokio::sync::Mutex::new(stdin),
+            pty,
             subs: Mutex::new(Subs::default()),
             out_cancel: cancel_tx,
         });
         let sub = proc_.subscribe();
-        {
-            let mut t = lock(&self.table);
-            let tag = proc_.tag.clone();
-            t.ended
-                .retain(|r| r.pid != pid && (tag.is_none() || r.tag != tag));
-            t.live.insert(pid, proc_.clone());
-        }
+        self.register(&proc_);
         if let Some(deadline) = spec.deadline {
-            let weak = Arc::downgrade(&proc_);
-            tokio::spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                if let Some(p) = weak.upgrade()
-                    && lock(&p.subs).end.is_none()
-                {
-                    let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
-                }
-            });
+            kill_at_deadline(&proc_, deadline);
         }
+        self.supervise(proc_, child, stdout, stderr, cancel_rx);
+        Ok(sub)
+    }
+
+    /// Makes `proc_` live, replacing any retained end with its pid or its tag.
+    fn register(&self, proc_: &Arc<Proc>) {
+        let mut t = lock(&self.table);
+        t.ended
+            .retain(|r| r.pid != proc_.pid && (proc_.tag.is_none() || r.tag != proc_.tag));
+        t.live.insert(proc_.pid, proc_.clone());
+    }
+
+    /// Spawns the task that forwards the output of `proc_`, then reaps `child` and sends its
+    /// end to the subscribers.
+    fn supervise(
+        self: &Arc<Self>,
+        proc_: Arc<Proc>,
+        child: spawn::Child,
+        stdout: Option<pipe::Receiver>,
+        stderr: Option<pipe::Receiver>,
+        cancel_rx: watch::Receiver<bool>,
+    ) {
         let procs = self.clone();
         tokio::spawn(async move {
             // The readers share this task: when the process exits, the end follows its
@@ -692,8 +601,195 @@ impl Processes {
                 let _ = tx.send(Event::End(end.clone())).await;
             }
         });
-        Ok(sub)
     }
+}
+
+/// `cwd` as the C string the spawn needs, once it is known to be a directory.
+fn checked_cwd(cwd: &Path) -> Result<CString, ConnectError> {
+    if !cwd.is_dir() {
+        return Err(ConnectError::invalid_argument(format!(
+            "cwd '{}' does not exist",
+            cwd.display()
+        )));
+    }
+    CString::new(cwd.as_os_str().as_encoded_bytes()).map_err(|_| {
+        ConnectError::invalid_argument(format!("cwd '{}' contains a NUL byte", cwd.display()))
+    })
+}
+
+/// The credentials a process runs with as `user`: its uid, its primary group first, then
+/// its other groups.
+fn creds_of(user: &User) -> spawn::Creds {
+    let mut groups = vec![user.gid];
+    groups.extend(user.groups.iter().copied().filter(|g| *g != user.gid));
+    spawn::Creds {
+        uid: user.uid,
+        gid: user.gid,
+        groups,
+    }
+}
+
+/// The standard streams of a new process, both ends, until it has been spawned.
+enum Stdio {
+    /// A terminal: the slave is the child's stdin, stdout and stderr.
+    Pty {
+        master: pty::Master,
+        slave: pty::Slave,
+    },
+    /// Pipes, except a stdin the request turned off (`/dev/null`). Our ends are tokio pipes
+    /// already, so that nothing can fail between starting the process and supervising it.
+    Pipes {
+        stdin: Option<pipe::Sender>,
+        stdout: pipe::Receiver,
+        stderr: pipe::Receiver,
+        child: [OwnedFd; 3],
+    },
+}
+
+/// Our ends of a spawned process's streams.
+struct ParentEnds {
+    pty: Option<pty::Master>,
+    stdin: Option<pipe::Sender>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
+}
+
+impl Stdio {
+    /// A PTY of `pty`'s size, or pipes (with a stdin pipe when `stdin`).
+    fn open(pty: Option<PtySize>, stdin: bool) -> Result<Self, ConnectError> {
+        if let Some(size) = pty {
+            let (master, slave) = pty::open(size)
+                .map_err(|e| ConnectError::invalid_argument(format!("error starting pty: {e}")))?;
+            return Ok(Stdio::Pty { master, slave });
+        }
+        let (child_in, stdin) = if stdin {
+            let (r, w) = cloexec_pipe()?;
+            let sender = pipe::Sender::from_owned_fd(w)
+                .map_err(|e| ConnectError::internal(format!("error setting up stdin: {e}")))?;
+            (r, Some(sender))
+        } else {
+            let null = std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .and_then(spawn::above_stdio)
+                .map_err(|e| ConnectError::internal(format!("error opening /dev/null: {e}")))?;
+            (null, None)
+        };
+        let receiver = |fd| {
+            pipe::Receiver::from_owned_fd(fd)
+                .map_err(|e| ConnectError::internal(format!("error setting up output: {e}")))
+        };
+        let (r, child_out) = cloexec_pipe()?;
+        let stdout = receiver(r)?;
+        let (r, child_err) = cloexec_pipe()?;
+        let stderr = receiver(r)?;
+        Ok(Stdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+            child: [child_in, child_out, child_err],
+        })
+    }
+
+    /// The child's stdin, stdout and stderr.
+    fn child_fds(&self) -> [BorrowedFd<'_>; 3] {
+        match self {
+            Stdio::Pty { slave, .. } => [slave.as_fd(); 3],
+            Stdio::Pipes { child, .. } => [child[0].as_fd(), child[1].as_fd(), child[2].as_fd()],
+        }
+    }
+
+    /// Our ends, closing the child's: our copy of a PTY slave must go, or the master never
+    /// sees EOF.
+    fn into_parent_ends(self) -> ParentEnds {
+        match self {
+            Stdio::Pty { master, slave: _ } => ParentEnds {
+                pty: Some(master),
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            },
+            Stdio::Pipes {
+                stdin,
+                stdout,
+                stderr,
+                child: _,
+            } => ParentEnds {
+                pty: None,
+                stdin,
+                stdout: Some(stdout),
+                stderr: Some(stderr),
+            },
+        }
+    }
+}
+
+/// A close-on-exec pipe, both ends above the standard descriptors: `(read, write)`.
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), ConnectError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ConnectError::internal(format!("error creating pipe: {e}")))?;
+    let above = |fd| {
+        spawn::above_stdio(fd)
+            .map_err(|e| ConnectError::internal(format!("error creating pipe: {e}")))
+    };
+    Ok((above(r)?, above(w)?))
+}
+
+/// Spawns `config`'s command on `stdio`. A program that cannot be executed is run through
+/// `/bin/sh` instead, which then exits 127 or 126 with sh's message.
+fn spawn_child(
+    config: &ProcConfig,
+    env: &[(String, String)],
+    cwd: &CString,
+    creds: Option<spawn::Creds>,
+    stdio: &Stdio,
+) -> Result<spawn::Child, ConnectError> {
+    let command = |program: &str, args: &[String]| -> Result<spawn::Command, ConnectError> {
+        let mut cmd = spawn::Command::new(program, args, env, cwd.clone())
+            .map_err(|e| ConnectError::invalid_argument(format!("error starting process: {e}")))?;
+        cmd.creds = creds.clone();
+        cmd.pty = matches!(stdio, Stdio::Pty { .. });
+        Ok(cmd)
+    };
+    let fds = stdio.child_fds();
+    match command(&config.cmd, &config.args)?.spawn(fds) {
+        Ok(child) => Ok(child),
+        Err(e)
+            if e.stage == spawn::Stage::Exec
+                && matches!(
+                    e.error.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            // Upstream runs every command through /bin/sh, so a program that cannot be
+            // executed is exit 127/126 with sh's message, not an RPC error: keep that.
+            let mut args = vec![
+                "-c".to_owned(),
+                "exec \"$@\"".to_owned(),
+                "--".to_owned(),
+                config.cmd.clone(),
+            ];
+            args.extend(config.args.iter().cloned());
+            command("/bin/sh", &args)?
+                .spawn(fds)
+                .map_err(|e| ConnectError::invalid_argument(format!("error starting process: {e}")))
+        }
+        Err(e) => Err(ConnectError::invalid_argument(format!(
+            "error starting process: {e}"
+        ))),
+    }
+}
+
+/// Kills `proc_` with SIGKILL at `deadline` unless it has ended by then.
+fn kill_at_deadline(proc_: &Arc<Proc>, deadline: Instant) {
+    let weak = Arc::downgrade(proc_);
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline).await;
+        if let Some(p) = weak.upgrade()
+            && lock(&p.subs).end.is_none()
+        {
+            let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    });
 }
 
 /// The environment of a new process in envd's order: PATH (envd's), HOME, USER, LOGNAME,

@@ -40,17 +40,28 @@ impl Envd {
         envd
     }
 
-    fn start_with(bin: &std::path::Path, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Self {
-        let mut cmd = Command::new(bin);
-        cmd.args(["--port", "0", "--listen", "127.0.0.1"])
-            .args(args);
-        tweak(&mut cmd);
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn envd");
+    fn start_with(bin: &std::path::Path, args: &[&str], tweak: impl Fn(&mut Command)) -> Self {
+        // A freshly copied binary can be ETXTBSY for a moment: a process another test forks
+        // meanwhile inherits the copy's write descriptor until it execs.
+        let mut attempts = 0;
+        let mut child = loop {
+            let mut cmd = Command::new(bin);
+            cmd.args(["--port", "0", "--listen", "127.0.0.1"])
+                .args(args);
+            tweak(&mut cmd);
+            match cmd
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+            {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                spawned => break spawned.expect("spawn envd"),
+            }
+        };
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -88,10 +99,17 @@ impl Drop for Envd {
     }
 }
 
-/// A reqwest client (rustls ring provider installed once).
+/// A reqwest client with e2b-envd's TLS setup (the one place a rustls provider is chosen).
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().unwrap()
+    e2b_envd::default_http_client().unwrap()
+}
+
+/// The name of the user the tests run as.
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .expect("the tests' user has a passwd entry")
+        .name
 }
 
 /// Whether the tests run as root (CI does).

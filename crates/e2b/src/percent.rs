@@ -1,4 +1,5 @@
-//! Percent-encoding of `/files` query values (the signature itself is `e2b_envd::signature`).
+//! Percent-encoding of URL query values (`/files` paths and users, list filters). The
+//! `/files` URL signature itself is `e2b_envd::signature`.
 
 /// Percent-encodes everything but unreserved characters (Python's `quote(safe="")`).
 pub(crate) fn quote(value: &str) -> String {

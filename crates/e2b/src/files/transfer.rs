@@ -419,7 +419,10 @@ impl Filesystem {
                         "metadata value of '{k}' must be printable ASCII"
                     )));
                 }
-                Ok((format!("x-metadata-{k}"), v.clone()))
+                Ok((
+                    format!("{}{k}", e2b_envd::headers::METADATA_PREFIX),
+                    v.clone(),
+                ))
             })
             .collect()
     }

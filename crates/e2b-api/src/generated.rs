@@ -867,7 +867,7 @@ pub mod types {
         }
     }
 
-    /// SOCKS5 proxy that egress TCP is tunneled through after allow/deny filtering.
+    /// SOCKS5 proxy that the sandbox's allowed egress TCP is tunneled through, after the allow/deny filtering; the sandbox does not see it. Absent or null sends egress out directly. The password is never returned.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     #[serde(transparent)]
     pub struct SandboxEgressProxyConfig(pub ::std::option::Option<SandboxEgressProxyConfigInner>);
@@ -894,14 +894,16 @@ pub mod types {
         }
     }
 
-    /// SOCKS5 proxy that egress TCP is tunneled through after allow/deny filtering.
+    /// SOCKS5 proxy that the sandbox's allowed egress TCP is tunneled through, after the allow/deny filtering; the sandbox does not see it. Absent or null sends egress out directly. The password is never returned.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct SandboxEgressProxyConfigInner {
-        /// Proxy address as `host:port`.
+        /// Proxy address as `host:port`, e.g. `proxy.example.com:1080`.
         pub address: ::std::string::String,
-        /// SOCKS5 password (RFC 1929).
+        /// SOCKS5 password (RFC 1929); only together with `username`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub password: ::std::option::Option<SandboxEgressProxyConfigInnerPassword>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tls: ::std::option::Option<SandboxEgressProxyTlsConfig>,
         /// SOCKS5 user name (RFC 1929).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub username: ::std::option::Option<SandboxEgressProxyConfigInnerUsername>,
@@ -913,7 +915,7 @@ pub mod types {
         }
     }
 
-    /// SOCKS5 password (RFC 1929).
+    /// SOCKS5 password (RFC 1929); only together with `username`.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct SandboxEgressProxyConfigInnerPassword(::std::string::String);
@@ -1022,6 +1024,60 @@ pub mod types {
                 .map_err(|e: self::error::ConversionError| {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
                 })
+        }
+    }
+
+    /// TLS on the hop to the SOCKS5 proxy: the handshake, the credentials and the tunneled bytes run inside it. The certificate is always verified; absent or null means plain TCP.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(transparent)]
+    pub struct SandboxEgressProxyTlsConfig(
+        pub ::std::option::Option<SandboxEgressProxyTlsConfigInner>,
+    );
+    impl ::std::ops::Deref for SandboxEgressProxyTlsConfig {
+        type Target = ::std::option::Option<SandboxEgressProxyTlsConfigInner>;
+        fn deref(&self) -> &::std::option::Option<SandboxEgressProxyTlsConfigInner> {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<SandboxEgressProxyTlsConfig>
+        for ::std::option::Option<SandboxEgressProxyTlsConfigInner>
+    {
+        fn from(value: SandboxEgressProxyTlsConfig) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::convert::From<::std::option::Option<SandboxEgressProxyTlsConfigInner>>
+        for SandboxEgressProxyTlsConfig
+    {
+        fn from(value: ::std::option::Option<SandboxEgressProxyTlsConfigInner>) -> Self {
+            Self(value)
+        }
+    }
+
+    /// TLS on the hop to the SOCKS5 proxy: the handshake, the credentials and the tunneled bytes run inside it. The certificate is always verified; absent or null means plain TCP.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct SandboxEgressProxyTlsConfigInner {
+        /// PEM certificates to verify the proxy against instead of the system trust store (up to 8192 bytes). Never returned.
+        #[serde(
+            rename = "caCert",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub ca_cert: ::std::option::Option<::std::string::String>,
+        /// Use TLS; when false no other field may be set. The SDKs send true.
+        pub enabled: bool,
+        /// Name the certificate is verified against and sent as SNI (up to 253 characters); the host part of `address` when absent.
+        #[serde(
+            rename = "serverName",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub server_name: ::std::option::Option<::std::string::String>,
+    }
+
+    impl SandboxEgressProxyTlsConfigInner {
+        pub fn builder() -> builder::SandboxEgressProxyTlsConfigInner {
+            Default::default()
         }
     }
 
@@ -1235,62 +1291,55 @@ pub mod types {
         }
     }
 
-    /// Network configuration of the sandbox.
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    /// Network configuration of a sandbox: what it may reach (egress) and how its own URLs are served (ingress). Sent on create and returned by `GET /sandboxes/{sandboxID}`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct SandboxNetworkConfig {
-        /// Allowed egress destinations: CIDR blocks, IP addresses or domain names (`example.com`, `*.example.com`). Allowed entries take precedence over denied ones.
+        /// Egress destinations the sandbox may reach: CIDR blocks, IP addresses or domain names (`example.com`, `*.example.com`). An allowed entry wins over a denied one. When a domain is listed, the servers of `dnsServers` are reachable too.
         #[serde(
             rename = "allowOut",
             default,
             skip_serializing_if = "::std::vec::Vec::is_empty"
         )]
         pub allow_out: ::std::vec::Vec<::std::string::String>,
-        /// Whether the sandbox URLs are reachable without the traffic access token.
+        /// Whether the sandbox's URLs answer without the `e2b-traffic-access-token` header. Absent or null on create means the server's default, which is true.
         #[serde(
             rename = "allowPublicTraffic",
-            default = "defaults::default_bool::<true>"
+            skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub allow_public_traffic: bool,
-        /// Denied egress CIDR blocks or IP addresses (no domain names).
+        pub allow_public_traffic: ::std::option::Option<bool>,
+        /// Egress destinations the sandbox may not reach: CIDR blocks or IP addresses; domain names are not accepted here. `0.0.0.0/0` denies everything not allowed.
         #[serde(
             rename = "denyOut",
             default,
             skip_serializing_if = "::std::vec::Vec::is_empty"
         )]
         pub deny_out: ::std::vec::Vec<::std::string::String>,
+        /// IPv4 addresses of the DNS servers the sandbox may reach when `allowOut` holds a domain (at most 10). Absent means the default, `8.8.8.8`; an empty list allows none. Only the firewall opens; the sandbox's `/etc/resolv.conf` is unchanged.
+        #[serde(
+            rename = "dnsServers",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub dns_servers: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
         #[serde(
             rename = "egressProxy",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub egress_proxy: ::std::option::Option<SandboxEgressProxyConfig>,
-        /// Host mask used for all sandbox requests.
+        /// Ports whose service inside the sandbox speaks TLS: the proxy reaches them over HTTPS without verifying their certificate. The port's public URL is the same.
+        #[serde(
+            rename = "httpsPorts",
+            default,
+            skip_serializing_if = "::std::vec::Vec::is_empty"
+        )]
+        pub https_ports: ::std::vec::Vec<::std::num::NonZeroU16>,
+        /// Host header sent to the sandbox's services instead of the URL's own host; `${PORT}` is replaced by the port, e.g. `${PORT}-myapp.example.com`.
         #[serde(
             rename = "maskRequestHost",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub mask_request_host: ::std::option::Option<::std::string::String>,
-        /// Per-domain transform rules for egress HTTP(S) requests, keyed by domain. Listing a domain here does not allow it; use `allowOut` for that.
-        #[serde(
-            default,
-            skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
-        )]
-        pub rules: ::std::collections::BTreeMap<
-            ::std::string::String,
-            ::std::vec::Vec<SandboxNetworkRule>,
-        >,
-    }
-
-    impl ::std::default::Default for SandboxNetworkConfig {
-        fn default() -> Self {
-            Self {
-                allow_out: Default::default(),
-                allow_public_traffic: defaults::default_bool::<true>(),
-                deny_out: Default::default(),
-                egress_proxy: Default::default(),
-                mask_request_host: Default::default(),
-                rules: Default::default(),
-            }
-        }
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rules: ::std::option::Option<SandboxNetworkRules>,
     }
 
     impl SandboxNetworkConfig {
@@ -1299,7 +1348,7 @@ pub mod types {
         }
     }
 
-    /// Transform rule applied to egress requests matching a domain.
+    /// A transform applied to egress requests to the rule's domain.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct SandboxNetworkRule {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1312,10 +1361,55 @@ pub mod types {
         }
     }
 
-    /// Transformations applied to matching egress requests.
+    /// Transform rules for egress HTTP(S) requests, keyed by domain (`api.example.com` or `*.example.com`), each an ordered list. A rule does not allow its domain; `allowOut` does.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(transparent)]
+    pub struct SandboxNetworkRules(
+        pub ::std::collections::BTreeMap<::std::string::String, ::std::vec::Vec<SandboxNetworkRule>>,
+    );
+    impl ::std::ops::Deref for SandboxNetworkRules {
+        type Target = ::std::collections::BTreeMap<
+            ::std::string::String,
+            ::std::vec::Vec<SandboxNetworkRule>,
+        >;
+        fn deref(
+            &self,
+        ) -> &::std::collections::BTreeMap<::std::string::String, ::std::vec::Vec<SandboxNetworkRule>>
+        {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<SandboxNetworkRules>
+        for ::std::collections::BTreeMap<::std::string::String, ::std::vec::Vec<SandboxNetworkRule>>
+    {
+        fn from(value: SandboxNetworkRules) -> Self {
+            value.0
+        }
+    }
+
+    impl
+        ::std::convert::From<
+            ::std::collections::BTreeMap<
+                ::std::string::String,
+                ::std::vec::Vec<SandboxNetworkRule>,
+            >,
+        > for SandboxNetworkRules
+    {
+        fn from(
+            value: ::std::collections::BTreeMap<
+                ::std::string::String,
+                ::std::vec::Vec<SandboxNetworkRule>,
+            >,
+        ) -> Self {
+            Self(value)
+        }
+    }
+
+    /// Changes made to a matching egress request before it is forwarded.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct SandboxNetworkTransform {
-        /// HTTP headers to set on matching requests, replacing any of the same name.
+        /// HTTP headers to set on the request, replacing any of the same name.
         #[serde(
             default,
             skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
@@ -1325,6 +1419,47 @@ pub mod types {
 
     impl SandboxNetworkTransform {
         pub fn builder() -> builder::SandboxNetworkTransform {
+            Default::default()
+        }
+    }
+
+    /// Body of `PUT /sandboxes/{sandboxID}/network`. It replaces the sandbox's egress configuration as a whole: a field left out is cleared (or reset to its default), not kept.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct SandboxNetworkUpdateConfig {
+        /// Allow the sandbox to reach the internet; false is the same as `denyOut: ["0.0.0.0/0"]`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub allow_internet_access: ::std::option::Option<bool>,
+        /// As `SandboxNetworkConfig.allowOut`.
+        #[serde(
+            rename = "allowOut",
+            default,
+            skip_serializing_if = "::std::vec::Vec::is_empty"
+        )]
+        pub allow_out: ::std::vec::Vec<::std::string::String>,
+        /// As `SandboxNetworkConfig.denyOut`.
+        #[serde(
+            rename = "denyOut",
+            default,
+            skip_serializing_if = "::std::vec::Vec::is_empty"
+        )]
+        pub deny_out: ::std::vec::Vec<::std::string::String>,
+        /// As `SandboxNetworkConfig.dnsServers`; absent resets to the default, `8.8.8.8`.
+        #[serde(
+            rename = "dnsServers",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub dns_servers: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        #[serde(
+            rename = "egressProxy",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub egress_proxy: ::std::option::Option<SandboxEgressProxyConfig>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub rules: ::std::option::Option<SandboxNetworkRules>,
+    }
+
+    impl SandboxNetworkUpdateConfig {
+        pub fn builder() -> builder::SandboxNetworkUpdateConfig {
             Default::default()
         }
     }
@@ -3193,6 +3328,10 @@ pub mod types {
                 ::std::option::Option<super::SandboxEgressProxyConfigInnerPassword>,
                 ::std::string::String,
             >,
+            tls: ::std::result::Result<
+                ::std::option::Option<super::SandboxEgressProxyTlsConfig>,
+                ::std::string::String,
+            >,
             username: ::std::result::Result<
                 ::std::option::Option<super::SandboxEgressProxyConfigInnerUsername>,
                 ::std::string::String,
@@ -3204,6 +3343,7 @@ pub mod types {
                 Self {
                     address: Err("no value supplied for address".to_string()),
                     password: Ok(Default::default()),
+                    tls: Ok(Default::default()),
                     username: Ok(Default::default()),
                 }
             }
@@ -3232,6 +3372,18 @@ pub mod types {
                     .map_err(|e| format!("error converting supplied value for password: {e}"));
                 self
             }
+            pub fn tls<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                        ::std::option::Option<super::SandboxEgressProxyTlsConfig>,
+                    >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tls = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for tls: {e}"));
+                self
+            }
             pub fn username<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<
@@ -3256,6 +3408,7 @@ pub mod types {
                 Ok(Self {
                     address: value.address?,
                     password: value.password?,
+                    tls: value.tls?,
                     username: value.username?,
                 })
             }
@@ -3266,7 +3419,91 @@ pub mod types {
                 Self {
                     address: Ok(value.address),
                     password: Ok(value.password),
+                    tls: Ok(value.tls),
                     username: Ok(value.username),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct SandboxEgressProxyTlsConfigInner {
+            ca_cert: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            enabled: ::std::result::Result<bool, ::std::string::String>,
+            server_name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for SandboxEgressProxyTlsConfigInner {
+            fn default() -> Self {
+                Self {
+                    ca_cert: Ok(Default::default()),
+                    enabled: Err("no value supplied for enabled".to_string()),
+                    server_name: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl SandboxEgressProxyTlsConfigInner {
+            pub fn ca_cert<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.ca_cert = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for ca_cert: {e}"));
+                self
+            }
+            pub fn enabled<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.enabled = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for enabled: {e}"));
+                self
+            }
+            pub fn server_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.server_name = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for server_name: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<SandboxEgressProxyTlsConfigInner>
+            for super::SandboxEgressProxyTlsConfigInner
+        {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SandboxEgressProxyTlsConfigInner,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    ca_cert: value.ca_cert?,
+                    enabled: value.enabled?,
+                    server_name: value.server_name?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::SandboxEgressProxyTlsConfigInner>
+            for SandboxEgressProxyTlsConfigInner
+        {
+            fn from(value: super::SandboxEgressProxyTlsConfigInner) -> Self {
+                Self {
+                    ca_cert: Ok(value.ca_cert),
+                    enabled: Ok(value.enabled),
+                    server_name: Ok(value.server_name),
                 }
             }
         }
@@ -3868,13 +4105,22 @@ pub mod types {
                 ::std::vec::Vec<::std::string::String>,
                 ::std::string::String,
             >,
-            allow_public_traffic: ::std::result::Result<bool, ::std::string::String>,
+            allow_public_traffic:
+                ::std::result::Result<::std::option::Option<bool>, ::std::string::String>,
             deny_out: ::std::result::Result<
                 ::std::vec::Vec<::std::string::String>,
                 ::std::string::String,
             >,
+            dns_servers: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::string::String,
+            >,
             egress_proxy: ::std::result::Result<
                 ::std::option::Option<super::SandboxEgressProxyConfig>,
+                ::std::string::String,
+            >,
+            https_ports: ::std::result::Result<
+                ::std::vec::Vec<::std::num::NonZeroU16>,
                 ::std::string::String,
             >,
             mask_request_host: ::std::result::Result<
@@ -3882,10 +4128,7 @@ pub mod types {
                 ::std::string::String,
             >,
             rules: ::std::result::Result<
-                ::std::collections::BTreeMap<
-                    ::std::string::String,
-                    ::std::vec::Vec<super::SandboxNetworkRule>,
-                >,
+                ::std::option::Option<super::SandboxNetworkRules>,
                 ::std::string::String,
             >,
         }
@@ -3894,9 +4137,11 @@ pub mod types {
             fn default() -> Self {
                 Self {
                     allow_out: Ok(Default::default()),
-                    allow_public_traffic: Ok(super::defaults::default_bool::<true>()),
+                    allow_public_traffic: Ok(Default::default()),
                     deny_out: Ok(Default::default()),
+                    dns_servers: Ok(Default::default()),
                     egress_proxy: Ok(Default::default()),
+                    https_ports: Ok(Default::default()),
                     mask_request_host: Ok(Default::default()),
                     rules: Ok(Default::default()),
                 }
@@ -3916,7 +4161,7 @@ pub mod types {
             }
             pub fn allow_public_traffic<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<bool>,
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.allow_public_traffic = value.try_into().map_err(|e| {
@@ -3934,6 +4179,18 @@ pub mod types {
                     .map_err(|e| format!("error converting supplied value for deny_out: {e}"));
                 self
             }
+            pub fn dns_servers<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                        ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                    >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.dns_servers = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for dns_servers: {e}"));
+                self
+            }
             pub fn egress_proxy<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<super::SandboxEgressProxyConfig>>,
@@ -3942,6 +4199,16 @@ pub mod types {
                 self.egress_proxy = value
                     .try_into()
                     .map_err(|e| format!("error converting supplied value for egress_proxy: {e}"));
+                self
+            }
+            pub fn https_ports<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::num::NonZeroU16>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.https_ports = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for https_ports: {e}"));
                 self
             }
             pub fn mask_request_host<T>(mut self, value: T) -> Self
@@ -3956,12 +4223,7 @@ pub mod types {
             }
             pub fn rules<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<
-                        ::std::collections::BTreeMap<
-                            ::std::string::String,
-                            ::std::vec::Vec<super::SandboxNetworkRule>,
-                        >,
-                    >,
+                T: ::std::convert::TryInto<::std::option::Option<super::SandboxNetworkRules>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.rules = value
@@ -3980,7 +4242,9 @@ pub mod types {
                     allow_out: value.allow_out?,
                     allow_public_traffic: value.allow_public_traffic?,
                     deny_out: value.deny_out?,
+                    dns_servers: value.dns_servers?,
                     egress_proxy: value.egress_proxy?,
+                    https_ports: value.https_ports?,
                     mask_request_host: value.mask_request_host?,
                     rules: value.rules?,
                 })
@@ -3993,7 +4257,9 @@ pub mod types {
                     allow_out: Ok(value.allow_out),
                     allow_public_traffic: Ok(value.allow_public_traffic),
                     deny_out: Ok(value.deny_out),
+                    dns_servers: Ok(value.dns_servers),
                     egress_proxy: Ok(value.egress_proxy),
+                    https_ports: Ok(value.https_ports),
                     mask_request_host: Ok(value.mask_request_host),
                     rules: Ok(value.rules),
                 }
@@ -4094,6 +4360,139 @@ pub mod types {
             fn from(value: super::SandboxNetworkTransform) -> Self {
                 Self {
                     headers: Ok(value.headers),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct SandboxNetworkUpdateConfig {
+            allow_internet_access:
+                ::std::result::Result<::std::option::Option<bool>, ::std::string::String>,
+            allow_out: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            deny_out: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            dns_servers: ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                ::std::string::String,
+            >,
+            egress_proxy: ::std::result::Result<
+                ::std::option::Option<super::SandboxEgressProxyConfig>,
+                ::std::string::String,
+            >,
+            rules: ::std::result::Result<
+                ::std::option::Option<super::SandboxNetworkRules>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for SandboxNetworkUpdateConfig {
+            fn default() -> Self {
+                Self {
+                    allow_internet_access: Ok(Default::default()),
+                    allow_out: Ok(Default::default()),
+                    deny_out: Ok(Default::default()),
+                    dns_servers: Ok(Default::default()),
+                    egress_proxy: Ok(Default::default()),
+                    rules: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl SandboxNetworkUpdateConfig {
+            pub fn allow_internet_access<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.allow_internet_access = value.try_into().map_err(|e| {
+                    format!("error converting supplied value for allow_internet_access: {e}")
+                });
+                self
+            }
+            pub fn allow_out<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.allow_out = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for allow_out: {e}"));
+                self
+            }
+            pub fn deny_out<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.deny_out = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for deny_out: {e}"));
+                self
+            }
+            pub fn dns_servers<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                        ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+                    >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.dns_servers = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for dns_servers: {e}"));
+                self
+            }
+            pub fn egress_proxy<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::SandboxEgressProxyConfig>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.egress_proxy = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for egress_proxy: {e}"));
+                self
+            }
+            pub fn rules<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::SandboxNetworkRules>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.rules = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for rules: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<SandboxNetworkUpdateConfig> for super::SandboxNetworkUpdateConfig {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SandboxNetworkUpdateConfig,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    allow_internet_access: value.allow_internet_access?,
+                    allow_out: value.allow_out?,
+                    deny_out: value.deny_out?,
+                    dns_servers: value.dns_servers?,
+                    egress_proxy: value.egress_proxy?,
+                    rules: value.rules?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::SandboxNetworkUpdateConfig> for SandboxNetworkUpdateConfig {
+            fn from(value: super::SandboxNetworkUpdateConfig) -> Self {
+                Self {
+                    allow_internet_access: Ok(value.allow_internet_access),
+                    allow_out: Ok(value.allow_out),
+                    deny_out: Ok(value.deny_out),
+                    dns_servers: Ok(value.dns_servers),
+                    egress_proxy: Ok(value.egress_proxy),
+                    rules: Ok(value.rules),
                 }
             }
         }
@@ -5078,7 +5477,7 @@ pub mod types {
 #[derive(Clone, Debug)]
 /// Client for E2B API
 ///
-/// Control plane of E2B sandboxes: create, list, inspect, connect to, pause, time out and kill sandboxes, read their metrics and logs, and list or delete templates.
+/// Control plane of E2B sandboxes: create, list, inspect, connect to, pause, time out and kill sandboxes, replace their network rules, read their metrics and logs, and list or delete templates.
 ///
 /// Version: 0.1.0
 pub struct Client {
@@ -5429,6 +5828,23 @@ pub trait ClientSandboxesExt {
     ///    .await;
     /// ```
     fn post_sandbox_refreshes(&self) -> builder::PostSandboxRefreshes<'_>;
+    /// Replace a sandbox's network configuration
+    ///
+    /// Replace the egress configuration of a running sandbox at once. Fields left out of the body are cleared, not kept; connections to destinations that become denied are cut.
+    ///
+    /// Sends a `PUT` request to `/sandboxes/{sandboxID}/network`
+    ///
+    /// Arguments:
+    /// - `sandbox_id`: Identifier of the sandbox
+    /// - `body`
+    /// ```ignore
+    /// let response = client.put_sandbox_network()
+    ///    .sandbox_id(sandbox_id)
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn put_sandbox_network(&self) -> builder::PutSandboxNetwork<'_>;
 }
 
 impl ClientSandboxesExt for Client {
@@ -5494,6 +5910,10 @@ impl ClientSandboxesExt for Client {
 
     fn post_sandbox_refreshes(&self) -> builder::PostSandboxRefreshes<'_> {
         builder::PostSandboxRefreshes::new(self)
+    }
+
+    fn put_sandbox_network(&self) -> builder::PutSandboxNetwork<'_> {
+        builder::PutSandboxNetwork::new(self)
     }
 }
 
@@ -7301,6 +7721,123 @@ pub mod builder {
                     ResponseValue::from_response(response).await?,
                 )),
                 404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientSandboxesExt::put_sandbox_network`]
+    ///
+    /// [`ClientSandboxesExt::put_sandbox_network`]: super::ClientSandboxesExt::put_sandbox_network
+    #[derive(Debug, Clone)]
+    pub struct PutSandboxNetwork<'a> {
+        client: &'a super::Client,
+        sandbox_id: Result<::std::string::String, String>,
+        body: Result<types::builder::SandboxNetworkUpdateConfig, String>,
+    }
+
+    impl<'a> PutSandboxNetwork<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                sandbox_id: Err("sandbox_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn sandbox_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.sandbox_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for sandbox_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SandboxNetworkUpdateConfig>,
+            <V as std::convert::TryInto<types::SandboxNetworkUpdateConfig>>::Error:
+                std::fmt::Display,
+        {
+            self.body = value.try_into().map(From::from).map_err(|s| {
+                format!(
+                    "conversion to `SandboxNetworkUpdateConfig` for body failed: {}",
+                    s
+                )
+            });
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::SandboxNetworkUpdateConfig,
+                ) -> types::builder::SandboxNetworkUpdateConfig,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `PUT` request to `/sandboxes/{sandboxID}/network`
+        pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
+            let Self {
+                client,
+                sandbox_id,
+                body,
+            } = self;
+            let sandbox_id = sandbox_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| {
+                    types::SandboxNetworkUpdateConfig::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/sandboxes/{}/network",
+                client.baseurl,
+                encode_path(&sandbox_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .put(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "put_sandbox_network",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                204u16 => Ok(ResponseValue::empty(response)),
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                409u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
                     ResponseValue::from_response(response).await?,
                 )),
                 _ => Err(Error::UnexpectedResponse(response)),

@@ -58,9 +58,16 @@ fn new_sandbox_with_every_field() {
             "allowPublicTraffic": false,
             "allowOut": ["8.8.8.8/32", "*.example.com"],
             "denyOut": ["0.0.0.0/0"],
-            "egressProxy": {"address": "proxy.example.com:1080", "username": "u", "password": "p"},
+            "dnsServers": [],
+            "egressProxy": {
+                "address": "proxy.example.com:1080",
+                "username": "u",
+                "password": "p",
+                "tls": {"enabled": true, "serverName": "proxy.internal", "caCert": "-----BEGIN CERTIFICATE-----"},
+            },
             "maskRequestHost": "${PORT}-x.example.com",
-            "rules": {"api.example.com": [{"transform": {"headers": {"Authorization": "Bearer x"}}}]},
+            "httpsPorts": [3000, 8443],
+            "rules": {"api.example.com": [{"transform": {"headers": {"Authorization": "Bearer x"}}}, {}]},
         },
         "metadata": {"sandbox_test_id": "test_ab12", "user": "a b"},
         "envVars": {"FOO": "bar", "EMPTY": ""},
@@ -71,13 +78,26 @@ fn new_sandbox_with_every_field() {
     let (new, back) = round_trip::<types::NewSandbox>(&wire);
     assert_eq!(back, wire);
     let network = new.network.expect("network");
-    assert!(!network.allow_public_traffic);
+    assert_eq!(network.allow_public_traffic, Some(false));
+    // `[]` (no DNS server) stays apart from an absent list (the default server).
+    assert_eq!(network.dns_servers, Some(vec![]));
+    assert_eq!(
+        network
+            .https_ports
+            .iter()
+            .map(|p| p.get())
+            .collect::<Vec<_>>(),
+        [3000, 8443]
+    );
     let proxy = network
         .egress_proxy
         .and_then(|p| p.0)
         .expect("egress proxy");
     assert_eq!(proxy.address, "proxy.example.com:1080");
     assert_eq!(proxy.username.as_deref().map(String::as_str), Some("u"));
+    let tls = proxy.tls.and_then(|t| t.0).expect("tls");
+    assert!(tls.enabled);
+    assert_eq!(tls.server_name.as_deref(), Some("proxy.internal"));
     assert_eq!(new.volume_mounts[0].path, "/mnt/vol");
     assert_eq!(
         new.auto_resume,
@@ -101,6 +121,41 @@ fn new_sandbox_needs_a_template_and_keeps_socks_limits() {
     }))
     .unwrap_err();
     assert!(err.to_string().contains("longer than 255"), "{err}");
+}
+
+#[test]
+fn network_update_as_the_python_sdk_sends_it() {
+    // py `build_network_update_body`: only the fields given, `allow_internet_access` in
+    // snake_case, `[]` kept as sent.
+    let wire = json!({
+        "allowOut": ["api.example.com"],
+        "denyOut": ["0.0.0.0/0"],
+        "dnsServers": ["1.1.1.1"],
+        "egressProxy": {"address": "10.0.0.1:1080", "tls": {"enabled": true}},
+        "rules": {},
+        "allow_internet_access": false,
+    });
+    let (update, back) = round_trip::<types::SandboxNetworkUpdateConfig>(&wire);
+    assert_eq!(back, wire);
+    assert_eq!(update.allow_internet_access, Some(false));
+    assert_eq!(update.rules.map(|r| r.0.len()), Some(0));
+
+    // An empty update is `{}`: it clears every rule on the server.
+    let (empty, back) = round_trip::<types::SandboxNetworkUpdateConfig>(&json!({}));
+    assert_eq!(back, json!({}));
+    assert_eq!(empty.dns_servers, None);
+    assert!(empty.egress_proxy.is_none());
+}
+
+#[test]
+fn https_ports_are_tcp_ports() {
+    for port in [0, 65536] {
+        let err = serde_json::from_value::<types::SandboxNetworkConfig>(json!({
+            "httpsPorts": [port],
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains(&port.to_string()), "{err}");
+    }
 }
 
 #[test]

@@ -50,6 +50,17 @@ pub enum Command {
         /// (default 8 × (MemTotal − an eighth of it, at least 512 MiB)).
         #[arg(long)]
         max_memory_mib: Option<u64>,
+        /// Sandbox networking: `nat` (an address each, NAT out of the host, E2B's egress
+        /// rules) or `none` (loopback only). Rootless mode has `none` only.
+        #[arg(long, value_enum, default_value_t = NetworkMode::Nat)]
+        network: NetworkMode,
+        /// Address pool of sandbox networks (a /30 each), checked against the host's routes.
+        #[arg(long, default_value = crate::network::DEFAULT_POOL)]
+        network_pool: ipnet::Ipv4Net,
+        /// Resolver the sandboxes' DNS queries go to, `IP` or `IP:PORT`; repeat for more
+        /// (default: the nameservers of the host's /etc/resolv.conf).
+        #[arg(long = "dns-upstream", value_parser = parse_dns_upstream)]
+        dns_upstreams: Vec<std::net::SocketAddr>,
     },
     /// Sandboxes of a running server.
     Sandbox {
@@ -83,6 +94,21 @@ pub enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// `serve --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkMode {
+    /// A network per sandbox with NAT and egress rules.
+    Nat,
+    /// Loopback only.
+    None,
+}
+
+fn parse_dns_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// `sandbox` subcommands.
@@ -145,6 +171,9 @@ pub fn run(cli: Cli) -> ExitCode {
             cgroup_parent,
             max_sandboxes,
             max_memory_mib,
+            network,
+            network_pool,
+            dns_upstreams,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -171,6 +200,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
                 if let Some(d) = domain {
                     b = b.domain(d);
+                }
+                let rootless = crate::isolation::rootless::in_user_namespace();
+                if network == NetworkMode::Nat && rootless {
+                    eprintln!(
+                        "e2b-local: unavailable: sandbox networking in rootless mode \
+                         (sandboxes have loopback only)"
+                    );
+                } else if network == NetworkMode::Nat {
+                    let mut options = match crate::network::NetworkOptions::from_host() {
+                        Ok(o) => o,
+                        Err(e) => return fail("serve", &e),
+                    };
+                    options.pool = network_pool;
+                    if !dns_upstreams.is_empty() {
+                        options.dns_upstreams = dns_upstreams;
+                    }
+                    b = b.network(options);
                 }
                 let server = match b.start().await {
                     Ok(s) => s,

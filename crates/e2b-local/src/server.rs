@@ -60,6 +60,9 @@ pub enum ServerError {
     /// The state database failed.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// Sandbox networking could not be set up.
+    #[error("sandbox networking: {0}")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 /// The default data directory: `/var/lib/e2b-local` as root, else (also in rootless mode,
@@ -135,6 +138,7 @@ pub struct ServerBuilder {
     cgroup_parent: Option<String>,
     capacity: Option<crate::lifecycle::Capacity>,
     http_limits: HttpLimits,
+    network: Option<crate::network::NetworkOptions>,
 }
 
 impl Default for ServerBuilder {
@@ -149,6 +153,7 @@ impl Default for ServerBuilder {
             cgroup_parent: None,
             capacity: None,
             http_limits: HttpLimits::default(),
+            network: None,
         }
     }
 }
@@ -228,6 +233,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Gives every sandbox a network: an address from the pool, NAT out of the host, DNS
+    /// through the server, and E2B's egress rules (default: loopback only; `e2b-local
+    /// serve` turns it on). See `docs/network.md`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), e2b_local::ServerError> {
+    /// use e2b_local::network::NetworkOptions;
+    ///
+    /// let server = e2b_local::Server::builder()
+    ///     .network(NetworkOptions::from_host()?)
+    ///     .start()
+    ///     .await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn network(mut self, options: crate::network::NetworkOptions) -> Self {
+        self.network = Some(options);
+        self
+    }
+
     /// Checks the host, opens the state, reclaims sandboxes of an earlier run, binds the
     /// listener and serves in the background.
     ///
@@ -253,6 +278,12 @@ impl ServerBuilder {
         let runtime = Runtime::new(rc).map_err(|e| ServerError::DataDir(data_dir.clone(), e))?;
         runtime.check().map_err(ServerError::Unsupported)?;
         let store = Store::open(&data_dir)?;
+        let networks = match &self.network {
+            Some(options) => Some(Arc::new(
+                crate::network::Networks::start(options, &data_dir).await?,
+            )),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| ServerError::Bind(addr, e))?;
@@ -274,6 +305,7 @@ impl ServerBuilder {
                     .capacity
                     .unwrap_or_else(crate::lifecycle::Capacity::from_host),
             },
+            networks.clone(),
         )?);
         // Listening does not wait for the earlier run's sandboxes to be reclaimed.
         tokio::spawn(mgr.recover());
@@ -295,6 +327,7 @@ impl ServerBuilder {
             domain,
             data_dir,
             mgr,
+            networks,
             stop,
             task,
         })
@@ -309,6 +342,7 @@ pub struct RunningServer {
     domain: String,
     data_dir: PathBuf,
     mgr: Arc<Manager>,
+    networks: Option<Arc<crate::network::Networks>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -370,6 +404,9 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.mgr.kill_all().await;
+        if let Some(networks) = &self.networks {
+            networks.shutdown();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
 

@@ -244,19 +244,24 @@ impl SandboxHandle {
     /// `NotConnected` after kill; otherwise the `setns`/`connect` error
     /// (`ConnectionRefused` when nothing listens).
     pub fn connect(&self, port: u16) -> std::io::Result<TcpStream> {
-        let netns = {
-            let st = self.lock();
-            match st.netns.as_ref() {
-                Some(fd) if !st.killed => fd.try_clone()?,
-                _ => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::NotConnected,
-                        format!("sandbox {} is not running", self.id),
-                    ));
-                }
-            }
-        };
+        let netns = self.netns()?;
         namespaces::connect_in_netns(netns.as_fd(), port, Some(Duration::from_secs(5)))
+    }
+
+    /// A descriptor of the sandbox's network namespace (to give it a network).
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` after kill.
+    pub fn netns(&self) -> std::io::Result<OwnedFd> {
+        let st = self.lock();
+        match st.netns.as_ref() {
+            Some(fd) if !st.killed => fd.try_clone(),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("sandbox {} is not running", self.id),
+            )),
+        }
     }
 
     /// Runs `argv` inside the live sandbox (all its namespaces, its cgroup, the same seccomp

@@ -152,6 +152,9 @@ pub struct SandboxSpec<'a> {
     pub no_new_privs: bool,
     /// Host file receiving the first process's stdout and stderr (`None`: `/dev/null`).
     pub log: Option<PathBuf>,
+    /// The nameserver written to the sandbox's `/etc/resolv.conf` (`None`: the template's
+    /// file stays).
+    pub nameserver: Option<std::net::Ipv4Addr>,
 }
 
 impl<'a> SandboxSpec<'a> {
@@ -165,6 +168,7 @@ impl<'a> SandboxSpec<'a> {
             init,
             no_new_privs: false,
             log: None,
+            nameserver: None,
         }
     }
 }

@@ -79,7 +79,7 @@ impl Runtime {
         self.mount_disk(spec, &disk, partial)?;
         let layers = plan_layers(spec, &disk)?;
         let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.clone());
-        write_identity(&disk.join("upper"), &hostname)?;
+        write_identity(&disk.join("upper"), &hostname, spec.nameserver)?;
 
         let cgroup = self.new_cgroup(&spec.id, &spec.limits)?;
         let cgroup = &*partial.cgroup.insert(cgroup);
@@ -280,7 +280,11 @@ pub(super) fn layer_name(target: &Path) -> String {
 }
 
 /// Writes the per-sandbox `/etc/hostname` and `/etc/hosts` into the root upper directory.
-fn write_identity(upper: &Path, hostname: &str) -> Result<()> {
+fn write_identity(
+    upper: &Path,
+    hostname: &str,
+    nameserver: Option<std::net::Ipv4Addr>,
+) -> Result<()> {
     let etc = upper.join("etc");
     std::fs::create_dir_all(&etc).map_err(|e| Error::CreateDir(etc.clone(), e))?;
     let write = |name: &str, body: String| {
@@ -291,7 +295,11 @@ fn write_identity(upper: &Path, hostname: &str) -> Result<()> {
     write(
         "hosts",
         format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
-    )
+    )?;
+    match nameserver {
+        Some(ns) => write("resolv.conf", format!("nameserver {ns}\n")),
+        None => Ok(()),
+    }
 }
 
 /// A pidfd for `pid` (`pidfd_open(2)`).

@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::SandboxLog;
+use super::{Booted, SandboxLog};
 use crate::isolation::SandboxHandle;
+use crate::network::SandboxNetwork;
 use crate::state::SandboxRecord;
 
 /// A live (running or paused) sandbox.
@@ -24,24 +25,32 @@ pub struct Live {
     pub(crate) cpu_prev: Mutex<Option<(Instant, u64)>>,
     /// envd's stdout and stderr on the host.
     pub log: Arc<SandboxLog>,
+    /// Its network (`None` without networking, and once killed).
+    network: Mutex<Option<SandboxNetwork>>,
 }
 
 impl Live {
     /// A live sandbox with a fresh stream-cutting token and no CPU sample yet.
-    pub(super) fn new(
-        handle: Arc<SandboxHandle>,
-        token: Option<String>,
-        rec: SandboxRecord,
-        log: Arc<SandboxLog>,
-    ) -> Self {
+    pub(super) fn new(booted: Booted, token: Option<String>, rec: SandboxRecord) -> Self {
         Live {
-            handle,
+            handle: booted.handle,
             token,
             rec: Mutex::new(rec),
             cancel: Mutex::new(CancellationToken::new()),
             cpu_prev: Mutex::new(None),
-            log,
+            log: booted.log,
+            network: Mutex::new(booted.network),
         }
+    }
+
+    /// Its network, if it has one.
+    pub fn with_network<T>(&self, f: impl FnOnce(Option<&SandboxNetwork>) -> T) -> T {
+        f(lock(&self.network).as_ref())
+    }
+
+    /// Takes its network away (at kill, to detach it).
+    pub(super) fn take_network(&self) -> Option<SandboxNetwork> {
+        lock(&self.network).take()
     }
 
     /// A snapshot of the record.

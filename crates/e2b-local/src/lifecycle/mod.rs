@@ -32,6 +32,8 @@ pub use logs::{LOG_ROTATE_BYTES, SandboxLog};
 
 use crate::envd_client;
 use crate::isolation::{InitProgram, Limits, Runtime, SandboxHandle, SandboxSpec};
+use crate::network::firewall::SandboxRules;
+use crate::network::{Networks, SandboxNetwork};
 use crate::state::{SandboxRecord, SandboxState, Store};
 use crate::template::Template;
 
@@ -74,6 +76,8 @@ pub(crate) struct CreateParams {
 #[derive(Debug)]
 pub struct Manager {
     runtime: Runtime,
+    /// Sandbox networks (`None`: sandboxes have loopback only).
+    networks: Option<Arc<Networks>>,
     store: Store,
     secret: Vec<u8>,
     api_key: String,
@@ -91,6 +95,14 @@ pub struct Manager {
     recovered: tokio::sync::watch::Sender<bool>,
     /// Set by [`kill_all`](Self::kill_all): a restore finishing later kills its sandbox.
     closing: AtomicBool,
+}
+
+/// What [`Manager::boot`] made: a sandbox with envd answering.
+struct Booted {
+    handle: Arc<SandboxHandle>,
+    envd_version: String,
+    log: Arc<SandboxLog>,
+    network: Option<SandboxNetwork>,
 }
 
 /// A create's slot in the capacity: given back when dropped (the sandbox is then live, and
@@ -113,6 +125,7 @@ impl Manager {
         runtime: Runtime,
         store: Store,
         config: ManagerConfig,
+        networks: Option<Arc<Networks>>,
     ) -> Result<Self, crate::state::StateError> {
         let secret = store.secret()?;
         let api_key = store.api_key()?;
@@ -120,6 +133,7 @@ impl Manager {
         let _ = std::fs::create_dir_all(&logs_dir);
         Ok(Manager {
             runtime,
+            networks,
             store,
             secret,
             api_key,
@@ -157,15 +171,9 @@ impl Manager {
     }
 
     /// Registers a running (or re-attached) sandbox as live.
-    fn insert_live(
-        &self,
-        handle: Arc<SandboxHandle>,
-        token: Option<String>,
-        rec: SandboxRecord,
-        log: Arc<SandboxLog>,
-    ) -> Arc<Live> {
+    fn insert_live(&self, booted: Booted, token: Option<String>, rec: SandboxRecord) -> Arc<Live> {
         let id = rec.id.clone();
-        let live = Arc::new(Live::new(handle, token, rec, log));
+        let live = Arc::new(Live::new(booted, token, rec));
         self.sandboxes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -310,8 +318,9 @@ impl Manager {
     }
 
     /// Spawns sandbox `id` with envd, copies `restore` (a saved upper directory) into its
-    /// root when given, waits until envd listens and applies `/init`. Returns the handle,
-    /// envd's version and the log.
+    /// root when given, gives it its network (while envd starts), waits until envd
+    /// listens and applies `/init`.
+    #[allow(clippy::too_many_arguments)]
     async fn boot(
         self: &Arc<Self>,
         id: &str,
@@ -319,8 +328,9 @@ impl Manager {
         template_name: &str,
         token: Option<&str>,
         env_vars: &BTreeMap<String, String>,
+        rules: SandboxRules,
         restore: Option<PathBuf>,
-    ) -> Result<(Arc<SandboxHandle>, String, Arc<SandboxLog>), LifecycleError> {
+    ) -> Result<Booted, LifecycleError> {
         let log = SandboxLog::open(&self.logs_dir, id)
             .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its log"), e))?;
         let spawned = {
@@ -343,6 +353,7 @@ impl Manager {
                 let mut spec = SandboxSpec::new(id, &template, init);
                 spec.limits = this.config.limits;
                 spec.log = Some(fifo);
+                spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
                 this.runtime.spawn(spec)
             })
             .await
@@ -358,11 +369,15 @@ impl Manager {
                 return Err(e);
             }
         };
-        let fail = |e: LifecycleError| {
+        let fail = |e: LifecycleError, network: Option<SandboxNetwork>| {
             let h = handle.clone();
             let log = log.clone();
+            let networks = self.networks.clone();
             async move {
                 let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+                if let (Some(networks), Some(net)) = (networks, network) {
+                    networks.detach(net).await;
+                }
                 log.close();
                 e
             }
@@ -375,21 +390,57 @@ impl Manager {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
             if let Err(e) = res {
-                return Err(fail(LifecycleError::internal(
-                    format!("sandbox {id}: restoring its files"),
-                    e,
-                ))
+                return Err(fail(
+                    LifecycleError::internal(format!("sandbox {id}: restoring its files"), e),
+                    None,
+                )
                 .await);
             }
         }
-        match envd_client::init(&handle, token, env_vars).await {
-            Ok(v) => Ok((handle, v, log)),
-            Err(e) => Err(fail(LifecycleError::internal(
-                format!("sandbox {id}: envd did not start"),
-                e,
-            ))
+        let (network, init) = tokio::join!(
+            self.attach_network(&handle, rules),
+            envd_client::init(&handle, token, env_vars)
+        );
+        match (network, init) {
+            (Ok(network), Ok(envd_version)) => Ok(Booted {
+                handle,
+                envd_version,
+                log,
+                network,
+            }),
+            (Err(e), init) => {
+                drop(init);
+                Err(fail(
+                    LifecycleError::internal(format!("sandbox {id}: its network"), e),
+                    None,
+                )
+                .await)
+            }
+            (Ok(network), Err(e)) => Err(fail(
+                LifecycleError::internal(format!("sandbox {id}: envd did not start"), e),
+                network,
+            )
             .await),
         }
+    }
+
+    /// Connects a just-spawned sandbox to its network (nothing without networking).
+    async fn attach_network(
+        &self,
+        handle: &SandboxHandle,
+        rules: SandboxRules,
+    ) -> Result<Option<SandboxNetwork>, crate::network::NetworkError> {
+        let Some(networks) = &self.networks else {
+            return Ok(None);
+        };
+        let netns = handle
+            .netns()
+            .map_err(|e| crate::network::NetworkError::Host("opening its network namespace", e))?;
+        Ok(Some(
+            networks
+                .attach(std::os::fd::AsFd::as_fd(&netns), rules)
+                .await?,
+        ))
     }
 
     /// Creates a sandbox: spawns it with envd, waits until envd listens, applies `/init`
@@ -415,13 +466,15 @@ impl Manager {
         let slot = self.admit()?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
-        let (handle, envd_version, log) = self
+        let rules = egress_rules(p.allow_internet_access);
+        let booted = self
             .boot(
                 &id,
                 template,
                 &p.template,
                 token.as_deref(),
                 &p.env_vars,
+                rules,
                 None,
             )
             .await?;
@@ -437,18 +490,26 @@ impl Manager {
             secure: p.secure,
             auto_pause: p.auto_pause,
             allow_internet_access: p.allow_internet_access,
-            envd_version,
+            envd_version: booted.envd_version.clone(),
         };
         if let Err(e) = self.store.put_sandbox(&rec) {
-            let h = handle.clone();
-            let _ = tokio::task::spawn_blocking(move || h.kill()).await;
-            log.close();
+            self.discard(booted).await;
             return Err(e.into());
         }
-        let live = self.insert_live(handle, token, rec, log);
+        let live = self.insert_live(booted, token, rec);
         drop(slot);
         self.evict.notify_one();
         Ok(live)
+    }
+
+    /// Removes a booted sandbox that never became live.
+    async fn discard(&self, booted: Booted) {
+        let h = booted.handle.clone();
+        let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+        if let (Some(networks), Some(net)) = (&self.networks, booted.network) {
+            networks.detach(net).await;
+        }
+        booted.log.close();
     }
 
     /// The sandbox an earlier create with the same `Idempotency-Key` made, if it is still
@@ -484,6 +545,9 @@ impl Manager {
         let res = tokio::task::spawn_blocking(move || h.kill())
             .await
             .map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))?;
+        if let (Some(networks), Some(net)) = (&self.networks, live.take_network()) {
+            networks.detach(net).await;
+        }
         let mut rec = live.record();
         rec.state = SandboxState::Killed;
         *lock(&live.rec) = rec.clone();
@@ -646,5 +710,17 @@ impl Manager {
                 tracing::warn!("shutdown: {e}");
             }
         }
+    }
+}
+
+/// The firewall's view of `allow_internet_access` (`false` denies every address).
+fn egress_rules(allow_internet_access: Option<bool>) -> SandboxRules {
+    SandboxRules {
+        denied: if allow_internet_access == Some(false) {
+            vec![ipnet::Ipv4Net::default()]
+        } else {
+            Vec::new()
+        },
+        ..SandboxRules::default()
     }
 }

@@ -155,22 +155,21 @@ impl Manager {
     ) -> Result<(), LifecycleError> {
         let template = self.template(&rec.template)?;
         let token = rec.secure.then(|| access_token(&self.secret, &rec.id));
-        let (handle, envd_version, log) = self
+        let booted = self
             .boot(
                 &rec.id,
                 template,
                 &rec.template,
                 token.as_deref(),
                 &rec.env_vars,
+                super::egress_rules(rec.allow_internet_access),
                 Some(files),
             )
             .await?;
-        let h = handle.clone();
+        let h = booted.handle.clone();
         let frozen = tokio::task::spawn_blocking(move || h.freeze()).await;
         if !matches!(frozen, Ok(Ok(()))) {
-            let h = handle.clone();
-            let _ = tokio::task::spawn_blocking(move || h.kill()).await;
-            log.close();
+            self.discard(booted).await;
             return Err(LifecycleError::internal(
                 format!("sandbox {}", rec.id),
                 "pausing it again failed",
@@ -178,14 +177,13 @@ impl Manager {
         }
         let mut rec = rec.clone();
         let rec_id = rec.id.clone();
-        rec.envd_version = envd_version;
+        rec.envd_version = booted.envd_version.clone();
         if let Err(e) = self.store.put_sandbox(&rec) {
-            let _ = tokio::task::spawn_blocking(move || handle.kill()).await;
-            log.close();
+            self.discard(booted).await;
             return Err(e.into());
         }
         // Inserted before `restoring` forgets it, so no request sees it missing.
-        self.insert_live(handle, token, rec, log);
+        self.insert_live(booted, token, rec);
         if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
             // The server shut down during the restore: its kill_all may have missed this one.
             let _ = self.kill(&rec_id).await;

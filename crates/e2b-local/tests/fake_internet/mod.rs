@@ -1,0 +1,220 @@
+//! A "fake internet" for the network tests: every packet stays in namespaces the test
+//! made. Two network namespaces joined by a veth pair:
+//!
+//! ```text
+//!  [ uplink netns: the server under test ]  198.51.100.2 ── 198.51.100.1  [ internet netns ]
+//!    default route → 198.51.100.1                                           203.0.113.10 HTTP :80, TLS :443, echo :7
+//!                                                                           203.0.113.11 HTTP :80, echo :7
+//!                                                                           203.0.113.53 DNS :53
+//! ```
+//!
+//! The internet namespace has no route anywhere else, and the uplink namespace's only way
+//! out is the veth: nothing reaches the machine's own network. The test's code runs on
+//! threads that joined the uplink namespace ([`FakeInternet::run`]), so the in-process
+//! server, its `nft`/`conntrack` children and the test's HTTP client all live there.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::CloneFlags;
+
+/// The uplink's address on the fake internet (sandboxes are NATed to it).
+pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The fake internet's side of the link.
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// Web server A: HTTP on 80, TLS on 443 (SNI `a.test`, `b.test`), echo on 7.
+pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// Web server B: HTTP on 80, echo on 7.
+pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+/// The fake internet's DNS server.
+pub const DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+
+/// Names the fake DNS answers (`*.wild.test` too, with SERVER_B).
+pub fn zone() -> BTreeMap<&'static str, Ipv4Addr> {
+    BTreeMap::from([
+        ("a.test", SERVER_A),
+        ("b.test", SERVER_A),
+        ("c.test", SERVER_B),
+        ("x.wild.test", SERVER_B),
+        ("deep.x.wild.test", SERVER_B),
+        ("wild.test", SERVER_B),
+    ])
+}
+
+/// Both namespaces; removed on drop.
+pub struct FakeInternet {
+    /// Namespace of the server under test.
+    pub uplink: String,
+    /// Namespace of the servers.
+    pub internet: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl FakeInternet {
+    /// Makes both namespaces and the link between them.
+    pub fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}-{n}", std::process::id());
+        let uplink = format!("e2bt-up-{tag}");
+        let internet = format!("e2bt-inet-{tag}");
+        let fi = FakeInternet { uplink, internet };
+        let (up, inet) = (&fi.uplink, &fi.internet);
+        ip(&["netns", "add", up]);
+        ip(&["netns", "add", inet]);
+        let (vu, vi) = (
+            format!("vu{n}x{}", std::process::id() % 10000),
+            format!("vi{n}x{}", std::process::id() % 10000),
+        );
+        ip(&[
+            "link", "add", &vu, "netns", up, "type", "veth", "peer", "name", &vi, "netns", inet,
+        ]);
+        for (ns, dev, addr) in [(up, &vu, "198.51.100.2/24"), (inet, &vi, "198.51.100.1/24")] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", up, "route", "add", "default", "via", "198.51.100.1"]);
+        for a in [SERVER_A, SERVER_B, DNS] {
+            ip(&["-n", inet, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        }
+        fi
+    }
+
+    /// Runs `fut` to completion on a fresh multi-threaded runtime whose threads are in the
+    /// uplink namespace (and so are the processes they spawn).
+    pub fn block_on<F: std::future::Future + Send>(&self, fut: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        let ns = self.uplink.clone();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                enter(&ns);
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(fut)
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Starts the fake internet's servers; they stop when the value is dropped.
+    pub fn serve(&self) -> Servers {
+        let ns = self.internet.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            enter(&ns);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                for addr in [SERVER_A, SERVER_B] {
+                    let http = tokio::net::TcpListener::bind((addr, 80)).await.unwrap();
+                    tokio::spawn(async move {
+                        axum::serve(http, axum::Router::new().fallback(echo_request))
+                            .await
+                            .unwrap();
+                    });
+                    let echo = tokio::net::TcpListener::bind((addr, 7)).await.unwrap();
+                    tokio::spawn(tcp_echo(echo));
+                }
+                ready_tx.send(()).unwrap();
+                let _ = stopped.await;
+            });
+        });
+        ready_rx
+            .recv()
+            .expect("fake internet servers did not start");
+        Servers {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeInternet {
+    fn drop(&mut self) {
+        for ns in [&self.uplink, &self.internet] {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+    }
+}
+
+/// Joins the calling thread to the named network namespace.
+pub fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    nix::sched::setns(f.as_fd(), CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// The fake internet's servers, running while this lives.
+pub struct Servers {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers every request with what it received: `{"host", "method", "path", "headers"}`.
+async fn echo_request(req: axum::extract::Request) -> axum::Json<serde_json::Value> {
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "host": headers.get("host"),
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "headers": headers,
+    }))
+}
+
+/// Echoes every byte back, per connection.
+async fn tcp_echo(listener: tokio::net::TcpListener) {
+    while let Ok((mut conn, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = conn.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+/// `SocketAddr` of `addr:port`.
+pub fn at(addr: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((addr, port))
+}

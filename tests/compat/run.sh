@@ -52,7 +52,7 @@ fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/e2b-local"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 DATA="$(mktemp -d /tmp/e2b-compat.XXXXXX)"
-"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+"$BIN" serve --network none --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.out" 2>"$DATA/serve.err" &
 PID=$!
 cleanup() {
   kill "$PID" 2>/dev/null || true

@@ -96,6 +96,10 @@ pub enum Command {
     },
 }
 
+/// What rootless mode prints about `--network nat`.
+pub const ROOTLESS_NETWORK: &str = "sandbox networking: in rootless mode sandboxes have \
+     loopback only (no veth or nftables without root; user-mode networking is not built yet)";
+
 /// `serve --network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NetworkMode {
@@ -202,12 +206,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     b = b.domain(d);
                 }
                 let rootless = crate::isolation::rootless::in_user_namespace();
-                if network == NetworkMode::Nat && rootless {
-                    eprintln!(
-                        "e2b-local: unavailable: sandbox networking in rootless mode \
-                         (sandboxes have loopback only)"
-                    );
-                } else if network == NetworkMode::Nat {
+                if network == NetworkMode::Nat && !rootless {
                     let mut options = match crate::network::NetworkOptions::from_host() {
                         Ok(o) => o,
                         Err(e) => return fail("serve", &e),
@@ -232,6 +231,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
                 for u in server.unavailable() {
                     eprintln!("e2b-local: unavailable: {u}");
+                }
+                if network == NetworkMode::Nat && rootless {
+                    eprintln!("e2b-local: unavailable: {ROOTLESS_NETWORK}");
                 }
                 // Shell syntax: `eval "$(e2b-local serve ...)"`-friendly output. A reader
                 // that stops reading (`| head -3`) must not take the server down: write

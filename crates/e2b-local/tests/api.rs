@@ -794,6 +794,7 @@ async fn restart_reclaims_sandboxes_of_a_crashed_server_and_keeps_paused_files()
         .port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_e2b-local"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--network", "none"])
         .args(["--cgroup-parent", support::CGROUP_PARENT, "--data-dir"])
         .arg(dir.path())
         .stdout(std::process::Stdio::null())

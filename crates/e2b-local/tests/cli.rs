@@ -128,7 +128,12 @@ fn serve_prints_exports_and_sandbox_commands_use_it() {
             "--data-dir",
             d,
         ])
-        .args(["--cgroup-parent", "e2b-local-cli-tests"])
+        .args([
+            "--cgroup-parent",
+            "e2b-local-cli-tests",
+            "--network",
+            "none",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -52,6 +52,8 @@ impl Serve {
         };
         let mut child = cmd
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            // Not about networking: no nftables table in the host's namespace.
+            .args(["--network", "none"])
             .args(["--cgroup-parent", cgroup_parent, "--data-dir"])
             .arg(dir)
             .args(extra)

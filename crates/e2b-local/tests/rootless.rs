@@ -429,7 +429,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
 
     // Start-up names what is unavailable, on stderr.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 5 && Instant::now() < deadline {
+    while t.notices().len() < 6 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cgroup_problem = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -452,6 +452,10 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
             "e2b-local: unavailable: pause and resume (the cgroup freezer): pausing answers 501 and autoPause is refused: no cgroup in rootless mode".to_owned(),
             OOM_NOTICE.to_owned(),
             SUDO_NOTICE.to_owned(),
+            format!(
+                "e2b-local: unavailable: {}",
+                e2b_local::cli::ROOTLESS_NETWORK
+            ),
         ]
     );
     let mounts_before = mount_points(server);

@@ -85,7 +85,14 @@ async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String
         .arg("PATH=/usr/local/bin:/usr/bin:/bin")
         .arg("RUST_LOG=warn")
         .arg(&exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--network",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -35,10 +35,10 @@ if [ -n "$AS_USER" ]; then
   mkdir "$DATA/data" && chown "$AS_USER:" "$DATA/data"
   setpriv --reuid "$AS_USER" --regid "$AS_USER" --init-groups \
     env -i HOME="$(getent passwd "$AS_USER" | cut -d: -f6)" PATH=/usr/local/bin:/usr/bin:/bin \
-    "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+    "$BIN" serve --network none --listen "127.0.0.1:$PORT" --data-dir "$DATA/data" >"$DATA/serve.out" 2>"$DATA/serve.err" &
   export E2B_LOCAL_EXPECT_ROOTLESS=1
 else
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.out" 2>"$DATA/serve.err" &
+  "$BIN" serve --network none --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.out" 2>"$DATA/serve.err" &
 fi
 PID=$!
 cleanup() {

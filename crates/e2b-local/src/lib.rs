@@ -13,6 +13,8 @@ pub mod isolation;
 #[cfg(target_os = "linux")]
 pub mod lifecycle;
 #[cfg(target_os = "linux")]
+pub mod network;
+#[cfg(target_os = "linux")]
 pub mod router;
 #[cfg(target_os = "linux")]
 pub mod server;

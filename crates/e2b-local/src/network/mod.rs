@@ -1,0 +1,3 @@
+//! Sandbox networking: egress rules, the DNS forwarder and the transparent egress proxy.
+
+pub mod rules;

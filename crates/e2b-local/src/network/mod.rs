@@ -1,3 +1,4 @@
 //! Sandbox networking: egress rules, the DNS forwarder and the transparent egress proxy.
 
+pub mod dns;
 pub mod rules;

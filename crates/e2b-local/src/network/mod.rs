@@ -2,12 +2,15 @@
 //! egress rules enforced by nftables (addresses) and the egress proxy (names).
 //!
 //! How a packet leaves a sandbox, and where each rule is enforced, is in
-//! `docs/network.md`. This module owns the plumbing; [`firewall`] writes the nftables
-//! table, [`link`] talks netlink, [`pool`] hands out addresses.
+//! `docs/network.md`. This module owns the plumbing; [`rules`] validates E2B's rules,
+//! [`firewall`] writes the nftables table, [`link`] talks netlink, [`pool`] hands out
+//! addresses, [`dns`] forwards the sandboxes' DNS queries.
 
+pub mod dns;
 pub mod firewall;
 pub mod link;
 pub mod pool;
+pub mod rules;
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 
+use dns::DnsForwarder;
 use firewall::{Firewall, FirewallError, SandboxRules};
 use link::{LinkError, Netlink};
 use pool::{Pool, PoolError, Slot};
@@ -50,20 +51,9 @@ impl NetworkOptions {
             pool: DEFAULT_POOL
                 .parse()
                 .unwrap_or_else(|_| unreachable!("the default pool parses")),
-            dns_upstreams: nameservers(&text),
+            dns_upstreams: dns::upstreams_from_resolv_conf(&text),
         })
     }
-}
-
-/// The `nameserver` lines of a `resolv.conf`, in order, on port 53 (IPv6 link-local
-/// servers, which need a zone, are skipped).
-pub fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
-    resolv_conf
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.trim().parse::<std::net::IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
 }
 
 /// Setting up networking failed.
@@ -105,57 +95,10 @@ pub struct Networks {
     pool: Pool,
     firewall: Firewall,
     netlink: Netlink,
-    services: ServiceSockets,
-}
-
-/// The sockets the DNS forwarder and the egress proxy serve on: bound to all of the host's
-/// addresses on ports the kernel picks, and reachable only from sandboxes (nftables drops
-/// the rest, and sandboxes reach them only through the redirects).
-#[derive(Debug)]
-struct ServiceSockets {
-    dns_udp: std::net::UdpSocket,
-    dns_tcp: std::net::TcpListener,
-    proxy: std::net::TcpListener,
-}
-
-impl ServiceSockets {
-    fn bind() -> Result<Self, NetworkError> {
-        let any = SocketAddr::from(([0, 0, 0, 0], 0));
-        let proxy = std::net::TcpListener::bind(any)
-            .map_err(|e| NetworkError::Bind("the egress proxy", e))?;
-        // DNS needs one port for both UDP and TCP: take a free UDP port, then its TCP twin.
-        let mut last = None;
-        for _ in 0..16 {
-            let dns_udp = std::net::UdpSocket::bind(any)
-                .map_err(|e| NetworkError::Bind("the DNS forwarder (udp)", e))?;
-            let port = dns_udp
-                .local_addr()
-                .map_err(|e| NetworkError::Bind("the DNS forwarder (udp)", e))?
-                .port();
-            match std::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))) {
-                Ok(dns_tcp) => {
-                    return Ok(ServiceSockets {
-                        dns_udp,
-                        dns_tcp,
-                        proxy,
-                    });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(NetworkError::Bind(
-            "the DNS forwarder (tcp)",
-            last.unwrap_or_else(|| std::io::Error::other("no port free for both udp and tcp")),
-        ))
-    }
-
-    fn dns_port(&self) -> u16 {
-        self.dns_udp.local_addr().map_or(0, |a| a.port())
-    }
-
-    fn proxy_port(&self) -> u16 {
-        self.proxy.local_addr().map_or(0, |a| a.port())
-    }
+    /// The DNS forwarder's task (aborted at shutdown).
+    dns: tokio::task::JoinHandle<()>,
+    /// Where tcp 80/443 of proxied sandboxes is redirected to.
+    proxy: tokio::net::TcpListener,
 }
 
 /// One sandbox's network, live while the sandbox is.
@@ -186,9 +129,23 @@ impl Networks {
     ///
     /// [`NetworkError`] naming the step; a pool collision names both networks.
     pub async fn start(options: &NetworkOptions, data_dir: &Path) -> Result<Self, NetworkError> {
-        let services = ServiceSockets::bind()?;
-        let dns_port = services.dns_port();
-        let proxy_port = services.proxy_port();
+        // Both on every host address, on ports the kernel picks: nftables lets only
+        // sandboxes reach them, and only through its redirects.
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        let dns = DnsForwarder::bind(any, options.dns_upstreams.clone())
+            .await
+            .map_err(|e| NetworkError::Bind("the DNS forwarder", e))?;
+        let dns_port = dns
+            .local_addr()
+            .map_err(|e| NetworkError::Bind("the DNS forwarder", e))?
+            .port();
+        let proxy = tokio::net::TcpListener::bind(any)
+            .await
+            .map_err(|e| NetworkError::Bind("the egress proxy", e))?;
+        let proxy_port = proxy
+            .local_addr()
+            .map_err(|e| NetworkError::Bind("the egress proxy", e))?
+            .port();
         let pool = Pool::new(options.pool)?;
         let tag = tag_of(data_dir);
         let ifprefix = format!("e2b{tag}");
@@ -222,7 +179,8 @@ impl Networks {
             pool,
             firewall,
             netlink,
-            services,
+            dns: tokio::spawn(dns.serve()),
+            proxy,
         })
     }
 
@@ -312,8 +270,10 @@ impl Networks {
         self.pool.give_back(net.slot);
     }
 
-    /// Removes the nftables table (at shutdown, after every sandbox was detached).
+    /// Stops the DNS forwarder and removes the nftables table (at shutdown, after every
+    /// sandbox was detached).
     pub fn shutdown(&self) {
+        self.dns.abort();
         self.firewall.uninstall();
     }
 

@@ -570,6 +570,17 @@ impl EgressProxyTls {
 /// A sandbox's network as [`Sandbox::get_info`](super::Sandbox::get_info) reports it
 /// ([`SandboxInfo::network`](super::SandboxInfo::network)). Lists the server left out are
 /// empty.
+///
+/// ```no_run
+/// # async fn demo(sandbox: e2b::Sandbox) -> e2b::Result<()> {
+/// if let Some(network) = sandbox.get_info().await?.network {
+///     println!("allowed: {:?}, denied: {:?}", network.allow_out, network.deny_out);
+///     if let Some(proxy) = network.egress_proxy {
+///         println!("tunneled through {}", proxy.address);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NetworkInfo {

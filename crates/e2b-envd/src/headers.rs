@@ -22,3 +22,7 @@ pub const ACCESS_TOKEN: &str = "x-access-token";
 pub const ENVD_VERSION: &str = "x-envd-version";
 /// The prefix of an upload's metadata headers: `x-metadata-<key>: <value>` on `POST /files`.
 pub const METADATA_PREFIX: &str = "x-metadata-";
+/// The token that a sandbox's port URLs require when it was created with
+/// `allowPublicTraffic: false`: the create response's `trafficAccessToken`. E2B's proxy
+/// answers 403 without it; envd's own port is reached with [`ACCESS_TOKEN`] instead.
+pub const TRAFFIC_ACCESS_TOKEN: &str = "e2b-traffic-access-token";

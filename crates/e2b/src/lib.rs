@@ -32,8 +32,10 @@ pub use files::{
 };
 pub use pty::{Pty, PtyOptions, PtySize};
 pub use sandbox::{
-    Sandbox, SandboxBuilder, SandboxGuard, SandboxInfo, SandboxMetrics, SandboxPaginator,
-    SandboxQuery, SandboxState,
+    ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,
+    NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate, Sandbox, SandboxBuilder,
+    SandboxGuard, SandboxInfo, SandboxMetrics, SandboxPaginator, SandboxQuery, SandboxState,
+    TRAFFIC_ACCESS_TOKEN_HEADER,
 };
 
 /// The types most programs need: `use e2b::prelude::*;`.

@@ -6,7 +6,10 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use e2b::blocking::Sandbox;
-use e2b::{CommandEvent, ConnectionConfig, PtyOptions, RunOptions, WatchOptions};
+use e2b::{
+    ALL_TRAFFIC, CommandEvent, ConnectionConfig, NetworkConfig, NetworkUpdate, PtyOptions,
+    RunOptions, WatchOptions,
+};
 
 fn sandbox(envd: &support::Envd) -> Sandbox {
     Sandbox::builder().config(envd.config()).create().unwrap()
@@ -175,6 +178,34 @@ fn control_plane_calls_by_id_share_one_runtime_thread() {
     );
     assert!(Sandbox::pause_by_id(&config, "sbx1").unwrap());
     assert!(!Sandbox::pause_by_id(&config, "paused").unwrap());
+
+    sbx.update_network(NetworkUpdate::new().deny_out([ALL_TRAFFIC]))
+        .unwrap();
+    assert_eq!(
+        server.log.find("PUT", "/sandboxes/sbx1/network").json(),
+        serde_json::json!({"denyOut": ["0.0.0.0/0"]})
+    );
+    let err = Sandbox::update_network_by_id(&config, "missing", NetworkUpdate::new()).unwrap_err();
+    assert_eq!(err.to_string(), "Sandbox missing not found");
+    let private = Sandbox::builder()
+        .config(config.clone())
+        .template("private")
+        .allow_internet_access(false)
+        .network(NetworkConfig::new().allow_public_traffic(false))
+        .create()
+        .unwrap();
+    assert_eq!(private.traffic_access_token(), Some("traffic-tok"));
+    let create = server
+        .log
+        .all()
+        .into_iter()
+        .rfind(|r| r.path == "/v2/sandboxes")
+        .unwrap();
+    assert_eq!(create.json()["allow_internet_access"], false);
+    assert_eq!(
+        create.json()["network"],
+        serde_json::json!({"allowPublicTraffic": false})
+    );
 
     let guard = other.kill_on_drop();
     assert!(guard.kill().unwrap());

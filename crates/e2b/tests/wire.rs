@@ -5,7 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use e2b::{ConnectionConfig, RunOptions, Sandbox, SandboxQuery, SandboxState, WriteEntry};
+use e2b::{
+    ALL_TRAFFIC, ConnectionConfig, EgressProxy, EgressProxyTls, NetworkConfig, NetworkRule,
+    NetworkUpdate, RunOptions, Sandbox, SandboxQuery, SandboxState, WriteEntry,
+};
 use futures_util::TryStreamExt as _;
 
 const UA: &str = concat!("e2b-rust-sdk/", env!("CARGO_PKG_VERSION"));
@@ -54,6 +57,210 @@ async fn create_sends_new_sandbox_json_with_key_and_user_agent() {
     assert_eq!(body["metadata"], serde_json::json!({"k": "v"}));
     assert_eq!(body["envVars"], serde_json::json!({"A": "1"}));
     assert_eq!(body["autoPause"], false);
+}
+
+/// The create body's `network` and `allow_internet_access`, byte for byte as e2b 2.63 (PyPI)
+/// sends them for the same options (captured from `Sandbox.create` against a local server).
+#[tokio::test]
+async fn create_sends_the_network_as_python_2_63_does() {
+    let server = support::recording::start().await;
+    let network = NetworkConfig::new()
+        .allow_out(["api.example.com", "*.pypi.org", "10.1.2.0/24"])
+        .deny_out([ALL_TRAFFIC])
+        .dns_servers(Vec::<String>::new())
+        .egress_proxy(
+            EgressProxy::new("proxy.example.com:1080")
+                .username("u")
+                .password("p")
+                .tls(
+                    EgressProxyTls::new()
+                        .server_name("socks.internal")
+                        .ca_cert("PEM"),
+                ),
+        )
+        .rules(
+            "api.example.com",
+            [
+                NetworkRule::new().header("Authorization", "Bearer k"),
+                NetworkRule::new(),
+            ],
+        )
+        .allow_public_traffic(false)
+        .mask_request_host("${PORT}-myapp.example.com")
+        .https_ports([8443]);
+    let sbx = Sandbox::builder()
+        .config(config(&server))
+        .template("private")
+        .allow_internet_access(false)
+        .network(network)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(sbx.traffic_access_token(), Some("traffic-tok"));
+    let body = server.log.find("POST", "/v2/sandboxes").json();
+    assert_eq!(body["allow_internet_access"], false);
+    let py: serde_json::Value = serde_json::from_str(
+        r#"{"allowPublicTraffic":false,"allowOut":["api.example.com","*.pypi.org","10.1.2.0/24"],"denyOut":["0.0.0.0/0"],"dnsServers":[],"egressProxy":{"address":"proxy.example.com:1080","username":"u","password":"p","tls":{"enabled":true,"serverName":"socks.internal","caCert":"PEM"}},"maskRequestHost":"${PORT}-myapp.example.com","httpsPorts":[8443],"rules":{"api.example.com":[{"transform":{"headers":{"Authorization":"Bearer k"}}},{}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(body["network"], py);
+
+    // py `tls=True`: TLS with the system trust store.
+    server.log.clear();
+    Sandbox::builder()
+        .config(config(&server))
+        .network(
+            NetworkConfig::new().egress_proxy(EgressProxy::new("h:1").tls(EgressProxyTls::new())),
+        )
+        .create()
+        .await
+        .unwrap();
+    let body = server.log.find("POST", "/v2/sandboxes").json();
+    assert_eq!(
+        body["network"],
+        serde_json::json!({"egressProxy": {"address": "h:1", "tls": {"enabled": true}}})
+    );
+    assert!(body.get("allow_internet_access").is_none(), "{body}");
+
+    // Nothing set: neither field is sent, as py leaves both out.
+    server.log.clear();
+    Sandbox::builder()
+        .config(config(&server))
+        .network(NetworkConfig::new())
+        .create()
+        .await
+        .unwrap();
+    let body = server.log.find("POST", "/v2/sandboxes").json();
+    assert!(body.get("network").is_none(), "{body}");
+    assert!(body.get("allow_internet_access").is_none(), "{body}");
+
+    // A port the wire cannot carry is refused before any request.
+    server.log.clear();
+    let err = Sandbox::builder()
+        .config(config(&server))
+        .network(NetworkConfig::new().https_ports([0]))
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_argument(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "network https_ports: 0 is not a port (1 to 65535)"
+    );
+    assert!(server.log.paths().is_empty());
+}
+
+/// `PUT /sandboxes/{id}/network` with the bodies e2b 2.63 sends (captured as above; key order
+/// aside): only what is set, the rest being cleared by the server, and
+/// `allow_internet_access` in snake_case.
+#[tokio::test]
+async fn update_network_replaces_the_whole_config() {
+    let server = support::recording::start().await;
+    let config = config(&server);
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .create()
+        .await
+        .unwrap();
+    sbx.update_network(
+        NetworkUpdate::new()
+            .allow_out(["pypi.org"])
+            .deny_out([ALL_TRAFFIC])
+            .rules("pypi.org", [NetworkRule::new().header("X", "y")])
+            .egress_proxy(EgressProxy::new("h:1"))
+            .dns_servers(["1.1.1.1"])
+            .allow_internet_access(false),
+    )
+    .await
+    .unwrap();
+    let r = server.log.find("PUT", "/sandboxes/sbx1/network");
+    assert_eq!(r.header("x-api-key"), Some("e2b_0123abcd"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let py: serde_json::Value = serde_json::from_str(
+        r#"{"allowOut":["pypi.org"],"denyOut":["0.0.0.0/0"],"dnsServers":["1.1.1.1"],"egressProxy":{"address":"h:1"},"rules":{"pypi.org":[{"transform":{"headers":{"X":"y"}}}]},"allow_internet_access":false}"#,
+    )
+    .unwrap();
+    assert_eq!(r.json(), py);
+
+    // An empty update is `{}`: every rule is cleared.
+    server.log.clear();
+    Sandbox::update_network_by_id(&config, "sbx1", NetworkUpdate::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .log
+            .find("PUT", "/sandboxes/sbx1/network")
+            .body
+            .as_ref(),
+        b"{}"
+    );
+
+    let err = Sandbox::update_network_by_id(&config, "missing", NetworkUpdate::new())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(err.to_string(), "Sandbox missing not found");
+    assert_eq!(err.http_status(), Some(404));
+
+    // As py and js: a 400 is the generic class with the server's message.
+    let err = Sandbox::update_network_by_id(
+        &config,
+        "rejects",
+        NetworkUpdate::new().deny_out(["example.com"]),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_sandbox(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        r#"400: denyOut: "example.com" is not a CIDR or IP address"#
+    );
+    assert_eq!(err.http_status(), Some(400));
+
+    let err = Sandbox::update_network_by_id(&config, "a/b", NetworkUpdate::new())
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_argument(), "{err}");
+}
+
+#[tokio::test]
+async fn get_info_reads_the_network() {
+    let server = support::recording::start().await;
+    let info = Sandbox::get_info_by_id(&config(&server), "net1")
+        .await
+        .unwrap();
+    assert_eq!(info.allow_internet_access, Some(false));
+    let network = info.network.expect("network");
+    assert_eq!(network.allow_out, ["api.example.com", "*.pypi.org"]);
+    assert_eq!(network.deny_out, [ALL_TRAFFIC]);
+    assert_eq!(network.dns_servers, Some(vec![]));
+    assert_eq!(network.allow_public_traffic, Some(false));
+    assert_eq!(
+        network.mask_request_host.as_deref(),
+        Some("${PORT}-myapp.example.com")
+    );
+    assert_eq!(network.https_ports, [8443]);
+    let rules = &network.rules["api.example.com"];
+    assert_eq!(rules.len(), 2);
+    assert_eq!(
+        rules[0].transform.as_ref().unwrap().headers["Authorization"],
+        "Bearer k"
+    );
+    assert_eq!(rules[1].transform, None);
+    let proxy = network.egress_proxy.expect("egress proxy");
+    assert_eq!(proxy.address, "proxy.example.com:1080");
+    assert_eq!(proxy.username.as_deref(), Some("u"));
+    assert_eq!(
+        proxy.tls.and_then(|tls| tls.server_name).as_deref(),
+        Some("socks.internal")
+    );
+
+    // A listed sandbox has no network; nor does a detail without one.
+    let info = Sandbox::get_info_by_id(&config(&server), "sbx1")
+        .await
+        .unwrap();
+    assert_eq!(info.network, None);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{Commands, Filesystem, Pty, Runtime};
 use crate::config::ConnectionConfig;
 use crate::error::Result;
-use crate::sandbox::{SandboxInfo, SandboxMetrics, SandboxQuery};
+use crate::sandbox::{NetworkConfig, NetworkUpdate, SandboxInfo, SandboxMetrics, SandboxQuery};
 
 /// A sandbox, used synchronously: the twin of [`crate::Sandbox`].
 ///
@@ -56,8 +56,22 @@ impl SandboxBuilder {
         template(template: impl Into<String>);
         /// The sandbox's lifetime (default 300 s).
         timeout(timeout: Duration);
-        /// Whether the sandbox may reach the internet (default true).
+        /// Whether the sandbox may reach the internet (unset: left to the server, which
+        /// allows it). See [`crate::SandboxBuilder::allow_internet_access`].
         allow_internet_access(allow: bool);
+        /// The sandbox's network. See [`crate::SandboxBuilder::network`].
+        ///
+        /// ```no_run
+        /// # fn main() -> e2b::Result<()> {
+        /// use e2b::{ALL_TRAFFIC, NetworkConfig};
+        ///
+        /// let sandbox = e2b::blocking::Sandbox::builder()
+        ///     .network(NetworkConfig::new().allow_out(["pypi.org"]).deny_out([ALL_TRAFFIC]))
+        ///     .create()?;
+        /// # let _ = sandbox;
+        /// # Ok(()) }
+        /// ```
+        network(network: NetworkConfig);
         /// Pause instead of kill at the timeout.
         auto_pause(auto_pause: bool);
         /// Uses `config` instead of the environment.
@@ -189,7 +203,9 @@ impl Sandbox {
         self.inner.envd_api_url()
     }
 
-    /// The token for the sandbox's ports through E2B's proxy, if the API gave one.
+    /// The token for the sandbox's port URLs, if the API gave one; requests to a private
+    /// sandbox's URLs carry it in [`crate::TRAFFIC_ACCESS_TOKEN_HEADER`]. See
+    /// [`crate::Sandbox::traffic_access_token`].
     pub fn traffic_access_token(&self) -> Option<&str> {
         self.inner.traffic_access_token()
     }
@@ -313,6 +329,59 @@ impl Sandbox {
         let (config, id) = (config.clone(), sandbox_id.to_owned());
         Runtime::shared()?
             .run(async move { crate::Sandbox::set_timeout_by_id(&config, &id, timeout).await })
+    }
+
+    /// Replaces the sandbox's egress rules; what `update` leaves out is cleared. See
+    /// [`crate::Sandbox::update_network`].
+    ///
+    /// ```no_run
+    /// # fn demo(sandbox: e2b::blocking::Sandbox) -> e2b::Result<()> {
+    /// use e2b::{ALL_TRAFFIC, NetworkUpdate};
+    ///
+    /// sandbox.update_network(NetworkUpdate::new().deny_out([ALL_TRAFFIC]))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::update_network`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn update_network(&self, update: NetworkUpdate) -> Result<()> {
+        let inner = self.inner.clone();
+        self.rt
+            .run(async move { inner.update_network(update).await })
+    }
+
+    /// [`update_network`](Self::update_network) by id.
+    ///
+    /// ```no_run
+    /// # fn main() -> e2b::Result<()> {
+    /// use e2b::{ConnectionConfig, NetworkUpdate};
+    ///
+    /// let config = ConnectionConfig::from_env()?;
+    /// let offline = NetworkUpdate::new().allow_internet_access(false);
+    /// e2b::blocking::Sandbox::update_network_by_id(&config, "sandbox-id", offline)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::update_network_by_id`].
+    ///
+    /// # Panics
+    ///
+    /// Inside an async runtime.
+    pub fn update_network_by_id(
+        config: &ConnectionConfig,
+        sandbox_id: &str,
+        update: NetworkUpdate,
+    ) -> Result<()> {
+        let (config, id) = (config.clone(), sandbox_id.to_owned());
+        Runtime::shared()?
+            .run(async move { crate::Sandbox::update_network_by_id(&config, &id, update).await })
     }
 
     /// Information about the sandbox.

@@ -8,7 +8,7 @@ use e2b_api::prelude::*;
 use e2b_api::types;
 
 use super::api::{api_error, check_id, idempotency_key, send_with_retries, timeout_secs};
-use super::{DEFAULT_SANDBOX_TIMEOUT, DEFAULT_TEMPLATE, Sandbox, default_config};
+use super::{DEFAULT_SANDBOX_TIMEOUT, DEFAULT_TEMPLATE, NetworkConfig, Sandbox, default_config};
 use crate::config::ConnectionConfig;
 use crate::envd::parse_version;
 use crate::error::{Error, Result};
@@ -21,7 +21,8 @@ pub struct SandboxBuilder {
     timeout: Duration,
     metadata: BTreeMap<String, String>,
     envs: BTreeMap<String, String>,
-    allow_internet_access: bool,
+    allow_internet_access: Option<bool>,
+    network: Option<NetworkConfig>,
     auto_pause: bool,
     config: Option<ConnectionConfig>,
     overrides: Vec<Override>,
@@ -44,7 +45,8 @@ impl Default for SandboxBuilder {
             timeout: DEFAULT_SANDBOX_TIMEOUT,
             metadata: BTreeMap::new(),
             envs: BTreeMap::new(),
-            allow_internet_access: true,
+            allow_internet_access: None,
+            network: None,
             auto_pause: false,
             config: None,
             overrides: Vec::new(),
@@ -78,9 +80,44 @@ impl SandboxBuilder {
         self
     }
 
-    /// Whether the sandbox may reach the internet (default true).
+    /// Whether the sandbox may reach the internet; `false` is the same as
+    /// [`NetworkConfig::deny_out`]`([ALL_TRAFFIC])`. Unset, the field is left out of the
+    /// request (as the Python SDK does) and the server allows it.
+    ///
+    /// [ALL_TRAFFIC]: crate::ALL_TRAFFIC
+    ///
+    /// ```no_run
+    /// # async fn demo() -> e2b::Result<()> {
+    /// let offline = e2b::Sandbox::builder().allow_internet_access(false).create().await?;
+    /// # let _ = offline;
+    /// # Ok(()) }
+    /// ```
     pub fn allow_internet_access(mut self, allow: bool) -> Self {
-        self.allow_internet_access = allow;
+        self.allow_internet_access = Some(allow);
+        self
+    }
+
+    /// The sandbox's network: egress rules, DNS servers, an egress proxy, private URLs
+    /// (see [`NetworkConfig`]). Replaces a config set before.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> e2b::Result<()> {
+    /// use e2b::{ALL_TRAFFIC, NetworkConfig, NetworkRule, Sandbox};
+    ///
+    /// let sandbox = Sandbox::builder()
+    ///     .network(
+    ///         NetworkConfig::new()
+    ///             .allow_out(["api.example.com"])
+    ///             .deny_out([ALL_TRAFFIC])
+    ///             .rules("api.example.com", [NetworkRule::new().header("Authorization", "Bearer k")]),
+    ///     )
+    ///     .create()
+    ///     .await?;
+    /// # let _ = sandbox;
+    /// # Ok(()) }
+    /// ```
+    pub fn network(mut self, network: NetworkConfig) -> Self {
+        self.network = Some(network);
         self
     }
 
@@ -169,21 +206,27 @@ impl SandboxBuilder {
     /// # Errors
     ///
     /// [`Error::Authentication`] without an API key or with a rejected one;
-    /// [`Error::InvalidArgument`] for a timeout below 1 s or above `i32::MAX` seconds, or a
-    /// bad configuration value; [`Error::Template`] when the template's envd is too old;
-    /// others as mapped from the API.
+    /// [`Error::InvalidArgument`] for a timeout below 1 s or above `i32::MAX` seconds, a
+    /// bad configuration value, an https port of 0 or an egress proxy credential longer than
+    /// 255 characters; [`Error::Template`] when the template's envd is too old; others as
+    /// mapped from the API (a network rule the server rejects is [`Error::Sandbox`] with
+    /// `400: <its message>`).
     pub async fn create(self) -> Result<Sandbox> {
         let config = self.connection_config()?;
         let timeout = timeout_secs(self.timeout, "the sandbox timeout")?;
         if self.template.trim().is_empty() {
             return Err(Error::invalid_argument("the template must not be empty"));
         }
+        let network = match &self.network {
+            Some(network) => network.to_api()?,
+            None => None,
+        };
         if config.debug() {
             return Sandbox::debug(config);
         }
         let client = config.api_client()?;
         let body = types::NewSandboxV2 {
-            allow_internet_access: Some(self.allow_internet_access),
+            allow_internet_access: self.allow_internet_access,
             auto_pause: self.auto_pause,
             auto_pause_memory: true,
             auto_resume: None,
@@ -191,7 +234,7 @@ impl SandboxBuilder {
             iam: None,
             mcp: None,
             metadata: Some(types::SandboxMetadata(self.metadata)),
-            network: None,
+            network,
             template_id: self.template,
             timeout,
             volume_mounts: Vec::new(),

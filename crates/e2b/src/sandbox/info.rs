@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use e2b_api::types;
 
+use super::NetworkInfo;
 use crate::config::ConnectionConfig;
 
 /// Whether a sandbox runs or is paused.
@@ -40,6 +41,9 @@ pub struct SandboxInfo {
     pub sandbox_domain: String,
     /// Whether internet access was set (None: never set).
     pub allow_internet_access: Option<bool>,
+    /// Its network configuration, when the API reports one (`GET /sandboxes/{id}` does;
+    /// listings do not).
+    pub network: Option<NetworkInfo>,
 }
 
 impl SandboxInfo {
@@ -61,6 +65,7 @@ impl SandboxInfo {
                 .filter(|x| !x.is_empty())
                 .unwrap_or_else(|| config.domain().to_owned()),
             allow_internet_access: d.allow_internet_access,
+            network: d.network.map(NetworkInfo::from_api),
         }
     }
 
@@ -79,6 +84,7 @@ impl SandboxInfo {
             envd_version: d.envd_version.0,
             sandbox_domain: config.domain().to_owned(),
             allow_internet_access: None,
+            network: None,
         }
     }
 }

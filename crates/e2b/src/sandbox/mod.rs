@@ -1,9 +1,11 @@
-//! Sandboxes: create, connect, list, inspect, time out, pause and kill; signed file URLs.
+//! Sandboxes: create, connect, list, inspect, time out, pause and kill; their network; signed
+//! file URLs.
 
 mod api;
 mod builder;
 mod info;
 mod list;
+mod network;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,6 +28,10 @@ use api::{api_error, check_id, send_with_retries, timeout_secs};
 pub use builder::SandboxBuilder;
 pub use info::{SandboxInfo, SandboxMetrics, SandboxState};
 pub use list::{SandboxPaginator, SandboxQuery};
+pub use network::{
+    ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,
+    NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate, TRAFFIC_ACCESS_TOKEN_HEADER,
+};
 
 /// A sandbox's lifetime unless set: 300 s.
 pub const DEFAULT_SANDBOX_TIMEOUT: Duration = Duration::from_secs(300);
@@ -174,8 +180,11 @@ impl Sandbox {
         &self.inner.envd.base_url
     }
 
-    /// The token for the sandbox's ports through E2B's proxy, if the API gave one
-    /// (`e2b-traffic-access-token` header).
+    /// The token for the sandbox's port URLs, if the API gave one: a sandbox created with
+    /// [`NetworkConfig::allow_public_traffic`]`(false)` answers requests to its
+    /// [`get_host`](Self::get_host) URLs only when they carry it in the
+    /// [`TRAFFIC_ACCESS_TOKEN_HEADER`] header (else 403). The SDK itself never calls those
+    /// URLs; send the header from your own HTTP client.
     pub fn traffic_access_token(&self) -> Option<&str> {
         self.inner.traffic_access_token.as_deref()
     }
@@ -201,7 +210,9 @@ impl Sandbox {
     }
 
     /// `host:port` to reach `port` of the sandbox from outside: `<port>-<id>.<domain>`
-    /// (`localhost:<port>` in debug mode).
+    /// (`localhost:<port>` in debug mode). A private sandbox
+    /// ([`NetworkConfig::allow_public_traffic`]`(false)`) needs
+    /// [`traffic_access_token`](Self::traffic_access_token) on every request to it.
     pub fn get_host(&self, port: u16) -> String {
         self.inner.config.get_host(
             &self.inner.sandbox_id,
@@ -387,6 +398,71 @@ impl Sandbox {
             Err(e) => {
                 let not_found = format!("Sandbox {sandbox_id} not found");
                 Err(api_error(e, "setting the sandbox timeout", Some(not_found)).await)
+            }
+        }
+    }
+
+    /// Replaces the sandbox's egress rules at once (`PUT /sandboxes/{id}/network`).
+    ///
+    /// The update replaces the whole egress configuration: whatever `update` leaves out is
+    /// cleared, not kept (see [`NetworkUpdate`]). Connections to destinations that become
+    /// denied are cut.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: e2b::Sandbox) -> e2b::Result<()> {
+    /// use e2b::{ALL_TRAFFIC, NetworkUpdate};
+    ///
+    /// sandbox
+    ///     .update_network(NetworkUpdate::new().allow_out(["pypi.org"]).deny_out([ALL_TRAFFIC]))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an https port of 0 or a proxy credential longer than
+    /// 255 characters; [`Error::NotFound`] (`Sandbox {id} not found`) when the sandbox is
+    /// gone; a rule the server rejects is [`Error::Sandbox`] with `400: <its message>`, as in
+    /// the Python SDK; others as mapped from the API.
+    pub async fn update_network(&self, update: NetworkUpdate) -> Result<()> {
+        Self::update_network_by_id(&self.inner.config, &self.inner.sandbox_id, update).await
+    }
+
+    /// [`update_network`](Self::update_network) by id.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> e2b::Result<()> {
+    /// use e2b::{ConnectionConfig, NetworkUpdate, Sandbox};
+    ///
+    /// let config = ConnectionConfig::from_env()?;
+    /// Sandbox::update_network_by_id(&config, "sandbox-id", NetworkUpdate::new().allow_internet_access(false))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`update_network`](Self::update_network).
+    pub async fn update_network_by_id(
+        config: &ConnectionConfig,
+        sandbox_id: &str,
+        update: NetworkUpdate,
+    ) -> Result<()> {
+        check_id(sandbox_id)?;
+        let body = update.to_api()?;
+        let client = config.api_client()?;
+        let send = || {
+            client
+                .put_sandbox_network()
+                .sandbox_id(sandbox_id)
+                .body(body.clone())
+                .send()
+        };
+        match send_with_retries(config.request_timeout(), send).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let not_found = format!("Sandbox {sandbox_id} not found");
+                Err(api_error(e, "updating the sandbox network", Some(not_found)).await)
             }
         }
     }

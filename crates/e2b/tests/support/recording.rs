@@ -165,9 +165,23 @@ async fn handle(State(log): State<Log>, request: Request) -> Response {
                         .insert("retry-after", "3600".parse().unwrap());
                     r
                 }
+                Some("private") => {
+                    let mut v = sandbox_json("sbx1");
+                    v["trafficAccessToken"] = "traffic-tok".into();
+                    json(StatusCode::CREATED, v)
+                }
                 _ => json(StatusCode::CREATED, sandbox_json("sbx1")),
             }
         }
+        ("PUT", "/sandboxes/sbx1/network") => StatusCode::NO_CONTENT.into_response(),
+        ("PUT", "/sandboxes/rejects/network") => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"code": 400, "message": "denyOut: \"example.com\" is not a CIDR or IP address"}),
+        ),
+        ("PUT", _) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"code": 404, "message": "sandbox not found"}),
+        ),
         ("POST", "/v2/sandboxes/sbx1/connect") => json(StatusCode::OK, sandbox_json("sbx1")),
         ("POST", "/v2/sandboxes/gone/connect") => json(
             StatusCode::NOT_FOUND,
@@ -187,6 +201,23 @@ async fn handle(State(log): State<Log>, request: Request) -> Response {
         ("GET", "/sandboxes/sbx1") => {
             let mut v = listed("sbx1");
             v["allowInternetAccess"] = true.into();
+            json(StatusCode::OK, v)
+        }
+        ("GET", "/sandboxes/net1") => {
+            // As E2B answers for a sandbox created with a full network config: the proxy
+            // without its password or CA certificate.
+            let mut v = listed("net1");
+            v["allowInternetAccess"] = false.into();
+            v["network"] = serde_json::json!({
+                "allowPublicTraffic": false,
+                "allowOut": ["api.example.com", "*.pypi.org"],
+                "denyOut": ["0.0.0.0/0"],
+                "dnsServers": [],
+                "egressProxy": {"address": "proxy.example.com:1080", "username": "u", "tls": {"enabled": true, "serverName": "socks.internal"}},
+                "maskRequestHost": "${PORT}-myapp.example.com",
+                "httpsPorts": [8443],
+                "rules": {"api.example.com": [{"transform": {"headers": {"Authorization": "Bearer k"}}}, {}]},
+            });
             json(StatusCode::OK, v)
         }
         ("GET", "/sandboxes/missing") => json(

@@ -125,3 +125,317 @@ fn allow_internet_access_false_denies_every_address() {
         t.shutdown().await;
     });
 }
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn deny_and_allow_rules_by_address_as_e2b_defines_them() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start().await;
+        let reach = |id: String, addr| {
+            let t = &t;
+            async move {
+                sh(t, &id, &curl(&format!("http://{addr}/")), ExecOptions::user())
+                    .await
+                    .0
+            }
+        };
+        // A CIDR and a bare IP in denyOut.
+        let sb = t
+            .create(&format!(
+                r#"{{"templateID":"base","network":{{"denyOut":["203.0.113.8/30","{SERVER_B}"]}}}}"#
+            ))
+            .await;
+        let id = id_of(&sb);
+        assert_eq!(reach(id.clone(), SERVER_A).await, 7);
+        assert_eq!(reach(id.clone(), SERVER_B).await, 7);
+        // An allowed entry beats a denied one; the rest of the deny holds.
+        let sb = t
+            .create(&format!(
+                r#"{{"templateID":"base","network":{{"allowOut":["{SERVER_A}/32"],"denyOut":["0.0.0.0/0"]}}}}"#
+            ))
+            .await;
+        let id = id_of(&sb);
+        assert_eq!(reach(id.clone(), SERVER_A).await, 0);
+        assert_eq!(reach(id.clone(), SERVER_B).await, 7);
+        // allowOut alone denies nothing.
+        let sb = t
+            .create(&format!(
+                r#"{{"templateID":"base","network":{{"allowOut":["{SERVER_A}"]}}}}"#
+            ))
+            .await;
+        assert_eq!(reach(id_of(&sb), SERVER_B).await, 0);
+        // What GET reports is what was asked.
+        let got = t.get(&format!("/sandboxes/{id}")).await.json();
+        assert_eq!(
+            got["network"],
+            serde_json::json!({"allowOut": [format!("{SERVER_A}/32")], "denyOut": ["0.0.0.0/0"]})
+        );
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn update_network_replaces_the_rules_and_cuts_a_live_connection() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start().await;
+        let id = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        // A connection to the echo server that stays open, pinging once a second; it prints
+        // each echo and, when the connection breaks, "cut".
+        let live = t.server().manager().get(&id).unwrap();
+        let pinger = tokio::task::spawn_blocking(move || {
+            live.handle.exec_in(
+                &[
+                    "/bin/bash",
+                    "-c",
+                    &format!(
+                        "exec 3<>/dev/tcp/{SERVER_A}/7 || exit 9
+                         for i in $(seq 1 30); do
+                           echo ping$i >&3 2>/dev/null || {{ echo cut; exit 0; }}
+                           read -r -t 3 line <&3 || {{ echo cut; exit 0; }}
+                           echo $line; sleep 0.2
+                         done; echo never-cut"
+                    ),
+                ],
+                &ExecOptions::default(),
+            )
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let r = t
+            .call(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/network"),
+                Some(r#"{"denyOut":["0.0.0.0/0"]}"#),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let out = pinger.await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("ping1\n"), "{text}");
+        assert!(text.ends_with("cut\n"), "{text}");
+        // New connections are refused; the report shows the new rules.
+        let (code, _) = sh(
+            &t,
+            &id,
+            &curl(&format!("http://{SERVER_A}/")),
+            ExecOptions::default(),
+        )
+        .await;
+        assert_eq!(code, 7);
+        let got = t.get(&format!("/sandboxes/{id}")).await.json();
+        assert_eq!(
+            got["network"],
+            serde_json::json!({"denyOut": ["0.0.0.0/0"]})
+        );
+        // Omitted fields are cleared: an empty update opens the sandbox again.
+        let r = t
+            .call(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/network"),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let (code, out) = sh(
+            &t,
+            &id,
+            &curl(&format!("http://{SERVER_A}/")),
+            ExecOptions::default(),
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+        // allow_internet_access in an update, reported as allowInternetAccess.
+        let r = t
+            .call(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/network"),
+                Some(r#"{"allow_internet_access":false}"#),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let (code, _) = sh(
+            &t,
+            &id,
+            &curl(&format!("http://{SERVER_A}/")),
+            ExecOptions::default(),
+        )
+        .await;
+        assert_eq!(code, 7);
+        assert_eq!(
+            t.get(&format!("/sandboxes/{id}")).await.json()["allowInternetAccess"],
+            false
+        );
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn invalid_rules_are_400s_naming_the_entry() {
+    let net = FakeInternet::new();
+    net.block_on(async {
+        let t = start().await;
+        let cases = [
+            (r#"{"allowOut":["300.1.1.1"]}"#, "300.1.1.1"),
+            (r#"{"allowOut":["*."]}"#, "*."),
+            (r#"{"allowOut":["a..b"]}"#, "a..b"),
+            (r#"{"denyOut":["example.com"]}"#, "example.com"),
+        ];
+        for (network, entry) in cases {
+            let r = t
+                .post(
+                    "/v2/sandboxes",
+                    &format!(r#"{{"templateID":"base","network":{network}}}"#),
+                )
+                .await;
+            assert_eq!(r.status, 400, "{network}: {}", r.text);
+            let message = r.json()["message"].as_str().unwrap().to_owned();
+            assert!(
+                message.contains(&format!("{entry:?}")),
+                "{network}: {message}"
+            );
+        }
+        let id = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        let r = t
+            .call(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{id}/network"),
+                Some(r#"{"denyOut":["1.2.3.4/33"]}"#),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.text.contains(r#"\"1.2.3.4/33\""#), "{}", r.text);
+        let r = t
+            .call(reqwest::Method::PUT, "/sandboxes/inope/network", Some("{}"))
+            .await;
+        assert_eq!(r.status, 404, "{}", r.text);
+        // Nothing was left of the refused creates.
+        assert_eq!(t.server().manager().all().len(), 1);
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn sandboxes_reach_neither_each_other_nor_the_host_nor_link_local() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start().await;
+        let a = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        let b = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        let addr_of = |id: &str| {
+            t.server()
+                .manager()
+                .get(id)
+                .unwrap()
+                .network()
+                .unwrap()
+                .address()
+        };
+        let b_addr = addr_of(&b);
+        // B serves on all its addresses; its own loopback still works.
+        let live_b = t.server().manager().get(&b).unwrap();
+        let _server = tokio::task::spawn_blocking(move || {
+            live_b.handle.exec_in(
+                &["/bin/bash", "-c", "timeout 20 python3 -m http.server 8080 >/dev/null 2>&1"],
+                &ExecOptions::default(),
+            )
+        });
+        let (code, out) = sh(
+            &t,
+            &b,
+            "for i in $(seq 50); do curl -sS -o /dev/null --max-time 1 http://127.0.0.1:8080/ && exit 0; sleep 0.1; done; exit 1",
+            ExecOptions::default(),
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+        let gateway_of_a = {
+            let a_addr = addr_of(&a);
+            std::net::Ipv4Addr::from(u32::from(a_addr) - 1)
+        };
+        // As root in A, with the rules of a sandbox that allows everything.
+        for target in [
+            format!("{b_addr}:8080"),
+            format!("{}:8080", fake_internet::UPLINK),
+            format!("{gateway_of_a}:{}", t.server().local_addr().port()),
+            "169.254.169.254:80".to_owned(),
+        ] {
+            let (code, out) = sh(
+                &t,
+                &a,
+                &format!("curl -sS --max-time 3 http://{target}/"),
+                ExecOptions::default(),
+            )
+            .await;
+            assert_ne!(code, 0, "{target} was reachable: {out}");
+            assert!(!out.contains("Directory listing"), "{target}: {out}");
+        }
+        // Even with allowOut naming them.
+        let r = t
+            .call(
+                reqwest::Method::PUT,
+                &format!("/sandboxes/{a}/network"),
+                Some(&format!(r#"{{"allowOut":["{b_addr}","169.254.169.254","{}"]}}"#, fake_internet::UPLINK)),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let (code, out) = sh(&t, &a, &format!("curl -sS --max-time 3 http://{b_addr}:8080/"), ExecOptions::default()).await;
+        assert_ne!(code, 0, "{out}");
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn kill_and_shutdown_leave_no_interface_rule_or_tracked_connection() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start().await;
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            let body = if i % 2 == 0 {
+                r#"{"templateID":"base","network":{"denyOut":["203.0.113.11"]}}"#
+            } else {
+                r#"{"templateID":"base"}"#
+            };
+            ids.push(id_of(&t.create(body).await));
+        }
+        for id in &ids {
+            let (code, out) = sh(
+                &t,
+                id,
+                &curl(&format!("http://{SERVER_A}/")),
+                ExecOptions::default(),
+            )
+            .await;
+            assert_eq!(code, 0, "{out}");
+        }
+        for id in &ids {
+            t.kill(id).await;
+        }
+        let listing = |args: &[&str]| {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let links = listing(&["ip", "-o", "link"]);
+        assert!(!links.contains(": e2b"), "{links}");
+        let table = listing(&["nft", "list", "ruleset"]);
+        assert!(!table.contains("chain sandbox_"), "{table}");
+        assert!(!table.contains("203.0.113.11"), "{table}");
+        let tracked = listing(&["conntrack", "-L", "-s", e2b_local::network::DEFAULT_POOL]);
+        assert_eq!(tracked, "", "conntrack entries left");
+        assert_eq!(t.server().manager().all().len(), 0);
+        t.shutdown().await;
+        let table = listing(&["nft", "list", "ruleset"]);
+        assert!(!table.contains("e2b_local"), "{table}");
+    });
+}

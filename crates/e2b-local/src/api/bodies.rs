@@ -88,7 +88,7 @@ pub(super) fn detail(m: &Manager, live: &Live) -> types::SandboxDetail {
         }),
         memory_mb: types::MemoryMb(s.mem_mb),
         metadata: Some(types::SandboxMetadata(rec.metadata)),
-        network: None,
+        network: rec.network.as_ref().and_then(super::network::network_info),
         sandbox_id: rec.id,
         started_at: rec.started_at,
         state: api_state(rec.state),

@@ -242,6 +242,7 @@ mod tests {
             secure: true,
             auto_pause: false,
             allow_internet_access: None,
+            network: None,
             envd_version: "0.6.13".into(),
         };
         let (ns, id) = decode_cursor(&encode_cursor(&rec)).unwrap();

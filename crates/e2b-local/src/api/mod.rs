@@ -15,6 +15,7 @@ pub mod error;
 mod list;
 mod logs;
 mod metrics;
+mod network;
 mod request;
 mod sandboxes;
 mod templates;
@@ -22,7 +23,7 @@ mod templates;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use http::StatusCode;
 
 pub use error::ApiError;
@@ -54,6 +55,7 @@ pub fn router(m: AppState) -> Router {
         .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect_v2))
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
+        .route("/sandboxes/{id}/network", put(network::update_network))
         .route("/templates", get(templates::templates))
         .route(
             "/templates/{id}",

@@ -78,6 +78,7 @@ fn create_params(
     secure: bool,
     auto_pause: bool,
     allow_internet_access: Option<bool>,
+    network: Option<&types::SandboxNetworkConfig>,
     mcp: bool,
     volume_mounts: usize,
 ) -> Result<CreateParams, ApiError> {
@@ -98,6 +99,7 @@ fn create_params(
     check_map("metadata", &metadata, MAX_METADATA_BYTES)?;
     let env_vars = env_vars.map(|e| e.0).unwrap_or_default();
     check_env_vars(&env_vars)?;
+    let (network, rules) = super::network::create_rules(allow_internet_access, network)?;
     // `namespace/alias:tag` references: the tag `default` (or none) names the template.
     let template = match template.split_once(':') {
         Some((name, "default")) => name.to_owned(),
@@ -111,6 +113,8 @@ fn create_params(
         secure,
         auto_pause,
         allow_internet_access,
+        network,
+        rules,
     })
 }
 
@@ -130,6 +134,7 @@ pub(super) async fn create_v1(
         req.secure.unwrap_or(true),
         req.auto_pause,
         req.allow_internet_access,
+        req.network.as_ref(),
         req.mcp.is_some(),
         req.volume_mounts.len(),
     )?;
@@ -171,6 +176,7 @@ pub(super) async fn create_v2(
         true,
         req.auto_pause,
         req.allow_internet_access,
+        req.network.as_ref(),
         req.mcp.is_some(),
         req.volume_mounts.len(),
     )?;

@@ -26,7 +26,7 @@ pub struct Live {
     /// envd's stdout and stderr on the host.
     pub log: Arc<SandboxLog>,
     /// Its network (`None` without networking, and once killed).
-    network: Mutex<Option<SandboxNetwork>>,
+    network: Mutex<Option<Arc<SandboxNetwork>>>,
 }
 
 impl Live {
@@ -39,17 +39,30 @@ impl Live {
             cancel: Mutex::new(CancellationToken::new()),
             cpu_prev: Mutex::new(None),
             log: booted.log,
-            network: Mutex::new(booted.network),
+            network: Mutex::new(booted.network.map(Arc::new)),
         }
     }
 
     /// Its network, if it has one.
-    pub fn with_network<T>(&self, f: impl FnOnce(Option<&SandboxNetwork>) -> T) -> T {
-        f(lock(&self.network).as_ref())
+    pub fn network(&self) -> Option<Arc<SandboxNetwork>> {
+        lock(&self.network).clone()
+    }
+
+    /// Replaces its egress rules (no-op without a network).
+    pub(super) async fn update_network(
+        &self,
+        networks: &crate::network::Networks,
+        rules: &crate::network::rules::EgressRules,
+    ) -> Result<(), crate::network::NetworkError> {
+        let net = lock(&self.network).clone();
+        match net {
+            Some(net) => networks.update(&net, rules).await,
+            None => Ok(()),
+        }
     }
 
     /// Takes its network away (at kill, to detach it).
-    pub(super) fn take_network(&self) -> Option<SandboxNetwork> {
+    pub(super) fn take_network(&self) -> Option<Arc<SandboxNetwork>> {
         lock(&self.network).take()
     }
 

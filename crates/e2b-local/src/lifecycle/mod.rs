@@ -32,7 +32,7 @@ pub use logs::{LOG_ROTATE_BYTES, SandboxLog};
 
 use crate::envd_client;
 use crate::isolation::{InitProgram, Limits, Runtime, SandboxHandle, SandboxSpec};
-use crate::network::firewall::SandboxRules;
+use crate::network::rules::{EgressRules, NetworkRequest};
 use crate::network::{Networks, SandboxNetwork};
 use crate::state::{SandboxRecord, SandboxState, Store};
 use crate::template::Template;
@@ -68,8 +68,12 @@ pub(crate) struct CreateParams {
     pub(crate) secure: bool,
     /// Pause instead of kill on timeout.
     pub(crate) auto_pause: bool,
-    /// Reported back only.
+    /// `allow_internet_access` as requested.
     pub(crate) allow_internet_access: Option<bool>,
+    /// `network` as requested.
+    pub(crate) network: Option<NetworkRequest>,
+    /// Both, validated.
+    pub(crate) rules: EgressRules,
 }
 
 /// The sandbox manager shared by handlers, the router and the evictor.
@@ -328,7 +332,7 @@ impl Manager {
         template_name: &str,
         token: Option<&str>,
         env_vars: &BTreeMap<String, String>,
-        rules: SandboxRules,
+        rules: &EgressRules,
         restore: Option<PathBuf>,
     ) -> Result<Booted, LifecycleError> {
         let log = SandboxLog::open(&self.logs_dir, id)
@@ -376,7 +380,7 @@ impl Manager {
             async move {
                 let _ = tokio::task::spawn_blocking(move || h.kill()).await;
                 if let (Some(networks), Some(net)) = (networks, network) {
-                    networks.detach(net).await;
+                    networks.detach(&net).await;
                 }
                 log.close();
                 e
@@ -428,7 +432,7 @@ impl Manager {
     async fn attach_network(
         &self,
         handle: &SandboxHandle,
-        rules: SandboxRules,
+        rules: &EgressRules,
     ) -> Result<Option<SandboxNetwork>, crate::network::NetworkError> {
         let Some(networks) = &self.networks else {
             return Ok(None);
@@ -466,7 +470,6 @@ impl Manager {
         let slot = self.admit()?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
-        let rules = egress_rules(p.allow_internet_access);
         let booted = self
             .boot(
                 &id,
@@ -474,7 +477,7 @@ impl Manager {
                 &p.template,
                 token.as_deref(),
                 &p.env_vars,
-                rules,
+                &p.rules,
                 None,
             )
             .await?;
@@ -490,6 +493,7 @@ impl Manager {
             secure: p.secure,
             auto_pause: p.auto_pause,
             allow_internet_access: p.allow_internet_access,
+            network: p.network,
             envd_version: booted.envd_version.clone(),
         };
         if let Err(e) = self.store.put_sandbox(&rec) {
@@ -507,7 +511,7 @@ impl Manager {
         let h = booted.handle.clone();
         let _ = tokio::task::spawn_blocking(move || h.kill()).await;
         if let (Some(networks), Some(net)) = (&self.networks, booted.network) {
-            networks.detach(net).await;
+            networks.detach(&net).await;
         }
         booted.log.close();
     }
@@ -546,7 +550,7 @@ impl Manager {
             .await
             .map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))?;
         if let (Some(networks), Some(net)) = (&self.networks, live.take_network()) {
-            networks.detach(net).await;
+            networks.detach(&net).await;
         }
         let mut rec = live.record();
         rec.state = SandboxState::Killed;
@@ -698,6 +702,35 @@ impl Manager {
         Ok(())
     }
 
+    /// Replaces the egress rules of a live sandbox (running or paused) and records them.
+    ///
+    /// # Errors
+    ///
+    /// `SandboxNotFound` when not live, `Internal` when the firewall refuses (the old rules
+    /// then still hold), `Store`.
+    pub(crate) async fn update_network(
+        &self,
+        id: &str,
+        allow_internet_access: Option<bool>,
+        request: NetworkRequest,
+        rules: EgressRules,
+    ) -> Result<(), LifecycleError> {
+        let live = self.live(id)?;
+        if let Some(networks) = &self.networks {
+            live.update_network(networks, &rules)
+                .await
+                .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its network"), e))?;
+        }
+        let rec = {
+            let mut rec = lock(&live.rec);
+            rec.allow_internet_access = allow_internet_access;
+            rec.network = Some(request);
+            rec.clone()
+        };
+        self.store.put_sandbox(&rec)?;
+        Ok(())
+    }
+
     /// Kills every live sandbox (server shutdown).
     pub(crate) async fn kill_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
@@ -710,17 +743,5 @@ impl Manager {
                 tracing::warn!("shutdown: {e}");
             }
         }
-    }
-}
-
-/// The firewall's view of `allow_internet_access` (`false` denies every address).
-fn egress_rules(allow_internet_access: Option<bool>) -> SandboxRules {
-    SandboxRules {
-        denied: if allow_internet_access == Some(false) {
-            vec![ipnet::Ipv4Net::default()]
-        } else {
-            Vec::new()
-        },
-        ..SandboxRules::default()
     }
 }

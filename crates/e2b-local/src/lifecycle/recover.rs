@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 
 use super::{LifecycleError, Manager, access_token, lock};
+use crate::network::rules::EgressRules;
 use crate::state::{SandboxRecord, SandboxState};
 
 /// How many sandboxes of an earlier run are reclaimed at once (each mostly waits on the
@@ -155,6 +156,15 @@ impl Manager {
     ) -> Result<(), LifecycleError> {
         let template = self.template(&rec.template)?;
         let token = rec.secure.then(|| access_token(&self.secret, &rec.id));
+        // Validated at create; a record that no longer validates restores without rules
+        // only if it had none.
+        let rules = EgressRules::from_request(
+            rec.allow_internet_access,
+            &rec.network.clone().unwrap_or_default(),
+        )
+        .map_err(|e| {
+            LifecycleError::internal(format!("sandbox {}: its network rules", rec.id), e)
+        })?;
         let booted = self
             .boot(
                 &rec.id,
@@ -162,7 +172,7 @@ impl Manager {
                 &rec.template,
                 token.as_deref(),
                 &rec.env_vars,
-                super::egress_rules(rec.allow_internet_access),
+                &rules,
                 Some(files),
             )
             .await?;

@@ -15,7 +15,6 @@ pub mod rules;
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
-use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 
@@ -23,6 +22,7 @@ use dns::DnsForwarder;
 use firewall::{Firewall, FirewallError, SandboxRules};
 use link::{LinkError, Netlink};
 use pool::{Pool, PoolError, Slot};
+use rules::EgressRules;
 
 /// The default address pool: 16,384 sandboxes, in a block home and office networks, Docker
 /// (172.17/16 and up) and Podman (10.88/16) rarely use. Checked against the host's routes.
@@ -106,7 +106,14 @@ pub struct Networks {
 pub struct SandboxNetwork {
     slot: Slot,
     ifname: String,
-    rules: Mutex<SandboxRules>,
+    state: tokio::sync::Mutex<NetState>,
+}
+
+/// What nftables holds for a sandbox, and whether it was detached.
+#[derive(Debug, Default)]
+struct NetState {
+    rules: SandboxRules,
+    detached: bool,
 }
 
 impl SandboxNetwork {
@@ -153,7 +160,7 @@ impl Networks {
         for stale in netlink.names_with_prefix(&ifprefix).await? {
             netlink.delete(&stale).await?;
         }
-        for route in netlink.routes_overlapping(pool.net()).await? {
+        if let Some(route) = netlink.routes_overlapping(pool.net()).await?.first() {
             let interface = match route.interface {
                 Some(i) => netlink.name_of(i).await?,
                 None => "no interface".to_owned(),
@@ -198,19 +205,19 @@ impl Networks {
     pub async fn attach(
         &self,
         netns: BorrowedFd<'_>,
-        rules: SandboxRules,
+        rules: &EgressRules,
     ) -> Result<SandboxNetwork, NetworkError> {
         let slot = self.pool.take()?;
         let ifname = format!("{}{}", self.firewall.ifprefix, slot.index());
         let net = SandboxNetwork {
             slot,
             ifname,
-            rules: Mutex::new(SandboxRules::default()),
+            state: tokio::sync::Mutex::new(NetState::default()),
         };
         match self.connect(&net, netns, rules).await {
             Ok(()) => Ok(net),
             Err(e) => {
-                self.detach(net).await;
+                self.detach(&net).await;
                 Err(e)
             }
         }
@@ -220,7 +227,7 @@ impl Networks {
         &self,
         net: &SandboxNetwork,
         netns: BorrowedFd<'_>,
-        rules: SandboxRules,
+        rules: &EgressRules,
     ) -> Result<(), NetworkError> {
         // Rules first: no packet leaves before they hold.
         self.update(net, rules).await?;
@@ -237,33 +244,52 @@ impl Networks {
     pub async fn update(
         &self,
         net: &SandboxNetwork,
+        rules: &EgressRules,
+    ) -> Result<(), NetworkError> {
+        let mut state = net.state.lock().await;
+        if state.detached {
+            return Ok(());
+        }
+        self.apply(net.slot, &mut state, firewall_rules(rules))
+            .await
+    }
+
+    /// Applies `rules` in place of `state.rules`; the caller holds the sandbox's lock, so
+    /// updates and the detach are applied one at a time.
+    async fn apply(
+        &self,
+        slot: Slot,
+        state: &mut NetState,
         rules: SandboxRules,
     ) -> Result<(), NetworkError> {
-        let previous = net
-            .rules
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let previous = state.rules.clone();
         let firewall = self.firewall.clone();
-        let addr = net.slot.sandbox();
-        let index = net.slot.index();
         let next = rules.clone();
-        tokio::task::spawn_blocking(move || firewall.apply_sandbox(index, addr, &next, &previous))
-            .await
-            .map_err(|e| NetworkError::Host("running nft", std::io::Error::other(e)))??;
-        *net.rules
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = rules;
+        tokio::task::spawn_blocking(move || {
+            firewall.apply_sandbox(slot.index(), slot.sandbox(), &next, &previous)
+        })
+        .await
+        .map_err(|e| NetworkError::Host("running nft", std::io::Error::other(e)))??;
+        state.rules = rules;
         Ok(())
     }
 
     /// Removes the sandbox's interface, rules and connection tracking entries, and gives
-    /// its address back. Best effort: every step runs even if one fails (logged).
-    pub async fn detach(&self, net: SandboxNetwork) {
+    /// its address back; later updates do nothing. Best effort: every step runs even if one
+    /// fails (logged).
+    pub async fn detach(&self, net: &SandboxNetwork) {
+        let mut state = net.state.lock().await;
+        if state.detached {
+            return;
+        }
+        state.detached = true;
         if let Err(e) = self.netlink.delete(&net.ifname).await {
             tracing::warn!(interface = %net.ifname, error = %e, "removing a sandbox's veth");
         }
-        if let Err(e) = self.update(&net, SandboxRules::default()).await {
+        if let Err(e) = self
+            .apply(net.slot, &mut state, SandboxRules::default())
+            .await
+        {
             tracing::warn!(address = %net.address(), error = %e, "removing a sandbox's rules");
         }
         forget_connections(net.address()).await;
@@ -280,6 +306,15 @@ impl Networks {
     /// How many sandboxes have an address.
     pub fn in_use(&self) -> usize {
         self.pool.in_use()
+    }
+}
+
+/// What nftables enforces of `rules`: addresses (names are the proxy's).
+fn firewall_rules(rules: &EgressRules) -> SandboxRules {
+    SandboxRules {
+        allowed: rules.allowed_cidrs().to_vec(),
+        denied: rules.denied_cidrs().to_vec(),
+        proxied: rules.needs_proxy(),
     }
 }
 

@@ -81,7 +81,11 @@ pub struct NetworkRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_servers: Option<Vec<String>>,
     /// `rules`: domain pattern to its ordered header transform rules.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub rules: BTreeMap<String, Vec<NetworkRule>>,
     /// `egressProxy`: a SOCKS5 proxy the sandbox's allowed traffic is tunneled through.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -114,8 +114,11 @@ pub struct SandboxRecord {
     pub secure: bool,
     /// Pause instead of kill when the timeout passes.
     pub auto_pause: bool,
-    /// `allow_internet_access` as requested (reported; sandboxes have loopback only).
+    /// `allow_internet_access` as requested (or as last updated).
     pub allow_internet_access: Option<bool>,
+    /// `network` as requested (or as last updated); restored with the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::rules::NetworkRequest>,
     /// envd's version, from `/init`'s `X-Envd-Version`.
     pub envd_version: String,
 }
@@ -399,6 +402,7 @@ mod tests {
             secure: true,
             auto_pause: false,
             allow_internet_access: Some(true),
+            network: None,
             envd_version: "0.6.13".into(),
         };
         s.put_sandbox(&rec).unwrap();

@@ -85,7 +85,9 @@ impl Harness {
     }
 }
 
-/// An HTTP server answering `hello <host>` and recording each request's headers.
+/// An HTTP server answering `hello <host>` and recording each request's headers. `/close`
+/// answers with `connection: close`; a request with `upgrade: echo` is switched (`101`) to a
+/// byte echo.
 async fn http_server() -> (SocketAddrV4, Arc<Mutex<Vec<HeaderMap>>>) {
     let listener = TcpListener::bind((HTTP_IP, 0)).await.unwrap();
     let SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
@@ -97,18 +99,45 @@ async fn http_server() -> (SocketAddrV4, Arc<Mutex<Vec<HeaderMap>>>) {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let record = record.clone();
-            let service = hyper::service::service_fn(move |request: Request<_>| {
+            let service = hyper::service::service_fn(move |mut request: Request<_>| {
                 let host = request.headers()["host"].to_str().unwrap().to_string();
                 record.lock().unwrap().push(request.headers().clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                        format!("hello {host}"),
-                    ))))
+                let mut response =
+                    hyper::Response::new(Full::new(Bytes::from(format!("hello {host}"))));
+                if request.uri().path() == "/close" {
+                    response
+                        .headers_mut()
+                        .insert("connection", "close".parse().unwrap());
                 }
+                if request
+                    .headers()
+                    .get("upgrade")
+                    .is_some_and(|u| u == "echo")
+                {
+                    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    response
+                        .headers_mut()
+                        .insert("connection", "upgrade".parse().unwrap());
+                    response
+                        .headers_mut()
+                        .insert("upgrade", "echo".parse().unwrap());
+                    let upgrade = hyper::upgrade::on(&mut request);
+                    tokio::spawn(async move {
+                        let mut io = TokioIo::new(upgrade.await.unwrap());
+                        let mut buf = [0; 1024];
+                        while let Ok(n @ 1..) = io.read(&mut buf).await {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                async move { Ok::<_, std::convert::Infallible>(response) }
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades(),
             );
         }
     });
@@ -506,4 +535,59 @@ async fn silent_client_is_decided_unnamed_after_the_preamble_timeout() {
     let started = std::time::Instant::now();
     assert!(closed(&mut stream).await);
     assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+const API_RULE: &str = r#"{"allowOut": ["api.test"], "denyOut": ["0.0.0.0/0"],
+    "rules": {"api.test": [{"transform": {"headers": {"X-Secret": "s3cret"}}}]}}"#;
+
+#[tokio::test]
+async fn with_header_rules_a_destination_close_closes_the_client_connection() {
+    let h = default_harness().await;
+    let (http, _) = http_server().await;
+    h.set(SANDBOX, None, API_RULE);
+    let mut sender = http_client(h.connect(SANDBOX, http).await).await;
+    let request = Request::builder()
+        .uri("/close")
+        .header("host", "api.test")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "hello api.test");
+    // The client's connection ends like the destination's did: no request can follow.
+    assert!(timeout(WAIT, sender.ready()).await.unwrap().is_err());
+}
+
+/// Reads an HTTP response head, byte by byte.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = timeout(WAIT, stream.read_u8()).await.unwrap().unwrap();
+        head.push(byte);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn with_header_rules_an_upgrade_becomes_a_byte_relay_that_policy_can_cut() {
+    let h = default_harness().await;
+    let (http, seen) = http_server().await;
+    h.set(SANDBOX, None, API_RULE);
+    let mut stream = h.connect(SANDBOX, http).await;
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: api.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert_eq!(echo_round(&mut stream, b"tunnelled").await, b"tunnelled");
+    assert_eq!(seen.lock().unwrap()[0]["x-secret"], "s3cret");
+    h.set(SANDBOX, Some(false), "{}");
+    assert!(closed(&mut stream).await);
 }

@@ -45,6 +45,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a denied HTTP client's leftover request bytes are read after the `403`, so that
 /// closing does not reset the connection before the client reads the answer.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Buffer size per direction of a relayed connection.
+const RELAY_BUFFER: usize = 32 * 1024;
 
 type SandboxRules = Option<Arc<EgressRules>>;
 
@@ -464,7 +466,7 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
     ) {
         let relay = async {
             upstream.write_all(&preamble).await?;
-            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            relay(&mut client, &mut upstream).await
         };
         tokio::select! {
             result = relay => {
@@ -480,7 +482,8 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
     }
 
     /// Relays HTTP/1 request by request, deciding each by its `Host` and applying the header
-    /// rule of that host.
+    /// rule of that host. A request the destination upgrades (`101`, e.g. a WebSocket) turns the
+    /// connection into a byte relay.
     async fn relay_http(
         mut self,
         client: TcpStream,
@@ -498,45 +501,151 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
             };
         // The upstream connection runs on its own so that a response body it has read keeps
         // reaching the client after it closes; it ends with this relay.
-        let upstream_conn = AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = upstream_conn.await {
+        let mut upstream_conn = AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = upstream_conn.with_upgrades().await {
                 tracing::debug!(error = %e, "egress proxy: upstream connection ended");
             }
         }));
-        let sender = Arc::new(tokio::sync::Mutex::new(sender));
-        let service = {
-            let rules = self.rules.clone();
-            let forbidden = self.forbidden.clone();
-            let (source, dst) = (self.source, self.dst);
-            hyper::service::service_fn(move |request| {
-                let rules = rules.borrow().clone();
-                let forbidden = forbidden.clone();
-                let sender = sender.clone();
-                async move {
-                    Ok::<_, Infallible>(
-                        forward_request(request, rules, &*forbidden, source, dst, &sender).await,
-                    )
-                }
-            })
-        };
+        let (upgrade_tx, mut upgrade_rx) = tokio::sync::mpsc::channel(1);
+        let exchange = Arc::new(Exchange {
+            source: self.source,
+            dst: self.dst,
+            rules: self.rules.clone(),
+            forbidden: self.forbidden.clone(),
+            sender: tokio::sync::Mutex::new(sender),
+            upgrade: upgrade_tx,
+        });
+        let service = hyper::service::service_fn(move |request| {
+            let exchange = exchange.clone();
+            async move { Ok::<_, Infallible>(exchange.forward(request).await) }
+        });
         let client = ReplayStream {
             replay: preamble,
             replayed: 0,
             inner: client,
         };
         let server = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(client), service);
+            .serve_connection(TokioIo::new(client), service)
+            .with_upgrades();
+        let mut server = std::pin::pin!(server);
+        let mut upstream_open = true;
+        loop {
+            tokio::select! {
+                result = server.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: http relay ended");
+                    }
+                    break;
+                }
+                _ = &mut upstream_conn.0, if upstream_open => {
+                    // The destination closed (or upgraded): finish the exchange in flight, then
+                    // close the client's side too, as a direct connection would end.
+                    upstream_open = false;
+                    server.as_mut().graceful_shutdown();
+                }
+                reason = self.cut(name.as_deref()) => {
+                    self.log_denial(name.as_deref(), &format!("cut: {reason}"));
+                    return;
+                }
+            }
+        }
+        let Ok((client_upgrade, upstream_upgrade)) = upgrade_rx.try_recv() else {
+            return;
+        };
+        let tunnel = async {
+            let (client, upstream) =
+                tokio::try_join!(client_upgrade, upstream_upgrade).map_err(io::Error::other)?;
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            relay(&mut client, &mut upstream).await
+        };
         tokio::select! {
-            result = server => {
+            result = tunnel => {
                 if let Err(e) = result {
-                    tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: http relay ended");
+                    tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: upgraded relay ended");
                 }
             }
             reason = self.cut(name.as_deref()) => {
                 self.log_denial(name.as_deref(), &format!("cut: {reason}"));
             }
         }
-        drop(upstream_conn);
+    }
+}
+
+/// What each request of a parsed HTTP connection needs.
+struct Exchange<F> {
+    source: Ipv4Addr,
+    dst: SocketAddrV4,
+    rules: watch::Receiver<SandboxRules>,
+    forbidden: Arc<F>,
+    sender: tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>,
+    /// Both ends of an upgraded exchange, for the relay to join once hyper lets go.
+    upgrade: tokio::sync::mpsc::Sender<(hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade)>,
+}
+
+impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Exchange<F> {
+    async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host())
+            .map(host_name);
+        let rules = self.rules.borrow().clone();
+        let dst = *self.dst.ip();
+        if let Verdict::Deny(reason) = decide(&rules, &*self.forbidden, dst, host.as_deref()) {
+            tracing::info!(
+                sandbox = %self.source,
+                dst = %self.dst,
+                name = host.as_deref().unwrap_or("-"),
+                reason,
+                "egress proxy: denied"
+            );
+            return text_response(
+                StatusCode::FORBIDDEN,
+                denial_body(host.as_deref(), dst, &reason),
+            );
+        }
+        if let (Some(rules), Some(host)) = (&rules, &host)
+            && let Some(transform) = rules.transform_for(host)
+        {
+            for (name, value) in transform.headers() {
+                // Both were validated with the same types when the rules were made.
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    request.headers_mut().insert(name, value);
+                }
+            }
+        }
+        let client_upgrade = request
+            .headers()
+            .contains_key(header::UPGRADE)
+            .then(|| hyper::upgrade::on(&mut request));
+        let mut sender = self.sender.lock().await;
+        if sender.ready().await.is_err() {
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                "e2b-local egress proxy: the destination closed the connection\n".into(),
+            );
+        }
+        let mut response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("e2b-local egress proxy: the destination failed: {e}\n"),
+                );
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            // One upgrade per connection: nothing follows it on either side.
+            let _ = self.upgrade.try_send((client_upgrade, upstream_upgrade));
+        }
+        response.map(BodyExt::boxed)
     }
 }
 
@@ -547,6 +656,16 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Copies both ways until both sides are done.
+async fn relay<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    // Larger than tokio's 8 KiB default: fewer syscalls per byte on bulk transfers.
+    tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await
 }
 
 /// A forbidden destination is denied first; then the sandbox's rules decide.
@@ -566,57 +685,6 @@ fn decide(
 }
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-async fn forward_request(
-    mut request: Request<Incoming>,
-    rules: SandboxRules,
-    forbidden: &(dyn Fn(Ipv4Addr) -> bool + Sync),
-    source: Ipv4Addr,
-    dst: SocketAddrV4,
-    sender: &tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>,
-) -> Response<ProxyBody> {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())
-        .map(host_name);
-    let verdict = decide(&rules, forbidden, *dst.ip(), host.as_deref());
-    if let Verdict::Deny(reason) = &verdict {
-        tracing::info!(sandbox = %source, %dst, name = host.as_deref().unwrap_or("-"), reason, "egress proxy: denied");
-        return text_response(
-            StatusCode::FORBIDDEN,
-            denial_body(host.as_deref(), *dst.ip(), reason),
-        );
-    }
-    if let (Some(rules), Some(host)) = (&rules, &host)
-        && let Some(transform) = rules.transform_for(host)
-    {
-        for (name, value) in transform.headers() {
-            // Both were validated with the same types when the rules were made.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                request.headers_mut().insert(name, value);
-            }
-        }
-    }
-    let mut sender = sender.lock().await;
-    if sender.ready().await.is_err() {
-        return text_response(
-            StatusCode::BAD_GATEWAY,
-            "e2b-local egress proxy: the destination closed the connection\n".into(),
-        );
-    }
-    match sender.send_request(request).await {
-        Ok(response) => response.map(BodyExt::boxed),
-        Err(e) => text_response(
-            StatusCode::BAD_GATEWAY,
-            format!("e2b-local egress proxy: the destination failed: {e}\n"),
-        ),
-    }
-}
 
 fn denial_body(name: Option<&str>, dst: Ipv4Addr, reason: &str) -> String {
     format!(

@@ -15,12 +15,12 @@ use ipnet::Ipv4Net;
 
 /// Destinations no sandbox reaches, whatever its rules: "this" network, loopback,
 /// link-local (cloud metadata lives at 169.254.169.254), multicast and reserved.
-pub const FORBIDDEN: &[&str] = &[
-    "0.0.0.0/8",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
+pub const FORBIDDEN: [Ipv4Net; 5] = [
+    Ipv4Net::new_assert(Ipv4Addr::new(0, 0, 0, 0), 8),
+    Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8),
+    Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 0, 0), 16),
+    Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4),
+    Ipv4Net::new_assert(Ipv4Addr::new(240, 0, 0, 0), 4),
 ];
 
 /// The server's table and the ports its sandboxes' DNS and domain traffic are sent to.
@@ -86,7 +86,7 @@ impl Firewall {
             proxy_port,
         } = self;
         let sbx = format!("\"{ifprefix}*\"");
-        let forbidden = FORBIDDEN.join(", ");
+        let forbidden = join(&FORBIDDEN);
         format!(
             "table inet {table}
 delete table inet {table}
@@ -129,6 +129,11 @@ table inet {table} {{
 }}
 "
         )
+    }
+
+    /// Every destination no sandbox may reach: [`FORBIDDEN`] and the pool.
+    pub fn forbidden(&self) -> Vec<Ipv4Net> {
+        FORBIDDEN.iter().copied().chain([self.pool]).collect()
     }
 
     /// Installs (or replaces) the table.

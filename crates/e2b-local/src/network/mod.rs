@@ -4,17 +4,19 @@
 //! How a packet leaves a sandbox, and where each rule is enforced, is in
 //! `docs/network.md`. This module owns the plumbing; [`rules`] validates E2B's rules,
 //! [`firewall`] writes the nftables table, [`link`] talks netlink, [`pool`] hands out
-//! addresses, [`dns`] forwards the sandboxes' DNS queries.
+//! addresses, [`dns`] forwards the sandboxes' DNS queries, [`proxy`] enforces names.
 
 pub mod dns;
 pub mod firewall;
 pub mod link;
 pub mod pool;
+pub mod proxy;
 pub mod rules;
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
@@ -22,6 +24,7 @@ use dns::DnsForwarder;
 use firewall::{Firewall, FirewallError, SandboxRules};
 use link::{LinkError, Netlink};
 use pool::{Pool, PoolError, Slot};
+use proxy::{EgressProxy, Policies};
 use rules::EgressRules;
 
 /// The default address pool: 16,384 sandboxes, in a block home and office networks, Docker
@@ -97,8 +100,10 @@ pub struct Networks {
     netlink: Netlink,
     /// The DNS forwarder's task (aborted at shutdown).
     dns: tokio::task::JoinHandle<()>,
-    /// Where tcp 80/443 of proxied sandboxes is redirected to.
-    proxy: tokio::net::TcpListener,
+    /// The egress proxy's task (aborted at shutdown).
+    proxy: tokio::task::JoinHandle<()>,
+    /// Each sandbox's rules, for the egress proxy.
+    policies: Arc<Policies>,
 }
 
 /// One sandbox's network, live while the sandbox is.
@@ -182,12 +187,21 @@ impl Networks {
             proxy_port,
         };
         firewall.install()?;
+        let policies = Arc::new(Policies::new());
+        let forbidden = firewall.forbidden();
+        let proxy = tokio::spawn(EgressProxy::new().serve(
+            proxy,
+            policies.clone(),
+            proxy::so_original_dst,
+            move |dst| forbidden.iter().any(|net| net.contains(&dst)),
+        ));
         Ok(Networks {
             pool,
             firewall,
             netlink,
             dns: tokio::spawn(dns.serve()),
             proxy,
+            policies,
         })
     }
 
@@ -283,6 +297,7 @@ impl Networks {
             return;
         }
         state.detached = true;
+        self.policies.remove(net.address());
         if let Err(e) = self.netlink.delete(&net.ifname).await {
             tracing::warn!(interface = %net.ifname, error = %e, "removing a sandbox's veth");
         }
@@ -300,6 +315,7 @@ impl Networks {
     /// sandbox was detached).
     pub fn shutdown(&self) {
         self.dns.abort();
+        self.proxy.abort();
         self.firewall.uninstall();
     }
 

@@ -1,0 +1,848 @@
+//! The transparent egress proxy: the firewall redirects a sandbox's outbound HTTP and TLS
+//! connections here (`SO_ORIGINAL_DST` keeps the destination), and the proxy names each one by
+//! its HTTP `Host` or TLS SNI, decides it with the sandbox's [`EgressRules`], and then relays it
+//! to the original destination address, never to a re-resolved name: the sandbox chose the
+//! address.
+//!
+//! - Denied: an HTTP client gets `403 Forbidden` with a short text body naming the host and the
+//!   reason; anything else is reset. Each denial is logged.
+//! - Plain HTTP to a host with a header rule: every request on the connection is parsed (hyper),
+//!   decided by its own `Host`, and forwarded with the rule's headers set.
+//! - HTTPS to a host with a header rule passes through unmodified: this proxy does not terminate
+//!   TLS yet.
+//! - Replacing a sandbox's rules ([`Policies::set`]) cuts its open connections the new rules
+//!   deny; [`Policies::remove`] cuts them all.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::convert::Infallible;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout};
+
+use super::rules::{EgressRules, Verdict};
+
+/// Most bytes read from a connection to find its `Host` or SNI; past this it is unnamed.
+pub const PREAMBLE_LIMIT: usize = 16 * 1024;
+/// Longest wait for those bytes; past this the connection is unnamed (server-speaks-first
+/// protocols end up here).
+pub const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the original destination to accept.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a denied HTTP client's leftover request bytes are read after the `403`, so that
+/// closing does not reset the connection before the client reads the answer.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Buffer size per direction of a relayed connection.
+const RELAY_BUFFER: usize = 32 * 1024;
+
+type SandboxRules = Option<Arc<EgressRules>>;
+
+/// The egress rules of each sandbox, by the sandbox's source address. Shared by the API (which
+/// sets them) and the proxy (which reads them per connection and watches for changes).
+///
+/// ```
+/// use std::{net::Ipv4Addr, sync::Arc};
+/// use e2b_local::network::{proxy::Policies, rules::{EgressRules, NetworkRequest}};
+///
+/// let policies = Policies::new();
+/// let sandbox = Ipv4Addr::new(10, 11, 0, 2);
+/// let rules = EgressRules::from_request(Some(false), &NetworkRequest::default()).unwrap();
+/// policies.set(sandbox, Arc::new(rules));
+/// assert!(policies.get(sandbox).is_some());
+/// policies.remove(sandbox);
+/// assert!(policies.get(sandbox).is_none());
+/// ```
+#[derive(Debug, Default)]
+pub struct Policies {
+    sandboxes: Mutex<HashMap<Ipv4Addr, watch::Sender<SandboxRules>>>,
+}
+
+impl Policies {
+    /// No sandboxes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets (or replaces) the rules of the sandbox at `sandbox`; its open connections that the
+    /// new rules deny are cut.
+    pub fn set(&self, sandbox: Ipv4Addr, rules: Arc<EgressRules>) {
+        match self.lock().entry(sandbox) {
+            Entry::Occupied(entry) => {
+                entry.get().send_replace(Some(rules));
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(watch::Sender::new(Some(rules)));
+            }
+        }
+    }
+
+    /// Forgets the sandbox at `sandbox` and cuts all its open connections.
+    pub fn remove(&self, sandbox: Ipv4Addr) {
+        if let Some(sender) = self.lock().remove(&sandbox) {
+            sender.send_replace(None);
+        }
+    }
+
+    /// The current rules of the sandbox at `sandbox`.
+    pub fn get(&self, sandbox: Ipv4Addr) -> Option<Arc<EgressRules>> {
+        self.lock()
+            .get(&sandbox)
+            .and_then(|sender| sender.borrow().clone())
+    }
+
+    fn subscribe(&self, sandbox: Ipv4Addr) -> Option<watch::Receiver<SandboxRules>> {
+        self.lock().get(&sandbox).map(watch::Sender::subscribe)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ipv4Addr, watch::Sender<SandboxRules>>> {
+        // The map stays consistent whatever panicked while holding it: every change is one call.
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The destination a connection redirected by the firewall (nftables `redirect`) was sent to.
+///
+/// # Errors
+/// The `getsockopt(SO_ORIGINAL_DST)` error: `ENOENT` for a connection conntrack did not
+/// translate.
+pub fn so_original_dst(stream: &TcpStream) -> io::Result<SocketAddrV4> {
+    let addr = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::OriginalDst)?;
+    Ok(SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+        u16::from_be(addr.sin_port),
+    ))
+}
+
+/// The transparent egress proxy's settings; [`EgressProxy::serve`] runs it.
+///
+/// ```no_run
+/// # async fn example() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use e2b_local::network::proxy::{EgressProxy, Policies, so_original_dst};
+///
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:15001").await?;
+/// let policies = Arc::new(Policies::new());
+/// tokio::spawn(EgressProxy::new().serve(listener, policies, so_original_dst, |dst| {
+///     dst.is_link_local() || dst.is_loopback()
+/// }));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct EgressProxy {
+    preamble_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Default for EgressProxy {
+    fn default() -> Self {
+        Self {
+            preamble_timeout: PREAMBLE_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl EgressProxy {
+    /// The default settings ([`PREAMBLE_TIMEOUT`], [`CONNECT_TIMEOUT`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long to wait for a connection's first bytes before deciding it unnamed.
+    pub fn preamble_timeout(mut self, timeout: Duration) -> Self {
+        self.preamble_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for the original destination to accept.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Accepts and relays connections until the future is dropped (connections in progress
+    /// continue).
+    ///
+    /// - `original_dst` gives an accepted connection's real destination ([`so_original_dst`]).
+    /// - `forbidden` says which destinations no rule may open (the host's own addresses, other
+    ///   sandboxes, link-local): they are denied whatever the sandbox's rules say.
+    ///
+    /// A connection from an address with no [`Policies`] entry is closed.
+    pub async fn serve<D, F>(
+        self,
+        listener: TcpListener,
+        policies: Arc<Policies>,
+        original_dst: D,
+        forbidden: F,
+    ) where
+        D: Fn(&TcpStream) -> io::Result<SocketAddrV4> + Send + Sync + 'static,
+        F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static,
+    {
+        let settings = Arc::new(self);
+        let forbidden = Arc::new(forbidden);
+        let own_addr = listener.local_addr().ok();
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "egress proxy: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let source = match peer {
+                SocketAddr::V4(v4) => *v4.ip(),
+                SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                    Some(v4) => v4,
+                    None => continue,
+                },
+            };
+            let Some(rules) = policies.subscribe(source) else {
+                tracing::debug!(%source, "egress proxy: connection from an unknown source");
+                reset(stream);
+                continue;
+            };
+            let dst = match original_dst(&stream) {
+                // A connection made to the proxy itself, not redirected to it: relaying it would
+                // loop.
+                Ok(dst) if Some(SocketAddr::V4(dst)) == own_addr => {
+                    reset(stream);
+                    continue;
+                }
+                Ok(dst) => dst,
+                Err(e) => {
+                    tracing::warn!(%source, error = %e, "egress proxy: no original destination");
+                    reset(stream);
+                    continue;
+                }
+            };
+            let connection = Connection {
+                settings: settings.clone(),
+                source,
+                dst,
+                rules,
+                forbidden: forbidden.clone(),
+            };
+            tokio::spawn(connection.run(stream));
+        }
+    }
+}
+
+/// What the first bytes of a connection say it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Preamble {
+    /// A TLS ClientHello, with its SNI.
+    Tls(Option<String>),
+    /// An HTTP/1 request, with its `Host` (port removed).
+    Http(Option<String>),
+    /// Neither, or not readable in time.
+    Unknown,
+}
+
+impl Preamble {
+    fn name(&self) -> Option<&str> {
+        match self {
+            Self::Tls(name) | Self::Http(name) => name.as_deref(),
+            Self::Unknown => None,
+        }
+    }
+}
+
+/// Classifies the bytes read so far; `None` when more are needed.
+fn classify(bytes: &[u8], complete: bool) -> Option<Preamble> {
+    match bytes.first()? {
+        // A TLS handshake record.
+        0x16 => classify_tls(bytes, complete),
+        b'A'..=b'Z' => classify_http(bytes, complete),
+        _ => Some(Preamble::Unknown),
+    }
+}
+
+fn classify_tls(bytes: &[u8], complete: bool) -> Option<Preamble> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Some(Preamble::Tls(None)),
+        }
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => Some(Preamble::Tls(
+            accepted.client_hello().server_name().map(str::to_string),
+        )),
+        Ok(None) if !complete => None,
+        Ok(None) | Err(_) => Some(Preamble::Tls(None)),
+    }
+}
+
+fn classify_http(bytes: &[u8], complete: bool) -> Option<Preamble> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => Some(Preamble::Http(
+            request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(host_name),
+        )),
+        Ok(httparse::Status::Partial) if !complete => None,
+        // Cut short, or too many headers to find the Host: still HTTP, so a denial is a 403.
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            Some(Preamble::Http(None))
+        }
+        Err(_) => Some(Preamble::Unknown),
+    }
+}
+
+/// The name in a `Host` value: without the port, and without the brackets of an IPv6 literal.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    if let Some(bracketed) = host.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or_default().to_string();
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
+        _ => host.to_string(),
+    }
+}
+
+/// Reads until the preamble is classified, [`PREAMBLE_LIMIT`] bytes are read, the client stops
+/// sending (EOF) or `deadline` passes. `Ok(None)`: the client closed without sending anything.
+async fn read_preamble(
+    stream: &mut TcpStream,
+    deadline: Instant,
+) -> io::Result<Option<(Preamble, Vec<u8>)>> {
+    let mut bytes = Vec::with_capacity(2048);
+    let mut chunk = [0; 4096];
+    loop {
+        let room = PREAMBLE_LIMIT - bytes.len();
+        let read = match tokio::time::timeout_at(
+            deadline,
+            stream.read(&mut chunk[..room.min(4096)]),
+        )
+        .await
+        {
+            Ok(read) => Some(read?),
+            Err(_) => None,
+        };
+        match read {
+            Some(0) if bytes.is_empty() => return Ok(None),
+            Some(n) if n > 0 => {
+                bytes.extend_from_slice(&chunk[..n]);
+                let complete = bytes.len() == PREAMBLE_LIMIT;
+                if let Some(preamble) = classify(&bytes, complete) {
+                    return Ok(Some((preamble, bytes)));
+                }
+            }
+            // EOF after some bytes, or the deadline: decide with what there is.
+            _ => {
+                let preamble = classify(&bytes, true).unwrap_or(Preamble::Unknown);
+                return Ok(Some((preamble, bytes)));
+            }
+        }
+    }
+}
+
+struct Connection<F> {
+    settings: Arc<EgressProxy>,
+    source: Ipv4Addr,
+    dst: SocketAddrV4,
+    rules: watch::Receiver<SandboxRules>,
+    forbidden: Arc<F>,
+}
+
+impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
+    async fn run(self, mut client: TcpStream) {
+        let deadline = Instant::now() + self.settings.preamble_timeout;
+        let (preamble, bytes) = match read_preamble(&mut client, deadline).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(source = %self.source, error = %e, "egress proxy: read failed");
+                return;
+            }
+        };
+        let name = preamble.name().map(str::to_string);
+        let verdict = self.decide(name.as_deref());
+        if let Verdict::Deny(reason) = &verdict {
+            self.log_denial(name.as_deref(), reason);
+            if matches!(preamble, Preamble::Http(_)) {
+                deny_http(client, name.as_deref(), *self.dst.ip(), reason).await;
+            } else {
+                reset(client);
+            }
+            return;
+        }
+        let upstream = match timeout(self.settings.connect_timeout, TcpStream::connect(self.dst))
+            .await
+        {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(e)) => {
+                tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: connect failed");
+                reset(client);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(source = %self.source, dst = %self.dst, "egress proxy: connect timed out");
+                reset(client);
+                return;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let _ = client.set_nodelay(true);
+        let has_header_rules = self
+            .rules
+            .borrow()
+            .as_ref()
+            .is_some_and(|rules| rules.has_header_rules());
+        if matches!(preamble, Preamble::Http(_)) && has_header_rules {
+            self.relay_http(client, bytes, upstream, name).await;
+        } else {
+            self.relay_bytes(client, bytes, upstream, name).await;
+        }
+    }
+
+    fn decide(&self, name: Option<&str>) -> Verdict {
+        decide(&self.rules.borrow(), &*self.forbidden, *self.dst.ip(), name)
+    }
+
+    fn log_denial(&self, name: Option<&str>, reason: &str) {
+        tracing::info!(
+            sandbox = %self.source,
+            dst = %self.dst,
+            name = name.unwrap_or("-"),
+            reason,
+            "egress proxy: denied"
+        );
+    }
+
+    /// Resolves when the sandbox's rules change so that this connection is denied, or are
+    /// removed; gives the reason.
+    async fn cut(&mut self, name: Option<&str>) -> String {
+        loop {
+            if self.rules.changed().await.is_err() {
+                return "the sandbox's rules were removed".into();
+            }
+            let verdict = decide(
+                &self.rules.borrow_and_update(),
+                &*self.forbidden,
+                *self.dst.ip(),
+                name,
+            );
+            if let Verdict::Deny(reason) = verdict {
+                return reason;
+            }
+        }
+    }
+
+    async fn relay_bytes(
+        mut self,
+        mut client: TcpStream,
+        preamble: Vec<u8>,
+        mut upstream: TcpStream,
+        name: Option<String>,
+    ) {
+        let relay = async {
+            upstream.write_all(&preamble).await?;
+            relay(&mut client, &mut upstream).await
+        };
+        tokio::select! {
+            result = relay => {
+                if let Err(e) = result {
+                    tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: relay ended");
+                }
+            }
+            reason = self.cut(name.as_deref()) => {
+                self.log_denial(name.as_deref(), &format!("cut: {reason}"));
+                reset(client);
+            }
+        }
+    }
+
+    /// Relays HTTP/1 request by request, deciding each by its `Host` and applying the header
+    /// rule of that host. A request the destination upgrades (`101`, e.g. a WebSocket) turns the
+    /// connection into a byte relay.
+    async fn relay_http(
+        mut self,
+        client: TcpStream,
+        preamble: Vec<u8>,
+        upstream: TcpStream,
+        name: Option<String>,
+    ) {
+        let (sender, upstream_conn) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+                Ok(handshake) => handshake,
+                Err(e) => {
+                    tracing::debug!(error = %e, "egress proxy: upstream handshake failed");
+                    return;
+                }
+            };
+        // The upstream connection runs on its own so that a response body it has read keeps
+        // reaching the client after it closes; it ends with this relay.
+        let mut upstream_conn = AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = upstream_conn.with_upgrades().await {
+                tracing::debug!(error = %e, "egress proxy: upstream connection ended");
+            }
+        }));
+        let (upgrade_tx, mut upgrade_rx) = tokio::sync::mpsc::channel(1);
+        let exchange = Arc::new(Exchange {
+            source: self.source,
+            dst: self.dst,
+            rules: self.rules.clone(),
+            forbidden: self.forbidden.clone(),
+            sender: tokio::sync::Mutex::new(sender),
+            upgrade: upgrade_tx,
+        });
+        let service = hyper::service::service_fn(move |request| {
+            let exchange = exchange.clone();
+            async move { Ok::<_, Infallible>(exchange.forward(request).await) }
+        });
+        let client = ReplayStream {
+            replay: preamble,
+            replayed: 0,
+            inner: client,
+        };
+        let server = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(client), service)
+            .with_upgrades();
+        let mut server = std::pin::pin!(server);
+        let mut upstream_open = true;
+        loop {
+            tokio::select! {
+                result = server.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: http relay ended");
+                    }
+                    break;
+                }
+                _ = &mut upstream_conn.0, if upstream_open => {
+                    // The destination closed (or upgraded): finish the exchange in flight, then
+                    // close the client's side too, as a direct connection would end.
+                    upstream_open = false;
+                    server.as_mut().graceful_shutdown();
+                }
+                reason = self.cut(name.as_deref()) => {
+                    self.log_denial(name.as_deref(), &format!("cut: {reason}"));
+                    return;
+                }
+            }
+        }
+        let Ok((client_upgrade, upstream_upgrade)) = upgrade_rx.try_recv() else {
+            return;
+        };
+        let tunnel = async {
+            let (client, upstream) =
+                tokio::try_join!(client_upgrade, upstream_upgrade).map_err(io::Error::other)?;
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            relay(&mut client, &mut upstream).await
+        };
+        tokio::select! {
+            result = tunnel => {
+                if let Err(e) = result {
+                    tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: upgraded relay ended");
+                }
+            }
+            reason = self.cut(name.as_deref()) => {
+                self.log_denial(name.as_deref(), &format!("cut: {reason}"));
+            }
+        }
+    }
+}
+
+/// What each request of a parsed HTTP connection needs.
+struct Exchange<F> {
+    source: Ipv4Addr,
+    dst: SocketAddrV4,
+    rules: watch::Receiver<SandboxRules>,
+    forbidden: Arc<F>,
+    sender: tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>,
+    /// Both ends of an upgraded exchange, for the relay to join once hyper lets go.
+    upgrade: tokio::sync::mpsc::Sender<(hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade)>,
+}
+
+impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Exchange<F> {
+    async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host())
+            .map(host_name);
+        let rules = self.rules.borrow().clone();
+        let dst = *self.dst.ip();
+        if let Verdict::Deny(reason) = decide(&rules, &*self.forbidden, dst, host.as_deref()) {
+            tracing::info!(
+                sandbox = %self.source,
+                dst = %self.dst,
+                name = host.as_deref().unwrap_or("-"),
+                reason,
+                "egress proxy: denied"
+            );
+            return text_response(
+                StatusCode::FORBIDDEN,
+                denial_body(host.as_deref(), dst, &reason),
+            );
+        }
+        if let (Some(rules), Some(host)) = (&rules, &host)
+            && let Some(transform) = rules.transform_for(host)
+        {
+            for (name, value) in transform.headers() {
+                // Both were validated with the same types when the rules were made.
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    request.headers_mut().insert(name, value);
+                }
+            }
+        }
+        let client_upgrade = request
+            .headers()
+            .contains_key(header::UPGRADE)
+            .then(|| hyper::upgrade::on(&mut request));
+        let mut sender = self.sender.lock().await;
+        if sender.ready().await.is_err() {
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                "e2b-local egress proxy: the destination closed the connection\n".into(),
+            );
+        }
+        let mut response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("e2b-local egress proxy: the destination failed: {e}\n"),
+                );
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            // One upgrade per connection: nothing follows it on either side.
+            let _ = self.upgrade.try_send((client_upgrade, upstream_upgrade));
+        }
+        response.map(BodyExt::boxed)
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Copies both ways until both sides are done.
+async fn relay<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    // Larger than tokio's 8 KiB default: fewer syscalls per byte on bulk transfers.
+    tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await
+}
+
+/// A forbidden destination is denied first; then the sandbox's rules decide.
+fn decide(
+    rules: &SandboxRules,
+    forbidden: &(dyn Fn(Ipv4Addr) -> bool + Sync),
+    dst: Ipv4Addr,
+    name: Option<&str>,
+) -> Verdict {
+    if forbidden(dst) {
+        return Verdict::Deny(format!("{dst} is never reachable from a sandbox"));
+    }
+    match rules {
+        Some(rules) => rules.decide(dst, name),
+        None => Verdict::Deny("the sandbox's rules were removed".into()),
+    }
+}
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+fn denial_body(name: Option<&str>, dst: Ipv4Addr, reason: &str) -> String {
+    format!(
+        "e2b-local egress proxy: access to {} ({dst}) is denied: {reason}\n",
+        name.unwrap_or("an unnamed host")
+    )
+}
+
+fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::FORBIDDEN {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Answers a denied HTTP connection with `403` and closes it.
+async fn deny_http(mut client: TcpStream, name: Option<&str>, dst: Ipv4Addr, reason: &str) {
+    let body = denial_body(name, dst, reason);
+    let head = format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    if client.write_all(head.as_bytes()).await.is_err()
+        || client.write_all(body.as_bytes()).await.is_err()
+        || client.shutdown().await.is_err()
+    {
+        return;
+    }
+    // Closing with unread bytes would reset the connection and could destroy the answer before
+    // the client reads it.
+    let mut sink = [0; 4096];
+    let _ = timeout(DRAIN_TIMEOUT, async {
+        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Closes with a TCP reset, as a refused connection would look.
+fn reset(stream: TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger);
+    drop(stream);
+}
+
+/// The client's stream with the bytes already read for the preamble put back in front.
+struct ReplayStream {
+    replay: Vec<u8>,
+    replayed: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for ReplayStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReplayStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_lose_their_port() {
+        assert_eq!(host_name("a.test"), "a.test");
+        assert_eq!(host_name(" a.test:8080 "), "a.test");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("a.test:"), "a.test");
+    }
+
+    #[test]
+    fn classifies_http() {
+        let request = b"GET / HTTP/1.1\r\nHost: A.test:80\r\nUser-Agent: x\r\n\r\n";
+        assert_eq!(
+            classify(request, false),
+            Some(Preamble::Http(Some("A.test".into())))
+        );
+        assert_eq!(classify(&request[..20], false), None);
+        assert_eq!(classify(&request[..20], true), Some(Preamble::Http(None)));
+        assert_eq!(
+            classify(b"GET / HTTP/1.0\r\n\r\n", false),
+            Some(Preamble::Http(None))
+        );
+        assert_eq!(
+            classify(b"SSH-2.0-OpenSSH\r\n", false),
+            Some(Preamble::Unknown)
+        );
+        assert_eq!(classify(b"\x00\x01", false), Some(Preamble::Unknown));
+        assert_eq!(classify(b"", true), None);
+    }
+
+    #[test]
+    fn classifies_garbage_tls_as_unnamed_tls() {
+        assert_eq!(
+            classify(b"\x16\x03\x01\x00\x05hello", false),
+            Some(Preamble::Tls(None))
+        );
+        assert_eq!(classify(b"\x16\x03", false), None);
+        assert_eq!(classify(b"\x16\x03", true), Some(Preamble::Tls(None)));
+    }
+
+    #[tokio::test]
+    async fn original_dst_of_an_untranslated_connection_is_an_error_or_itself() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        // Without NAT conntrack either has no entry (ENOENT) or its original tuple is the
+        // connection itself.
+        match so_original_dst(&accepted) {
+            Ok(dst) => assert_eq!(SocketAddr::V4(dst), addr),
+            Err(e) => assert!(
+                matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::ENOENT | nix::libc::ENOPROTOOPT)
+                ),
+                "{e}"
+            ),
+        }
+    }
+}

@@ -12,6 +12,14 @@ use support::TestServer;
 
 /// Starts a server with networking whose uplink is the fake internet.
 async fn start() -> TestServer {
+    // The server's logs (denials of the egress proxy among them) with the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let server = e2b_local::Server::builder()
         .data_dir(dir.path())
@@ -437,5 +445,118 @@ fn kill_and_shutdown_leave_no_interface_rule_or_tracked_connection() {
         t.shutdown().await;
         let table = listing(&["nft", "list", "ruleset"]);
         assert!(!table.contains("e2b_local"), "{table}");
+    });
+}
+
+/// Python in the sandbox: a TLS hello to `name` (port 443, SNI `name`, no verification).
+fn tls_hello(name: &str) -> String {
+    format!(
+        "python3 -c \"import socket,ssl; c=ssl._create_unverified_context(); \
+         s=c.wrap_socket(socket.create_connection(('{name}',443),timeout=5), server_hostname='{name}'); \
+         print(s.recv(100).decode(), end='')\""
+    )
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn names_resolve_through_the_gateway_and_domain_rules_hold_for_http_and_tls() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start().await;
+        // By name, as root and user, through the sandbox's resolver (e2b-local's forwarder).
+        let open = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        let (code, out) = sh(&t, &open, "cat /etc/resolv.conf; getent hosts a.test", ExecOptions::user()).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out, "nameserver 10.219.0.1\n203.0.113.10    a.test\n");
+        let (code, out) = sh(&t, &open, &curl("http://c.test/p"), ExecOptions::default()).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["host"], "c.test");
+        let (_, out) = sh(&t, &open, &tls_hello("b.test"), ExecOptions::default()).await;
+        assert_eq!(out, "tls b.test\n");
+
+        // Only a.test and *.wild.test, everything else denied.
+        let sb = t
+            .create(
+                r#"{"templateID":"base","network":{"allowOut":["a.test","*.wild.test"],"denyOut":["0.0.0.0/0"]}}"#,
+            )
+            .await;
+        let id = id_of(&sb);
+        // DNS still answers (the gateway is always reachable).
+        let (code, out) = sh(&t, &id, "getent hosts b.test", ExecOptions::user()).await;
+        assert_eq!((code, out.as_str()), (0, "203.0.113.10    b.test\n"));
+        // HTTP by Host.
+        let (code, out) = sh(&t, &id, &curl("http://a.test/"), ExecOptions::user()).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["host"], "a.test");
+        // b.test is a.test's address, but not an allowed name: the proxy refuses it.
+        let (code, out) = sh(
+            &t,
+            &id,
+            "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://b.test/",
+            ExecOptions::user(),
+        )
+        .await;
+        assert_eq!((code, out.as_str()), (0, "403"));
+        // A wildcard covers subdomains at any depth, not the apex.
+        for (name, ok) in [("x.wild.test", true), ("deep.x.wild.test", true), ("wild.test", false)] {
+            let (code, out) = sh(
+                &t,
+                &id,
+                &format!("curl -sS --max-time 5 -o /dev/null -w '%{{http_code}}' http://{name}/"),
+                ExecOptions::user(),
+            )
+            .await;
+            assert_eq!((code, out.as_str()), (0, if ok { "200" } else { "403" }), "{name}");
+        }
+        // TLS by SNI.
+        let (code, out) = sh(&t, &id, &tls_hello("a.test"), ExecOptions::user()).await;
+        assert_eq!((code, out.as_str()), (0, "tls a.test\n"));
+        let (code, out) = sh(&t, &id, &tls_hello("b.test"), ExecOptions::user()).await;
+        assert_ne!(code, 0, "{out}");
+        // Other ports are decided by address: denied.
+        let (code, _) = sh(
+            &t,
+            &id,
+            &format!("exec 3<>/dev/tcp/{SERVER_A}/7"),
+            ExecOptions::user(),
+        )
+        .await;
+        assert_ne!(code, 0);
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn header_rules_reach_the_server_over_http_and_the_sandbox_never_sees_them() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start().await;
+        let sb = t
+            .create(
+                r#"{"templateID":"base","network":{"allowOut":["a.test"],"denyOut":["0.0.0.0/0"],
+                   "rules":{"a.test":[{"transform":{"headers":{"Authorization":"Bearer s3cret","X-Extra":"1"}}}]}}}"#,
+            )
+            .await;
+        let id = id_of(&sb);
+        let (code, out) = sh(
+            &t,
+            &id,
+            "curl -sS --max-time 5 -H 'Authorization: Bearer mine' http://a.test/ && echo && env && cat /proc/self/environ",
+            ExecOptions::user(),
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+        let first_line = out.lines().next().unwrap();
+        let body: serde_json::Value = serde_json::from_str(first_line).unwrap();
+        assert_eq!(body["headers"]["authorization"], "Bearer s3cret");
+        assert_eq!(body["headers"]["x-extra"], "1");
+        assert!(!out[first_line.len()..].contains("s3cret"));
+        // Not in anything the sandbox can read of its own record either.
+        let (_, files) = sh(&t, &id, "grep -rs s3cret /etc /home /tmp /run || true", ExecOptions::default()).await;
+        assert_eq!(files, "");
+        t.shutdown().await;
     });
 }

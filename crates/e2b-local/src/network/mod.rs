@@ -265,7 +265,10 @@ impl Networks {
             return Ok(());
         }
         self.apply(net.slot, &mut state, firewall_rules(rules))
-            .await
+            .await?;
+        // Also cuts the proxied connections the new rules deny.
+        self.policies.set(net.address(), Arc::new(rules.clone()));
+        Ok(())
     }
 
     /// Applies `rules` in place of `state.rules`; the caller holds the sandbox's lock, so

@@ -139,6 +139,12 @@ impl FakeInternet {
                     let echo = tokio::net::TcpListener::bind((addr, 7)).await.unwrap();
                     tokio::spawn(tcp_echo(echo));
                 }
+                let tls = tokio::net::TcpListener::bind((SERVER_A, 443))
+                    .await
+                    .unwrap();
+                tokio::spawn(tls_hello(tls));
+                let dns = tokio::net::UdpSocket::bind((DNS, 53)).await.unwrap();
+                tokio::spawn(dns_server(dns));
                 ready_tx.send(()).unwrap();
                 let _ = stopped.await;
             });
@@ -211,6 +217,72 @@ async fn tcp_echo(listener: tokio::net::TcpListener) {
             let (mut r, mut w) = conn.split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
+    }
+}
+
+/// A TLS server for `a.test` and `b.test` (self-signed): writes `tls <sni>\n` and closes.
+async fn tls_hello(listener: tokio::net::TcpListener) {
+    use tokio::io::AsyncWriteExt as _;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
+    for name in ["a.test", "b.test"] {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let key = provider.key_provider.load_private_key(key).unwrap();
+        resolver
+            .add(
+                name,
+                rustls::sign::CertifiedKey::new(vec![certified.cert.der().clone()], key),
+            )
+            .unwrap();
+    }
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(std::sync::Arc::new(resolver));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    while let Ok((stream, _)) = listener.accept().await {
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+            let _ = tls.write_all(format!("tls {sni}\n").as_bytes()).await;
+            let _ = tls.shutdown().await;
+        });
+    }
+}
+
+/// The fake internet's DNS: A records of [`zone`], NXDOMAIN for other names.
+async fn dns_server(socket: tokio::net::UdpSocket) {
+    use hickory_proto::op::{Message, OpCode, ResponseCode};
+    use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
+    let zone = zone();
+    let mut buf = vec![0u8; 4096];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        let Ok(query) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        let mut reply = Message::response(query.metadata.id, OpCode::Query);
+        reply.metadata.recursion_desired = query.metadata.recursion_desired;
+        reply.metadata.recursion_available = true;
+        reply.add_queries(query.queries.clone());
+        if let Some(q) = query.queries.first() {
+            let name = q.name().to_ascii();
+            match zone.get(name.trim_end_matches('.')) {
+                Some(addr) if q.query_type() == RecordType::A => {
+                    reply.add_answer(Record::from_rdata(q.name().clone(), 60, RData::A(A(*addr))));
+                }
+                Some(_) => {}
+                None => reply.metadata.response_code = ResponseCode::NXDomain,
+            }
+        }
+        if let Ok(bytes) = reply.to_vec() {
+            let _ = socket.send_to(&bytes, from).await;
+        }
     }
 }
 

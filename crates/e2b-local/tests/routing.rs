@@ -494,3 +494,83 @@ async fn a_reply_that_leaves_the_body_unread_closes_the_connection() {
     assert_eq!(r.headers().get("connection"), None);
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+async fn private_sandbox_urls_need_the_traffic_token_and_masked_hosts_reach_the_sandbox() {
+    let t = start().await;
+    let domain = t.server().domain().to_owned();
+    let sb = t
+        .create(
+            r#"{"templateID":"base","network":{"allowPublicTraffic":false,"maskRequestHost":"${PORT}-masked.example"}}"#,
+        )
+        .await;
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    let traffic = sb["trafficAccessToken"].as_str().unwrap().to_owned();
+    assert_eq!(traffic.len(), 64);
+    // A server that answers with the Host and the token header it received.
+    let _server = start_process(
+        &t,
+        &id,
+        &token,
+        r#"exec python3 -c '
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("%s|%s" % (self.headers.get("Host"), self.headers.get("e2b-traffic-access-token"))).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", 8000), H).serve_forever()'"#,
+    )
+    .await;
+    let get = |token: Option<&str>| {
+        let mut r = t
+            .http
+            .get(format!("{}/", t.url))
+            .header("Host", format!("8000-{id}.{domain}"));
+        if let Some(token) = token {
+            r = r.header("e2b-traffic-access-token", token);
+        }
+        r.send()
+    };
+    let start = Instant::now();
+    let body = loop {
+        let r = get(Some(&traffic)).await.unwrap();
+        if r.status() == StatusCode::OK {
+            break r.text().await.unwrap();
+        }
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "port 8000 never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The mask replaces the Host; the token stays with the proxy.
+    assert_eq!(body, "8000-masked.example|None");
+    for (sent, problem) in [(None, "is missing"), (Some("0".repeat(64)), "is invalid")] {
+        let r = get(sent.as_deref()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({
+                "sandboxId": id,
+                "message": format!("Sandbox is secured with traffic access token. Token header 'e2b-traffic-access-token' {problem}"),
+                "code": 403
+            })
+        );
+    }
+    // envd's port is the access token's business, not the traffic token's.
+    let r = t
+        .http
+        .get(format!("{}/health", t.url))
+        .header("Host", format!("49983-{id}.{domain}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // A public sandbox has no traffic token.
+    let open = t.create(r#"{"templateID":"base"}"#).await;
+    assert_eq!(open["trafficAccessToken"], Value::Null);
+    t.shutdown().await;
+}

@@ -20,7 +20,7 @@ pub(super) fn sandbox_body(m: &Manager, live: &Live) -> types::Sandbox {
         envd_version: rec.envd_version.into(),
         sandbox_id: rec.id,
         template_id: rec.template,
-        traffic_access_token: None,
+        traffic_access_token: live.traffic_token.clone(),
     }
 }
 

@@ -14,6 +14,12 @@ pub(crate) fn access_token(secret: &[u8], sandbox_id: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// `hex(HMAC-SHA256(secret, "sandbox-traffic-" + sandbox_id))`: the traffic access token a
+/// sandbox with `allowPublicTraffic: false` requires on its ports (E2B's derivation).
+pub(crate) fn traffic_token(secret: &[u8], sandbox_id: &str) -> String {
+    access_token(secret, &format!("sandbox-traffic-{sandbox_id}"))
+}
+
 /// A fresh sandbox id: `i` + 20 characters of `[a-z0-9]`.
 pub(crate) fn new_sandbox_id() -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";

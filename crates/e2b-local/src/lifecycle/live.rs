@@ -17,6 +17,9 @@ pub struct Live {
     pub handle: Arc<SandboxHandle>,
     /// envd access token (`None` when created with `secure: false`).
     pub token: Option<String>,
+    /// Required on its ports (`e2b-traffic-access-token`) when created with
+    /// `allowPublicTraffic: false`.
+    pub traffic_token: Option<String>,
     /// The record (state, end time, metadata).
     pub rec: Mutex<SandboxRecord>,
     /// Cancelled when the sandbox is paused or killed: cuts every proxied stream.
@@ -31,10 +34,16 @@ pub struct Live {
 
 impl Live {
     /// A live sandbox with a fresh stream-cutting token and no CPU sample yet.
-    pub(super) fn new(booted: Booted, token: Option<String>, rec: SandboxRecord) -> Self {
+    pub(super) fn new(
+        booted: Booted,
+        token: Option<String>,
+        traffic_token: Option<String>,
+        rec: SandboxRecord,
+    ) -> Self {
         Live {
             handle: booted.handle,
             token,
+            traffic_token,
             rec: Mutex::new(rec),
             cancel: Mutex::new(CancellationToken::new()),
             cpu_prev: Mutex::new(None),

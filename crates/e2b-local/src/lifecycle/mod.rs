@@ -25,7 +25,7 @@ pub use capacity::Capacity;
 use capacity::HostUsage;
 pub use error::LifecycleError;
 pub(crate) use ids::valid_sandbox_id;
-use ids::{access_token, new_sandbox_id};
+use ids::{access_token, new_sandbox_id, traffic_token};
 pub use live::Live;
 pub(crate) use live::lock;
 pub use logs::{LOG_ROTATE_BYTES, SandboxLog};
@@ -177,7 +177,12 @@ impl Manager {
     /// Registers a running (or re-attached) sandbox as live.
     fn insert_live(&self, booted: Booted, token: Option<String>, rec: SandboxRecord) -> Arc<Live> {
         let id = rec.id.clone();
-        let live = Arc::new(Live::new(booted, token, rec));
+        let private = rec
+            .network
+            .as_ref()
+            .is_some_and(|n| n.allow_public_traffic == Some(false));
+        let traffic = private.then(|| traffic_token(&self.secret, &id));
+        let live = Arc::new(Live::new(booted, token, traffic, rec));
         self.sandboxes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -34,7 +34,7 @@ use e2b_envd::headers;
 use e2b_envd::signature::{self, Operation};
 
 use crate::api::ApiError;
-use crate::lifecycle::{Manager, valid_sandbox_id};
+use crate::lifecycle::{Live, Manager, valid_sandbox_id};
 use crate::state::SandboxState;
 
 /// envd routes only the control plane may call; the proxy answers 404.
@@ -415,6 +415,12 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
     if live.record().state != SandboxState::Running {
         return not_found(&id);
     }
+    if port != ENVD_PORT
+        && let Some(refused) = check_traffic_token(&live, &id, req.headers())
+    {
+        return refused;
+    }
+    let host_mask = mask_request_host(&live, port);
     let cancel = live.cancel_token();
     let mut req = req;
     // Upgrades (WebSocket and the like): keep `Connection`/`Upgrade` and splice the two
@@ -435,6 +441,11 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
         if !(upgrade && (*h == "connection" || *h == "upgrade")) {
             parts.headers.remove(*h);
         }
+    }
+    // The token is the proxy's to check, not the sandbox's to see.
+    parts.headers.remove(headers::TRAFFIC_ACCESS_TOKEN);
+    if let Some(host) = host_mask {
+        parts.headers.insert(header::HOST, host);
     }
     let req = http::Request::from_parts(parts, Body::new(DrainOnDrop::new(body)));
     let resp = tokio::select! {
@@ -474,6 +485,34 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
             }
         }
     }
+}
+
+/// For a sandbox created with `allowPublicTraffic: false`: 403 with E2B's body unless the
+/// request carries its traffic access token.
+fn check_traffic_token(live: &Live, id: &str, h: &http::HeaderMap) -> Option<Response> {
+    let expected = live.traffic_token.as_deref()?;
+    let problem = match h.get(headers::TRAFFIC_ACCESS_TOKEN) {
+        None => "is missing",
+        Some(v) if signature::constant_time_eq(v.as_bytes(), expected.as_bytes()) => return None,
+        Some(_) => "is invalid",
+    };
+    let body = serde_json::json!({
+        "sandboxId": id,
+        "message": format!(
+            "Sandbox is secured with traffic access token. Token header '{}' {problem}",
+            headers::TRAFFIC_ACCESS_TOKEN
+        ),
+        "code": 403,
+    });
+    Some((StatusCode::FORBIDDEN, axum::Json(body)).into_response())
+}
+
+/// The `Host` a request to `port` carries when the sandbox has `maskRequestHost`
+/// (`${PORT}` replaced by the port).
+fn mask_request_host(live: &Live, port: u16) -> Option<http::HeaderValue> {
+    let rec = live.record();
+    let mask = rec.network.as_ref()?.mask_request_host.as_deref()?;
+    http::HeaderValue::from_str(&mask.replace("${PORT}", &port.to_string())).ok()
 }
 
 /// Copies bytes both ways between an upgraded client connection and the sandbox until

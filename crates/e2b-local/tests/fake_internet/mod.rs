@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  [ uplink netns: the server under test ]  198.51.100.2 ── 198.51.100.1  [ internet netns ]
-//!    default route → 198.51.100.1                                           203.0.113.10 HTTP :80, TLS :443, echo :7
+//!    default route → 198.51.100.1                                           203.0.113.10 HTTP :80 (+ POST /sink), TLS :443, echo :7
 //!                                                                           203.0.113.11 HTTP :80, echo :7
 //!                                                                           203.0.113.53 DNS :53
 //! ```
@@ -132,7 +132,10 @@ impl FakeInternet {
                 for addr in [SERVER_A, SERVER_B] {
                     let http = tokio::net::TcpListener::bind((addr, 80)).await.unwrap();
                     tokio::spawn(async move {
-                        axum::serve(http, axum::Router::new().fallback(echo_request))
+                        let app = axum::Router::new()
+                            .route("/sink", axum::routing::post(sink))
+                            .fallback(echo_request);
+                        axum::serve(http, app)
                             .await
                             .unwrap();
                     });
@@ -208,6 +211,17 @@ async fn echo_request(req: axum::extract::Request) -> axum::Json<serde_json::Val
         "path": req.uri().path(),
         "headers": headers,
     }))
+}
+
+/// `POST /sink`: reads the whole body and answers its length (for throughput benchmarks).
+async fn sink(body: axum::body::Body) -> String {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut n = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        n += chunk.len();
+    }
+    n.to_string()
 }
 
 /// Echoes every byte back, per connection.

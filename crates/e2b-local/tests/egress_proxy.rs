@@ -649,13 +649,19 @@ async fn https_server() -> (
 async fn intercepting_harness(
     upstream_roots: &rustls::RootCertStore,
 ) -> (Harness, rustls::RootCertStore) {
-    let ca = Arc::new(InterceptCa::generate().unwrap());
+    let first = InterceptCa::generate().unwrap();
     let mut sandbox_roots = rustls::RootCertStore::empty();
     sandbox_roots
-        .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .add(CertificateDer::from_pem_slice(first.cert_pem().as_bytes()).unwrap())
         .unwrap();
-    let upstream = Arc::new(client_config(upstream_roots));
-    let h = harness_with(EgressProxy::new().intercept_https(ca, upstream), |_| false).await;
+    // The proxy runs with the CA made again from its saved key, as after a restart: sandboxes
+    // trusting the first CA certificate still verify it.
+    let ca = InterceptCa::from_key_pem(&first.key_pem()).unwrap();
+    let upstream = client_config(upstream_roots);
+    let h = harness_with(EgressProxy::new().intercept_https(&ca, &upstream), |_| {
+        false
+    })
+    .await;
     (h, sandbox_roots)
 }
 

@@ -131,6 +131,8 @@ const LEAF_VALIDITY_DAYS: i64 = 90;
 const LEAF_REUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The CA's subject; a CA regenerated from the same key with it verifies the old CA's leaves.
 const CA_NAME: &str = "e2b-local egress proxy CA";
+/// The only application protocol offered on intercepted connections.
+const HTTP1_ALPN: &[u8] = b"http/1.1";
 
 /// Why an [`InterceptCa`] could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +144,9 @@ pub enum InterceptCaError {
     /// The CA certificate could not be made.
     #[error("could not make the egress proxy CA certificate: {0}")]
     Certificate(#[source] rcgen::Error),
+    /// The TLS server configuration could not be made.
+    #[error("could not configure TLS for the egress proxy CA: {0}")]
+    Tls(#[source] rustls::Error),
 }
 
 /// The certificate authority the egress proxy signs per-host certificates with when it
@@ -157,12 +162,25 @@ pub enum InterceptCaError {
 /// assert_eq!(again.key_pem(), ca.key_pem());
 /// ```
 pub struct InterceptCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     cert_pem: String,
-    cert_der: CertificateDer<'static>,
     key_pem: String,
+    /// Presents [`LeafIssuer`]'s certificates to sandboxes.
+    server_config: Arc<rustls::ServerConfig>,
+}
+
+/// Makes (and caches) the per-host certificates a sandbox is shown.
+struct LeafIssuer {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_der: CertificateDer<'static>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     leaves: Mutex<HashMap<String, (std::time::Instant, Arc<CertifiedKey>)>>,
+}
+
+impl std::fmt::Debug for LeafIssuer {
+    // Holds the CA key: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeafIssuer").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for InterceptCa {
@@ -205,13 +223,25 @@ impl InterceptCa {
         let cert = params
             .self_signed(&key)
             .map_err(InterceptCaError::Certificate)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key_pem = key.serialize_pem();
+        let leaves = LeafIssuer {
+            issuer: rcgen::Issuer::new(params, key),
+            ca_der: cert.der().clone(),
+            provider: provider.clone(),
+            leaves: Mutex::default(),
+        };
+        let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(InterceptCaError::Tls)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(leaves));
+        // Requests are relayed with hyper's HTTP/1; a client offering only h2 fails the handshake.
+        server_config.alpn_protocols = vec![HTTP1_ALPN.to_vec()];
         Ok(Self {
             cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            key_pem: key.serialize_pem(),
-            issuer: rcgen::Issuer::new(params, key),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-            leaves: Mutex::default(),
+            key_pem,
+            server_config: Arc::new(server_config),
         })
     }
 
@@ -225,7 +255,9 @@ impl InterceptCa {
     pub fn key_pem(&self) -> String {
         self.key_pem.clone()
     }
+}
 
+impl LeafIssuer {
     /// The certificate presented to a sandbox for `name`, made on first use and then reused.
     fn leaf(&self, name: &str) -> Result<Arc<CertifiedKey>, String> {
         let name = name.to_ascii_lowercase();
@@ -270,13 +302,13 @@ impl InterceptCa {
             .load_private_key(private)
             .map_err(|e| e.to_string())?;
         Ok(CertifiedKey::new(
-            vec![cert.der().clone(), self.cert_der.clone()],
+            vec![cert.der().clone(), self.ca_der.clone()],
             signing_key,
         ))
     }
 }
 
-impl ResolvesServerCert for InterceptCa {
+impl ResolvesServerCert for LeafIssuer {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = client_hello.server_name()?;
         match self.leaf(name) {
@@ -375,23 +407,11 @@ impl EgressProxy {
     /// sandbox gets a certificate from `ca` (so its trust store must hold [`InterceptCa::cert_pem`])
     /// and the proxy connects to the destination with `upstream`, which must verify server
     /// certificates (e.g. the system's roots). Only HTTP/1.1 is offered on both sides.
-    pub fn intercept_https(
-        mut self,
-        ca: Arc<InterceptCa>,
-        upstream: Arc<rustls::ClientConfig>,
-    ) -> Self {
-        let http1 = vec![b"http/1.1".to_vec()];
-        let mut server = rustls::ServerConfig::builder_with_provider(ca.provider.clone())
-            .with_safe_default_protocol_versions()
-            // The ring provider supports the default versions: this cannot fail.
-            .expect("the ring provider supports TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_cert_resolver(ca);
-        server.alpn_protocols = http1.clone();
-        let mut client = (*upstream).clone();
-        client.alpn_protocols = http1;
+    pub fn intercept_https(mut self, ca: &InterceptCa, upstream: &rustls::ClientConfig) -> Self {
+        let mut client = upstream.clone();
+        client.alpn_protocols = vec![HTTP1_ALPN.to_vec()];
         self.interception = Some(Arc::new(Interception {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            acceptor: tokio_rustls::TlsAcceptor::from(ca.server_config.clone()),
             connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
         }));
         self

@@ -6,6 +6,8 @@
 //!
 //! - Denied: an HTTP client gets `403 Forbidden` with a short text body naming the host and the
 //!   reason; anything else is reset. Each denial is logged.
+//! - Without header rules a connection is decided once, by its first request's `Host` or its
+//!   SNI, and then relayed as bytes.
 //! - Plain HTTP when the sandbox has header rules: every request on the connection is parsed
 //!   (hyper), decided by its own `Host`, and forwarded with its host's rule headers set. Over
 //!   plain HTTP nothing proves who the destination is: a sandbox can send `Host: api.test` to any
@@ -33,14 +35,13 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
-
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 
 use super::rules::{EgressRules, Verdict};
 

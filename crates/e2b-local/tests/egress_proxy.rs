@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use e2b_local::network::proxy::{EgressProxy, Policies};
+use e2b_local::network::proxy::{EgressProxy, InterceptCa, Policies};
 use e2b_local::network::rules::{EgressRules, NetworkRequest};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -37,6 +38,14 @@ struct Harness {
 }
 
 async fn harness(forbidden: fn(Ipv4Addr) -> bool, preamble_timeout: Duration) -> Harness {
+    harness_with(
+        EgressProxy::new().preamble_timeout(preamble_timeout),
+        forbidden,
+    )
+    .await
+}
+
+async fn harness_with(proxy_settings: EgressProxy, forbidden: fn(Ipv4Addr) -> bool) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
     let policies = Arc::new(Policies::new());
@@ -51,12 +60,7 @@ async fn harness(forbidden: fn(Ipv4Addr) -> bool, preamble_timeout: Duration) ->
             .copied()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no route for this client"))
     };
-    tokio::spawn(EgressProxy::new().preamble_timeout(preamble_timeout).serve(
-        listener,
-        policies.clone(),
-        original_dst,
-        forbidden,
-    ));
+    tokio::spawn(proxy_settings.serve(listener, policies.clone(), original_dst, forbidden));
     Harness {
         proxy,
         policies,
@@ -144,12 +148,12 @@ async fn http_server() -> (SocketAddrV4, Arc<Mutex<Vec<HeaderMap>>>) {
     (addr, seen)
 }
 
-/// A TLS server for `a.test` and `b.test` (self-signed): it writes `tls <sni>\n`, then echoes.
-async fn tls_server() -> (SocketAddrV4, rustls::RootCertStore) {
+/// A TLS acceptor for `names` (each self-signed), and the roots that trust them.
+fn tls_acceptor(names: &[&str]) -> (tokio_rustls::TlsAcceptor, rustls::RootCertStore) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
     let mut roots = rustls::RootCertStore::empty();
-    for name in ["a.test", "b.test"] {
+    for name in names {
         let certified = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
             certified.signing_key.serialize_der(),
@@ -166,7 +170,12 @@ async fn tls_server() -> (SocketAddrV4, rustls::RootCertStore) {
         .unwrap()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), roots)
+}
+
+/// A TLS server for `a.test` and `b.test` (self-signed): it writes `tls <sni>\n`, then echoes.
+async fn tls_server() -> (SocketAddrV4, rustls::RootCertStore) {
+    let (acceptor, roots) = tls_acceptor(&["a.test", "b.test"]);
     let listener = TcpListener::bind((TLS_IP, 0)).await.unwrap();
     let SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
         unreachable!()
@@ -195,19 +204,20 @@ async fn tls_server() -> (SocketAddrV4, rustls::RootCertStore) {
     (addr, roots)
 }
 
+fn client_config(roots: &rustls::RootCertStore) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth()
+}
+
 async fn tls_connect(
     stream: TcpStream,
     roots: &rustls::RootCertStore,
     name: &str,
 ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots.clone())
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(roots)));
     let name = ServerName::try_from(name.to_string()).unwrap();
     timeout(WAIT, connector.connect(name, stream)).await?
 }
@@ -251,7 +261,10 @@ async fn get(
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
-async fn http_client(stream: TcpStream) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+async fn http_client<S>(stream: S) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -590,4 +603,149 @@ async fn with_header_rules_an_upgrade_becomes_a_byte_relay_that_policy_can_cut()
     assert_eq!(seen.lock().unwrap()[0]["x-secret"], "s3cret");
     h.set(SANDBOX, Some(false), "{}");
     assert!(closed(&mut stream).await);
+}
+
+const HTTPS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 4);
+
+/// An HTTPS server for `api.test` and `plain.test` (self-signed) answering `hello <host> over
+/// tls` and recording each request's headers; with the roots that trust it.
+async fn https_server() -> (
+    SocketAddrV4,
+    rustls::RootCertStore,
+    Arc<Mutex<Vec<HeaderMap>>>,
+) {
+    let (acceptor, roots) = tls_acceptor(&["api.test", "plain.test"]);
+    let listener = TcpListener::bind((HTTPS_IP, 0)).await.unwrap();
+    let SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (acceptor, record) = (acceptor.clone(), record.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |request: Request<_>| {
+                    let host = request.headers()["host"].to_str().unwrap().to_string();
+                    record.lock().unwrap().push(request.headers().clone());
+                    let body = Full::new(Bytes::from(format!("hello {host} over tls")));
+                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, roots, seen)
+}
+
+/// A proxy terminating HTTPS for header rules and trusting `upstream_roots` for destinations;
+/// with the roots of a sandbox that trusts the proxy's CA.
+async fn intercepting_harness(
+    upstream_roots: &rustls::RootCertStore,
+) -> (Harness, rustls::RootCertStore) {
+    let first = InterceptCa::generate().unwrap();
+    let mut sandbox_roots = rustls::RootCertStore::empty();
+    sandbox_roots
+        .add(CertificateDer::from_pem_slice(first.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    // The proxy runs with the CA made again from its saved key, as after a restart: sandboxes
+    // trusting the first CA certificate still verify it.
+    let ca = InterceptCa::from_key_pem(&first.key_pem()).unwrap();
+    let upstream = client_config(upstream_roots);
+    let h = harness_with(EgressProxy::new().intercept_https(&ca, &upstream), |_| {
+        false
+    })
+    .await;
+    (h, sandbox_roots)
+}
+
+const HTTPS_RULE: &str = r#"{"allowOut": ["api.test", "plain.test"], "denyOut": ["0.0.0.0/0"],
+    "rules": {"api.test": [{"transform": {"headers": {"Authorization": "Bearer injected"}}}]}}"#;
+
+#[tokio::test]
+async fn https_header_rules_are_applied_by_terminating_tls() {
+    let (https, server_roots, seen) = https_server().await;
+    let (h, sandbox_roots) = intercepting_harness(&server_roots).await;
+    h.set(SANDBOX, None, HTTPS_RULE);
+    // The sandbox trusts only the proxy's CA: the handshake succeeding shows the proxy
+    // terminated TLS.
+    let tls = tls_connect(h.connect(SANDBOX, https).await, &sandbox_roots, "api.test")
+        .await
+        .unwrap();
+    let mut sender = http_client(tls).await;
+    let sandbox_auth = [("authorization", "Bearer sandbox")];
+    for _ in 0..2 {
+        assert_eq!(
+            get(&mut sender, "api.test", &sandbox_auth).await,
+            (StatusCode::OK, "hello api.test over tls".into())
+        );
+    }
+    // A Host other than the name the destination proved is refused: the rule's headers go only
+    // to api.test.
+    assert_eq!(
+        get(&mut sender, "plain.test", &[]).await,
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "e2b-local egress proxy: this connection is to api.test, not to plain.test\n".into()
+        )
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    for headers in seen.iter() {
+        assert_eq!(headers.get_all("authorization").iter().count(), 1);
+        assert_eq!(headers["authorization"], "Bearer injected");
+    }
+}
+
+#[tokio::test]
+async fn https_without_a_rule_passes_through_untouched() {
+    let (https, server_roots, seen) = https_server().await;
+    let (h, sandbox_roots) = intercepting_harness(&server_roots).await;
+    h.set(SANDBOX, None, HTTPS_RULE);
+    // The server's own certificate reaches the sandbox: the proxy's CA does not verify it...
+    assert!(
+        tls_connect(
+            h.connect(SANDBOX, https).await,
+            &sandbox_roots,
+            "plain.test"
+        )
+        .await
+        .is_err()
+    );
+    // ...the server's roots do.
+    let tls = tls_connect(h.connect(SANDBOX, https).await, &server_roots, "plain.test")
+        .await
+        .unwrap();
+    let mut sender = http_client(tls).await;
+    assert_eq!(
+        get(
+            &mut sender,
+            "plain.test",
+            &[("authorization", "Bearer sandbox")]
+        )
+        .await,
+        (StatusCode::OK, "hello plain.test over tls".into())
+    );
+    assert_eq!(seen.lock().unwrap()[0]["authorization"], "Bearer sandbox");
+}
+
+#[tokio::test]
+async fn https_interception_refuses_a_destination_it_cannot_verify() {
+    let (https, _, seen) = https_server().await;
+    // The proxy trusts other roots than the server's certificate.
+    let (_, other_roots) = tls_acceptor(&["api.test"]);
+    let (h, sandbox_roots) = intercepting_harness(&other_roots).await;
+    h.set(SANDBOX, None, HTTPS_RULE);
+    assert!(
+        tls_connect(h.connect(SANDBOX, https).await, &sandbox_roots, "api.test")
+            .await
+            .is_err()
+    );
+    assert!(seen.lock().unwrap().is_empty());
 }

@@ -6,10 +6,17 @@
 //!
 //! - Denied: an HTTP client gets `403 Forbidden` with a short text body naming the host and the
 //!   reason; anything else is reset. Each denial is logged.
-//! - Plain HTTP to a host with a header rule: every request on the connection is parsed (hyper),
-//!   decided by its own `Host`, and forwarded with the rule's headers set.
-//! - HTTPS to a host with a header rule passes through unmodified: this proxy does not terminate
-//!   TLS yet.
+//! - Without header rules a connection is decided once, by its first request's `Host` or its
+//!   SNI, and then relayed as bytes.
+//! - Plain HTTP when the sandbox has header rules: every request on the connection is parsed
+//!   (hyper), decided by its own `Host`, and forwarded with its host's rule headers set. Over
+//!   plain HTTP nothing proves who the destination is: a sandbox can send `Host: api.test` to any
+//!   address it may reach, and the rule's headers go there.
+//! - HTTPS to a host with a header rule, when [`EgressProxy::intercept_https`] is set: the proxy
+//!   terminates the sandbox's TLS with a certificate from its own [`InterceptCa`] (which the
+//!   sandbox trusts), opens its own TLS to the destination verifying the real certificate for
+//!   the SNI name, and then relays HTTP/1.1 as above; requests whose `Host` is not the SNI name
+//!   get `421`. Without interception such traffic passes through unmodified.
 //! - Replacing a sandbox's rules ([`Policies::set`]) cuts its open connections the new rules
 //!   deny; [`Policies::remove`] cuts them all.
 
@@ -28,6 +35,9 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -115,6 +125,207 @@ impl Policies {
     }
 }
 
+/// Most per-host certificates [`InterceptCa`] keeps; past this the cache starts over.
+const MAX_CACHED_CERTIFICATES: usize = 1_024;
+/// How long a per-host certificate is valid, and how long it is reused.
+const LEAF_VALIDITY_DAYS: i64 = 90;
+const LEAF_REUSE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The CA's subject; a CA regenerated from the same key with it verifies the old CA's leaves.
+const CA_NAME: &str = "e2b-local egress proxy CA";
+/// The only application protocol offered on intercepted connections.
+const HTTP1_ALPN: &[u8] = b"http/1.1";
+
+/// Why an [`InterceptCa`] could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InterceptCaError {
+    /// The CA key could not be generated or read.
+    #[error("the egress proxy CA key is unusable: {0}")]
+    Key(#[source] rcgen::Error),
+    /// The CA certificate could not be made.
+    #[error("could not make the egress proxy CA certificate: {0}")]
+    Certificate(#[source] rcgen::Error),
+    /// The TLS server configuration could not be made.
+    #[error("could not configure TLS for the egress proxy CA: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// The certificate authority the egress proxy signs per-host certificates with when it
+/// terminates HTTPS for header rules. Each sandbox must trust [`InterceptCa::cert_pem`].
+///
+/// ```
+/// use e2b_local::network::proxy::InterceptCa;
+///
+/// let ca = InterceptCa::generate().unwrap();
+/// assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+/// // Keep the key to make the same CA after a restart: sandboxes keep trusting it.
+/// let again = InterceptCa::from_key_pem(&ca.key_pem()).unwrap();
+/// assert_eq!(again.key_pem(), ca.key_pem());
+/// ```
+pub struct InterceptCa {
+    cert_pem: String,
+    key_pem: String,
+    /// Presents [`LeafIssuer`]'s certificates to sandboxes.
+    server_config: Arc<rustls::ServerConfig>,
+}
+
+/// Makes (and caches) the per-host certificates a sandbox is shown.
+struct LeafIssuer {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_der: CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    leaves: Mutex<HashMap<String, (std::time::Instant, Arc<CertifiedKey>)>>,
+}
+
+impl std::fmt::Debug for LeafIssuer {
+    // Holds the CA key: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeafIssuer").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for InterceptCa {
+    // The key is a secret: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterceptCa").finish_non_exhaustive()
+    }
+}
+
+impl InterceptCa {
+    /// A new CA with a new key.
+    ///
+    /// # Errors
+    /// [`InterceptCaError`] if the key or certificate cannot be made.
+    pub fn generate() -> Result<Self, InterceptCaError> {
+        Self::from_key(rcgen::KeyPair::generate().map_err(InterceptCaError::Key)?)
+    }
+
+    /// The CA of a key saved from [`InterceptCa::key_pem`]: certificates it signs verify
+    /// against the CA certificate first made with that key.
+    ///
+    /// # Errors
+    /// [`InterceptCaError::Key`] if `key_pem` is not a PEM private key rcgen can sign with.
+    pub fn from_key_pem(key_pem: &str) -> Result<Self, InterceptCaError> {
+        Self::from_key(rcgen::KeyPair::from_pem(key_pem).map_err(InterceptCaError::Key)?)
+    }
+
+    fn from_key(key: rcgen::KeyPair) -> Result<Self, InterceptCaError> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, CA_NAME);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params
+            .self_signed(&key)
+            .map_err(InterceptCaError::Certificate)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key_pem = key.serialize_pem();
+        let leaves = LeafIssuer {
+            issuer: rcgen::Issuer::new(params, key),
+            ca_der: cert.der().clone(),
+            provider: provider.clone(),
+            leaves: Mutex::default(),
+        };
+        let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(InterceptCaError::Tls)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(leaves));
+        // Requests are relayed with hyper's HTTP/1; a client offering only h2 fails the handshake.
+        server_config.alpn_protocols = vec![HTTP1_ALPN.to_vec()];
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem,
+            server_config: Arc::new(server_config),
+        })
+    }
+
+    /// The CA certificate, PEM: what each sandbox's trust store must hold.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's private key, PEM: a secret, to keep only where [`InterceptCa::from_key_pem`]
+    /// reads it back.
+    pub fn key_pem(&self) -> String {
+        self.key_pem.clone()
+    }
+}
+
+impl LeafIssuer {
+    /// The certificate presented to a sandbox for `name`, made on first use and then reused.
+    fn leaf(&self, name: &str) -> Result<Arc<CertifiedKey>, String> {
+        let name = name.to_ascii_lowercase();
+        let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((made, leaf)) = leaves.get(&name)
+            && made.elapsed() < LEAF_REUSE
+        {
+            return Ok(leaf.clone());
+        }
+        let leaf = Arc::new(self.make_leaf(&name)?);
+        if leaves.len() >= MAX_CACHED_CERTIFICATES {
+            leaves.clear();
+        }
+        leaves.insert(name, (std::time::Instant::now(), leaf.clone()));
+        Ok(leaf)
+    }
+
+    fn make_leaf(&self, name: &str) -> Result<CertifiedKey, String> {
+        use chrono::Datelike;
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        // From yesterday, so a sandbox clock a little behind still accepts it.
+        let start = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+        let end = start + chrono::Days::new(LEAF_VALIDITY_DAYS as u64);
+        // A NaiveDate's fields always form a valid calendar date, as `date_time_ymd` needs.
+        params.not_before =
+            rcgen::date_time_ymd(start.year(), start.month() as u8, start.day() as u8);
+        params.not_after = rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| e.to_string())?;
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing_key = self
+            .provider
+            .key_provider
+            .load_private_key(private)
+            .map_err(|e| e.to_string())?;
+        Ok(CertifiedKey::new(
+            vec![cert.der().clone(), self.ca_der.clone()],
+            signing_key,
+        ))
+    }
+}
+
+impl ResolvesServerCert for LeafIssuer {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = client_hello.server_name()?;
+        match self.leaf(name) {
+            Ok(leaf) => Some(leaf),
+            Err(e) => {
+                tracing::warn!(
+                    name,
+                    error = e,
+                    "egress proxy: could not make a certificate"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// The destination a connection redirected by the firewall (nftables `redirect`) was sent to.
 ///
 /// # Errors
@@ -148,6 +359,7 @@ pub fn so_original_dst(stream: &TcpStream) -> io::Result<SocketAddrV4> {
 pub struct EgressProxy {
     preamble_timeout: Duration,
     connect_timeout: Duration,
+    interception: Option<Arc<Interception>>,
 }
 
 impl Default for EgressProxy {
@@ -155,7 +367,22 @@ impl Default for EgressProxy {
         Self {
             preamble_timeout: PREAMBLE_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
+            interception: None,
         }
+    }
+}
+
+/// TLS on both sides of an intercepted HTTPS connection.
+struct Interception {
+    /// Terminates the sandbox's TLS with certificates from the [`InterceptCa`].
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// Opens TLS to the destination, verifying its certificate.
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for Interception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interception").finish_non_exhaustive()
     }
 }
 
@@ -174,6 +401,20 @@ impl EgressProxy {
     /// How long to wait for the original destination to accept.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Applies header rules to HTTPS too, by terminating TLS for hosts that have one: the
+    /// sandbox gets a certificate from `ca` (so its trust store must hold [`InterceptCa::cert_pem`])
+    /// and the proxy connects to the destination with `upstream`, which must verify server
+    /// certificates (e.g. the system's roots). Only HTTP/1.1 is offered on both sides.
+    pub fn intercept_https(mut self, ca: &InterceptCa, upstream: &rustls::ClientConfig) -> Self {
+        let mut client = upstream.clone();
+        client.alpn_protocols = vec![HTTP1_ALPN.to_vec()];
+        self.interception = Some(Arc::new(Interception {
+            acceptor: tokio_rustls::TlsAcceptor::from(ca.server_config.clone()),
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        }));
         self
     }
 
@@ -412,15 +653,64 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
         };
         let _ = upstream.set_nodelay(true);
         let _ = client.set_nodelay(true);
-        let has_header_rules = self
-            .rules
-            .borrow()
-            .as_ref()
-            .is_some_and(|rules| rules.has_header_rules());
-        if matches!(preamble, Preamble::Http(_)) && has_header_rules {
-            self.relay_http(client, bytes, upstream, name).await;
-        } else {
-            self.relay_bytes(client, bytes, upstream, name).await;
+        let rules = self.rules.borrow().clone();
+        let has_header_rules = rules.as_ref().is_some_and(|r| r.has_header_rules());
+        let client = ReplayStream {
+            replay: bytes,
+            replayed: 0,
+            inner: client,
+        };
+        match (&preamble, &self.settings.interception) {
+            (Preamble::Http(_), _) if has_header_rules => {
+                self.relay_http(client, upstream, name, None).await;
+            }
+            (Preamble::Tls(Some(sni)), Some(interception))
+                if rules.as_ref().and_then(|r| r.transform_for(sni)).is_some() =>
+            {
+                let interception = interception.clone();
+                let sni = sni.clone();
+                self.intercept(&interception, client, upstream, sni).await;
+            }
+            _ => self.relay_bytes(client, upstream, name).await,
+        }
+    }
+
+    /// Terminates the sandbox's TLS and opens the proxy's own to the destination, verified for
+    /// `sni`, then relays HTTP with header rules.
+    async fn intercept(
+        self,
+        interception: &Interception,
+        client: ReplayStream,
+        upstream: TcpStream,
+        sni: String,
+    ) {
+        let Ok(server_name) = ServerName::try_from(sni.clone()) else {
+            return;
+        };
+        let handshakes = async {
+            let upstream = interception
+                .connector
+                .connect(server_name, upstream)
+                .await
+                .map_err(|e| format!("TLS to the destination failed: {e}"))?;
+            let client = interception
+                .acceptor
+                .accept(client)
+                .await
+                .map_err(|e| format!("TLS from the sandbox failed: {e}"))?;
+            Ok::<_, String>((client, upstream))
+        };
+        match timeout(self.settings.connect_timeout, handshakes).await {
+            Ok(Ok((client, upstream))) => {
+                self.relay_http(client, upstream, Some(sni.clone()), Some(sni))
+                    .await;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(sandbox = %self.source, dst = %self.dst, name = sni, error = e, "egress proxy: interception failed");
+            }
+            Err(_) => {
+                tracing::info!(sandbox = %self.source, dst = %self.dst, name = sni, "egress proxy: interception timed out");
+            }
         }
     }
 
@@ -459,15 +749,11 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
 
     async fn relay_bytes(
         mut self,
-        mut client: TcpStream,
-        preamble: Vec<u8>,
+        mut client: ReplayStream,
         mut upstream: TcpStream,
         name: Option<String>,
     ) {
-        let relay = async {
-            upstream.write_all(&preamble).await?;
-            relay(&mut client, &mut upstream).await
-        };
+        let relay = relay(&mut client, &mut upstream);
         tokio::select! {
             result = relay => {
                 if let Err(e) = result {
@@ -476,21 +762,25 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
             }
             reason = self.cut(name.as_deref()) => {
                 self.log_denial(name.as_deref(), &format!("cut: {reason}"));
-                reset(client);
+                reset(client.inner);
             }
         }
     }
 
     /// Relays HTTP/1 request by request, deciding each by its `Host` and applying the header
     /// rule of that host. A request the destination upgrades (`101`, e.g. a WebSocket) turns the
-    /// connection into a byte relay.
-    async fn relay_http(
+    /// connection into a byte relay. `tls_name`: the name the destination proved over TLS; every
+    /// request's `Host` must be it.
+    async fn relay_http<C, U>(
         mut self,
-        client: TcpStream,
-        preamble: Vec<u8>,
-        upstream: TcpStream,
+        client: C,
+        upstream: U,
         name: Option<String>,
-    ) {
+        tls_name: Option<String>,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, upstream_conn) =
             match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
                 Ok(handshake) => handshake,
@@ -512,6 +802,7 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
             dst: self.dst,
             rules: self.rules.clone(),
             forbidden: self.forbidden.clone(),
+            tls_name,
             sender: tokio::sync::Mutex::new(sender),
             upgrade: upgrade_tx,
         });
@@ -519,11 +810,6 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
             let exchange = exchange.clone();
             async move { Ok::<_, Infallible>(exchange.forward(request).await) }
         });
-        let client = ReplayStream {
-            replay: preamble,
-            replayed: 0,
-            inner: client,
-        };
         let server = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(client), service)
             .with_upgrades();
@@ -577,6 +863,8 @@ struct Exchange<F> {
     dst: SocketAddrV4,
     rules: watch::Receiver<SandboxRules>,
     forbidden: Arc<F>,
+    /// The name an intercepted destination proved over TLS.
+    tls_name: Option<String>,
     sender: tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>,
     /// Both ends of an upgraded exchange, for the relay to join once hyper lets go.
     upgrade: tokio::sync::mpsc::Sender<(hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade)>,
@@ -590,6 +878,20 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Exchange<F> {
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri().host())
             .map(host_name);
+        if let Some(tls_name) = &self.tls_name
+            && !host
+                .as_deref()
+                .is_some_and(|host| host.trim_end_matches('.').eq_ignore_ascii_case(tls_name))
+        {
+            // The rule's headers may only reach the server that proved the rule's name.
+            return text_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "e2b-local egress proxy: this connection is to {tls_name}, not to {}\n",
+                    host.as_deref().unwrap_or("an unnamed host")
+                ),
+            );
+        }
         let rules = self.rules.borrow().clone();
         let dst = *self.dst.ip();
         if let Verdict::Deny(reason) = decide(&rules, &*self.forbidden, dst, host.as_deref()) {

@@ -231,11 +231,11 @@ pub enum RuleError {
         entry: String,
     },
     /// A list or map beyond its documented limit.
-    #[error("{what} holds {count} entries, more than the limit of {max}")]
+    #[error("too many entries in {what}: {count}, the limit is {max}")]
     TooMany {
-        /// What holds too many.
+        /// Where the entries are.
         what: String,
-        /// How many it holds.
+        /// How many there are.
         count: usize,
         /// The limit.
         max: usize,
@@ -1147,7 +1147,7 @@ mod tests {
             EgressRules::from_request(None, &req)
                 .unwrap_err()
                 .to_string(),
-            "dnsServers holds 11 entries, more than the limit of 10"
+            "too many entries in dnsServers: 11, the limit is 10"
         );
     }
 
@@ -1180,7 +1180,7 @@ mod tests {
             EgressRules::from_request(None, &req)
                 .unwrap_err()
                 .to_string(),
-            "allowOut and denyOut together holds 1001 entries, more than the limit of 1000"
+            "too many entries in allowOut and denyOut together: 1001, the limit is 1000"
         );
 
         let mut req = NetworkRequest::default();
@@ -1191,7 +1191,7 @@ mod tests {
             EgressRules::from_request(None, &req)
                 .unwrap_err()
                 .to_string(),
-            "rules holds 101 entries, more than the limit of 100"
+            "too many entries in rules: 101, the limit is 100"
         );
 
         let mut req = NetworkRequest::default();
@@ -1208,7 +1208,7 @@ mod tests {
             EgressRules::from_request(None, &req)
                 .unwrap_err()
                 .to_string(),
-            "the headers of rules entry \"a.test\" holds 51 entries, more than the limit of 50"
+            "too many entries in the headers of rules entry \"a.test\": 51, the limit is 50"
         );
 
         let long = "v".repeat(MAX_HEADER_VALUE_BYTES + 1);

@@ -10,8 +10,9 @@ use e2b_local::network::NetworkOptions;
 use fake_internet::{DNS, FakeInternet, SERVER_A, SERVER_B};
 use support::TestServer;
 
-/// Starts a server with networking whose uplink is the fake internet.
-async fn start() -> TestServer {
+/// Starts a server with networking whose uplink is the fake internet (whose CA its egress
+/// proxy trusts).
+async fn start(net: &FakeInternet) -> TestServer {
     // The server's logs (denials of the egress proxy among them) with the test's output.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -29,6 +30,7 @@ async fn start() -> TestServer {
         .network(NetworkOptions {
             pool: e2b_local::network::DEFAULT_POOL.parse().unwrap(),
             dns_upstreams: vec![fake_internet::at(DNS, 53)],
+            upstream_roots: vec![net.ca.cert.clone()],
         })
         .start()
         .await
@@ -73,7 +75,7 @@ fn a_sandbox_reaches_the_internet_by_address_as_root_and_user() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let sb = t.create(r#"{"templateID":"base"}"#).await;
         let id = id_of(&sb);
         for opts in [ExecOptions::default(), ExecOptions::user()] {
@@ -102,7 +104,7 @@ fn allow_internet_access_false_denies_every_address() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let sb = t
             .create(r#"{"templateID":"base","allow_internet_access":false}"#)
             .await;
@@ -140,7 +142,7 @@ fn deny_and_allow_rules_by_address_as_e2b_defines_them() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let reach = |id: String, addr| {
             let t = &t;
             async move {
@@ -190,7 +192,7 @@ fn update_network_replaces_the_rules_and_cuts_a_live_connection() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let id = id_of(&t.create(r#"{"templateID":"base"}"#).await);
         // A connection to the echo server that stays open, pinging once a second; it prints
         // each echo and, when the connection breaks, "cut".
@@ -286,7 +288,7 @@ fn update_network_replaces_the_rules_and_cuts_a_live_connection() {
 fn invalid_rules_are_400s_naming_the_entry() {
     let net = FakeInternet::new();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let cases = [
             (r#"{"allowOut":["300.1.1.1"]}"#, "300.1.1.1"),
             (r#"{"allowOut":["*."]}"#, "*."),
@@ -333,7 +335,7 @@ fn sandboxes_reach_neither_each_other_nor_the_host_nor_link_local() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let a = id_of(&t.create(r#"{"templateID":"base"}"#).await);
         let b = id_of(&t.create(r#"{"templateID":"base"}"#).await);
         let addr_of = |id: &str| {
@@ -404,7 +406,7 @@ fn kill_and_shutdown_leave_no_interface_rule_or_tracked_connection() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let mut ids = Vec::new();
         for i in 0..6 {
             let body = if i % 2 == 0 {
@@ -448,13 +450,10 @@ fn kill_and_shutdown_leave_no_interface_rule_or_tracked_connection() {
     });
 }
 
-/// Python in the sandbox: a TLS hello to `name` (port 443, SNI `name`, no verification).
-fn tls_hello(name: &str) -> String {
-    format!(
-        "python3 -c \"import socket,ssl; c=ssl._create_unverified_context(); \
-         s=c.wrap_socket(socket.create_connection(('{name}',443),timeout=5), server_hostname='{name}'); \
-         print(s.recv(100).decode(), end='')\""
-    )
+/// `curl` over HTTPS to `name` without verifying (the fake internet's CA is not the
+/// sandbox's); prints the body.
+fn https(name: &str) -> String {
+    format!("curl -sS -k --max-time 5 https://{name}/")
 }
 
 #[test]
@@ -463,7 +462,7 @@ fn names_resolve_through_the_gateway_and_domain_rules_hold_for_http_and_tls() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         // By name, as root and user, through the sandbox's resolver (e2b-local's forwarder).
         let open = id_of(&t.create(r#"{"templateID":"base"}"#).await);
         let (code, out) = sh(&t, &open, "cat /etc/resolv.conf; getent hosts a.test", ExecOptions::user()).await;
@@ -472,8 +471,10 @@ fn names_resolve_through_the_gateway_and_domain_rules_hold_for_http_and_tls() {
         let (code, out) = sh(&t, &open, &curl("http://c.test/p"), ExecOptions::default()).await;
         assert_eq!(code, 0, "{out}");
         assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["host"], "c.test");
-        let (_, out) = sh(&t, &open, &tls_hello("b.test"), ExecOptions::default()).await;
-        assert_eq!(out, "tls b.test\n");
+        let (code, out) = sh(&t, &open, &https("b.test"), ExecOptions::default()).await;
+        assert_eq!(code, 0, "{out}");
+        let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((&body["host"], &body["tls"]), (&"b.test".into(), &true.into()));
 
         // Only a.test and *.wild.test, everything else denied.
         let sb = t
@@ -509,11 +510,13 @@ fn names_resolve_through_the_gateway_and_domain_rules_hold_for_http_and_tls() {
             .await;
             assert_eq!((code, out.as_str()), (0, if ok { "200" } else { "403" }), "{name}");
         }
-        // TLS by SNI.
-        let (code, out) = sh(&t, &id, &tls_hello("a.test"), ExecOptions::user()).await;
-        assert_eq!((code, out.as_str()), (0, "tls a.test\n"));
-        let (code, out) = sh(&t, &id, &tls_hello("b.test"), ExecOptions::user()).await;
-        assert_ne!(code, 0, "{out}");
+        // TLS by SNI (passed through: no header rule).
+        let (code, out) = sh(&t, &id, &https("a.test"), ExecOptions::user()).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["host"], "a.test");
+        let (code, out) = sh(&t, &id, &https("b.test"), ExecOptions::user()).await;
+        // Reset during the handshake.
+        assert_eq!(code, 35, "{out}");
         // Other ports are decided by address: denied.
         let (code, _) = sh(
             &t,
@@ -529,11 +532,11 @@ fn names_resolve_through_the_gateway_and_domain_rules_hold_for_http_and_tls() {
 
 #[test]
 #[ignore = "needs root: network namespaces, nftables and sandboxes"]
-fn header_rules_reach_the_server_over_http_and_the_sandbox_never_sees_them() {
+fn header_rules_reach_the_server_over_http_and_https_and_the_sandbox_never_sees_them() {
     let net = FakeInternet::new();
     let _servers = net.serve();
     net.block_on(async {
-        let t = start().await;
+        let t = start(&net).await;
         let sb = t
             .create(
                 r#"{"templateID":"base","network":{"allowOut":["a.test"],"denyOut":["0.0.0.0/0"],
@@ -554,6 +557,19 @@ fn header_rules_reach_the_server_over_http_and_the_sandbox_never_sees_them() {
         assert_eq!(body["headers"]["authorization"], "Bearer s3cret");
         assert_eq!(body["headers"]["x-extra"], "1");
         assert!(!out[first_line.len()..].contains("s3cret"));
+        // Over HTTPS the proxy terminates TLS with its own CA, which the sandbox trusts:
+        // curl verifies the certificate here (no -k).
+        let (code, out) = sh(
+            &t,
+            &id,
+            "curl -sS --max-time 5 https://a.test/",
+            ExecOptions::user(),
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+        let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(body["tls"], true);
+        assert_eq!(body["headers"]["authorization"], "Bearer s3cret");
         // Not in anything the sandbox can read of its own record either.
         let (_, files) = sh(&t, &id, "grep -rs s3cret /etc /home /tmp /run || true", ExecOptions::default()).await;
         assert_eq!(files, "");

@@ -9,7 +9,7 @@
 //! its uplink namespace, one with networking and one without, and measures in one run:
 //! * create until 201 on both, alternating, p50/p99, and their ratio;
 //! * 50 concurrent creates with networking, p50/p99 of each request;
-//! * TCP throughput of a 1 GiB HTTP upload (`curl -T`) to the fake internet: from the uplink
+//! * TCP throughput of a 1 GiB HTTP upload (a Python sender) to the fake internet: from the uplink
 //!   namespace itself (the veth-to-veth floor), from a sandbox directly (veth, NAT, veth) and
 //!   from a sandbox whose port 80 goes through the egress proxy (a domain rule); median of 3;
 //! * host memory per idle sandbox with 200 alive, with and without networking.
@@ -66,6 +66,7 @@ async fn server(
                 .parse()
                 .map_err(|e| format!("{e}"))?,
             dns_upstreams: vec![fake_internet::at(DNS, 53)],
+            upstream_roots: Vec::new(),
         });
     }
     b.start().await.map_err(|e| e.to_string())
@@ -126,16 +127,39 @@ async fn run(iterations: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// `curl -T` of 1 GiB to `url`; returns bytes per second as curl measured them.
-fn upload_script(url: &str) -> String {
+/// A Python sender (in the sandbox's template and on the host alike): one HTTP POST of
+/// `UPLOAD_BYTES` to `/sink` at `addr:80` with `Host: name`, from a 4 MiB buffer, timed until
+/// the sink's answer (the byte count it received, checked); prints bytes per second.
+fn upload_script(addr: &str, name: &str) -> String {
     format!(
-        "head -c {UPLOAD_BYTES} /dev/zero | curl -sS --max-time 120 -H 'Expect:' -T - \
-         -o /dev/null -w '%{{speed_upload}}' {url}"
+        r#"python3 - <<'PY'
+import socket, time
+n = {UPLOAD_BYTES}
+s = socket.create_connection(("{addr}", 80), timeout=60)
+s.sendall(b"POST /sink HTTP/1.1\r\nHost: {name}\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % n)
+buf = memoryview(bytearray(4 << 20))
+t = time.monotonic()
+left = n
+while left:
+    k = min(left, len(buf))
+    s.sendall(buf[:k])
+    left -= k
+resp = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    resp += d
+dt = time.monotonic() - t
+got = resp.split(b"\r\n\r\n", 1)[-1].strip()
+assert got == str(n).encode(), resp[:300]
+print(n / dt)
+PY"#
     )
 }
 
 async fn throughput(api: &Api) -> Result<(), String> {
-    let url_ip = format!("http://{SERVER_A}/sink");
+    let ip = SERVER_A.to_string();
     let direct = api.create().await?;
     let proxied = {
         let (s, body) = api
@@ -159,21 +183,28 @@ async fn throughput(api: &Api) -> Result<(), String> {
     let mut through_proxy = Vec::new();
     for _ in 0..3 {
         let out = tokio::process::Command::new("bash")
-            .args(["-c", &upload_script(&url_ip)])
+            .args(["-c", &upload_script(&ip, &ip)])
             .output()
             .await
             .map_err(|e| e.to_string())?;
         floor.push(parse_speed(&String::from_utf8_lossy(&out.stdout))?);
-        from_sandbox.push(speed_in(api, &direct, &upload_script(&url_ip)).await?);
-        through_proxy.push(speed_in(api, &proxied, &upload_script("http://a.test/sink")).await?);
+        from_sandbox.push(speed_in(api, &direct, &upload_script(&ip, &ip)).await?);
+        through_proxy.push(speed_in(api, &proxied, &upload_script("a.test", "a.test")).await?);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let gbit = |bps: f64| bps * 8.0 / 1e9;
-    let (f, d, p) = (median(&mut floor), median(&mut from_sandbox), median(&mut through_proxy));
-    println!("TCP upload, veth-to-veth floor (uplink namespace):  {:>6.2} Gbit/s", gbit(f));
+    let (f, d, p) = (
+        median(&mut floor),
+        median(&mut from_sandbox),
+        median(&mut through_proxy),
+    );
+    println!(
+        "TCP upload, veth-to-veth floor (uplink namespace):  {:>6.2} Gbit/s",
+        gbit(f)
+    );
     println!(
         "TCP upload from a sandbox, direct:                  {:>6.2} Gbit/s ({:.2} of the floor)",
         gbit(d),
@@ -192,7 +223,7 @@ async fn throughput(api: &Api) -> Result<(), String> {
 fn parse_speed(out: &str) -> Result<f64, String> {
     out.trim()
         .parse::<f64>()
-        .map_err(|_| format!("curl printed {out:?}, not a speed"))
+        .map_err(|_| format!("the sender printed {out:?}, not a speed"))
 }
 
 /// Runs `script` in the sandbox and parses the speed curl printed (in envd's base64 stream).

@@ -155,6 +155,9 @@ pub struct SandboxSpec<'a> {
     /// The nameserver written to the sandbox's `/etc/resolv.conf` (`None`: the template's
     /// file stays).
     pub nameserver: Option<std::net::Ipv4Addr>,
+    /// A CA certificate (PEM) appended to the template's `/etc/ssl/certs/ca-certificates.crt`
+    /// in the sandbox (the egress proxy's, for header rules over HTTPS).
+    pub trusted_ca: Option<String>,
 }
 
 impl<'a> SandboxSpec<'a> {
@@ -169,6 +172,7 @@ impl<'a> SandboxSpec<'a> {
             no_new_privs: false,
             log: None,
             nameserver: None,
+            trusted_ca: None,
         }
     }
 }

@@ -80,6 +80,9 @@ impl Runtime {
         let layers = plan_layers(spec, &disk)?;
         let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.clone());
         write_identity(&disk.join("upper"), &hostname, spec.nameserver)?;
+        if let Some(ca) = &spec.trusted_ca {
+            add_trusted_ca(&disk.join("upper"), spec.template, ca)?;
+        }
 
         let cgroup = self.new_cgroup(&spec.id, &spec.limits)?;
         let cgroup = &*partial.cgroup.insert(cgroup);
@@ -300,6 +303,31 @@ fn write_identity(
         Some(ns) => write("resolv.conf", format!("nameserver {ns}\n")),
         None => Ok(()),
     }
+}
+
+/// The system CA bundle (Debian's path, which OpenSSL, curl, Python's `ssl` and Go read).
+const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+
+/// Writes the template's CA bundle with `ca_pem` appended into the upper directory.
+fn add_trusted_ca(upper: &Path, template: &crate::template::Template, ca_pem: &str) -> Result<()> {
+    let root = template
+        .layers
+        .iter()
+        .find(|l| l.target == Path::new("/"))
+        .map(|l| l.source.join(CA_BUNDLE));
+    // A template without a bundle (or with one we cannot read) trusts just this CA.
+    let mut bundle = root
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca_pem);
+    let path = upper.join(CA_BUNDLE);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::CreateDir(dir.to_owned(), e))?;
+    }
+    std::fs::write(&path, bundle).map_err(|e| Error::WriteFile(path, e))
 }
 
 /// A pidfd for `pid` (`pidfd_open(2)`).

@@ -363,6 +363,7 @@ impl Manager {
                 spec.limits = this.config.limits;
                 spec.log = Some(fifo);
                 spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
+                spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
                 this.runtime.spawn(spec)
             })
             .await

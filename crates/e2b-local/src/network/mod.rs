@@ -24,7 +24,7 @@ use dns::DnsForwarder;
 use firewall::{Firewall, FirewallError, SandboxRules};
 use link::{LinkError, Netlink};
 use pool::{Pool, PoolError, Slot};
-use proxy::{EgressProxy, Policies};
+use proxy::{EgressProxy, InterceptCa, Policies};
 use rules::EgressRules;
 
 /// The default address pool: 16,384 sandboxes, in a block home and office networks, Docker
@@ -39,6 +39,9 @@ pub struct NetworkOptions {
     /// The resolvers the sandboxes' DNS queries are forwarded to (default: the host's
     /// `/etc/resolv.conf`).
     pub dns_upstreams: Vec<SocketAddr>,
+    /// Certificate authorities the egress proxy trusts, besides the host's, when it
+    /// connects to a destination for a header rule over HTTPS (e.g. a private CA).
+    pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl NetworkOptions {
@@ -55,6 +58,7 @@ impl NetworkOptions {
                 .parse()
                 .unwrap_or_else(|_| unreachable!("the default pool parses")),
             dns_upstreams: dns::upstreams_from_resolv_conf(&text),
+            upstream_roots: Vec::new(),
         })
     }
 }
@@ -90,6 +94,9 @@ pub enum NetworkError {
     /// Binding the DNS forwarder's or the proxy's socket.
     #[error("binding {0}: {1}")]
     Bind(&'static str, #[source] std::io::Error),
+    /// The egress proxy's certificate authority (for header rules over HTTPS).
+    #[error("the egress proxy's certificate authority ({0}): {1}")]
+    Ca(String, String),
 }
 
 /// The server's sandbox networks.
@@ -104,6 +111,8 @@ pub struct Networks {
     proxy: tokio::task::JoinHandle<()>,
     /// Each sandbox's rules, for the egress proxy.
     policies: Arc<Policies>,
+    /// The certificate every sandbox trusts, so that header rules work over HTTPS.
+    ca_pem: String,
 }
 
 /// One sandbox's network, live while the sandbox is.
@@ -187,9 +196,11 @@ impl Networks {
             proxy_port,
         };
         firewall.install()?;
+        let ca = load_or_make_ca(&data_dir.join(CA_KEY_FILE))?;
+        let upstream = upstream_tls(options.upstream_roots.clone())?;
         let policies = Arc::new(Policies::new());
         let forbidden = firewall.forbidden();
-        let proxy = tokio::spawn(EgressProxy::new().serve(
+        let proxy = tokio::spawn(EgressProxy::new().intercept_https(&ca, &upstream).serve(
             proxy,
             policies.clone(),
             proxy::so_original_dst,
@@ -202,7 +213,13 @@ impl Networks {
             dns: tokio::spawn(dns.serve()),
             proxy,
             policies,
+            ca_pem: ca.cert_pem().to_owned(),
         })
+    }
+
+    /// The egress proxy's CA certificate (PEM), added to every sandbox's trust store.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// The nameserver of every sandbox's `/etc/resolv.conf`.
@@ -326,6 +343,51 @@ impl Networks {
     pub fn in_use(&self) -> usize {
         self.pool.in_use()
     }
+}
+
+/// Where the egress proxy's CA key is kept, in the data directory: the same CA across
+/// restarts, so restored sandboxes keep trusting it.
+const CA_KEY_FILE: &str = "egress-ca.key";
+
+fn load_or_make_ca(path: &Path) -> Result<InterceptCa, NetworkError> {
+    let fail =
+        |e: &dyn std::fmt::Display| NetworkError::Ca(path.display().to_string(), e.to_string());
+    match std::fs::read_to_string(path) {
+        Ok(pem) => InterceptCa::from_key_pem(&pem).map_err(|e| fail(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let ca = InterceptCa::generate().map_err(|e| fail(&e))?;
+            // A secret: readable by the server only, written before anyone could open it.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| fail(&e))?;
+            f.write_all(ca.key_pem().as_bytes()).map_err(|e| fail(&e))?;
+            Ok(ca)
+        }
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+/// How the egress proxy verifies destinations it terminates TLS for: the host's roots and
+/// `extra`.
+fn upstream_tls(
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, NetworkError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let fail = |e: rustls::Error| NetworkError::Ca("the host's roots".into(), e.to_string());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(fail)?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(fail)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
 }
 
 /// What nftables enforces of `rules`: addresses (names are the proxy's).

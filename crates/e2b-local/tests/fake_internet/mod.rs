@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  [ uplink netns: the server under test ]  198.51.100.2 ── 198.51.100.1  [ internet netns ]
-//!    default route → 198.51.100.1                                           203.0.113.10 HTTP :80 (+ POST /sink), TLS :443, echo :7
+//!    default route → 198.51.100.1                                           203.0.113.10 HTTP :80 (+ POST /sink), HTTPS :443, echo :7
 //!                                                                           203.0.113.11 HTTP :80, echo :7
 //!                                                                           203.0.113.53 DNS :53
 //! ```
@@ -26,7 +26,8 @@ use nix::sched::CloneFlags;
 pub const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// The fake internet's side of the link.
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-/// Web server A: HTTP on 80, TLS on 443 (SNI `a.test`, `b.test`), echo on 7.
+/// Web server A: HTTP on 80, HTTPS on 443 (SNI `a.test`, `b.test`, certificates of
+/// [`FakeInternet::ca`]), echo on 7.
 pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Web server B: HTTP on 80, echo on 7.
 pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
@@ -51,6 +52,48 @@ pub struct FakeInternet {
     pub uplink: String,
     /// Namespace of the servers.
     pub internet: String,
+    /// The fake internet's certificate authority: it signs the TLS servers' certificates.
+    pub ca: std::sync::Arc<FakeCa>,
+}
+
+/// A certificate authority of the fake internet.
+pub struct FakeCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// Its certificate (what a client must trust).
+    pub cert: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl FakeCa {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fake internet CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        FakeCa {
+            issuer: rcgen::Issuer::new(params, key),
+            cert: cert.der().clone(),
+        }
+    }
+
+    /// A certificate and key for `name`, signed by this CA.
+    fn leaf(&self, name: &str) -> rustls::sign::CertifiedKey {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let key = provider
+            .key_provider
+            .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(
+                key.serialize_der().into(),
+            ))
+            .unwrap();
+        rustls::sign::CertifiedKey::new(vec![cert.der().clone()], key)
+    }
 }
 
 fn ip(args: &[&str]) {
@@ -71,7 +114,11 @@ impl FakeInternet {
         let tag = format!("{}-{n}", std::process::id());
         let uplink = format!("e2bt-up-{tag}");
         let internet = format!("e2bt-inet-{tag}");
-        let fi = FakeInternet { uplink, internet };
+        let fi = FakeInternet {
+            uplink,
+            internet,
+            ca: std::sync::Arc::new(FakeCa::new()),
+        };
         let (up, inet) = (&fi.uplink, &fi.internet);
         ip(&["netns", "add", up]);
         ip(&["netns", "add", inet]);
@@ -119,6 +166,7 @@ impl FakeInternet {
     /// Starts the fake internet's servers; they stop when the value is dropped.
     pub fn serve(&self) -> Servers {
         let ns = self.internet.clone();
+        let ca = self.ca.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -135,9 +183,7 @@ impl FakeInternet {
                         let app = axum::Router::new()
                             .route("/sink", axum::routing::post(sink))
                             .fallback(echo_request);
-                        axum::serve(http, app)
-                            .await
-                            .unwrap();
+                        axum::serve(http, app).await.unwrap();
                     });
                     let echo = tokio::net::TcpListener::bind((addr, 7)).await.unwrap();
                     tokio::spawn(tcp_echo(echo));
@@ -145,7 +191,7 @@ impl FakeInternet {
                 let tls = tokio::net::TcpListener::bind((SERVER_A, 443))
                     .await
                     .unwrap();
-                tokio::spawn(tls_hello(tls));
+                tokio::spawn(https_echo(tls, ca));
                 let dns = tokio::net::UdpSocket::bind((DNS, 53)).await.unwrap();
                 tokio::spawn(dns_server(dns));
                 ready_tx.send(()).unwrap();
@@ -234,22 +280,14 @@ async fn tcp_echo(listener: tokio::net::TcpListener) {
     }
 }
 
-/// A TLS server for `a.test` and `b.test` (self-signed): writes `tls <sni>\n` and closes.
-async fn tls_hello(listener: tokio::net::TcpListener) {
-    use tokio::io::AsyncWriteExt as _;
+/// HTTPS for `a.test` and `b.test` (certificates of the fake CA, chosen by SNI): answers
+/// like the HTTP servers, plus `"tls": true`.
+async fn https_echo(listener: tokio::net::TcpListener, ca: std::sync::Arc<FakeCa>) {
+    use tower::ServiceExt as _;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
     for name in ["a.test", "b.test"] {
-        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-        let key = provider.key_provider.load_private_key(key).unwrap();
-        resolver
-            .add(
-                name,
-                rustls::sign::CertifiedKey::new(vec![certified.cert.der().clone()], key),
-            )
-            .unwrap();
+        resolver.add(name, ca.leaf(name)).unwrap();
     }
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -257,15 +295,24 @@ async fn tls_hello(listener: tokio::net::TcpListener) {
         .with_no_client_auth()
         .with_cert_resolver(std::sync::Arc::new(resolver));
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let axum::Json(mut v) = echo_request(req).await;
+        v["tls"] = serde_json::Value::Bool(true);
+        axum::Json(v)
+    });
     while let Ok((stream, _)) = listener.accept().await {
-        let acceptor = acceptor.clone();
+        let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let Ok(mut tls) = acceptor.accept(stream).await else {
+            let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
-            let _ = tls.write_all(format!("tls {sni}\n").as_bytes()).await;
-            let _ = tls.shutdown().await;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
         });
     }
 }

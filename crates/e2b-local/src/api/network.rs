@@ -29,6 +29,21 @@ fn request_of<T: serde::Serialize>(wire: &T) -> Result<NetworkRequest, ApiError>
         .map_err(|e| ApiError::bad_request(format!("network: {e}")))
 }
 
+/// What e2b-local does not do yet: refused, never silently ignored.
+fn check_supported(request: &NetworkRequest) -> Result<(), ApiError> {
+    if request.egress_proxy.is_some() {
+        return Err(ApiError::bad_request(
+            "network: egressProxy (SOCKS5 egress) is not supported by e2b-local",
+        ));
+    }
+    if !request.https_ports.is_empty() {
+        return Err(ApiError::bad_request(
+            "network: httpsPorts is not supported by e2b-local",
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a create's `network` and `allow_internet_access`.
 ///
 /// # Errors
@@ -39,6 +54,9 @@ pub(super) fn create_rules(
     network: Option<&types::SandboxNetworkConfig>,
 ) -> Result<(Option<NetworkRequest>, EgressRules), ApiError> {
     let request = network.map(request_of).transpose()?;
+    if let Some(request) = &request {
+        check_supported(request)?;
+    }
     let rules =
         EgressRules::from_request(allow_internet_access, &request.clone().unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("network: {e}")))?;
@@ -67,6 +85,7 @@ pub(super) async fn update_network(
     let id = sandbox_id(&id)?;
     let update: types::SandboxNetworkUpdateConfig = parse_body(&body, UPDATE_FIELDS, false)?;
     let mut request = request_of(&update)?;
+    check_supported(&request)?;
     let live = m.live(&id)?;
     // The update carries the egress rules only: what else the sandbox was created with stays.
     if let Some(old) = live.record().network {

@@ -596,3 +596,240 @@ fn header_rules_reach_the_server_over_http_and_https_and_the_sandbox_never_sees_
         t.shutdown().await;
     });
 }
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn two_hundred_networked_sandboxes_leave_nothing_behind() {
+    let n: usize = std::env::var("E2B_LOCAL_LEAK_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start(&net).await;
+        let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+        // Warm up with a batch of the same size (the client's and server's pooled
+        // connections, lazily opened sockets), then count.
+        let warm = futures_util::future::join_all((0..8).map(|_| t.create(r#"{"templateID":"base"}"#))).await;
+        futures_util::future::join_all(warm.iter().map(|sb| t.kill(sb["sandboxID"].as_str().unwrap()))).await;
+        let fds_before = fds();
+        let bodies = [
+            r#"{"templateID":"base"}"#,
+            r#"{"templateID":"base","network":{"denyOut":["203.0.113.11"]}}"#,
+            r#"{"templateID":"base","network":{"allowOut":["a.test"],"denyOut":["0.0.0.0/0"]}}"#,
+        ];
+        let mut done = 0;
+        while done < n {
+            let batch: Vec<_> = (done..n.min(done + 8))
+                .map(|i| t.create(bodies[i % bodies.len()]))
+                .collect();
+            let created = futures_util::future::join_all(batch).await;
+            done += created.len();
+            // Some traffic on each, so there are conntrack entries to remove.
+            for sb in &created {
+                let (code, out) = sh(&t, &id_of(sb), "getent hosts a.test >/dev/null && curl -s -o /dev/null --max-time 5 http://a.test/", ExecOptions::default()).await;
+                assert_eq!(code, 0, "{out}");
+            }
+            futures_util::future::join_all(created.iter().map(|sb| t.kill(sb["sandboxID"].as_str().unwrap()))).await;
+        }
+        let listing = |args: &[&str]| {
+            let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(!listing(&["ip", "-o", "link"]).contains(": e2b"));
+        let table = listing(&["nft", "list", "ruleset"]);
+        assert!(!table.contains("chain sandbox_"), "{table}");
+        assert!(!table.contains("elements"), "{table}");
+        assert_eq!(listing(&["conntrack", "-L", "-s", e2b_local::network::DEFAULT_POOL]), "");
+        // The HTTP client's pool may hold a connection pair more or less than after the
+        // warm-up (two descriptors each); a leak per sandbox would show as hundreds.
+        let (after, before) = (fds(), fds_before);
+        assert!(after <= before + 4, "descriptors leaked: {before} before, {after} after");
+        t.shutdown().await;
+    });
+}
+
+/// `e2b-local serve` with networking, as a child of a thread in the uplink namespace.
+struct ServeProcess {
+    child: std::process::Child,
+    url: String,
+    key: String,
+}
+
+impl ServeProcess {
+    fn start(dir: &std::path::Path) -> Self {
+        use std::io::BufRead as _;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_e2b-local"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--dns-upstream", &DNS.to_string()])
+            .args(["--cgroup-parent", support::CGROUP_PARENT, "--data-dir"])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut key = None;
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(k) = line.strip_prefix("export E2B_API_KEY=") {
+                key = Some(k.to_owned());
+            }
+            if line.starts_with("export E2B_DOMAIN=") {
+                break;
+            }
+        }
+        ServeProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            key: key.expect("serve printed no key"),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let r = support::http()
+            .request(method, format!("{}{path}", self.url))
+            .header("x-api-key", &self.key)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Runs `script` in the sandbox through envd (as root) and returns the stream's text.
+    async fn run(&self, sb: &serde_json::Value, script: &str) -> String {
+        let body = support::envelope(&serde_json::json!({
+            "process": {"cmd": "/bin/bash", "args": ["-c", script], "user": "root"}
+        }));
+        support::http()
+            .post(format!("{}/process.Process/Start", self.url))
+            .header("E2b-Sandbox-Id", sb["sandboxID"].as_str().unwrap())
+            .header("E2b-Sandbox-Port", "49983")
+            .header("X-Access-Token", sb["envdAccessToken"].as_str().unwrap())
+            .header("content-type", "application/connect+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn after_kill_9_a_restart_cleans_networks_and_restores_paused_sandboxes_with_their_rules() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = ServeProcess::start(dir.path());
+        let (s, running) = first
+            .call(
+                reqwest::Method::POST,
+                "/sandboxes",
+                r#"{"templateID":"base"}"#,
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, paused) = first
+            .call(
+                reqwest::Method::POST,
+                "/sandboxes",
+                &format!(r#"{{"templateID":"base","network":{{"denyOut":["{SERVER_A}"]}}}}"#),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let paused_id = paused["sandboxID"].as_str().unwrap().to_owned();
+        let (s, _) = first
+            .call(
+                reqwest::Method::POST,
+                &format!("/sandboxes/{paused_id}/pause"),
+                "",
+            )
+            .await;
+        assert_eq!(s, 204);
+        first.child.kill().unwrap();
+        first.child.wait().unwrap();
+
+        let second = ServeProcess::start(dir.path());
+        // The running sandbox is reclaimed: 404 once the restart's reclaim is done.
+        let running_id = running["sandboxID"].as_str().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (s, _) = second
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/sandboxes/{running_id}"),
+                    "",
+                )
+                .await;
+            let (p, _) = second
+                .call(reqwest::Method::GET, &format!("/sandboxes/{paused_id}"), "")
+                .await;
+            if s == 404 && p == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reclaim: {s}, restore: {p}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // The paused one resumes with its rules: .10 refused, .11 reachable.
+        let (s, resumed) = second
+            .call(
+                reqwest::Method::POST,
+                &format!("/sandboxes/{paused_id}/connect"),
+                r#"{"timeout":60}"#,
+            )
+            .await;
+        assert_eq!(s, 201, "{resumed}");
+        let denied = second
+            .run(
+                &resumed,
+                &format!("curl -s -o /dev/null --max-time 5 http://{SERVER_A}/; echo code=$?"),
+            )
+            .await;
+        let allowed = second
+            .run(
+                &resumed,
+                &format!("curl -s -o /dev/null --max-time 5 http://{SERVER_B}/; echo code=$?"),
+            )
+            .await;
+        // envd streams stdout base64-encoded: "code=7\n" and "code=0\n".
+        assert!(denied.contains("Y29kZT03Cg=="), "{denied}");
+        assert!(allowed.contains("Y29kZT0wCg=="), "{allowed}");
+        // One interface: the restored sandbox's; the crashed run's are gone.
+        let links = String::from_utf8_lossy(
+            &std::process::Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        assert_eq!(links.matches(": e2b").count(), 1, "{links}");
+        let mut second = second;
+        second.child.kill().unwrap();
+        second.child.wait().unwrap();
+    });
+}

@@ -577,6 +577,40 @@ check('network_update_network', () =>
   })
 )
 
+// Keeps one HTTP/1.1 connection to 203.0.113.10 open, a GET on it every 0.1 s; logs each
+// status to /tmp/live.log, and `cut <error>` when the connection breaks (3 s without an
+// answer included). Never reconnects.
+const LIVE_PY = `
+import http.client, sys, time
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=3)
+log = open("/tmp/live.log", "a", buffering=1)
+for i in range(150):
+    try:
+        c.request("GET", "/live%d" % i)
+        r = c.getresponse()
+        r.read()
+        log.write("%d\\n" % r.status)
+    except Exception as e:
+        log.write("cut %s\\n" % type(e).__name__)
+        sys.exit(0)
+    time.sleep(0.1)
+log.write("never-cut\\n")
+`
+
+check('network_update_network_cuts_a_live_connection', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.files.write('/tmp/live.py', LIVE_PY)
+    const h = await sbx.commands.run('exec python3 /tmp/live.py', { background: true })
+    const log = async () => ((await sbx.files.exists('/tmp/live.log')) ? await sbx.files.read('/tmp/live.log') : '')
+    await waitUntil(async () => (await log()).split('200\n').length > 3, 'three answers on the live connection')
+    await sbx.updateNetwork({ denyOut: ['0.0.0.0/0'] })
+    assert.equal((await h.wait()).exitCode, 0)
+    const lines = (await log()).trimEnd().split('\n')
+    assert.ok(lines.length >= 4 && lines.slice(0, -1).every((l) => l === '200'), lines.join('|'))
+    assert.ok(lines.at(-1).startsWith('cut '), lines.join('|'))
+  })
+)
+
 check('network_invalid_entries_are_400s_naming_them', async () => {
   const tag = randomUUID().slice(0, 8)
   const cases = [

@@ -729,6 +729,50 @@ def network_update_network():
         sbx.kill()
 
 
+# Keeps one HTTP/1.1 connection to 203.0.113.10 open, a GET on it every 0.1 s; logs each
+# status to /tmp/live.log, and `cut <error>` when the connection breaks (3 s without an
+# answer included). Never reconnects.
+LIVE_PY = """
+import http.client, sys, time
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=3)
+log = open("/tmp/live.log", "a", buffering=1)
+for i in range(150):
+    try:
+        c.request("GET", "/live%d" % i)
+        r = c.getresponse()
+        r.read()
+        log.write("%d\\n" % r.status)
+    except Exception as e:
+        log.write("cut %s\\n" % type(e).__name__)
+        sys.exit(0)
+    time.sleep(0.1)
+log.write("never-cut\\n")
+"""
+
+
+@check
+def network_update_network_cuts_a_live_connection():
+    if not HAS_UPDATE_NETWORK:
+        return SKIP
+    sbx = new_sandbox()
+    try:
+        sbx.files.write("/tmp/live.py", LIVE_PY)
+        h = sbx.commands.run("exec python3 /tmp/live.py", background=True)
+
+        def log():
+            return sbx.files.read("/tmp/live.log") if sbx.files.exists("/tmp/live.log") else ""
+
+        wait_until(lambda: log().count("200\n") >= 3, "three answers on the live connection")
+        sbx.update_network({"deny_out": ["0.0.0.0/0"]})
+        r = h.wait()
+        assert r.exit_code == 0, r
+        lines = log().splitlines()
+        assert len(lines) >= 4 and set(lines[:-1]) == {"200"}, lines
+        assert lines[-1].startswith("cut "), lines
+    finally:
+        sbx.kill()
+
+
 @check
 def network_invalid_entries_are_400s_naming_them():
     if not HAS_NETWORK:

@@ -42,6 +42,8 @@ INETNS="e2bc-inet-$$"  # the fake internet
 DATA=""
 PID=""    # e2b-local serve
 FIPID=""  # fake_internet.py
+CHILD=""  # the SDK run in progress
+LEAKED="" # sandboxes the server left behind (reap_sandboxes)
 made_netns=()
 stop_pid() { # SIGTERM, up to $2 tenths of a second to exit, then SIGKILL
   local pid="$1" tenths="$2"
@@ -51,10 +53,45 @@ stop_pid() { # SIGTERM, up to $2 tenths of a second to exit, then SIGKILL
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+# What a stopped server left of its sandboxes (it should leave nothing): kills the
+# processes of each sandbox of this run's data directory (by its cgroup, `e2b-local/<id>`
+# on cgroup v1 or v2), unmounts what is mounted under the data directory and removes those
+# cgroups. Prints the ids of the sandboxes that still had processes or mounts.
+reap_sandboxes() {
+  [ -n "$DATA" ] && [ -d "$DATA/sandboxes" ] || return 0
+  local dir id f p m procs left=()
+  for dir in "$DATA"/sandboxes/*/; do
+    [ -d "$dir" ] || continue
+    id="$(basename "$dir")"
+    for f in /sys/fs/cgroup/e2b-local/"$id"/cgroup.procs /sys/fs/cgroup/*/e2b-local/"$id"/cgroup.procs; do
+      procs="$(cat "$f" 2>/dev/null || true)" # (cgroup files have size 0: read them)
+      [ -n "$procs" ] || continue
+      left+=("$id")
+      for p in $procs; do kill -9 "$p" 2>/dev/null || true; done
+    done
+    grep -q " $dir" /proc/mounts && left+=("$id")
+  done
+  [ "${#left[@]}" -gt 0 ] || return 0
+  sleep 0.5
+  awk -v d="$DATA/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+  for id in $(printf '%s\n' "${left[@]}" | sort -u); do
+    echo "$id"
+    rmdir /sys/fs/cgroup/e2b-local/"$id" /sys/fs/cgroup/*/e2b-local/"$id" 2>/dev/null || true
+  done
+}
 cleanup() {
-  # SIGTERM kills every sandbox (their networks go with them); don't wait forever for it.
+  # The server first (SIGTERM kills its sandboxes; don't wait forever for it), then an
+  # interrupted SDK run: a create the client drops mid-way can leave e2b-local a sandbox
+  # it does not track. What the server leaves anyway is reaped and reported.
   stop_pid "$PID" 100
   PID=""
+  stop_pid "$CHILD" 50 # an SDK run (timeout passes the SIGTERM on)
+  CHILD=""
+  local leaked
+  leaked="$(reap_sandboxes)"
+  [ -z "$leaked" ] || LEAKED="$leaked"
   stop_pid "$FIPID" 20
   FIPID=""
   local ns
@@ -77,11 +114,16 @@ finish() {
   local left
   left="$(ip netns list | grep -E "^($UPNS|$INETNS)( |\$)" || true)"
   [ -z "$left" ] || setup_failed "namespaces left after clean-up: $left"
+  [ -z "$LEAKED" ] || setup_failed "e2b-local left sandboxes running after SIGTERM (reaped): $(echo $LEAKED)"
   echo "$total_pass passed, $total_fail failed"
   [ "$total_fail" -eq 0 ]
   exit $?
 }
-trap cleanup EXIT
+on_exit() {
+  cleanup
+  [ -z "$LEAKED" ] || echo "e2b-local left sandboxes running after SIGTERM (reaped): $(echo $LEAKED)" >&2
+}
+trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -178,7 +220,12 @@ run_sdk() {
   shift
   local out="$DATA/$name.log" status=0
   echo "==> $name"
-  timeout --kill-after=10 "$SUITE_TIMEOUT" "$@" >"$out" 2>&1 || status=$?
+  # In the background and waited for, so that a signal to this script is handled at once
+  # (cleanup() stops it) rather than after the SDK run.
+  timeout --kill-after=10 "$SUITE_TIMEOUT" "$@" >"$out" 2>&1 &
+  CHILD=$!
+  wait "$CHILD" || status=$?
+  CHILD=""
   # Everything but the SDK's own summary line (the script prints one overall).
   grep -v -E '^[0-9]+ passed, [0-9]+ failed$' "$out" || true
   local summary

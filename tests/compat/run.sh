@@ -15,7 +15,7 @@
 #
 # The internet namespace has no route anywhere else (its servers: fake_internet.py). Both
 # namespaces and every process in them are removed on every exit path; a leftover
-# namespace counts as a failure. The server's sandboxes get NAT and E2B's egress rules in
+# namespace, or a sandbox the server left running after SIGTERM, counts as a failure. The server's sandboxes get NAT and E2B's egress rules in
 # the uplink namespace and resolve names through e2b-local's forwarder to 203.0.113.53.
 # Runs every SDK's checks (each prints PASS/FAIL lines) against one server with a fresh data
 # directory and ends with exactly one line `N passed, N failed` (totals over all SDKs).

@@ -1,7 +1,10 @@
 // E2B's official JS SDK (npm `e2b`) against e2b-local, one check per feature row.
 //
 // Usage: node compat_js.mjs <path to node_modules/e2b/dist/index.mjs>
-// Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN.
+// Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN and
+// runs this in the namespace of a `serve --network nat` whose only uplink is run.sh's fake
+// internet (fake_internet.py: HTTP on 203.0.113.10 and .11, DNS a.test/b.test -> .10,
+// c.test -> .11).
 // Every check asserts values (stdout, exit codes, file bytes, ids). Prints
 // `PASS js-<version> <check>` / `FAIL ...` lines and a last line `N passed, N failed`;
 // exits 1 if any check failed.
@@ -16,7 +19,7 @@ if (!entry) {
   console.error('usage: node compat_js.mjs <node_modules/e2b/dist/index.mjs>')
   process.exit(2)
 }
-const { Sandbox, CommandExitError, FileType, FilesystemEventType } = await import(
+const { Sandbox, CommandExitError, FileType, FilesystemEventType, SandboxError, SandboxNotFoundError } = await import(
   pathToFileURL(entry).href
 )
 const VERSION = JSON.parse(readFileSync(join(dirname(entry), '..', 'package.json'), 'utf8')).version
@@ -431,6 +434,239 @@ check('files_watch_dir_streaming', () =>
     await handle.stop()
   })
 )
+
+// --- networking (against run.sh's fake internet) -----------------------------------------
+
+const SERVER_A = '203.0.113.10' // HTTP; a.test and b.test
+const SERVER_B = '203.0.113.11' // HTTP; c.test
+
+// getInfo().network as this SDK builds it: every key present, the unset ones undefined.
+const netInfo = (fields) => ({
+  allowOut: undefined,
+  denyOut: undefined,
+  rules: undefined,
+  egressProxy: undefined,
+  allowPublicTraffic: undefined,
+  maskRequestHost: undefined,
+  httpsPorts: undefined,
+  ...fields,
+})
+
+// [exit code, stdout, stderr] of `cmd` in the sandbox.
+async function sh(sbx, cmd, user) {
+  try {
+    const r = await sbx.commands.run(cmd, { timeoutMs: 30_000, ...(user ? { user } : {}) })
+    return [r.exitCode, r.stdout, r.stderr]
+  } catch (e) {
+    if (!(e instanceof CommandExitError)) throw e
+    return [e.exitCode, e.stdout, e.stderr]
+  }
+}
+
+// What the fake internet's HTTP server saw of a GET of url from the sandbox.
+async function fetchJson(sbx, url, curlArgs = '', user) {
+  const [code, out, err] = await sh(sbx, `curl -sS --max-time 5 ${curlArgs} ${url}`, user)
+  assert.deepEqual([code, err], [0, ''], `${url}: ${out}`)
+  return JSON.parse(out)
+}
+
+async function assertReaches(sbx, url, server, host, user) {
+  const seen = await fetchJson(sbx, url, '', user)
+  assert.deepEqual([seen.server, seen.host, seen.path], [server, host, '/'], `${url}: ${JSON.stringify(seen)}`)
+}
+
+// A connection to url (http://HOST/) is refused at once (curl exit 7), not left to time out.
+async function assertRefused(sbx, url, user) {
+  const host = url.split('/')[2]
+  const [code, out, err] = await sh(sbx, `curl -sS --max-time 5 ${url}`, user)
+  assert.deepEqual([code, out], [7, ''], `${url}: ${err}`)
+  assert.ok(err.startsWith(`curl: (7) Failed to connect to ${host} port 80 after `), `${url}: ${err}`)
+}
+
+// The egress proxy answers 403 with its reason; the fake internet's server never answers.
+async function assertProxyDenies(sbx, url, name, addr) {
+  const [code, out, err] = await sh(sbx, `curl -sS --max-time 5 -w '\\n%{http_code}' ${url}`)
+  assert.deepEqual([code, err], [0, ''], `${url}: ${out}`)
+  const nl = out.lastIndexOf('\n')
+  assert.equal(out.slice(nl + 1), '403', `${url}: ${out}`)
+  assert.ok(out.slice(0, nl).startsWith(`e2b-local egress proxy: access to ${name} (${addr}) is denied`), out)
+}
+
+check('network_allow_internet_access_false', () =>
+  withSandbox({ allowInternetAccess: false }, async (sbx) => {
+    for (const user of [undefined, 'root']) await assertRefused(sbx, `http://${SERVER_A}/`, user)
+    // Names still resolve (the gateway's resolver), the connection is refused.
+    assert.deepEqual(await sh(sbx, 'getent hosts a.test'), [0, `${SERVER_A.padEnd(15)} a.test\n`, ''])
+    await assertRefused(sbx, 'http://a.test/')
+    const info = await sbx.getInfo()
+    assert.equal(info.allowInternetAccess, false)
+    assert.equal(info.network, undefined)
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).allowInternetAccess, false)
+    // The sandbox next to it is not affected.
+    await withSandbox({}, (other) => assertReaches(other, `http://${SERVER_A}/`, SERVER_A, SERVER_A))
+  })
+)
+
+check('network_default_reaches_the_internet_by_address_and_name', () =>
+  withSandbox({}, async (sbx) => {
+    assert.deepEqual(await sh(sbx, 'cat /etc/resolv.conf'), [0, 'nameserver 10.219.0.1\n', ''])
+    for (const user of [undefined, 'root']) {
+      await assertReaches(sbx, `http://${SERVER_A}/`, SERVER_A, SERVER_A, user)
+      await assertReaches(sbx, 'http://a.test/', SERVER_A, 'a.test', user)
+    }
+    await assertReaches(sbx, 'http://c.test/', SERVER_B, 'c.test')
+    const [code, , err] = await sh(sbx, 'curl -sS --max-time 5 http://nope.test/')
+    assert.equal(code, 6, err)
+    assert.ok(err.includes('Could not resolve host: nope.test'), err)
+    const info = await sbx.getInfo()
+    assert.equal(info.allowInternetAccess, undefined) // not sent by this SDK, not reported
+    assert.equal(info.network, undefined)
+  })
+)
+
+check('network_deny_out_address', () =>
+  withSandbox({ network: { denyOut: [SERVER_A] } }, async (sbx) => {
+    await assertRefused(sbx, `http://${SERVER_A}/`)
+    await assertRefused(sbx, 'http://a.test/')
+    await assertReaches(sbx, `http://${SERVER_B}/`, SERVER_B, SERVER_B)
+    await assertReaches(sbx, 'http://c.test/', SERVER_B, 'c.test')
+    assert.deepEqual((await sbx.getInfo()).network, netInfo({ denyOut: [SERVER_A] }))
+  })
+)
+
+check('network_allow_out_domain_beats_deny_all', () =>
+  withSandbox({ network: { allowOut: ['a.test'], denyOut: ['0.0.0.0/0'] } }, async (sbx) => {
+    await assertReaches(sbx, 'http://a.test/', SERVER_A, 'a.test')
+    // b.test has a.test's address but is not an allowed name: the proxy refuses it.
+    await assertProxyDenies(sbx, 'http://b.test/', 'b.test', SERVER_A)
+    // Neither a name nor an address allowOut holds.
+    await assertProxyDenies(sbx, `http://${SERVER_B}/`, SERVER_B, SERVER_B)
+    await assertProxyDenies(sbx, 'http://c.test/', 'c.test', SERVER_B)
+    assert.deepEqual((await sbx.getInfo()).network, netInfo({ allowOut: ['a.test'], denyOut: ['0.0.0.0/0'] }))
+  })
+)
+
+check('network_update_network', () =>
+  withSandbox({}, async (sbx) => {
+    const url = `http://${SERVER_A}/`
+    await assertReaches(sbx, url, SERVER_A, SERVER_A)
+    assert.equal(await sbx.updateNetwork({ denyOut: ['0.0.0.0/0'] }), undefined)
+    await assertRefused(sbx, url)
+    assert.deepEqual((await sbx.getInfo()).network, netInfo({ denyOut: ['0.0.0.0/0'] }))
+    // By id; an empty update clears every rule.
+    assert.equal(await Sandbox.updateNetwork(sbx.sandboxId, {}), undefined)
+    await assertReaches(sbx, url, SERVER_A, SERVER_A)
+    assert.deepEqual((await sbx.getInfo()).network, netInfo({}))
+    // Replace-all: a domain allowed over a deny-all, then allowInternetAccess: false.
+    await Sandbox.updateNetwork(sbx.sandboxId, { allowOut: ['c.test'], denyOut: ['0.0.0.0/0'] })
+    await assertReaches(sbx, 'http://c.test/', SERVER_B, 'c.test')
+    await assertProxyDenies(sbx, 'http://a.test/', 'a.test', SERVER_A)
+    const info = await Sandbox.getInfo(sbx.sandboxId)
+    assert.deepEqual(info.network, netInfo({ allowOut: ['c.test'], denyOut: ['0.0.0.0/0'] }))
+    await sbx.updateNetwork({ allowInternetAccess: false })
+    await assertRefused(sbx, 'http://c.test/')
+    const after = await sbx.getInfo()
+    assert.equal(after.allowInternetAccess, false)
+    assert.deepEqual(after.network, netInfo({}))
+    // A missing sandbox.
+    await assert.rejects(Sandbox.updateNetwork('inope', {}), (e) => {
+      assert.equal(e.constructor, SandboxNotFoundError)
+      assert.equal(e.message, 'Sandbox inope not found')
+      return true
+    })
+  })
+)
+
+// Keeps one HTTP/1.1 connection to 203.0.113.10 open, a GET on it every 0.1 s; logs each
+// status to /tmp/live.log, and `cut <error>` when the connection breaks (3 s without an
+// answer included). Never reconnects.
+const LIVE_PY = `
+import http.client, sys, time
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=3)
+log = open("/tmp/live.log", "a", buffering=1)
+for i in range(150):
+    try:
+        c.request("GET", "/live%d" % i)
+        r = c.getresponse()
+        r.read()
+        log.write("%d\\n" % r.status)
+    except Exception as e:
+        log.write("cut %s\\n" % type(e).__name__)
+        sys.exit(0)
+    time.sleep(0.1)
+log.write("never-cut\\n")
+`
+
+check('network_update_network_cuts_a_live_connection', () =>
+  withSandbox({}, async (sbx) => {
+    await sbx.files.write('/tmp/live.py', LIVE_PY)
+    const h = await sbx.commands.run('exec python3 /tmp/live.py', { background: true })
+    const log = async () => ((await sbx.files.exists('/tmp/live.log')) ? await sbx.files.read('/tmp/live.log') : '')
+    await waitUntil(async () => (await log()).split('200\n').length > 3, 'three answers on the live connection')
+    await sbx.updateNetwork({ denyOut: ['0.0.0.0/0'] })
+    assert.equal((await h.wait()).exitCode, 0)
+    const lines = (await log()).trimEnd().split('\n')
+    assert.ok(lines.length >= 4 && lines.slice(0, -1).every((l) => l === '200'), lines.join('|'))
+    assert.ok(lines.at(-1).startsWith('cut '), lines.join('|'))
+  })
+)
+
+check('network_invalid_entries_are_400s_naming_them', async () => {
+  const tag = randomUUID().slice(0, 8)
+  const cases = [
+    [{ denyOut: ['example.com'] }, 'network: denyOut entry "example.com" '],
+    [{ allowOut: ['300.1.1.1'] }, 'network: allowOut entry "300.1.1.1" '],
+  ]
+  // The SDK maps a 400 to SandboxError itself ("<status>: <message>", statusCode 400).
+  const is400 = (prefix) => (e) => {
+    assert.equal(e.constructor, SandboxError, String(e))
+    assert.ok(e.message.startsWith(`400: ${prefix}`), e.message)
+    assert.equal(e.statusCode, 400)
+    return true
+  }
+  for (const [network, prefix] of cases) {
+    await assert.rejects(newSandbox({ network, metadata: { invalid: tag } }), is400(prefix))
+  }
+  assert.deepEqual(await Sandbox.list({ query: { metadata: { invalid: tag } } }).nextItems(), [])
+  await withSandbox({}, async (sbx) => {
+    for (const [network, prefix] of cases) await assert.rejects(sbx.updateNetwork(network), is400(prefix))
+    // The refused updates changed nothing.
+    await assertReaches(sbx, `http://${SERVER_A}/`, SERVER_A, SERVER_A)
+    assert.equal((await sbx.getInfo()).network, undefined)
+  })
+})
+
+check('network_header_rule_reaches_the_server_not_the_sandbox', async () => {
+  const token = `tok-${randomUUID().replaceAll('-', '')}`
+  const rules = { 'a.test': [{ transform: { headers: { 'X-Secret': 's3', 'X-Compat-Token': token } } }] }
+  await withSandbox({ network: { allowOut: ['a.test'], denyOut: ['0.0.0.0/0'], rules } }, async (sbx) => {
+    for (const user of [undefined, 'root']) {
+      const seen = await fetchJson(sbx, 'http://a.test/', "-H 'X-Secret: mine'", user)
+      assert.deepEqual([seen.host, seen.server], ['a.test', SERVER_A])
+      assert.equal(seen.headers['x-secret'], 's3')
+      assert.equal(seen.headers['x-compat-token'], token)
+    }
+    // Nothing of the rule inside the sandbox: environment, any process's environment or
+    // command line, files. The script names what it looks for in two quoted halves, so its
+    // own command line (which it reads too) holds neither the token nor the name.
+    const half = token.length >> 1
+    const [code, out, err] = await sh(
+      sbx,
+      "env; for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' < $f; echo; done 2>/dev/null; " +
+        `grep -rsIil -e 'x-sec''ret' -e '${token.slice(0, half)}''${token.slice(half)}' /etc /home /tmp /run /root /opt ` +
+        "| sed 's/^/MAT''CH:/'",
+      'root'
+    )
+    assert.equal(code, 0, err)
+    assert.ok(out.includes('HOME=/'), out.slice(0, 500)) // the listing did run
+    assert.ok(!out.includes(token) && !out.toLowerCase().includes('x-secret') && !out.includes('MATCH:'), out)
+    assert.ok(!out.split('\n').some((line) => line.split('=').pop() === 's3'), out)
+    assert.deepEqual(
+      (await sbx.getInfo()).network,
+      netInfo({ allowOut: ['a.test'], denyOut: ['0.0.0.0/0'], rules })
+    )
+  })
+})
 
 let passed = 0
 let failed = 0

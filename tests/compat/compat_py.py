@@ -1,6 +1,9 @@
 """E2B's official Python SDK (any 2.x from PyPI) against e2b-local, one check per feature row.
 
-Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN.
+Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN and
+runs this in the namespace of a `serve --network nat` whose only uplink is run.sh's fake
+internet (fake_internet.py: HTTP on 203.0.113.10 and .11, DNS a.test/b.test -> .10,
+c.test -> .11).
 Every check asserts values (stdout, exit codes, file bytes, ids), not only the absence of an
 exception. Prints `PASS py-<version> <check>` / `FAIL ...` lines and a last line
 `N passed, N failed`; exits 1 if any check failed.
@@ -8,6 +11,7 @@ exception. Prints `PASS py-<version> <check>` / `FAIL ...` lines and a last line
 
 import asyncio
 import importlib.metadata
+import inspect
 import json
 import os
 import sys
@@ -24,6 +28,7 @@ from e2b import (
     FilesystemEventType,
     PtySize,
     Sandbox,
+    SandboxException,
     SandboxQuery,
     SandboxState,
 )
@@ -547,6 +552,299 @@ def files_watch_dir_async_streaming():
             await sbx.kill()
 
     asyncio.run(asyncio.wait_for(run(), 60))
+
+
+# --- networking (against run.sh's fake internet) -----------------------------------------
+SERVER_A = "203.0.113.10"  # HTTP; a.test and b.test
+SERVER_B = "203.0.113.11"  # HTTP; c.test
+HAS_NETWORK = "network" in inspect.signature(Sandbox.create).parameters
+HAS_UPDATE_NETWORK = hasattr(Sandbox, "update_network")
+# What get_info() reports for a sandbox created without allow_internet_access: 2.45.x sends
+# its default True, later versions send nothing (and the server reports nothing).
+DEFAULT_ALLOW_INTERNET = inspect.signature(Sandbox.create).parameters["allow_internet_access"].default
+
+
+def sdk_sends_allow_public_traffic():
+    """Whether this SDK's create body carries `allowPublicTraffic: true` when `network` is
+    given without it (the client model's default in 2.45.x), so get_info() reports it back."""
+    from e2b.api.client.models import SandboxNetworkConfig
+
+    return SandboxNetworkConfig().allow_public_traffic is True
+
+
+def created_network(**fields):
+    """get_info().network of a sandbox created with network=fields, as this SDK reports it."""
+    if sdk_sends_allow_public_traffic():
+        fields["allow_public_traffic"] = True
+    return fields
+
+
+def sh(sbx, cmd, user=None):
+    """(exit code, stdout, stderr) of `cmd` in the sandbox."""
+    kw = {"user": user} if user else {}
+    try:
+        r = sbx.commands.run(cmd, timeout=30, **kw)
+        return r.exit_code, r.stdout, r.stderr
+    except CommandExitException as e:
+        return e.exit_code, e.stdout, e.stderr
+
+
+def fetch_json(sbx, url, *curl_args, user=None):
+    """What the fake internet's HTTP server saw of a GET of url from the sandbox."""
+    args = " ".join(curl_args)
+    code, out, err = sh(sbx, f"curl -sS --max-time 5 {args} {url}", user=user)
+    assert code == 0 and err == "", (url, code, out, err)
+    return json.loads(out)
+
+
+def assert_reaches(sbx, url, server, host, user=None):
+    seen = fetch_json(sbx, url, user=user)
+    assert (seen["server"], seen["host"], seen["path"]) == (server, host, "/"), (url, seen)
+
+
+def assert_refused(sbx, url, user=None):
+    """A connection to url (http://HOST/) is refused at once (curl exit 7), not left to time out."""
+    host = url.split("/")[2]
+    code, out, err = sh(sbx, f"curl -sS --max-time 5 {url}", user=user)
+    assert code == 7 and out == "", (url, code, out, err)
+    assert err.startswith(f"curl: (7) Failed to connect to {host} port 80 after "), (url, err)
+
+
+def assert_proxy_denies(sbx, url, name, addr):
+    """The egress proxy answers 403 with its reason; the fake internet's server never answers."""
+    code, out, err = sh(sbx, f"curl -sS --max-time 5 -w '\\n%{{http_code}}' {url}")
+    assert code == 0 and err == "", (url, code, out, err)
+    body, status = out.rsplit("\n", 1)
+    assert status == "403", (url, out)
+    assert body.startswith(f"e2b-local egress proxy: access to {name} ({addr}) is denied"), (url, body)
+
+
+@check
+def network_allow_internet_access_false():
+    sbx = new_sandbox(allow_internet_access=False)
+    try:
+        for user in (None, "root"):
+            assert_refused(sbx, f"http://{SERVER_A}/", user=user)
+        # Names still resolve (the gateway's resolver), the connection is refused.
+        assert sh(sbx, "getent hosts a.test") == (0, f"{SERVER_A:<15} a.test\n", ""), sh(sbx, "getent hosts a.test")
+        assert_refused(sbx, "http://a.test/")
+        info = sbx.get_info()
+        assert info.allow_internet_access is False, info.allow_internet_access
+        assert getattr(info, "network", None) is None, info.network
+        assert Sandbox.get_info(sbx.sandbox_id).allow_internet_access is False
+        # The sandbox next to it is not affected.
+        other = new_sandbox()
+        try:
+            assert_reaches(other, f"http://{SERVER_A}/", SERVER_A, SERVER_A)
+        finally:
+            other.kill()
+    finally:
+        sbx.kill()
+
+
+@check
+def network_default_reaches_the_internet_by_address_and_name():
+    sbx = new_sandbox()
+    try:
+        assert sh(sbx, "cat /etc/resolv.conf") == (0, "nameserver 10.219.0.1\n", "")
+        for user in (None, "root"):
+            assert_reaches(sbx, f"http://{SERVER_A}/", SERVER_A, SERVER_A, user=user)
+            assert_reaches(sbx, "http://a.test/", SERVER_A, "a.test", user=user)
+        assert_reaches(sbx, "http://c.test/", SERVER_B, "c.test")
+        code, out, err = sh(sbx, "curl -sS --max-time 5 http://nope.test/")
+        assert code == 6 and "Could not resolve host: nope.test" in err, (code, out, err)
+        info = sbx.get_info()
+        assert info.allow_internet_access is DEFAULT_ALLOW_INTERNET, info.allow_internet_access
+        assert getattr(info, "network", None) is None, info.network
+    finally:
+        sbx.kill()
+
+
+@check
+def network_deny_out_address():
+    if not HAS_NETWORK:
+        return SKIP
+    sbx = new_sandbox(network={"deny_out": [SERVER_A]})
+    try:
+        assert_refused(sbx, f"http://{SERVER_A}/")
+        assert_refused(sbx, "http://a.test/")
+        assert_reaches(sbx, f"http://{SERVER_B}/", SERVER_B, SERVER_B)
+        assert_reaches(sbx, "http://c.test/", SERVER_B, "c.test")
+        assert sbx.get_info().network == created_network(deny_out=[SERVER_A]), sbx.get_info().network
+    finally:
+        sbx.kill()
+
+
+@check
+def network_allow_out_domain_beats_deny_all():
+    if not HAS_NETWORK:
+        return SKIP
+    sbx = new_sandbox(network={"allow_out": ["a.test"], "deny_out": ["0.0.0.0/0"]})
+    try:
+        assert_reaches(sbx, "http://a.test/", SERVER_A, "a.test")
+        # b.test has a.test's address but is not an allowed name: the proxy refuses it.
+        assert_proxy_denies(sbx, "http://b.test/", "b.test", SERVER_A)
+        # Neither a name nor an address allowOut holds.
+        assert_proxy_denies(sbx, f"http://{SERVER_B}/", SERVER_B, SERVER_B)
+        assert_proxy_denies(sbx, "http://c.test/", "c.test", SERVER_B)
+        info = sbx.get_info()
+        assert info.network == created_network(allow_out=["a.test"], deny_out=["0.0.0.0/0"]), info.network
+    finally:
+        sbx.kill()
+
+
+@check
+def network_update_network():
+    if not HAS_UPDATE_NETWORK:
+        return SKIP
+    sbx = new_sandbox()
+    try:
+        url = f"http://{SERVER_A}/"
+        assert_reaches(sbx, url, SERVER_A, SERVER_A)
+        assert sbx.update_network({"deny_out": ["0.0.0.0/0"]}) is None
+        assert_refused(sbx, url)
+        assert sbx.get_info().network == {"deny_out": ["0.0.0.0/0"]}, sbx.get_info().network
+        # By id; an empty update clears every rule.
+        assert Sandbox.update_network(sbx.sandbox_id, {}) is None
+        assert_reaches(sbx, url, SERVER_A, SERVER_A)
+        assert sbx.get_info().network == {}, sbx.get_info().network
+        # Replace-all: a domain allowed over a deny-all, then allow_internet_access=False.
+        Sandbox.update_network(sbx.sandbox_id, {"allow_out": ["c.test"], "deny_out": ["0.0.0.0/0"]})
+        assert_reaches(sbx, "http://c.test/", SERVER_B, "c.test")
+        assert_proxy_denies(sbx, "http://a.test/", "a.test", SERVER_A)
+        info = Sandbox.get_info(sbx.sandbox_id)
+        assert info.network == {"allow_out": ["c.test"], "deny_out": ["0.0.0.0/0"]}, info.network
+        sbx.update_network({"allow_internet_access": False})
+        assert_refused(sbx, "http://c.test/")
+        info = sbx.get_info()
+        assert info.allow_internet_access is False and info.network == {}, (info.allow_internet_access, info.network)
+        # A missing sandbox.
+        try:
+            Sandbox.update_network("inope", {})
+            raise AssertionError("update_network of a missing sandbox succeeded")
+        except SandboxException as e:
+            assert type(e).__name__ == "SandboxNotFoundException", type(e)
+            assert str(e) == "Sandbox inope not found", str(e)
+    finally:
+        sbx.kill()
+
+
+# Keeps one HTTP/1.1 connection to 203.0.113.10 open, a GET on it every 0.1 s; logs each
+# status to /tmp/live.log, and `cut <error>` when the connection breaks (3 s without an
+# answer included). Never reconnects.
+LIVE_PY = """
+import http.client, sys, time
+c = http.client.HTTPConnection("203.0.113.10", 80, timeout=3)
+log = open("/tmp/live.log", "a", buffering=1)
+for i in range(150):
+    try:
+        c.request("GET", "/live%d" % i)
+        r = c.getresponse()
+        r.read()
+        log.write("%d\\n" % r.status)
+    except Exception as e:
+        log.write("cut %s\\n" % type(e).__name__)
+        sys.exit(0)
+    time.sleep(0.1)
+log.write("never-cut\\n")
+"""
+
+
+@check
+def network_update_network_cuts_a_live_connection():
+    if not HAS_UPDATE_NETWORK:
+        return SKIP
+    sbx = new_sandbox()
+    try:
+        sbx.files.write("/tmp/live.py", LIVE_PY)
+        h = sbx.commands.run("exec python3 /tmp/live.py", background=True)
+
+        def log():
+            return sbx.files.read("/tmp/live.log") if sbx.files.exists("/tmp/live.log") else ""
+
+        wait_until(lambda: log().count("200\n") >= 3, "three answers on the live connection")
+        sbx.update_network({"deny_out": ["0.0.0.0/0"]})
+        r = h.wait()
+        assert r.exit_code == 0, r
+        lines = log().splitlines()
+        assert len(lines) >= 4 and set(lines[:-1]) == {"200"}, lines
+        assert lines[-1].startswith("cut "), lines
+    finally:
+        sbx.kill()
+
+
+@check
+def network_invalid_entries_are_400s_naming_them():
+    if not HAS_NETWORK:
+        return SKIP
+    tag = uuid.uuid4().hex[:8]
+    cases = [
+        ({"deny_out": ["example.com"]}, 'network: denyOut entry "example.com" '),
+        ({"allow_out": ["300.1.1.1"]}, 'network: allowOut entry "300.1.1.1" '),
+    ]
+
+    def assert_400(e, prefix):
+        # The SDK maps a 400 with a message to SandboxException itself ("<status>: <message>").
+        assert type(e) is SandboxException, type(e)
+        assert str(e).startswith(f"400: {prefix}"), str(e)
+        assert getattr(e, "status_code", 400) == 400, e.status_code
+
+    for network, prefix in cases:
+        try:
+            new_sandbox(network=network, metadata={"invalid": tag})
+            raise AssertionError(f"created a sandbox with {network}")
+        except SandboxException as e:
+            assert_400(e, prefix)
+    assert Sandbox.list(query=SandboxQuery(metadata={"invalid": tag})).next_items() == []
+    if not HAS_UPDATE_NETWORK:
+        return
+    sbx = new_sandbox()
+    try:
+        for network, prefix in cases:
+            try:
+                sbx.update_network(network)
+                raise AssertionError(f"update_network took {network}")
+            except SandboxException as e:
+                assert_400(e, prefix)
+        # The refused updates changed nothing.
+        assert_reaches(sbx, f"http://{SERVER_A}/", SERVER_A, SERVER_A)
+        assert getattr(sbx.get_info(), "network", None) is None
+    finally:
+        sbx.kill()
+
+
+@check
+def network_header_rule_reaches_the_server_not_the_sandbox():
+    if not HAS_NETWORK:
+        return SKIP
+    token = f"tok-{uuid.uuid4().hex}"
+    rules = {"a.test": [{"transform": {"headers": {"X-Secret": "s3", "X-Compat-Token": token}}}]}
+    sbx = new_sandbox(network={"allow_out": ["a.test"], "deny_out": ["0.0.0.0/0"], "rules": rules})
+    try:
+        for user in (None, "root"):
+            seen = fetch_json(sbx, "http://a.test/", "-H 'X-Secret: mine'", user=user)
+            assert seen["host"] == "a.test" and seen["server"] == SERVER_A, seen
+            assert seen["headers"]["x-secret"] == "s3", seen["headers"]
+            assert seen["headers"]["x-compat-token"] == token, seen["headers"]
+        # Nothing of the rule inside the sandbox: environment, any process's environment or
+        # command line, files. The script names what it looks for in two quoted halves, so
+        # its own command line (which it reads too) holds neither the token nor the name.
+        half = len(token) // 2
+        code, out, err = sh(
+            sbx,
+            "env; for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' < $f; echo; done 2>/dev/null; "
+            f"grep -rsIil -e 'x-sec''ret' -e '{token[:half]}''{token[half:]}' /etc /home /tmp /run /root /opt "
+            "| sed 's/^/MAT''CH:/'",
+            user="root",
+        )
+        assert code == 0, (code, err)
+        assert "HOME=/" in out, out[:500]  # the listing did run
+        assert token not in out and "x-secret" not in out.lower() and "MATCH:" not in out, out
+        assert not any(line.split("=", 1)[-1] == "s3" for line in out.splitlines()), out
+        info = sbx.get_info()
+        assert info.network == created_network(allow_out=["a.test"], deny_out=["0.0.0.0/0"], rules=rules), info.network
+    finally:
+        sbx.kill()
 
 
 def main():

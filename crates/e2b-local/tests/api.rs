@@ -1027,3 +1027,57 @@ async fn a_large_upload_to_tmp_is_507_and_the_sandbox_lives() {
     t.kill(&id).await;
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+async fn creates_cut_off_by_the_client_or_by_shutdown_leave_no_sandbox_behind() {
+    let t = support::start().await;
+    // Clients that give up after a few milliseconds, mid-create.
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(3))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let r = impatient
+            .post(format!("{}/sandboxes", t.url))
+            .header("x-api-key", &t.key)
+            .header("content-type", "application/json")
+            .body(r#"{"templateID":"base"}"#)
+            .send()
+            .await;
+        assert!(r.is_err(), "the create answered within 3 ms: {r:?}");
+    }
+    // And creates still under way when the server shuts down.
+    let pending: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, url, key) = (t.http.clone(), t.url.clone(), t.key.clone());
+            tokio::spawn(async move {
+                http.post(format!("{url}/sandboxes"))
+                    .header("x-api-key", key)
+                    .header("content-type", "application/json")
+                    .body(r#"{"templateID":"base"}"#)
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The cut-off creates went on: their sandboxes are tracked (and so can be killed).
+    let mgr = t.server().manager().clone();
+    let support::TestServer { server, dir, .. } = t;
+    server.unwrap().shutdown().await;
+    let sandboxes_dir = dir.path().join("sandboxes");
+    assert!(sandboxes_dir.is_dir());
+    for p in pending {
+        let _ = p.await;
+    }
+    assert!(
+        mgr.all().is_empty(),
+        "live after shutdown: {}",
+        mgr.all().len()
+    );
+    let left: Vec<_> = std::fs::read_dir(&sandboxes_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "sandbox directories left: {left:?}");
+}

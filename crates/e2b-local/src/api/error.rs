@@ -70,9 +70,9 @@ impl From<LifecycleError> for ApiError {
                 // E2B's concurrency limit answer: the SDKs raise their rate-limit error.
                 LifecycleError::TooManySandboxes { .. }
                 | LifecycleError::MemoryCommitted { .. } => StatusCode::TOO_MANY_REQUESTS,
-                LifecycleError::HostLimit { .. } | LifecycleError::Restoring { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                LifecycleError::HostLimit { .. }
+                | LifecycleError::Restoring { .. }
+                | LifecycleError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

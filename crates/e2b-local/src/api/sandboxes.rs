@@ -118,6 +118,19 @@ fn create_params(
     })
 }
 
+/// Runs a create to its end even if the client goes away (axum then drops this handler's
+/// future): a create cut off between its steps would leave a sandbox no one tracks.
+async fn create_detached(
+    m: &AppState,
+    p: crate::lifecycle::CreateParams,
+) -> Result<std::sync::Arc<crate::lifecycle::Live>, ApiError> {
+    let m = m.clone();
+    tokio::spawn(async move { m.create(p).await })
+        .await
+        .map_err(|e| ApiError::internal(format!("creating a sandbox: {e}")))?
+        .map_err(ApiError::from)
+}
+
 /// `POST /sandboxes`.
 pub(super) async fn create_v1(
     State(m): State<AppState>,
@@ -138,7 +151,7 @@ pub(super) async fn create_v1(
         req.mcp.is_some(),
         req.volume_mounts.len(),
     )?;
-    let live = m.create(p).await?;
+    let live = create_detached(&m, p).await?;
     Ok((StatusCode::CREATED, Json(sandbox_body(&m, &live))).into_response())
 }
 
@@ -180,7 +193,7 @@ pub(super) async fn create_v2(
         req.mcp.is_some(),
         req.volume_mounts.len(),
     )?;
-    let live = m.create(p).await?;
+    let live = create_detached(&m, p).await?;
     if let Some(k) = key {
         m.remember_idempotency(k, live.record().id);
     }

@@ -105,6 +105,9 @@ pub enum LifecycleError {
         /// The sandbox id.
         id: String,
     },
+    /// The server is shutting down: no new sandboxes.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// The server failed while doing `action` (the runtime, envd, files on the host).
     #[error("{action}: {source}")]
     Internal {

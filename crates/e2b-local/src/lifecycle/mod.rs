@@ -37,6 +37,10 @@ use crate::network::{Networks, SandboxNetwork};
 use crate::state::{SandboxRecord, SandboxState, Store};
 use crate::template::Template;
 
+/// How long shutdown waits for creates under way (a create's spawn step has its own
+/// timeouts, well below this).
+const SHUTDOWN_CREATE_WAIT: Duration = Duration::from_secs(30);
+
 /// How long an `Idempotency-Key` is remembered.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
 
@@ -237,8 +241,13 @@ impl Manager {
         if let Some(e) = usage.shortage(&self.config.limits) {
             return Err(e);
         }
-        // Under `creating`'s lock, so concurrent creates cannot both take the last slot.
+        // Under `creating`'s lock, so concurrent creates cannot both take the last slot, and
+        // a shutdown (which sets `closing` under it) either waits for this create or
+        // refuses it.
         let mut creating = lock(&self.creating);
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(LifecycleError::ShuttingDown);
+        }
         let alive = self
             .sandboxes
             .read()
@@ -739,10 +748,19 @@ impl Manager {
 
     /// Kills every live sandbox (server shutdown).
     pub(crate) async fn kill_all(&self) {
-        self.closing.store(true, Ordering::SeqCst);
+        {
+            let _creating = lock(&self.creating);
+            self.closing.store(true, Ordering::SeqCst);
+        }
         // A restart's reclaim still under way finishes first, so nothing of it is left; a
         // restore it has started kills its sandbox once booted (`closing`).
         self.recovered().await;
+        // Creates admitted before `closing` finish first, so they are killed below; later
+        // ones were refused.
+        let deadline = Instant::now() + SHUTDOWN_CREATE_WAIT;
+        while *lock(&self.creating) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let ids: Vec<String> = self.all().iter().map(|l| l.record().id).collect();
         for id in ids {
             if let Err(e) = self.kill(&id).await {

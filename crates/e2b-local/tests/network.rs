@@ -833,3 +833,60 @@ fn after_kill_9_a_restart_cleans_networks_and_restores_paused_sandboxes_with_the
         second.child.wait().unwrap();
     });
 }
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn forged_source_addresses_never_leave_the_host() {
+    let net = FakeInternet::new();
+    let servers = net.serve();
+    net.block_on(async {
+        let t = start(&net).await;
+        let a = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        let b = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        let b_addr = t
+            .server()
+            .manager()
+            .get(&b)
+            .unwrap()
+            .network()
+            .unwrap()
+            .address();
+        let a_addr = t
+            .server()
+            .manager()
+            .get(&a)
+            .unwrap()
+            .network()
+            .unwrap()
+            .address();
+        // Root in A builds IPv4/UDP packets by hand (CAP_NET_RAW is kept for ping): one from
+        // its own address, one claiming to be B, one claiming an outside address.
+        let script = format!(
+            r#"python3 - <<'PY'
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def packet(src, dst, port, payload):
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    return ip + udp
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for src, tag in [("{a_addr}", "honest"), ("{b_addr}", "as-b"), ("203.0.113.99", "as-outsider")]:
+    s.sendto(packet(src, "{SERVER_A}", {port}, tag.encode()), ("{SERVER_A}", 0))
+print("sent")
+PY"#,
+            port = fake_internet::UDP_LOG_PORT
+        );
+        let (code, out) = sh(&t, &a, &script, ExecOptions::default()).await;
+        assert_eq!((code, out.as_str()), (0, "sent\n"));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let got: Vec<String> = servers.udp_received().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, ["honest"], "what reached the internet");
+        t.shutdown().await;
+    });
+}

@@ -85,7 +85,7 @@ pub const KEPT: &[(u32, &str, &str)] = &[
     (
         cap::NET_RAW,
         "CAP_NET_RAW",
-        "ping; the netns has only loopback",
+        "ping and raw sockets; forged source addresses are dropped by the host (docs/network.md)",
     ),
     (
         cap::SYS_CHROOT,
@@ -118,7 +118,7 @@ pub const DROPPED_NOTES: &[(&str, &str)] = &[
     ("CAP_DAC_READ_SEARCH", "open_by_handle_at escapes the root"),
     (
         "CAP_NET_ADMIN",
-        "the network namespace is fixed to loopback",
+        "the sandbox's addresses and routes are set by the host",
     ),
     ("CAP_SYS_MODULE", "kernel modules"),
     ("CAP_SYS_RAWIO", "raw I/O and /proc/kcore"),

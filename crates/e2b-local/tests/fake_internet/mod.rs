@@ -31,6 +31,8 @@ pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Web server B: HTTP on 80, echo on 7.
 pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+/// SERVER_A's UDP port that records every datagram ([`Servers::udp_received`]).
+pub const UDP_LOG_PORT: u16 = 9999;
 /// The fake internet's DNS server.
 pub const DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 
@@ -167,6 +169,8 @@ impl FakeInternet {
     pub fn serve(&self) -> Servers {
         let ns = self.internet.clone();
         let ca = self.ca.clone();
+        let udp_received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let received = udp_received.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -194,6 +198,10 @@ impl FakeInternet {
                 tokio::spawn(https_echo(tls, ca));
                 let dns = tokio::net::UdpSocket::bind((DNS, 53)).await.unwrap();
                 tokio::spawn(dns_server(dns));
+                let udp = tokio::net::UdpSocket::bind((SERVER_A, UDP_LOG_PORT))
+                    .await
+                    .unwrap();
+                tokio::spawn(udp_log(udp, received));
                 ready_tx.send(()).unwrap();
                 let _ = stopped.await;
             });
@@ -204,6 +212,7 @@ impl FakeInternet {
         Servers {
             stop: Some(stop),
             thread: Some(thread),
+            udp_received,
         }
     }
 }
@@ -226,6 +235,14 @@ pub fn enter(ns: &str) {
 pub struct Servers {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    udp_received: std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, String)>>>,
+}
+
+impl Servers {
+    /// What reached SERVER_A's UDP port [`UDP_LOG_PORT`]: source address and payload.
+    pub fn udp_received(&self) -> Vec<(Ipv4Addr, String)> {
+        self.udp_received.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Servers {
@@ -268,6 +285,20 @@ async fn sink(body: axum::body::Body) -> String {
         n += chunk.len();
     }
     n.to_string()
+}
+
+/// Records the source and payload of every datagram.
+async fn udp_log(
+    socket: tokio::net::UdpSocket,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, String)>>>,
+) {
+    let mut buf = vec![0u8; 2048];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        if let SocketAddr::V4(from) = from {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            received.lock().unwrap().push((*from.ip(), text));
+        }
+    }
 }
 
 /// Echoes every byte back, per connection.

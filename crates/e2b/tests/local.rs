@@ -240,3 +240,53 @@ fn blocking_api_on_the_local_host() {
     assert_eq!(sbx.get_info().unwrap().sandbox_id, sbx.sandbox_id());
     assert!(sbx.kill().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
+async fn network_rules_round_trip_and_private_urls_get_a_traffic_token() {
+    use e2b::{NetworkConfig, NetworkUpdate};
+    let config = local();
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .allow_internet_access(false)
+        .network(
+            NetworkConfig::new()
+                .allow_out(["203.0.113.7", "*.example.test"])
+                .allow_public_traffic(false),
+        )
+        .timeout(Duration::from_secs(120))
+        .create()
+        .await
+        .unwrap();
+    let token = sbx
+        .traffic_access_token()
+        .expect("a private sandbox has a traffic token");
+    assert_eq!(token.len(), 64);
+    let info = sbx.get_info().await.unwrap();
+    assert_eq!(info.allow_internet_access, Some(false));
+    let network = info.network.expect("network reported");
+    assert_eq!(network.allow_out, ["203.0.113.7", "*.example.test"]);
+    assert_eq!(network.allow_public_traffic, Some(false));
+
+    // Replace-all: the update's deny list only; allowPublicTraffic stays as created.
+    sbx.update_network(NetworkUpdate::new().deny_out(["198.51.100.0/24"]))
+        .await
+        .unwrap();
+    let network = sbx.get_info().await.unwrap().network.unwrap();
+    assert!(network.allow_out.is_empty());
+    assert_eq!(network.deny_out, ["198.51.100.0/24"]);
+    assert_eq!(network.allow_public_traffic, Some(false));
+
+    // Refusals name the entry; an unknown sandbox is not found.
+    let err = sbx
+        .update_network(NetworkUpdate::new().deny_out(["example.com"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), Some(400));
+    assert!(err.to_string().contains("\"example.com\""), "{err}");
+    let err = Sandbox::update_network_by_id(&config, "inosuchsandbox", NetworkUpdate::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, e2b::Error::NotFound(_)), "{err:?}");
+    sbx.kill().await.unwrap();
+}

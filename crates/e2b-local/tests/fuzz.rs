@@ -238,6 +238,70 @@ fn string_map(key: BoxedStrategy<String>) -> impl Strategy<Value = Value> {
     ]
 }
 
+/// An egress rule entry: addresses, CIDRs, domains and wildcards, well-formed or not.
+fn network_entry() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => "(25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})(\\.(25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})){3}(/[0-9]{1,2})?",
+        3 => "(\\*\\.)?[a-z0-9-]{0,12}(\\.[a-z0-9-]{0,12}){0,3}\\.?",
+        1 => "[0-9.:/*a-fA-F]{0,20}",
+        1 => "\\PC{0,300}",
+    ]
+    .prop_map(Value::String)
+}
+
+/// A `network` object of create or `PUT .../network`: every field, valid or not.
+fn network_value() -> impl Strategy<Value = Value> {
+    let entries = || {
+        prop_oneof![
+            8 => proptest::collection::vec(network_entry(), 0..6).prop_map(Value::Array),
+            1 => Just(Value::Array(vec![json!("10.0.0.0/8"); 1_001])),
+            1 => json_value(),
+        ]
+    };
+    let rules = prop_oneof![
+        4 => proptest::collection::vec(
+            (network_entry(), "[A-Za-z-]{0,10}", "\\PC{0,20}"),
+            0..3,
+        )
+        .prop_map(|rs| {
+            Value::Object(
+                rs.into_iter()
+                    .map(|(domain, name, value)| {
+                        let domain = domain.as_str().unwrap_or_default().to_owned();
+                        (domain, json!([{"transform": {"headers": {name: value}}}]))
+                    })
+                    .collect(),
+            )
+        }),
+        1 => json_value(),
+    ];
+    (
+        proptest::option::of(entries()),
+        proptest::option::of(entries()),
+        proptest::option::of(entries()),
+        proptest::option::of(rules),
+        proptest::option::of(any::<bool>()),
+        proptest::option::weighted(0.2, "\\PC{0,30}"),
+        proptest::option::weighted(0.1, json_value()),
+    )
+        .prop_map(|(allow, deny, dns, rules, public, mask, other)| {
+            let mut m = serde_json::Map::new();
+            let mut put = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    m.insert(k.to_owned(), v);
+                }
+            };
+            put("allowOut", allow);
+            put("denyOut", deny);
+            put("dnsServers", dns);
+            put("rules", rules);
+            put("allowPublicTraffic", public.map(Value::Bool));
+            put("maskRequestHost", mask.map(Value::String));
+            put("egressProxy", other);
+            Value::Object(m)
+        })
+}
+
 /// Environment variable names, including the empty name, `=` and NUL (a 400 at create).
 fn env_key() -> BoxedStrategy<String> {
     prop_oneof![
@@ -276,6 +340,7 @@ fn create_body() -> impl Strategy<Value = Value> {
             field("autoPause", 0.3, flag().boxed()),
             field("allow_internet_access", 0.3, flag().boxed()),
         ),
+        field("network", 0.3, network_value().boxed()),
         (
             field("secure", 0.1, flag().boxed()),
             proptest::option::weighted(0.05, ("\\PC{1,10}", json_value())),
@@ -289,9 +354,9 @@ fn create_body() -> impl Strategy<Value = Value> {
             ),
         ),
     )
-        .prop_map(|((a, b, c, d, e, f), (g, h, i, j))| {
+        .prop_map(|((a, b, c, d, e, f), n, (g, h, i, j))| {
             Value::Object(
-                [a, b, c, d, e, f, g, h, i, j]
+                [a, b, c, d, e, f, n, g, h, i, j]
                     .into_iter()
                     .flatten()
                     .collect(),
@@ -360,6 +425,8 @@ fn endpoint(live: &str) -> impl Strategy<Value = (Method, String, bool)> {
         with_id(Method::POST, "/v2/sandboxes/{id}/connect", true),
         with_id(Method::POST, "/sandboxes/{id}/timeout", true),
         with_id(Method::POST, "/sandboxes/{id}/refreshes", true),
+        with_id(Method::PUT, "/sandboxes/{id}/network", true),
+        Just((Method::PUT, format!("/sandboxes/{live}/network"), true)),
         with_id(Method::GET, "/templates/{id}", false),
         // Never `base`: the ids are 21 characters or malformed.
         with_id(Method::DELETE, "/templates/{id}", false),
@@ -421,6 +488,7 @@ fn endpoint_body() -> impl Strategy<Value = Vec<u8>> {
     ];
     let value = prop_oneof![3 => typed, 1 => json_value()];
     prop_oneof![
+        2 => network_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         6 => proptest::collection::vec((field, value), 0..3).prop_map(|kv| {
             serde_json::to_vec(&Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())).unwrap()
         }),

@@ -2,13 +2,13 @@
 //! E2B's egress rules in and out of the wire types. Validation is
 //! [`EgressRules::from_request`]'s; every refusal is a 400 naming the entry.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use e2b_api::types;
 
 use super::AppState;
 use super::error::ApiError;
-use super::request::{RawBody, parse_body, sandbox_id};
+use super::request::{Path, RawBody, parse_body, sandbox_id};
 use crate::network::rules::{EgressRules, NetworkRequest};
 
 /// Fields of `SandboxNetworkUpdateConfig`.

@@ -574,3 +574,61 @@ http.server.HTTPServer(("127.0.0.1", 8000), H).serve_forever()'"#,
     assert_eq!(open["trafficAccessToken"], Value::Null);
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+async fn https_ports_reach_a_tls_server_in_the_sandbox_without_verifying_it() {
+    let t = start().await;
+    let domain = t.server().domain().to_owned();
+    let sb = t
+        .create(r#"{"templateID":"base","network":{"httpsPorts":[8443]}}"#)
+        .await;
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    // A self-signed certificate, and the same TLS server on 8443 (listed) and 8444 (not).
+    let cert = rcgen::generate_simple_self_signed(vec!["sandbox.invalid".to_owned()]).unwrap();
+    let script = format!(
+        r#"mkdir -p /tmp/tls && cd /tmp/tls && cat > cert.pem <<'PEM'
+{cert}PEM
+cat > key.pem <<'PEM'
+{key}PEM
+exec python3 -c '
+import http.server, ssl, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"over tls"
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("cert.pem", "key.pem")
+for port in (8443, 8444):
+    s = http.server.HTTPServer(("127.0.0.1", port), H); s.socket = ctx.wrap_socket(s.socket, server_side=True)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+threading.Event().wait()'"#,
+        cert = cert.cert.pem(),
+        key = cert.signing_key.serialize_pem(),
+    );
+    let _server = start_process(&t, &id, &token, &script).await;
+    let get = |port: u16| {
+        t.http
+            .get(format!("{}/", t.url))
+            .header("Host", format!("{port}-{id}.{domain}"))
+            .send()
+    };
+    let start = Instant::now();
+    let body = loop {
+        let r = get(8443).await.unwrap();
+        if r.status() == StatusCode::OK {
+            break r.text().await.unwrap();
+        }
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "port 8443 never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body, "over tls");
+    // A port not listed is spoken to in plain HTTP, which a TLS server does not answer.
+    let r = get(8444).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    t.shutdown().await;
+}

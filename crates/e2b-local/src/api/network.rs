@@ -36,11 +36,6 @@ fn check_supported(request: &NetworkRequest) -> Result<(), ApiError> {
             "network: egressProxy (SOCKS5 egress) is not supported by e2b-local",
         ));
     }
-    if !request.https_ports.is_empty() {
-        return Err(ApiError::bad_request(
-            "network: httpsPorts is not supported by e2b-local",
-        ));
-    }
     Ok(())
 }
 

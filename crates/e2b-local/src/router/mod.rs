@@ -87,8 +87,30 @@ impl tower::Service<Uri> for SandboxConnector {
                 .map_err(std::io::Error::other)??;
             stream.set_nonblocking(true)?;
             let _ = stream.set_nodelay(true);
+            let tcp = tokio::net::TcpStream::from_std(stream)?;
+            let https = live
+                .record()
+                .network
+                .is_some_and(|n| n.https_ports.contains(&port));
+            let stream = if https {
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(std::io::Error::other)?;
+                // A port that accepts but never speaks TLS must not hold the request.
+                let tls =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, sandbox_tls().connect(name, tcp))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("TLS handshake with port {port} of sandbox {id} timed out"),
+                            )
+                        })??;
+                Transport::Tls(Box::new(tls))
+            } else {
+                Transport::Plain(tcp)
+            };
             Ok(TokioIo::new(Upstream {
-                tcp: tokio::net::TcpStream::from_std(stream)?,
+                stream,
                 stopped_reading: false,
             }))
         })
@@ -103,7 +125,7 @@ impl tower::Service<Uri> for SandboxConnector {
 /// read the response; if none comes, the read fails and the proxy answers 502 as before.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    tcp: tokio::net::TcpStream,
+    stream: Transport,
     /// The sandbox closed its side: writes are discarded.
     stopped_reading: bool,
 }
@@ -135,7 +157,7 @@ impl tokio::io::AsyncRead for Upstream {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -148,7 +170,7 @@ impl tokio::io::AsyncWrite for Upstream {
         if self.stopped_reading {
             return Poll::Ready(Ok(buf.len()));
         }
-        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
         self.written(r, buf.len())
     }
 
@@ -161,26 +183,161 @@ impl tokio::io::AsyncWrite for Upstream {
         if self.stopped_reading {
             return Poll::Ready(Ok(len));
         }
-        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         self.written(r, len)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.stopped_reading {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.stopped_reading {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The bytes to a sandbox port: plain TCP, or TLS for the ports the sandbox lists in
+/// `network.httpsPorts` (a server in the sandbox that speaks HTTPS itself).
+#[derive(Debug)]
+enum Transport {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How long the TLS handshake with a sandbox's `httpsPorts` server may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS to a sandbox's `httpsPorts`: E2B does not verify the backend's certificate (so
+/// self-signed ones work); signatures of the handshake are still checked.
+fn sandbox_tls() -> tokio_rustls::TlsConnector {
+    static CONNECTOR: std::sync::LazyLock<tokio_rustls::TlsConnector> =
+        std::sync::LazyLock::new(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap_or_else(|_| unreachable!("ring supports the default versions"))
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyBackendCertificate(provider)))
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        });
+    CONNECTOR.clone()
+}
+
+/// Accepts any certificate of a sandbox's own server (see [`sandbox_tls`]).
+#[derive(Debug)]
+struct AnyBackendCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyBackendCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -27,7 +27,7 @@ use pool::{Pool, PoolError, Slot};
 use proxy::{EgressProxy, InterceptCa, Policies};
 use rules::EgressRules;
 
-/// The default address pool: 16,384 sandboxes, in a block home and office networks, Docker
+/// The default address pool: 16,383 sandboxes, in a block home and office networks, Docker
 /// (172.17/16 and up) and Podman (10.88/16) rarely use. Checked against the host's routes.
 pub const DEFAULT_POOL: &str = "10.219.0.0/16";
 
@@ -134,11 +134,6 @@ impl SandboxNetwork {
     /// The sandbox's address.
     pub fn address(&self) -> std::net::Ipv4Addr {
         self.slot.sandbox()
-    }
-
-    /// The host-side interface.
-    pub fn host_interface(&self) -> &str {
-        &self.ifname
     }
 }
 
@@ -337,11 +332,6 @@ impl Networks {
         self.dns.abort();
         self.proxy.abort();
         self.firewall.uninstall();
-    }
-
-    /// How many sandboxes have an address.
-    pub fn in_use(&self) -> usize {
-        self.pool.in_use()
     }
 }
 

@@ -8,7 +8,7 @@
 //! stays in them: `crates/e2b-local/tests/fake_internet`), starts two in-process servers in
 //! its uplink namespace, one with networking and one without, and measures in one run:
 //! * create until 201 on both, alternating, p50/p99, and their ratio;
-//! * 50 concurrent creates with networking, p50/p99 of each request;
+//! * 50 concurrent creates with and without networking, p50/p99 of each request;
 //! * TCP throughput of a 1 GiB HTTP upload (a Python sender) to the fake internet: from the uplink
 //!   namespace itself (the veth-to-veth floor), from a sandbox directly (veth, NAT, veth) and
 //!   from a sandbox whose port 80 goes through the egress proxy (a domain rule); median of 3;
@@ -80,10 +80,15 @@ async fn run(iterations: usize) -> Result<(), String> {
     let api = Api::new(with.api_url(), with.api_key().to_owned());
     let plain = api.with_server(without.api_url(), without.api_key().to_owned());
 
-    // Create until 201, alternating so both see the same load.
+    // Create until 201, alternating which server goes first, so both see the same load
+    // (including what the other's kill leaves running).
     let (mut t_with, mut t_without) = (Vec::new(), Vec::new());
-    for _ in 0..iterations {
-        for (api, times) in [(&api, &mut t_with), (&plain, &mut t_without)] {
+    for i in 0..iterations {
+        let mut order = [(&api, &mut t_with), (&plain, &mut t_without)];
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for (api, times) in order {
             let t0 = Instant::now();
             let sb = api.create().await?;
             times.push(t0.elapsed());
@@ -97,15 +102,26 @@ async fn run(iterations: usize) -> Result<(), String> {
         pct(&mut t_with, 0.5).as_secs_f64() / pct(&mut t_without, 0.5).as_secs_f64()
     );
 
-    // 50 concurrent creates.
+    for (name, api) in [("without", &plain), ("with", &api)] {
+        concurrent_creates(api, &format!("50 concurrent creates {name} networking")).await?;
+    }
+
+    throughput(&api).await?;
+    memory(&api, &plain).await?;
+
+    with.shutdown().await;
+    without.shutdown().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// 50 creates at once: p50/p99 of each request, then all killed.
+async fn concurrent_creates(api: &Api, name: &str) -> Result<(), String> {
     let t0 = Instant::now();
-    let creates = (0..50).map(|_| {
-        let api = &api;
-        async move {
-            let t = Instant::now();
-            let sb = api.create().await?;
-            Ok::<_, String>((t.elapsed(), sb))
-        }
+    let creates = (0..50).map(|_| async move {
+        let t = Instant::now();
+        let sb = api.create().await?;
+        Ok::<_, String>((t.elapsed(), sb))
     });
     let results = futures_util::future::join_all(creates).await;
     let wall = t0.elapsed();
@@ -115,15 +131,8 @@ async fn run(iterations: usize) -> Result<(), String> {
         times.push(t);
         api.kill(&sb.id).await?;
     }
-    report("50 concurrent creates with networking", &mut times);
+    report(name, &mut times);
     println!("  (all 50 done after {:.1} ms)", wall.as_secs_f64() * 1e3);
-
-    throughput(&api).await?;
-    memory(&api, &plain).await?;
-
-    with.shutdown().await;
-    without.shutdown().await;
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
 

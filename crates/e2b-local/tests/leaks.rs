@@ -1,5 +1,5 @@
 //! Leak test: create and kill many sandboxes, then assert that nothing is left — processes,
-//! mounts, cgroups, upper directories, descriptors. Its own test binary, so no other test's
+//! mounts, loop devices, disk images, cgroups, upper directories, descriptors. Its own test binary, so no other test's
 //! sandboxes run meanwhile. Needs root: `cargo test -p e2b-local --test leaks -- --ignored`.
 //! `E2B_LOCAL_LEAK_N` overrides the count (default 200).
 
@@ -116,7 +116,17 @@ root_test! {
             kill_total / u32::try_from(n.max(1)).unwrap_or(1)
         );
 
+        // Killed sandboxes' images are unlinked in the background.
+        env.runtime.wait_for_disk_cleanup();
         assert_eq!(fd_count(), fds, "descriptors leaked");
+        let dir = std::fs::canonicalize(&env.dir).unwrap_or_else(|e| panic!("{e}"));
+        let loops: Vec<String> = std::fs::read_dir("/sys/block").into_iter().flatten().flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+            .filter(|b| b.starts_with(dir.to_str().unwrap_or("?")))
+            .collect();
+        assert!(loops.is_empty(), "loop devices leaked: {loops:?}");
+        let trash = std::fs::read_dir(env.dir.join("disks/trash")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(trash, 0, "disk images leaked");
         assert_eq!(mountinfo(), mounts, "mounts leaked");
         assert!(children().is_empty(), "processes leaked: {:?}", children());
         assert!(processes_in_our_cgroups().is_empty(), "processes leaked: {:?}", processes_in_our_cgroups());

@@ -143,11 +143,17 @@ impl Disks {
             .write(true)
             .open("/dev/loop-control")
             .map_err(|e| format!("cannot open /dev/loop-control ({e}): load the loop module (`modprobe loop`) or, in a container, pass the loop devices in"))?;
-        let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .ok_or_else(|| "mkfs.ext4 was not found in /usr/sbin, /sbin or /usr/bin (install e2fsprogs)".to_owned())?;
+        let mkfs = [
+            "/usr/sbin/mkfs.ext4",
+            "/sbin/mkfs.ext4",
+            "/usr/bin/mkfs.ext4",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            "mkfs.ext4 was not found in /usr/sbin, /sbin or /usr/bin (install e2fsprogs)".to_owned()
+        })?;
         let root = data_dir.join("disks");
         for d in [root.join("ready"), root.join("trash")] {
             std::fs::create_dir_all(&d)
@@ -249,7 +255,10 @@ impl Disks {
     fn remove_leftovers(&self) {
         for entry in read_dir(&self.root.join("ready")) {
             if let Err(e) = discard(&entry, None) {
-                tracing::warn!("removing the earlier run's ready disk {}: {e}", entry.display());
+                tracing::warn!(
+                    "removing the earlier run's ready disk {}: {e}",
+                    entry.display()
+                );
             }
         }
         for entry in read_dir(&self.root.join("trash")) {
@@ -343,7 +352,9 @@ impl Disks {
         if path.exists() {
             return Ok(path);
         }
-        let tmp = self.root.join(format!(".golden-{bytes}.{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!(".golden-{bytes}.{}", std::process::id()));
         let made = (|| {
             File::create(&tmp)
                 .and_then(|f| f.set_len(bytes))
@@ -530,10 +541,8 @@ pub(super) fn mount_image(dir: &Path) -> Result<()> {
 /// mount on a data directory that is itself on a loop device): its device differs from
 /// `dir`'s and that device's backing file is the image.
 fn mounted_image(dir: &Path) -> bool {
-    let (Ok(disk), Ok(parent)) = (
-        std::fs::metadata(dir.join("disk")),
-        std::fs::metadata(dir),
-    ) else {
+    let (Ok(disk), Ok(parent)) = (std::fs::metadata(dir.join("disk")), std::fs::metadata(dir))
+    else {
         return false;
     };
     if disk.dev() == parent.dev() {
@@ -679,7 +688,11 @@ mod tests {
         assert!(a == b, "contents differ");
         let m = std::fs::metadata(&to).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((m.len(), m.mode() & 0o777), (64 << 20, 0o600));
-        assert!(m.blocks() * 512 < 1 << 20, "{} bytes allocated", m.blocks() * 512);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "{} bytes allocated",
+            m.blocks() * 512
+        );
         assert_eq!(
             copy_image(&from, &to).map_err(|e| e.kind()),
             Err(io::ErrorKind::AlreadyExists)

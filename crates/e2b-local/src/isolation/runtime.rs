@@ -125,8 +125,8 @@ impl Runtime {
         };
         let oom_protection =
             !config.rootless && super::caps::effective_has(super::caps::cap::SYS_RESOURCE);
-        let disks = Disks::open(&config.data_dir, config.rootless, config.pooled_disk_bytes)
-            .map(Arc::new);
+        let disks =
+            Disks::open(&config.data_dir, config.rootless, config.pooled_disk_bytes).map(Arc::new);
         let disk_worker = match &disks {
             Ok(d) => {
                 let d2 = d.clone();
@@ -485,7 +485,10 @@ impl Runtime {
             cg.kill_all(KILL_TIMEOUT)?;
             cg.remove()?;
         }
-        disk::discard(&self.sandbox_dir(id), self.disks.as_ref().ok().map(|d| &**d))
+        disk::discard(
+            &self.sandbox_dir(id),
+            self.disks.as_ref().ok().map(|d| &**d),
+        )
     }
 }
 

@@ -464,11 +464,15 @@ fn copy_image(from: &Path, to: &Path) -> io::Result<()> {
 /// the same device in between. Returns the device's descriptor and path; the device detaches
 /// when its last user goes, so dropping the descriptor before mounting undoes it.
 fn attach(image: &Path) -> io::Result<(OwnedFd, PathBuf)> {
+    // `LOOP_CTL_GET_FREE` gives every caller the same first free device until one binds it:
+    // concurrent creates of this process take turns (a few ms each) instead of racing.
+    static ATTACHING: Mutex<()> = Mutex::new(());
     let backing = File::options().read(true).write(true).open(image)?;
     let ctl = File::options()
         .read(true)
         .write(true)
         .open("/dev/loop-control")?;
+    let _turn = lock(&ATTACHING);
     for _ in 0..32 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
@@ -507,6 +511,8 @@ fn attach(image: &Path) -> io::Result<(OwnedFd, PathBuf)> {
         if e.raw_os_error() != Some(libc::EBUSY) {
             return Err(e);
         }
+        // Another process bound it first: let it finish.
+        std::thread::sleep(Duration::from_millis(1));
     }
     Err(io::Error::other(
         "every free loop device was taken by another process",

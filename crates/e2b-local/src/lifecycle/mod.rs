@@ -318,8 +318,8 @@ impl Manager {
     }
 
     /// Spawns sandbox `id` with envd, with `restore` when given (a saved disk image as its
-    /// disk, or a saved upper directory copied into its root), gives it its network (while envd starts), waits until envd
-    /// listens and applies `/init`.
+    /// disk, or a saved upper directory copied into its root), gives it its network (while
+    /// envd starts), waits until envd listens and applies `/init`.
     #[allow(clippy::too_many_arguments)]
     async fn boot(
         self: &Arc<Self>,

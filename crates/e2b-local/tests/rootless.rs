@@ -807,17 +807,21 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
     let mut t = Rootless::start_with(data.path(), &home, DELEGATED_PARENT);
     let http = http();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 4 && Instant::now() < deadline {
+    while t.notices().len() < 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Only what a cgroup cannot fix is reported.
+    // Only what a cgroup cannot fix is reported, with the network notice.
     assert_eq!(
         t.notices(),
         vec![
             rootless_notice(uid, subuid),
             OOM_NOTICE.to_owned(),
             DISK_NOTICE.to_owned(),
-            SUDO_NOTICE.to_owned()
+            SUDO_NOTICE.to_owned(),
+            format!(
+                "e2b-local: unavailable: {}",
+                e2b_local::cli::ROOTLESS_NETWORK
+            ),
         ]
     );
     let api = |m: Method, path: &str| {

@@ -50,6 +50,11 @@ pub enum Command {
         /// (default 8 × (MemTotal − an eighth of it, at least 512 MiB)).
         #[arg(long)]
         max_memory_mib: Option<u64>,
+        /// Disk budget of every sandbox in MiB: a sparse ext4 image on a loop device; a write
+        /// past it gets ENOSPC. 0: none (writes go to the data directory's filesystem,
+        /// unbounded). At least 16.
+        #[arg(long, default_value_t = crate::server::DEFAULT_DISK_MIB, value_parser = parse_disk_mib)]
+        disk_mib: u64,
         /// Sandbox networking: `nat` (an address each, NAT out of the host, E2B's egress
         /// rules) or `none` (loopback only). Rootless mode has `none` only.
         #[arg(long, value_enum, default_value_t = NetworkMode::Nat)]
@@ -107,6 +112,19 @@ pub enum NetworkMode {
     Nat,
     /// Loopback only.
     None,
+}
+
+fn parse_disk_mib(s: &str) -> Result<u64, String> {
+    let mib: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of MiB"))?;
+    if mib != 0 && mib < crate::server::MIN_DISK_MIB {
+        return Err(format!(
+            "{mib} MiB is too small for a disk: give at least {} MiB, or 0 for none",
+            crate::server::MIN_DISK_MIB
+        ));
+    }
+    Ok(mib)
 }
 
 fn parse_dns_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -175,6 +193,7 @@ pub fn run(cli: Cli) -> ExitCode {
             cgroup_parent,
             max_sandboxes,
             max_memory_mib,
+            disk_mib,
             network,
             network_pool,
             dns_upstreams,
@@ -190,6 +209,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 let mut b = Server::builder()
                     .listen(listen)
                     .cgroup_parent(cgroup_parent)
+                    .disk_mib(disk_mib)
                     .max_lifetime(std::time::Duration::from_secs(max_lifetime));
                 if let Some(d) = data_dir {
                     b = b.data_dir(d);

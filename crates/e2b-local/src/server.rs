@@ -63,7 +63,19 @@ pub enum ServerError {
     /// Sandbox networking could not be set up.
     #[error("sandbox networking: {0}")]
     Network(#[from] crate::network::NetworkError),
+    /// The disk budget is too small to hold an ext4 filesystem.
+    #[error(
+        "a disk budget of {0} MiB is too small: give at least {MIN_DISK_MIB} MiB, or 0 for none"
+    )]
+    DiskBudget(u64),
 }
+
+/// Default disk budget of every sandbox: 10 GiB, E2B's default sandbox disk (Hobby tier).
+/// The image is sparse: the host's disk holds only what a sandbox wrote.
+pub const DEFAULT_DISK_MIB: u64 = 10 << 10;
+
+/// The smallest disk budget (`--disk-mib`): ext4 with 4 KiB blocks and its metadata.
+pub const MIN_DISK_MIB: u64 = 16;
 
 /// The default data directory: `/var/lib/e2b-local` as root, else (also in rootless mode,
 /// root of a user namespace) `$XDG_DATA_HOME/e2b-local` (or `~/.local/share/e2b-local`).
@@ -78,7 +90,9 @@ pub fn default_data_dir() -> PathBuf {
     home.join(".local/share/e2b-local")
 }
 
-/// Default limits of every sandbox: 2 CPUs, 512 MiB memory, 1024 tasks, unbounded disk.
+/// Default limits of every sandbox: 2 CPUs, 512 MiB memory, 1024 tasks, a disk of
+/// [`DEFAULT_DISK_MIB`] (unbounded where the host cannot make loop devices; see
+/// [`Runtime::can_limit_disk`]).
 ///
 /// What protects neighbours beyond these: all sandboxes of a server together get every CPU
 /// of the host but one ([`sandboxes_cpu_millis`](crate::isolation::cgroup::sandboxes_cpu_millis),
@@ -91,7 +105,7 @@ pub fn default_limits() -> Limits {
         cpu_millis: Some(2000),
         memory_bytes: Some(512 << 20),
         pids: Some(1024),
-        disk_bytes: None,
+        disk_bytes: Some(DEFAULT_DISK_MIB << 20),
     }
 }
 
@@ -197,6 +211,22 @@ impl ServerBuilder {
         self
     }
 
+    /// The disk budget of every sandbox in MiB (`e2b-local serve --disk-mib`; default
+    /// [`DEFAULT_DISK_MIB`]): a sparse ext4 image of that size; `0` for none (upper
+    /// directories on the data directory's filesystem, unbounded). Sets `disk_bytes` of
+    /// [`limits`](Self::limits).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), e2b_local::ServerError> {
+    /// let server = e2b_local::Server::builder().disk_mib(2048).start().await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn disk_mib(mut self, mib: u64) -> Self {
+        self.limits.disk_bytes = (mib > 0).then(|| mib.saturating_mul(1 << 20));
+        self
+    }
+
     /// Executable re-run as the runtime's helper and as envd (default: the current one). Its
     /// `main` must call [`run_role_if_requested`](crate::envd_role::run_role_if_requested)
     /// first, or the crate's `embed` feature must be on.
@@ -267,8 +297,15 @@ impl ServerBuilder {
             .next()
             .ok_or_else(|| ServerError::Listen(self.listen.clone(), "no address".into()))?;
         raise_open_files_limit();
+        let mut limits = self.limits;
+        if let Some(mib) = limits.disk_bytes.map(|b| b >> 20)
+            && mib < MIN_DISK_MIB
+        {
+            return Err(ServerError::DiskBudget(mib));
+        }
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         let mut rc = RuntimeConfig::new(&data_dir);
+        rc.pooled_disk_bytes = limits.disk_bytes;
         if let Some(exe) = &self.helper_exe {
             rc.helper_exe = exe.clone();
         }
@@ -277,6 +314,10 @@ impl ServerBuilder {
         }
         let runtime = Runtime::new(rc).map_err(|e| ServerError::DataDir(data_dir.clone(), e))?;
         runtime.check().map_err(ServerError::Unsupported)?;
+        if !runtime.can_limit_disk() {
+            // Listed by `unavailable`: sandboxes get no budget, and report none.
+            limits.disk_bytes = None;
+        }
         let store = Store::open(&data_dir)?;
         let networks = match &self.network {
             Some(options) => Some(Arc::new(
@@ -299,7 +340,7 @@ impl ServerBuilder {
             store,
             ManagerConfig {
                 max_lifetime: self.max_lifetime,
-                limits: self.limits,
+                limits,
                 domain: domain.clone(),
                 capacity: self
                     .capacity
@@ -404,6 +445,8 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.mgr.kill_all().await;
+        let mgr = self.mgr.clone();
+        let _ = tokio::task::spawn_blocking(move || mgr.runtime().close_disks()).await;
         if let Some(networks) = &self.networks {
             networks.shutdown();
         }

@@ -727,7 +727,14 @@ async fn metrics_logs_and_templates() {
     assert_eq!(m["cpuCount"], 2);
     assert_eq!(m["memTotal"], 512u64 << 20);
     assert!(m["memUsed"].as_i64().unwrap() > 0);
-    assert!(m["diskTotal"].as_i64().unwrap() > 0);
+    // The default disk budget, 10 GiB: the image's statvfs (less ext4's metadata).
+    let disk_total = m["diskTotal"].as_u64().unwrap();
+    assert!(disk_total > 9 << 30 && disk_total < 10 << 30, "{m}");
+    assert!(m["diskUsed"].as_u64().unwrap() < 64 << 20, "{m}");
+    assert_eq!(
+        t.get(&format!("/sandboxes/{id}")).await.json()["diskSizeMB"],
+        10240
+    );
     assert!(m["timestampUnix"].as_i64().unwrap() > 0);
     let r = t.get(&format!("/sandboxes/metrics?sandbox_ids={id}")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1080,4 +1087,91 @@ async fn creates_cut_off_by_the_client_or_by_shutdown_leave_no_sandbox_behind() 
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "sandbox directories left: {left:?}");
+}
+
+/// Defect 6: with a disk budget (`disk_mib`), `diskSizeMB` and the metrics report it, an
+/// upload past it through envd answers 507 with the sandbox alive, the host holds at most the
+/// budget for it, and kill leaves no loop device, mount or image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+async fn an_upload_past_the_disk_budget_is_507_and_the_budget_is_reported() {
+    let t = support::start_with(tempfile::tempdir().unwrap(), |b| b.disk_mib(64)).await;
+    let sb = t.create(r#"{"templateID":"base","timeout":120}"#).await;
+    let id = sb["sandboxID"].as_str().unwrap().to_owned();
+    let token = sb["envdAccessToken"].as_str().unwrap().to_owned();
+    assert_eq!(
+        t.get(&format!("/sandboxes/{id}")).await.json()["diskSizeMB"],
+        64
+    );
+    let listed = t.get("/v2/sandboxes").await.json();
+    assert_eq!(listed[0]["diskSizeMB"], 64, "{listed}");
+    let image = t.dir.path().join("sandboxes").join(&id).join("disk.img");
+    let allocated = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&image).map(|m| m.blocks() * 512).unwrap()
+    };
+    let m = t.get(&format!("/sandboxes/{id}/metrics")).await.json()[0].clone();
+    let total = m["diskTotal"].as_u64().unwrap();
+    assert!(total > 58 << 20 && total < 64 << 20, "{m}");
+
+    let chunk = bytes::Bytes::from(vec![0x5a_u8; 1 << 20]);
+    let body =
+        futures_util::stream::iter((0..128).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = t
+        .envd(Method::POST, &id, "/files?path=/home/user/big.bin")
+        .header("X-Access-Token", &token)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("attempted to write ")
+            && message.ends_with(" bytes: not enough disk space available"),
+        "{message}"
+    );
+    assert!(allocated() <= 64 << 20, "{} bytes", allocated());
+    // Alive, and the full disk is what the metrics say.
+    assert_eq!(
+        t.get(&format!("/sandboxes/{id}")).await.status,
+        StatusCode::OK
+    );
+    let mut resp = support::start_process(&t, &id, &token, "echo -n ok").await;
+    let mut out = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        out.extend_from_slice(&c);
+    }
+    assert!(String::from_utf8_lossy(&out).contains(r#""stdout":"b2s="}"#)); // base64("ok")
+    t.kill(&id).await;
+    let server = t.server();
+    let rt = server.manager().clone();
+    tokio::task::spawn_blocking(move || rt.runtime().wait_for_disk_cleanup())
+        .await
+        .unwrap();
+    assert!(!image.exists());
+    let dir = std::fs::canonicalize(t.dir.path()).unwrap();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let backing =
+            std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+        // Only the ready pool's disks are attached.
+        assert!(
+            !backing.starts_with(dir.to_str().unwrap()) || backing.contains("/disks/ready/"),
+            "{backing}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(t.dir.path().join("disks/trash"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let path = t.dir.path().to_path_buf();
+    t.shutdown().await;
+    // Shutdown removes the ready pool: nothing of the data directory stays mounted.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(path.to_str().unwrap()), "{mounts}");
 }

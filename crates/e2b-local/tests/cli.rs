@@ -94,6 +94,13 @@ fn usage_errors_exit_2() {
     assert!(text(&out.stderr).contains("Usage: e2b-local <COMMAND>"));
     let out = run(&["sandbox", "nuke"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = run(&["serve", "--disk-mib", "8"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("error: invalid value '8' for '--disk-mib <DISK_MIB>': 8 MiB is too small for a disk: give at least 16 MiB, or 0 for none\n"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Kills the serve process when the test ends.

@@ -184,9 +184,16 @@ async fn a_setuid_binary_written_in_a_sandbox_gives_no_host_user_root() {
         flags.contains(nix::sys::statvfs::FsFlags::ST_NODEV),
         "{flags:?}"
     );
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // (The disk's root is 0700 too, like the data directory.)
+    let disk = data.join("sandboxes").join(&id).join("disk");
+    assert_eq!(mode(&disk), 0o700);
+    for d in [&data, &disk] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let (ok, out, err) = as_nobody(&planted, &["-p", "-c", "id -u"]);
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for d in [&data, &disk] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     assert!(ok, "{err}");
     assert_eq!(out, format!("{NOBODY}\n"));
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,6 +14,24 @@ use common::{as_root_and_user, default_limits, env, sh, sleeper, spawn, text};
 use e2b_local::isolation::{ExecOptions, InitProgram, Limits, SandboxCgroup};
 
 const CG: &str = "e2b-local-test";
+
+/// Loop devices whose backing file is `path` or below it (`/sys/block/loop*/loop/backing_file`).
+fn loop_devices_backed_by(path: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let backing =
+            std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+        if backing.starts_with(dir.to_str().unwrap_or("?")) {
+            out.push(format!("{:?}: {}", entry.file_name(), backing.trim_end()));
+        }
+    }
+    out
+}
 
 /// Runs a python3 snippet that calls a raw syscall through ctypes and prints `rc errno`.
 fn syscall_py(nr: i64, args: &str) -> String {
@@ -309,18 +328,56 @@ root_test! {
         assert!(text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
     }
 
-    fn a_full_disk_gets_enospc_not_the_host() {
+    fn a_sandbox_writing_past_its_disk_budget_gets_enospc_and_the_host_holds_at_most_the_budget() {
         let env = env(CG);
-        let limits = Limits { disk_bytes: Some(8 << 20), ..default_limits() };
+        let budget: u64 = 32 << 20;
+        let limits = Limits { disk_bytes: Some(budget), ..default_limits() };
         let sb = spawn(env, "iso-disk", InitProgram::sandbox(["/bin/sleep", "infinity"]), limits);
-        let out = sh(&sb, "dd if=/dev/zero of=/home/user/big bs=1M count=32", &ExecOptions::user());
-        assert_eq!(out.status.code(), Some(1));
-        assert!(text(&out.stderr).contains("No space left on device"), "{}", text(&out.stderr));
-        let (used, total) = sb.disk_usage().unwrap_or_default();
-        assert_eq!(total, 8 << 20);
-        assert!(used > 7 << 20, "used {used}");
-        let size = std::fs::metadata(sb.upper_dir().join("home/user/big")).map(|m| m.len()).unwrap_or(0);
-        assert!(size <= 8 << 20, "wrote {size} bytes");
+        let image = sb.dir().join("disk.img");
+        let disk = sb.dir().join("disk");
+        // The disk is an ext4 image of the budget's size on a loop device, mounted nosuid,nodev.
+        assert_eq!(std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0), budget);
+        let loops = loop_devices_backed_by(sb.dir());
+        assert_eq!(loops.len(), 1, "{loops:?}");
+        let flags = nix::sys::statvfs::statvfs(&disk).unwrap_or_else(|e| panic!("statvfs: {e}")).flags();
+        assert!(flags.contains(nix::sys::statvfs::FsFlags::ST_NOSUID | nix::sys::statvfs::FsFlags::ST_NODEV), "{flags:?}");
+        // Inside, df shows the budget (less ext4's metadata) on /.
+        let out = sh(&sb, "df -B1 --output=size / | tail -n 1", &ExecOptions::user());
+        let (used0, total) = sb.disk_usage().unwrap_or_default();
+        assert_eq!(text(&out.stdout).trim(), total.to_string(), "{}", text(&out.stderr));
+        assert!(total > budget * 9 / 10 && total < budget && used0 < 1 << 20, "{used0} of {total}");
+        // The attack: write twice the budget, as user and as root.
+        for (who, opts) in as_root_and_user() {
+            let out = sh(&sb, &format!("dd if=/dev/urandom of={}/big-{who} bs=1M count=64", if who == "root" { "/root" } else { "/home/user" }), &opts);
+            assert_eq!(out.status.code(), Some(1), "{who}");
+            assert!(text(&out.stderr).contains("No space left on device"), "{who}: {}", text(&out.stderr));
+            let _ = sh(&sb, "sync", &ExecOptions::default());
+            let allocated = std::fs::metadata(&image).map(|m| m.blocks() * 512).unwrap_or(u64::MAX);
+            assert!(allocated <= budget, "{who}: the image holds {allocated} bytes of the host's disk");
+        }
+        let (used, _) = sb.disk_usage().unwrap_or_default();
+        assert!(used > total - (2 << 20), "used {used} of {total}");
+        // The sandbox lives on, and deleting gives the host its space back (discard).
+        let out = sh(&sb, "rm /home/user/big-user /root/big-root && sync && echo alive", &ExecOptions::default());
+        assert_eq!(text(&out.stdout), "alive\n", "{}", text(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let allocated = loop {
+            let a = std::fs::metadata(&image).map(|m| m.blocks() * 512).unwrap_or(u64::MAX);
+            if a < 8 << 20 || Instant::now() > deadline {
+                break a;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(allocated < 8 << 20, "{allocated} bytes still allocated after rm");
+        // Kill leaves no loop device, mount or image (other tests' sandboxes run meanwhile).
+        let dir = sb.dir().to_path_buf();
+        let backing = std::fs::canonicalize(&image).unwrap_or_else(|e| panic!("{e}"));
+        sb.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+        env.runtime.wait_for_disk_cleanup();
+        assert!(!dir.exists());
+        assert_eq!(loop_devices_backed_by(&backing), Vec::<String>::new());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        assert!(!mounts.contains("iso-disk"), "{mounts}");
     }
 
     fn two_sandboxes_see_neither_files_nor_processes_of_each_other() {

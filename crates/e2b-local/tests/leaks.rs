@@ -1,6 +1,6 @@
 //! Leak test: create and kill many sandboxes, then assert that nothing is left — processes,
-//! mounts, cgroups, upper directories, descriptors. Its own test binary, so no other test's
-//! sandboxes run meanwhile. Needs root: `cargo test -p e2b-local --test leaks -- --ignored`.
+//! mounts, loop devices, disk images, cgroups, upper directories, descriptors. Its own test
+//! binary, so no other test's sandboxes run meanwhile. Needs root: `cargo test -p e2b-local --test leaks -- --ignored`.
 //! `E2B_LOCAL_LEAK_N` overrides the count (default 200).
 
 mod common;
@@ -19,8 +19,16 @@ fn fd_count() -> usize {
         .unwrap_or(0)
 }
 
-fn mountinfo() -> String {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+/// The mounts of the test's data directory (other users of this shared host mount and
+/// unmount elsewhere meanwhile).
+fn mountinfo(env: &common::Env) -> Vec<String> {
+    let dir = env.dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Processes whose parent is this test process (zombies included).
@@ -83,7 +91,7 @@ root_test! {
             assert_eq!(common::text(&out.stdout), "hi\n");
         }
         let fds = fd_count();
-        let mounts = mountinfo();
+        let mounts = mountinfo(env);
         assert!(children().is_empty(), "children before: {:?}", children());
 
         let start = Instant::now();
@@ -116,8 +124,18 @@ root_test! {
             kill_total / u32::try_from(n.max(1)).unwrap_or(1)
         );
 
+        // Killed sandboxes' images are unlinked in the background.
+        env.runtime.wait_for_disk_cleanup();
         assert_eq!(fd_count(), fds, "descriptors leaked");
-        assert_eq!(mountinfo(), mounts, "mounts leaked");
+        let dir = std::fs::canonicalize(&env.dir).unwrap_or_else(|e| panic!("{e}"));
+        let loops: Vec<String> = std::fs::read_dir("/sys/block").into_iter().flatten().flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+            .filter(|b| b.starts_with(dir.to_str().unwrap_or("?")))
+            .collect();
+        assert!(loops.is_empty(), "loop devices leaked: {loops:?}");
+        let trash = std::fs::read_dir(env.dir.join("disks/trash")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(trash, 0, "disk images leaked");
+        assert_eq!(mountinfo(env), mounts, "mounts leaked");
         assert!(children().is_empty(), "processes leaked: {:?}", children());
         assert!(processes_in_our_cgroups().is_empty(), "processes leaked: {:?}", processes_in_our_cgroups());
         assert!(cgroup_children(env).is_empty(), "cgroups leaked: {:?}", cgroup_children(env));

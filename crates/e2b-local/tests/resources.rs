@@ -500,7 +500,7 @@ fn upload(s: &Serve, sb: &Value, path: &str, body: Vec<u8>) -> reqwest::RequestB
 }
 
 /// What the crash test left on the host: processes in its cgroups, cgroup directories,
-/// mounts and files of `dir`.
+/// mounts, loop devices and files of `dir` (the golden disk images are a kept cache).
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let needle = format!("/{CRASH_CGROUP_PARENT}/");
@@ -531,7 +531,15 @@ fn leftovers(dir: &Path) -> Vec<String> {
             out.push(format!("mount {line}"));
         }
     }
-    for sub in ["sandboxes", "logs", "paused"] {
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let backing =
+            std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+        if backing.starts_with(canonical.to_str().unwrap()) {
+            out.push(format!("loop device {:?}: {backing}", entry.file_name()));
+        }
+    }
+    for sub in ["sandboxes", "logs", "paused", "disks/ready", "disks/trash"] {
         for e in std::fs::read_dir(dir.join(sub))
             .into_iter()
             .flatten()

@@ -38,6 +38,7 @@ fn rootless_notice(uid: u32, subuid: SubIdRange) -> String {
 }
 
 const OOM_NOTICE: &str = "e2b-local: unavailable: keeping envd from the OOM killer (oom_score_adj -1000): lowering a score needs CAP_SYS_RESOURCE on the host (rootless mode or a restricted host); envd keeps the server's score and the processes it starts get 100, so they are still chosen first";
+const DISK_NOTICE: &str = "e2b-local: unavailable: a disk budget per sandbox (an ext4 image on a loop device): sandboxes write to the data directory's filesystem without a limit: loop devices and ext4 mounts need root on the host, and rootless mode is root of a user namespace only";
 const SUDO_NOTICE: &str = "e2b-local: unavailable: sudo and other setuid programs of the host's /usr inside sandboxes: in rootless mode they are owned by the host's root, an id outside the user namespace, so the kernel ignores their setuid bit; root inside also cannot modify such files";
 
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
@@ -429,7 +430,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
 
     // Start-up names what is unavailable, on stderr.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 6 && Instant::now() < deadline {
+    while t.notices().len() < 7 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cgroup_problem = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -451,6 +452,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
             ),
             "e2b-local: unavailable: pause and resume (the cgroup freezer): pausing answers 501 and autoPause is refused: no cgroup in rootless mode".to_owned(),
             OOM_NOTICE.to_owned(),
+            DISK_NOTICE.to_owned(),
             SUDO_NOTICE.to_owned(),
             format!(
                 "e2b-local: unavailable: {}",
@@ -805,16 +807,21 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
     let mut t = Rootless::start_with(data.path(), &home, DELEGATED_PARENT);
     let http = http();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 3 && Instant::now() < deadline {
+    while t.notices().len() < 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Only what a cgroup cannot fix is reported.
+    // Only what a cgroup cannot fix is reported, with the network notice.
     assert_eq!(
         t.notices(),
         vec![
             rootless_notice(uid, subuid),
             OOM_NOTICE.to_owned(),
-            SUDO_NOTICE.to_owned()
+            DISK_NOTICE.to_owned(),
+            SUDO_NOTICE.to_owned(),
+            format!(
+                "e2b-local: unavailable: {}",
+                e2b_local::cli::ROOTLESS_NETWORK
+            ),
         ]
     );
     let api = |m: Method, path: &str| {

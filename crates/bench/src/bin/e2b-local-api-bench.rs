@@ -13,6 +13,11 @@
 //! * host memory per idle sandbox with 200 alive (`MemAvailable` drop and cgroup charge);
 //! * kill (DELETE until 204: processes, cgroup, mounts and files gone), p50/p99.
 //!
+//! The server has the default disk budget (10 GiB images from a ready pool);
+//! `E2B_BENCH_DISK_MIB=<mib>` sets another (`0`: none, upper directories on the data
+//! directory's filesystem). A second server without a budget runs next to it, and create and
+//! kill are compared between both, alternating round by round.
+//!
 //! `E2B_BENCH_ROOTLESS_USER=<user>` also starts `e2b-local serve` as that user (rootless
 //! mode; the user needs a range in `/etc/subuid` and `/etc/subgid`) and compares create and
 //! kill on both servers, alternating round by round.
@@ -153,15 +158,56 @@ async fn rootless_vs_root(root: &Api, user: &str, n: usize) -> Result<(), String
     result
 }
 
-async fn run(n: usize) -> Result<(), String> {
-    let dir = std::env::temp_dir().join("e2b-local-api-bench");
-    let server = e2b_local::Server::builder()
-        .data_dir(&dir)
+/// Create until 201 and kill until 204 on `api` (the disk budget of the main server) and on a
+/// second in-process server without a budget, alternating round by round so both see the
+/// same load.
+async fn disk_vs_none(api: &Api, n: usize) -> Result<(), String> {
+    let none = e2b_local::Server::builder()
+        .data_dir(std::env::temp_dir().join("e2b-local-api-bench-nodisk"))
         .listen("127.0.0.1:0")
-        .cgroup_parent("e2b-local-api-bench")
+        .cgroup_parent("e2b-local-api-bench-nodisk")
+        .disk_mib(0)
         .start()
         .await
         .map_err(|e| e.to_string())?;
+    let plain = Api::new(none.api_url(), none.api_key().to_owned());
+    let id = plain.create().await?.id;
+    plain.kill(&id).await?;
+    let (mut c_disk, mut c_none, mut k_disk, mut k_none) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..n {
+        for (api, c, k) in [
+            (api, &mut c_disk, &mut k_disk),
+            (&plain, &mut c_none, &mut k_none),
+        ] {
+            let t = Instant::now();
+            let id = api.create().await?.id;
+            c.push(t.elapsed());
+            let t = Instant::now();
+            api.kill(&id).await?;
+            k.push(t.elapsed());
+        }
+    }
+    report("create until 201, disk budget (alternating)", &mut c_disk);
+    report("create until 201, no budget (alternating)", &mut c_none);
+    report("kill until 204, disk budget (alternating)", &mut k_disk);
+    report("kill until 204, no budget (alternating)", &mut k_none);
+    none.shutdown().await;
+    Ok(())
+}
+
+async fn run(n: usize) -> Result<(), String> {
+    let dir = std::env::temp_dir().join("e2b-local-api-bench");
+    let mut builder = e2b_local::Server::builder()
+        .data_dir(&dir)
+        .listen("127.0.0.1:0")
+        .cgroup_parent("e2b-local-api-bench");
+    if let Some(mib) = std::env::var("E2B_BENCH_DISK_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.disk_mib(mib);
+    }
+    let server = builder.start().await.map_err(|e| e.to_string())?;
     let api = Api::new(server.api_url(), server.api_key().to_owned());
     println!(
         "e2b-local REST benchmark: {n} iterations, {} CPUs",
@@ -201,6 +247,7 @@ async fn run(n: usize) -> Result<(), String> {
         kill.push(t.elapsed());
     }
     report("create until 201 (envd ready)", &mut create);
+    disk_vs_none(&api, n).await?;
 
     if let Some(user) = std::env::var_os("E2B_BENCH_ROOTLESS_USER") {
         rootless_vs_root(&api, &user.to_string_lossy(), n).await?;

@@ -16,8 +16,8 @@ use crate::isolation::Limits;
 use crate::lifecycle::{Live, Manager, lock};
 use crate::state::SandboxState;
 
-/// One metric sample of `live`: cgroup CPU and memory, disk from envd's `/metrics` when
-/// reachable.
+/// One metric sample of `live`: cgroup CPU and memory; disk from the sandbox's image, or
+/// without a budget from envd's `/metrics` when reachable.
 pub(crate) async fn sample(m: &Manager, live: &Live) -> types::SandboxMetric {
     let stats = live.handle.stats();
     let now = Instant::now();
@@ -51,12 +51,15 @@ pub(crate) async fn sample(m: &Manager, live: &Live) -> types::SandboxMetric {
         .memory_limit_bytes
         .or(limits.memory_bytes)
         .unwrap_or_else(host_mem_total);
-    let (disk_used, disk_total) = if live.record().state == SandboxState::Running {
-        envd_client::disk_usage(&live.handle, live.token.as_deref())
-            .await
-            .unwrap_or((0, 0))
-    } else {
-        (0, 0)
+    // With a disk budget, statvfs of the sandbox's mounted image (paused ones too).
+    let (disk_used, disk_total) = match live.handle.disk_usage() {
+        Some(usage) => usage,
+        None if live.record().state == SandboxState::Running => {
+            envd_client::disk_usage(&live.handle, live.token.as_deref())
+                .await
+                .unwrap_or((0, 0))
+        }
+        None => (0, 0),
     };
     let ts = Utc::now();
     types::SandboxMetric {

@@ -48,10 +48,21 @@ pub enum Error {
     /// Removing a sandbox's directory failed.
     #[error("remove {0}: {1}")]
     RemoveDir(PathBuf, #[source] io::Error),
-    /// Mounting the disk that holds a sandbox's upper directory (a size-limited tmpfs, or a
+    /// Mounting the disk that holds a sandbox's upper directory (its ext4 image, or a
     /// `nosuid,nodev` bind mount) failed.
     #[error("mount the sandbox disk at {0}: {1}")]
     MountDisk(PathBuf, #[source] io::Error),
+    /// Making the golden ext4 image of a disk size with `mkfs.ext4` failed (the message
+    /// carries its output).
+    #[error("make the disk image {0} with mkfs.ext4: {1}")]
+    Mkfs(PathBuf, String),
+    /// Copying the golden image into a sandbox's `disk.img` failed.
+    #[error("copy the disk image to {0}: {1}")]
+    CopyImage(PathBuf, #[source] io::Error),
+    /// Attaching a disk image to a loop device (`LOOP_CTL_GET_FREE`, `LOOP_CONFIGURE`)
+    /// failed.
+    #[error("attach {0} to a loop device: {1}")]
+    AttachLoop(PathBuf, #[source] io::Error),
     /// Moving a sandbox's upper directory aside (to keep a paused sandbox's files) failed.
     #[error("save the upper directory {0}: {1}")]
     SaveUpper(PathBuf, #[source] io::Error),

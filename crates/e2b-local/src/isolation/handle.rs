@@ -6,13 +6,14 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::disk::{self, Disks};
 use super::spawn::layer_name;
 use super::{
     CgroupStats, EXEC_ROLE, Error, ExecOptions, Executable, KILL_TIMEOUT, ProgramSpec, Result,
-    SandboxCgroup, SandboxCgroupImpl, exec, mounts, namespaces,
+    SandboxCgroup, SandboxCgroupImpl, exec, namespaces,
 };
 
 /// What changes over a sandbox's life, behind the handle's lock.
@@ -23,8 +24,6 @@ pub(super) struct State {
     /// The network namespace, for [`SandboxHandle::connect`]; `None` when the init exited
     /// before it could be opened.
     pub(super) netns: Option<OwnedFd>,
-    /// Whether `disk/` is a tmpfs to unmount.
-    pub(super) disk_mounted: bool,
     /// The init's exit status, once known.
     pub(super) exit: Option<i32>,
     /// Whether [`SandboxHandle::kill`] ran.
@@ -45,6 +44,8 @@ pub struct SandboxHandle {
     pub(super) dir: PathBuf,
     /// The executable serving the helper roles (`__sandbox-exec` for `exec_in`).
     pub(super) helper_exe: PathBuf,
+    /// Where kill sends the disk image, to unlink in the background.
+    pub(super) disks: Option<Arc<Disks>>,
     pub(super) cgroup: SandboxCgroupImpl,
     pub(super) state: Mutex<State>,
 }
@@ -217,23 +218,15 @@ impl SandboxHandle {
         procfs_stats(self.init_pid)
     }
 
-    /// `(used, total)` bytes of the sandbox's disk budget (its upper-directory tmpfs), or
-    /// `None` when it has no budget (upper directory on the data dir's filesystem, bind-mounted
+    /// `(used, total)` bytes of the sandbox's disk (statvfs of its mounted image: what `df`
+    /// inside shows; the total is the budget less ext4's own metadata, ~2%), or `None` when
+    /// it has no budget (upper directory on the data dir's filesystem, bind-mounted
     /// `nosuid,nodev`) or was killed.
     pub fn disk_usage(&self) -> Option<(u64, u64)> {
-        let st = self.lock();
-        if !st.disk_mounted || st.killed {
+        if self.lock().killed {
             return None;
         }
-        let disk = self.dir.join("disk");
-        let fs = nix::sys::statfs::statfs(&disk).ok()?;
-        if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
-            return None;
-        }
-        let v = nix::sys::statvfs::statvfs(&disk).ok()?;
-        let block = v.fragment_size();
-        let total = v.blocks() * block;
-        Some((total.saturating_sub(v.blocks_free() * block), total))
+        disk::usage(&self.dir)
     }
 
     /// Connects to `127.0.0.1:port` inside the sandbox's network namespace (blocking; on
@@ -324,8 +317,10 @@ impl SandboxHandle {
 
     /// Kills every process of the sandbox and removes everything it had: processes (SIGKILL
     /// to init ends the pid namespace; the cgroup is then emptied), the init zombie, the
-    /// cgroup, the mount namespace (with its last process), the disk tmpfs, the upper
-    /// directory and the held namespace and pid descriptors. Idempotent.
+    /// cgroup, the mount namespace (with its last process), the disk (its image shut down
+    /// unflushed, unmounted, its loop device detached; the file is unlinked in the background,
+    /// see [`Runtime::wait_for_disk_cleanup`](super::Runtime::wait_for_disk_cleanup)), the
+    /// sandbox directory and the held namespace and pid descriptors. Idempotent.
     ///
     /// # Errors
     ///
@@ -371,15 +366,7 @@ impl SandboxHandle {
         st.pidfd = None;
         st.netns = None;
         self.cgroup.remove()?;
-        if st.disk_mounted {
-            mounts::unmount_disk(&self.dir.join("disk"))?;
-            st.disk_mounted = false;
-        }
-        match std::fs::remove_dir_all(&self.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::RemoveDir(self.dir.clone(), e)),
-        }
+        disk::discard(&self.dir, self.disks.as_deref())?;
         st.killed = true;
         Ok(())
     }

@@ -26,6 +26,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod disk;
 mod error;
 pub mod exec;
 pub mod mounts;
@@ -66,8 +67,10 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// Maximum number of tasks (processes and threads).
     pub pids: Option<u64>,
-    /// Size of the writable layer (upper directory) in bytes, on a size-limited tmpfs;
-    /// `None` keeps the upper directory on the data dir's filesystem, unbounded.
+    /// The disk budget in bytes: the size of a sparse ext4 image on a loop device holding the
+    /// writable layers (upper directories); a write past it gets `ENOSPC`. `None` keeps the
+    /// upper directories on the data dir's filesystem, unbounded (also the only choice where
+    /// [`Runtime::can_limit_disk`] is false).
     pub disk_bytes: Option<u64>,
 }
 
@@ -158,6 +161,10 @@ pub struct SandboxSpec<'a> {
     /// A CA certificate (PEM) appended to the template's `/etc/ssl/certs/ca-certificates.crt`
     /// in the sandbox (the egress proxy's, for header rules over HTTPS).
     pub trusted_ca: Option<String>,
+    /// A disk image to use as the sandbox's disk instead of a fresh one of
+    /// `limits.disk_bytes`: a paused sandbox's, kept by [`Runtime::save_upper`]. It is
+    /// hard-linked, not copied, so it stays where it is until the caller removes it.
+    pub disk_image: Option<PathBuf>,
 }
 
 impl<'a> SandboxSpec<'a> {
@@ -173,6 +180,7 @@ impl<'a> SandboxSpec<'a> {
             log: None,
             nameserver: None,
             trusted_ca: None,
+            disk_image: None,
         }
     }
 }

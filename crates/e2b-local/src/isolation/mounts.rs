@@ -1,7 +1,7 @@
 //! The sandbox's root filesystem: overlays of the template layers, a minimal `/dev`, a fresh
 //! `/proc` with the host-wide knobs masked, `/tmp` on tmpfs, entered with `pivot_root`.
 //!
-//! Everything here except [`mount_disk`]/[`bind_disk`]/[`unmount_disk`] runs inside the sandbox's new mount
+//! Everything here except [`bind_disk`]/[`unmount_disk`] runs inside the sandbox's new mount
 //! namespace (after the mount tree was made private), so none of it is visible on the host.
 
 use std::io;
@@ -367,25 +367,8 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Host side: mounts a tmpfs of `bytes` at `dir` to hold a sandbox's upper and work
-/// directories, so a sandbox that fills its disk gets `ENOSPC` and the host does not.
-///
-/// # Errors
-///
-/// [`Error::MountDisk`].
-pub fn mount_disk(dir: &Path, bytes: u64) -> Result<()> {
-    mount(
-        Some("e2b-disk"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&format!("mode=0700,size={bytes}")),
-    )
-    .map_err(|e| Error::MountDisk(dir.to_path_buf(), e))
-}
-
 /// Host side: makes a sandbox's disk directory (which holds its upper and work directories)
-/// a `nosuid,nodev` mount of its own, for sandboxes without a disk tmpfs. Root in a sandbox
+/// a `nosuid,nodev` mount of its own, for sandboxes without a disk budget (no image). Root in a sandbox
 /// can write a setuid-root binary or a device node into its upper directory; reached from the
 /// host through this mount, neither carries any privilege.
 ///
@@ -407,8 +390,8 @@ pub fn bind_disk(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Host side: detaches a sandbox's disk tmpfs (lazily, since the dying sandbox's overlay may
-/// hold it for a moment longer); its memory is freed when the last reference goes.
+/// Host side: detaches a sandbox's disk (lazily, since the dying sandbox's overlay may hold
+/// it for a moment longer); an image's loop device detaches when the last reference goes.
 ///
 /// # Errors
 ///

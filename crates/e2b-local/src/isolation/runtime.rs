@@ -2,8 +2,9 @@
 //! earlier run. Creating one is in `spawn`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use super::disk::{self, Disks};
 use super::handle::State;
 use super::spawn::pidfd_open;
 use super::{
@@ -25,6 +26,10 @@ pub struct RuntimeConfig {
     /// (default: detected with [`rootless::in_user_namespace`]). Overlays get `userxattr`,
     /// and cgroups are used only when the parent is writable (delegated).
     pub rootless: bool,
+    /// Disks of this many bytes are kept ready in the background ([`disk::READY_DISKS`] of
+    /// them) for sandboxes whose `Limits::disk_bytes` asks for this size (default `None`:
+    /// every disk is made when its sandbox is created).
+    pub pooled_disk_bytes: Option<u64>,
 }
 
 impl RuntimeConfig {
@@ -36,6 +41,7 @@ impl RuntimeConfig {
             cgroup: CgroupConfig::detect("e2b-local"),
             helper_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
             rootless: rootless::in_user_namespace(),
+            pooled_disk_bytes: None,
         }
     }
 }
@@ -50,6 +56,10 @@ pub struct Runtime {
     /// Whether each sandbox's init and envd get `oom_score_adj` -1000: lowering a score
     /// needs `CAP_SYS_RESOURCE` on the host (not in rootless mode).
     pub(super) oom_protection: bool,
+    /// Disk images on loop devices, or why this host cannot make them.
+    pub(super) disks: std::result::Result<Arc<Disks>, String>,
+    /// The thread keeping disks ready and unlinking removed images.
+    disk_worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A feature this runtime cannot offer on this host, and why: see [`Runtime::unavailable`].
@@ -115,11 +125,62 @@ impl Runtime {
         };
         let oom_protection =
             !config.rootless && super::caps::effective_has(super::caps::cap::SYS_RESOURCE);
+        let disks =
+            Disks::open(&config.data_dir, config.rootless, config.pooled_disk_bytes).map(Arc::new);
+        let disk_worker = match &disks {
+            Ok(d) => {
+                let d2 = d.clone();
+                match std::thread::Builder::new()
+                    .name("e2b-local-disks".into())
+                    .spawn(move || d2.run())
+                {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!("starting the disk thread: {e}; disks are made on create");
+                        d.mark_stopped();
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        };
         Ok(Runtime {
             config,
             no_cgroup,
             oom_protection,
+            disks,
+            disk_worker: Mutex::new(disk_worker),
         })
+    }
+
+    /// Whether sandboxes can have a disk budget (`Limits::disk_bytes`): false where loop
+    /// devices or `mkfs.ext4` are missing and in rootless mode ([`unavailable`](Self::unavailable)
+    /// says why).
+    pub fn can_limit_disk(&self) -> bool {
+        self.disks.is_ok()
+    }
+
+    /// Waits until the images of killed sandboxes are unlinked (that happens in the
+    /// background, a few ms after a kill returns) and no ready disk is being made.
+    pub fn wait_for_disk_cleanup(&self) {
+        if let Ok(d) = &self.disks {
+            d.wait_idle();
+        }
+    }
+
+    /// Removes the disks kept ready and unlinks every removed image, then stops the thread
+    /// doing that; later disks are made on create and removed at once. Call it at shutdown,
+    /// after the last kill (dropping the runtime does it too).
+    pub fn close_disks(&self) {
+        let worker = self
+            .disk_worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let (Ok(d), Some(worker)) = (&self.disks, worker) {
+            d.stop();
+            let _ = worker.join();
+        }
     }
 
     /// Whether sandboxes can be paused (frozen): false without cgroups (rootless mode
@@ -153,6 +214,14 @@ impl Runtime {
             out.push(Unavailable {
                 feature: "keeping envd from the OOM killer (oom_score_adj -1000)".into(),
                 reason: "lowering a score needs CAP_SYS_RESOURCE on the host (rootless mode or a restricted host); envd keeps the server's score and the processes it starts get 100, so they are still chosen first".into(),
+            });
+        }
+        if let Err(why) = &self.disks {
+            out.push(Unavailable {
+                feature: "a disk budget per sandbox (an ext4 image on a loop device)".into(),
+                reason: format!(
+                    "sandboxes write to the data directory's filesystem without a limit: {why}"
+                ),
             });
         }
         if self.config.rootless {
@@ -351,22 +420,17 @@ impl Runtime {
         }
         let netns =
             namespaces::open_ns(init_pid, "net").map_err(|_| Error::NotRunning(id.to_owned()))?;
-        let disk = dir.join("disk");
-        let disk_mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.split(' ').nth(4) == disk.to_str());
         let frozen = cgroup.is_frozen();
         Ok(SandboxHandle {
             id: id.to_owned(),
             init_pid,
             dir,
             helper_exe: self.config.helper_exe.clone(),
+            disks: self.disks.as_ref().ok().cloned(),
             cgroup,
             state: Mutex::new(State {
                 pidfd: Some(pidfd),
                 netns: Some(netns),
-                disk_mounted,
                 exit: None,
                 killed: false,
                 frozen,
@@ -374,30 +438,42 @@ impl Runtime {
         })
     }
 
-    /// Moves the files a sandbox wrote to its root (its root upper directory) to `to`, out of
-    /// its sandbox directory, so that [`reclaim`](Self::reclaim) keeps them. A sandbox whose
-    /// disk is a tmpfs has nothing to keep on disk, and this fails with [`Error::SaveUpper`].
+    /// Keeps what a sandbox of an earlier run wrote, out of its sandbox directory, so that
+    /// [`reclaim`](Self::reclaim) keeps it. A sandbox with a disk budget keeps its whole
+    /// image: its processes are killed, the disk is unmounted (flushed), and `disk.img`
+    /// becomes the file `to`, to be given back as [`SandboxSpec::disk_image`](super::SandboxSpec::disk_image).
+    /// Without one, its root upper directory becomes the directory `to` (its files are copied
+    /// into the new sandbox).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidId`], [`Error::UnmountDisk`] or [`Error::SaveUpper`].
+    /// [`Error::InvalidId`], the cgroup's kill errors, [`Error::UnmountDisk`] or
+    /// [`Error::SaveUpper`].
     pub fn save_upper(&self, id: &str, to: &Path) -> Result<()> {
         validate_id(id)?;
-        let disk = self.sandbox_dir(id).join("disk");
-        let on_tmpfs = nix::sys::statfs::statfs(&disk)
-            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-        if !on_tmpfs {
-            // A rename out of the disk's nosuid bind mount would fail with EXDEV; the
-            // sandbox's overlay holds the upper directory itself, not through this mount.
-            mounts::unmount_disk(&disk)?;
+        let dir = self.sandbox_dir(id);
+        let image = dir.join(disk::IMAGE);
+        if image.exists() {
+            // Its overlay holds the disk until its processes are gone.
+            let cg = self.load_cgroup(id)?;
+            if cg.exists() {
+                cg.kill_all(KILL_TIMEOUT)?;
+            }
+            disk::unmount_clean(&dir)?;
+            return std::fs::rename(&image, to).map_err(|e| Error::SaveUpper(image, e));
         }
+        let disk = dir.join("disk");
+        // A rename out of the disk's nosuid bind mount would fail with EXDEV; the sandbox's
+        // overlay holds the upper directory itself, not through this mount.
+        mounts::unmount_disk(&disk)?;
         let upper = disk.join("upper");
         std::fs::rename(&upper, to).map_err(|e| Error::SaveUpper(upper, e))
     }
 
     /// Removes what a sandbox left behind when its handle is gone (e.g. after a server
-    /// restart): kills anything in its cgroup, removes the cgroup, unmounts its disk and
-    /// deletes its directory. Succeeds when nothing is there.
+    /// restart): kills anything in its cgroup, removes the cgroup, detaches its disk and
+    /// deletes its directory (an image is unlinked in the background). Succeeds when nothing
+    /// is there.
     ///
     /// # Errors
     ///
@@ -409,13 +485,16 @@ impl Runtime {
             cg.kill_all(KILL_TIMEOUT)?;
             cg.remove()?;
         }
-        let dir = self.sandbox_dir(id);
-        mounts::unmount_disk(&dir.join("disk"))?;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::RemoveDir(dir, e)),
-        }
+        disk::discard(
+            &self.sandbox_dir(id),
+            self.disks.as_ref().ok().map(|d| &**d),
+        )
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.close_disks();
     }
 }
 

@@ -6,8 +6,9 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use super::disk::{self, Disks};
 use super::handle::{State, waitid_pidfd};
 use super::{
     Error, INIT_ROLE, KILL_TIMEOUT, ProgramSpec, Result, Runtime, SPAWN_TIMEOUT, SandboxCgroup,
@@ -44,9 +45,10 @@ impl Runtime {
     /// Creates a sandbox and starts its first program. Returns when the program was exec'd.
     ///
     /// Steps (host side; the in-sandbox steps are in [`exec`]):
-    /// 1. validate the id and create `sandboxes/<id>/` (`create_sandbox_dir`);
-    /// 2. mount the disk: a tmpfs of `disk_bytes` when set, else a `nosuid,nodev` bind mount
-    ///    (`mount_disk`),
+    /// 1. validate the id and create `sandboxes/<id>/`: a ready disk of the pool renamed into
+    ///    place when one fits, else an empty directory (`create_sandbox_dir`);
+    /// 2. unless it came ready, mount the disk: with `disk_bytes` an ext4 image of that size
+    ///    on a loop device, else a `nosuid,nodev` bind mount (`mount_disk`),
     ///    lay out the layers' upper/work directories (`plan_layers`) and write the
     ///    per-sandbox `/etc/hostname` and `/etc/hosts` into the upper (`write_identity`);
     /// 3. create the cgroup with the limits;
@@ -60,13 +62,13 @@ impl Runtime {
     ///
     /// The failing step's variant; [`Error::Setup`] carries in-sandbox failures.
     pub fn spawn(&self, spec: SandboxSpec<'_>) -> Result<SandboxHandle> {
-        let dir = self.create_sandbox_dir(&spec.id)?;
+        let (dir, disk_ready) = self.create_sandbox_dir(&spec)?;
         let mut partial = Partial {
             dir,
-            disk_mounted: false,
+            disks: self.disks.as_ref().ok().cloned(),
             cgroup: None,
         };
-        let handle = self.spawn_steps(&spec, &mut partial);
+        let handle = self.spawn_steps(&spec, disk_ready, &mut partial);
         if handle.is_err() {
             partial.cleanup();
         }
@@ -74,9 +76,16 @@ impl Runtime {
     }
 
     /// Steps 2 to 5 of [`spawn`](Self::spawn); `partial` records what to undo on failure.
-    fn spawn_steps(&self, spec: &SandboxSpec<'_>, partial: &mut Partial) -> Result<SandboxHandle> {
+    fn spawn_steps(
+        &self,
+        spec: &SandboxSpec<'_>,
+        disk_ready: bool,
+        partial: &mut Partial,
+    ) -> Result<SandboxHandle> {
+        if !disk_ready {
+            self.mount_disk(spec, &partial.dir)?;
+        }
         let disk = partial.dir.join("disk");
-        self.mount_disk(spec, &disk, partial)?;
         let layers = plan_layers(spec, &disk)?;
         let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.clone());
         write_identity(&disk.join("upper"), &hostname, spec.nameserver)?;
@@ -94,29 +103,61 @@ impl Runtime {
         partial.take_into_handle(spec, self.config.helper_exe.clone(), pid, pidfd, netns)
     }
 
-    /// Step 1: checks the id and creates the sandbox's directory, which must not exist.
-    fn create_sandbox_dir(&self, id: &str) -> Result<PathBuf> {
-        validate_id(id)?;
-        let dir = self.sandbox_dir(id);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(Error::AlreadyExists(id.to_owned()))
+    /// Step 1: checks the id and makes the sandbox's directory, which must not exist: a
+    /// ready disk of the pool (`disks/ready/<n>`, its image mounted) renamed into place in
+    /// one syscall when one of the asked size is there (returns `true`), else an empty
+    /// directory.
+    fn create_sandbox_dir(&self, spec: &SandboxSpec<'_>) -> Result<(PathBuf, bool)> {
+        validate_id(&spec.id)?;
+        let dir = self.sandbox_dir(&spec.id);
+        let exists = || Error::AlreadyExists(spec.id.clone());
+        let ready = match (&self.disks, spec.limits.disk_bytes, &spec.disk_image) {
+            (Ok(d), Some(bytes), None) => d.take_ready(bytes),
+            _ => None,
+        };
+        if let Some(ready) = ready {
+            match disk::rename_noreplace(&ready, &dir) {
+                Ok(()) => return Ok((dir, true)),
+                Err(e) => {
+                    let _ = disk::discard(&ready, self.disks.as_deref().ok());
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        return Err(exists());
+                    }
+                    // E.g. `sandboxes/` on another filesystem: make the disk in place.
+                    tracing::warn!("taking a ready disk for sandbox {}: {e}", spec.id);
+                }
             }
+        }
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Ok((dir, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
             Err(e) => Err(Error::CreateDir(dir, e)),
         }
     }
 
-    /// Step 2a: creates `disk/` and makes it a `nosuid,nodev` mount of its own: with a disk
-    /// limit a tmpfs of that size, else a bind mount of itself.
-    fn mount_disk(&self, spec: &SandboxSpec<'_>, disk: &Path, partial: &mut Partial) -> Result<()> {
-        create_dir(disk)?;
-        match spec.limits.disk_bytes {
-            Some(bytes) => mounts::mount_disk(disk, bytes)?,
-            None => mounts::bind_disk(disk)?,
+    /// Step 2a: the sandbox's disk on `dir/disk`, a `nosuid,nodev` mount of its own. With a
+    /// budget, an ext4 image mounted from a loop device: `spec.disk_image` hard-linked (a
+    /// paused sandbox's, restored) or a copy of the golden image of that size. Without, a
+    /// bind mount of the directory itself on the data dir's filesystem.
+    fn mount_disk(&self, spec: &SandboxSpec<'_>, dir: &Path) -> Result<()> {
+        let wants_image = spec.limits.disk_bytes.is_some() || spec.disk_image.is_some();
+        match (&self.disks, spec.limits.disk_bytes, &spec.disk_image) {
+            (Ok(_), _, Some(image)) => {
+                let to = dir.join(disk::IMAGE);
+                std::fs::hard_link(image, &to).map_err(|e| Error::CopyImage(to, e))?;
+                disk::mount_image(dir)
+            }
+            (Ok(disks), Some(bytes), None) => disks.make(dir, bytes),
+            (Err(why), _, _) if wants_image => Err(Error::Unsupported {
+                feature: "a disk budget per sandbox (an ext4 image on a loop device)".into(),
+                hint: why.clone(),
+            }),
+            _ => {
+                let disk = dir.join("disk");
+                create_dir(&disk)?;
+                mounts::bind_disk(&disk)
+            }
         }
-        partial.disk_mounted = true;
-        Ok(())
     }
 
     /// The helper's configuration: the root filesystem plan and the program to exec.
@@ -355,23 +396,21 @@ fn reap_failed_init(pid: i32, cgroup: &SandboxCgroupImpl) {
 /// What a failed `spawn` must undo.
 struct Partial {
     dir: PathBuf,
-    disk_mounted: bool,
+    /// Where a removed disk's image goes.
+    disks: Option<Arc<Disks>>,
     cgroup: Option<SandboxCgroupImpl>,
 }
 
 impl Partial {
-    /// Removes everything recorded: the cgroup (killing what is in it), the disk mount, the
-    /// directory.
+    /// Removes everything recorded: the cgroup (killing what is in it), then the directory
+    /// with its disk (a restored image keeps its other link).
     fn cleanup(&mut self) {
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(KILL_TIMEOUT);
             let _ = cg.remove();
         }
-        if self.disk_mounted {
-            let _ = mounts::unmount_disk(&self.dir.join("disk"));
-        }
         if !self.dir.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = disk::discard(&self.dir, self.disks.as_deref());
         }
     }
 
@@ -389,18 +428,17 @@ impl Partial {
             .cgroup
             .take()
             .ok_or_else(|| Error::HelperProtocol("cgroup lost".into()))?;
-        let disk_mounted = std::mem::take(&mut self.disk_mounted);
         let dir = std::mem::take(&mut self.dir);
         Ok(SandboxHandle {
             id: spec.id.clone(),
             init_pid,
             dir,
             helper_exe,
+            disks: self.disks.take(),
             cgroup,
             state: Mutex::new(State {
                 pidfd: Some(pidfd),
                 netns,
-                disk_mounted,
                 exit: None,
                 killed: false,
                 frozen: false,

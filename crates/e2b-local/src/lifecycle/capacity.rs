@@ -155,11 +155,19 @@ impl HostUsage {
                 format!("{tasks} of {task_max} in use, a sandbox may start {needs}"),
             );
         }
-        if self.disk_free < DISK_RESERVE {
+        // A new sandbox must be able to fill its whole disk budget now; the budgets of all
+        // sandboxes together may exceed the free space (sparse images hold only what was
+        // written), as memory limits are overcommitted.
+        let budget = limits.disk_bytes.unwrap_or(0);
+        if self.disk_free < DISK_RESERVE.saturating_add(budget) {
+            let budget = match budget {
+                0 => String::new(),
+                b => format!("a sandbox's disk budget is {} MiB and ", b >> 20),
+            };
             return short(
                 "disk space",
                 format!(
-                    "{} MiB free on the data directory's filesystem, {} MiB are kept free",
+                    "{} MiB free on the data directory's filesystem, {budget}{} MiB are kept free",
                     self.disk_free >> 20,
                     DISK_RESERVE >> 20
                 ),
@@ -275,6 +283,23 @@ mod tests {
         for (usage, message) in cases {
             assert_eq!(usage.shortage(&LIMITS).unwrap().to_string(), message);
         }
+        let budgeted = Limits {
+            disk_bytes: Some(10 << 30),
+            ..LIMITS
+        };
+        let room = HostUsage {
+            disk_free: (10 << 30) + (64 << 20),
+            ..fine
+        };
+        assert!(room.shortage(&budgeted).is_none());
+        let short = HostUsage {
+            disk_free: room.disk_free - 1,
+            ..fine
+        };
+        assert_eq!(
+            short.shortage(&budgeted).unwrap().to_string(),
+            "the host cannot take another sandbox (disk space: 10303 MiB free on the data directory's filesystem, a sandbox's disk budget is 10240 MiB and 64 MiB are kept free); nothing was created"
+        );
     }
 
     #[test]

@@ -335,9 +335,9 @@ impl Manager {
         Ok(())
     }
 
-    /// Spawns sandbox `id` with envd, copies `restore` (a saved upper directory) into its
-    /// root when given, gives it its network (while envd starts), waits until envd
-    /// listens and applies `/init`.
+    /// Spawns sandbox `id` with envd, with `restore` when given (a saved disk image as its
+    /// disk, or a saved upper directory copied into its root), gives it its network (while
+    /// envd starts), waits until envd listens and applies `/init`.
     #[allow(clippy::too_many_arguments)]
     async fn boot(
         self: &Arc<Self>,
@@ -356,6 +356,7 @@ impl Manager {
             let id2 = id.to_owned();
             let fifo = log.fifo().to_owned();
             let tname = template_name.to_owned();
+            let image = restore.clone().filter(|p| p.is_file());
             tokio::task::spawn_blocking(move || {
                 let id = id2;
                 let mut init = InitProgram::self_exe(["envd"]);
@@ -373,6 +374,7 @@ impl Manager {
                 spec.log = Some(fifo);
                 spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
                 spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
+                spec.disk_image = image;
                 this.runtime.spawn(spec)
             })
             .await
@@ -401,7 +403,7 @@ impl Manager {
                 e
             }
         };
-        if let Some(saved) = restore {
+        if let Some(saved) = restore.filter(|p| p.is_dir()) {
             // Through /proc/<init>/root, so the files go through the sandbox's overlay.
             let root = PathBuf::from(format!("/proc/{}/root", handle.init_pid()));
             let res = tokio::task::spawn_blocking(move || recover::copy_tree(&saved, &root))

@@ -21,8 +21,8 @@ impl Manager {
     /// part (SIGKILL and wait per cgroup, unmounting, deleting every file a sandbox wrote,
     /// copying a paused sandbox's files back) is returned as a future to run in the
     /// background: it reclaims each sandbox (and every directory left in `sandboxes/`) and
-    /// boots each paused one again from its template with its saved root upper directory
-    /// copied in, then pauses it (memory is not kept: resuming is a reboot). Until its
+    /// boots each paused one again from its template with its saved disk image (or, without
+    /// a disk budget, its saved root upper directory copied in), then pauses it (memory is not kept: resuming is a reboot). Until its
     /// restore ends, a request naming a paused sandbox gets [`LifecycleError::Restoring`]
     /// (503, retry); afterwards it is live and paused, or killed when it could not be
     /// restored. [`recovered`](Self::recovered) resolves when everything is done.
@@ -131,7 +131,11 @@ impl Manager {
         if saved {
             match self.restore_paused(&rec, to.clone()).await {
                 Ok(()) => {
-                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&to)).await;
+                    // A saved image (now also linked as the sandbox's disk) or directory.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        std::fs::remove_file(&to).or_else(|_| std::fs::remove_dir_all(&to))
+                    })
+                    .await;
                     lock(&self.restoring).remove(&rec.id);
                     return;
                 }

@@ -42,12 +42,21 @@ pub fn http() -> reqwest::Client {
 }
 
 pub async fn start_in(dir: tempfile::TempDir, max_lifetime: Duration) -> TestServer {
-    let server = Server::builder()
+    start_with(dir, |b| b.max_lifetime(max_lifetime)).await
+}
+
+/// A server on `dir` with the tests' settings, then `configure`'s.
+pub async fn start_with(
+    dir: tempfile::TempDir,
+    configure: impl FnOnce(e2b_local::ServerBuilder) -> e2b_local::ServerBuilder,
+) -> TestServer {
+    let builder = Server::builder()
         .data_dir(dir.path())
         .listen("127.0.0.1:0")
-        .max_lifetime(max_lifetime)
+        .max_lifetime(Duration::from_secs(3600))
         .helper_exe(env!("CARGO_BIN_EXE_e2b-local"))
-        .cgroup_parent(CGROUP_PARENT)
+        .cgroup_parent(CGROUP_PARENT);
+    let server = configure(builder)
         .start()
         .await
         .unwrap_or_else(|e| panic!("starting the server (needs root): {e}"));

@@ -45,12 +45,16 @@ FIPID=""  # fake_internet.py
 CHILD=""  # the SDK run in progress
 LEAKED="" # sandboxes the server left behind (reap_sandboxes)
 made_netns=()
+SLOW_STOP="" # set when a process needed SIGKILL
 stop_pid() { # SIGTERM, up to $2 tenths of a second to exit, then SIGKILL
   local pid="$1" tenths="$2"
   [ -n "$pid" ] || return 0
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 "$tenths"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+  if kill -0 "$pid" 2>/dev/null; then
+    SLOW_STOP="$pid"
+    kill -9 "$pid" 2>/dev/null || true
+  fi
   wait "$pid" 2>/dev/null || true
 }
 # What a stopped server left of its sandboxes (it should leave nothing): kills the
@@ -85,7 +89,10 @@ cleanup() {
   # The server first (SIGTERM kills its sandboxes; don't wait forever for it), then an
   # interrupted SDK run: a create the client drops mid-way can leave e2b-local a sandbox
   # it does not track. What the server leaves anyway is reaped and reported.
-  stop_pid "$PID" 100
+  local started=$SECONDS
+  stop_pid "$PID" 600
+  [ -z "$PID" ] || echo "# e2b-local shut down in $((SECONDS - started)) s" >&2
+  [ -z "$SLOW_STOP" ] || LEAKED="$LEAKED e2b-local needed SIGKILL after 60 s"
   PID=""
   stop_pid "$CHILD" 50 # an SDK run (timeout passes the SIGTERM on)
   CHILD=""
@@ -101,7 +108,14 @@ cleanup() {
     ip netns delete "$ns" 2>/dev/null || true
   done
   made_netns=()
-  [ -z "$DATA" ] || rm -rf "$DATA"
+  if [ -n "$DATA" ]; then
+    # A server that did not finish its shutdown leaves its disks mounted (reported above).
+    local m
+    for m in $(awk -v d="$DATA/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+      umount -l "$m" || true
+    done
+    rm -rf "$DATA"
+  fi
   DATA=""
 }
 finish() {

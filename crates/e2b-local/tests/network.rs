@@ -829,9 +829,18 @@ fn after_kill_9_a_restart_cleans_networks_and_restores_paused_sandboxes_with_the
         )
         .into_owned();
         assert_eq!(links.matches(": e2b").count(), 1, "{links}");
+        // A graceful stop this time: it kills the restored sandbox and removes its network.
         let mut second = second;
-        second.child.kill().unwrap();
-        second.child.wait().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(second.child.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(second.child.wait().unwrap().success());
+        let left = std::fs::read_dir(dir.path().join("sandboxes"))
+            .unwrap()
+            .count();
+        assert_eq!(left, 0, "sandboxes left after the server stopped");
     });
 }
 

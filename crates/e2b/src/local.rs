@@ -157,8 +157,11 @@ impl Drop for LocalServer {
 const DATA_DIR_PREFIX: &str = "e2b-local-embedded-";
 
 /// Removes the data directories of processes that no longer run: the process-wide server
-/// is never dropped, so its directory outlives the process. A directory with anything still
-/// mounted under it is left alone, so that removal never reaches into a mounted filesystem.
+/// is never dropped, so its directory outlives the process, with its ready sandbox disks
+/// (loop-mounted images) still mounted. Those mounts are the dead server's: they are
+/// detached first (deepest first; a loop device goes with its last mount). A directory
+/// that still has something mounted after that is left alone, so that removal never
+/// reaches into a mounted filesystem.
 fn remove_stale_data_dirs() {
     let tmp = std::env::temp_dir();
     let Ok(entries) = std::fs::read_dir(&tmp) else {
@@ -177,12 +180,17 @@ fn remove_stale_data_dirs() {
             continue;
         }
         let path = entry.path();
-        let prefix = path.to_string_lossy().into_owned();
-        let mounted = mounts
+        let prefix = format!("{}/", path.to_string_lossy());
+        let mut under: Vec<&str> = mounts
             .lines()
             .filter_map(|l| l.split_whitespace().nth(1))
-            .any(|target| target.starts_with(prefix.as_str()));
-        if !mounted {
+            .filter(|target| target.starts_with(prefix.as_str()))
+            .collect();
+        under.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        let detached = under
+            .iter()
+            .all(|t| e2b_local::isolation::mounts::unmount_disk(std::path::Path::new(t)).is_ok());
+        if detached {
             let _ = std::fs::remove_dir_all(&path);
         }
     }

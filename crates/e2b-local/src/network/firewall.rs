@@ -62,7 +62,7 @@ impl SandboxRules {
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
     /// The binary could not be run.
-    #[error("running nft (install the nftables package): {0}")]
+    #[error("running nft (install the nftables package, or serve with --network none): {0}")]
     Spawn(#[source] std::io::Error),
     /// nft refused the script.
     #[error("nft refused the rules ({what}): {stderr}")]

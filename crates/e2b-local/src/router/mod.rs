@@ -88,9 +88,10 @@ impl tower::Service<Uri> for SandboxConnector {
             stream.set_nonblocking(true)?;
             let _ = stream.set_nodelay(true);
             let tcp = tokio::net::TcpStream::from_std(stream)?;
-            let https = live
-                .record()
+            // Read in place: the record is not cloned per connection.
+            let https = crate::lifecycle::lock(&live.rec)
                 .network
+                .as_ref()
                 .is_some_and(|n| n.https_ports.contains(&port));
             let stream = if https {
                 let name = rustls::pki_types::ServerName::try_from("localhost")
@@ -667,7 +668,7 @@ fn check_traffic_token(live: &Live, id: &str, h: &http::HeaderMap) -> Option<Res
 /// The `Host` a request to `port` carries when the sandbox has `maskRequestHost`
 /// (`${PORT}` replaced by the port).
 fn mask_request_host(live: &Live, port: u16) -> Option<http::HeaderValue> {
-    let rec = live.record();
+    let rec = crate::lifecycle::lock(&live.rec);
     let mask = rec.network.as_ref()?.mask_request_host.as_deref()?;
     http::HeaderValue::from_str(&mask.replace("${PORT}", &port.to_string())).ok()
 }

@@ -21,13 +21,33 @@ pub const BASE: &str = "base";
 /// Bump when the generated base root changes, so old data dirs get a fresh one.
 const BASE_VERSION: &str = "2";
 
-/// One read-only layer: `source` on the host appears at `target` in the sandbox.
+/// One read-only overlay: the host directories `lowers` (topmost first) appear merged at
+/// `target` in the sandbox. A built template stacks its steps' layers above its base's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateLayer {
     /// Absolute path inside the sandbox (`/` for the first layer).
     pub target: PathBuf,
-    /// Host directory (never written).
-    pub source: PathBuf,
+    /// Host directories (never written), topmost first.
+    pub lowers: Vec<PathBuf>,
+}
+
+impl TemplateLayer {
+    /// A layer of the single host directory `source`.
+    pub fn single(target: impl Into<PathBuf>, source: impl Into<PathBuf>) -> Self {
+        TemplateLayer {
+            target: target.into(),
+            lowers: vec![source.into()],
+        }
+    }
+
+    /// The host path of `rel` (relative to [`target`](Self::target)) in the topmost lower
+    /// directory that has it.
+    pub fn find(&self, rel: &Path) -> Option<PathBuf> {
+        self.lowers
+            .iter()
+            .map(|l| l.join(rel))
+            .find(|p| std::fs::symlink_metadata(p).is_ok())
+    }
 }
 
 /// A template: its name and layers, the first targeting `/`.
@@ -122,21 +142,14 @@ impl Template {
                 build_base(data_dir, &dir, host_root)?;
             }
         }
-        let mut layers = vec![TemplateLayer {
-            target: PathBuf::from("/"),
-            source: root,
-        }];
-        layers.push(TemplateLayer {
-            target: PathBuf::from("/usr"),
-            source: host_root.join("usr"),
-        });
+        let mut layers = vec![
+            TemplateLayer::single("/", root),
+            TemplateLayer::single("/usr", host_root.join("usr")),
+        ];
         for name in HOST_SYSTEM_DIRS {
             let host = host_root.join(name);
             if std::fs::symlink_metadata(&host).is_ok_and(|md| md.is_dir()) {
-                layers.push(TemplateLayer {
-                    target: Path::new("/").join(name),
-                    source: host,
-                });
+                layers.push(TemplateLayer::single(Path::new("/").join(name), host));
             }
         }
         Ok(Template {
@@ -179,10 +192,7 @@ impl Template {
         }
         Ok(Template {
             name: name.to_owned(),
-            layers: vec![TemplateLayer {
-                target: PathBuf::from("/"),
-                source: dir,
-            }],
+            layers: vec![TemplateLayer::single("/", dir)],
         })
     }
 }
@@ -517,8 +527,8 @@ mod tests {
             .map(|l| l.target.display().to_string())
             .collect();
         assert_eq!(targets, ["/", "/usr", "/bin", "/sbin"]);
-        assert_eq!(t.layers[2].source, host.join("bin"));
-        let root = &t.layers[0].source;
+        assert_eq!(t.layers[2].lowers, [host.join("bin")]);
+        let root = &t.layers[0].lowers[0];
         let read =
             |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| format!("<{e}>"));
         assert_eq!(

@@ -58,7 +58,10 @@ impl From<LifecycleError> for ApiError {
         let status =
             match &e {
                 LifecycleError::SandboxNotFound { .. }
-                | LifecycleError::TemplateNotFound { .. } => StatusCode::NOT_FOUND,
+                | LifecycleError::TemplateNotFound { .. }
+                | LifecycleError::BuildNotFound { .. } => StatusCode::NOT_FOUND,
+                LifecycleError::InvalidBuild(_) => StatusCode::BAD_REQUEST,
+                LifecycleError::BuildConflict(_) => StatusCode::CONFLICT,
                 LifecycleError::AlreadyPaused { .. }
                 | LifecycleError::AlreadyRunning { .. }
                 | LifecycleError::Paused { .. } => StatusCode::CONFLICT,

@@ -319,7 +319,7 @@ fn open_init(pid: i32) -> Result<(OwnedFd, Option<OwnedFd>)> {
 }
 
 /// The flat directory name of the extra layer mounted at `target` (`/usr/local` → `usr_local`).
-pub(super) fn layer_name(target: &Path) -> String {
+pub fn layer_name(target: &Path) -> String {
     target.to_string_lossy().trim_matches('/').replace('/', "_")
 }
 

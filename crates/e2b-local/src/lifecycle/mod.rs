@@ -4,6 +4,7 @@
 //! Knows no HTTP: every failure is a [`LifecycleError`], which the control plane
 //! ([`crate::api`]) maps to a status and a `{code, message}` body in one place.
 
+mod builds;
 mod capacity;
 mod error;
 mod evict;
@@ -103,6 +104,10 @@ pub struct Manager {
     recovered: tokio::sync::watch::Sender<bool>,
     /// Set by [`kill_all`](Self::kill_all): a restore finishing later kills its sandbox.
     closing: AtomicBool,
+    /// Built templates' layers.
+    layers: crate::template::layers::Layers,
+    /// Template builds under way.
+    builds: builds::Builds,
 }
 
 /// What [`Manager::boot`] made: a sandbox with envd answering.
@@ -139,6 +144,9 @@ impl Manager {
         let api_key = store.api_key()?;
         let logs_dir = runtime.data_dir().join("logs");
         let _ = std::fs::create_dir_all(&logs_dir);
+        let layers = crate::template::layers::Layers::open(runtime.data_dir())
+            .map_err(|e| crate::state::StateError::Private(runtime.data_dir().join("layers"), e))?;
+        store.fail_unfinished_builds()?;
         Ok(Manager {
             runtime,
             networks,
@@ -155,6 +163,8 @@ impl Manager {
             restoring: Mutex::new(HashMap::new()),
             recovered: tokio::sync::watch::Sender::new(false),
             closing: AtomicBool::new(false),
+            layers,
+            builds: builds::Builds::default(),
         })
     }
 

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod layers;
+pub mod steps;
+
 use crate::isolation::{Error, Result};
 
 /// The name of the default template.

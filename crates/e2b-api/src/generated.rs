@@ -7,6 +7,154 @@ use progenitor_client::{ClientHooks, OperationInfo, RequestBuilderExt, encode_pa
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
+    /// Tags to assign to the build a `name:tag` target points at.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct AssignTemplateTagsRequest {
+        /// Tags to assign.
+        pub tags: ::std::vec::Vec<::std::string::String>,
+        /// The template build to tag, as `name:tag`.
+        pub target: ::std::string::String,
+    }
+
+    impl AssignTemplateTagsRequest {
+        pub fn builder() -> builder::AssignTemplateTagsRequest {
+            Default::default()
+        }
+    }
+
+    /// Tags that were assigned, with their build.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct AssignedTemplateTags {
+        /// Identifier of the build the tags point at.
+        #[serde(rename = "buildID")]
+        pub build_id: ::uuid::Uuid,
+        /// The assigned tags.
+        pub tags: ::std::vec::Vec<::std::string::String>,
+    }
+
+    impl AssignedTemplateTags {
+        pub fn builder() -> builder::AssignedTemplateTags {
+            Default::default()
+        }
+    }
+
+    /// Credentials for an AWS ECR registry.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct AwsRegistry {
+        /// AWS access key ID.
+        #[serde(rename = "awsAccessKeyId")]
+        pub aws_access_key_id: ::std::string::String,
+        /// AWS region of the registry.
+        #[serde(rename = "awsRegion")]
+        pub aws_region: ::std::string::String,
+        /// AWS secret access key.
+        #[serde(rename = "awsSecretAccessKey")]
+        pub aws_secret_access_key: ::std::string::String,
+        /// Kind of registry.
+        #[serde(rename = "type")]
+        pub type_: AwsRegistryType,
+    }
+
+    impl AwsRegistry {
+        pub fn builder() -> builder::AwsRegistry {
+            Default::default()
+        }
+    }
+
+    /// Kind of registry.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd,
+    )]
+    pub enum AwsRegistryType {
+        #[serde(rename = "aws")]
+        Aws,
+    }
+
+    impl ::std::fmt::Display for AwsRegistryType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Aws => f.write_str("aws"),
+            }
+        }
+    }
+
+    impl ::std::str::FromStr for AwsRegistryType {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "aws" => Ok(Self::Aws),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for AwsRegistryType {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for AwsRegistryType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    /// One log entry of a build.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct BuildLogEntry {
+        pub level: LogLevel,
+        /// The log message.
+        pub message: ::std::string::String,
+        /// Build step the entry belongs to.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub step: ::std::option::Option<::std::string::String>,
+        /// Time of the entry.
+        pub timestamp: ::chrono::DateTime<::chrono::offset::Utc>,
+    }
+
+    impl BuildLogEntry {
+        pub fn builder() -> builder::BuildLogEntry {
+            Default::default()
+        }
+    }
+
+    /// Why a build has its status; reported for failed builds.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct BuildStatusReason {
+        /// Log entries about the failure.
+        #[serde(
+            rename = "logEntries",
+            default,
+            skip_serializing_if = "::std::vec::Vec::is_empty"
+        )]
+        pub log_entries: ::std::vec::Vec<BuildLogEntry>,
+        /// What happened.
+        pub message: ::std::string::String,
+        /// The step that failed.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub step: ::std::option::Option<::std::string::String>,
+    }
+
+    impl BuildStatusReason {
+        pub fn builder() -> builder::BuildStatusReason {
+            Default::default()
+        }
+    }
+
     /// Request body of `POST /sandboxes/{sandboxID}/connect`.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ConnectSandbox {
@@ -96,6 +244,21 @@ pub mod types {
         type Error = <::std::num::NonZeroU32 as ::std::str::FromStr>::Err;
         fn try_from(value: String) -> ::std::result::Result<Self, Self::Error> {
             value.parse()
+        }
+    }
+
+    /// Tags to remove from a template.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct DeleteTemplateTagsRequest {
+        /// Name of the template.
+        pub name: ::std::string::String,
+        /// Tags to remove.
+        pub tags: ::std::vec::Vec<::std::string::String>,
+    }
+
+    impl DeleteTemplateTagsRequest {
+        pub fn builder() -> builder::DeleteTemplateTagsRequest {
+            Default::default()
         }
     }
 
@@ -237,6 +400,172 @@ pub mod types {
     impl Error {
         pub fn builder() -> builder::Error {
             Default::default()
+        }
+    }
+
+    /// Credentials to pull `fromImage` with, by kind of registry.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum FromImageRegistry {
+        AwsRegistry(AwsRegistry),
+        GcpRegistry(GcpRegistry),
+        GeneralRegistry(GeneralRegistry),
+    }
+
+    impl ::std::convert::From<AwsRegistry> for FromImageRegistry {
+        fn from(value: AwsRegistry) -> Self {
+            Self::AwsRegistry(value)
+        }
+    }
+
+    impl ::std::convert::From<GcpRegistry> for FromImageRegistry {
+        fn from(value: GcpRegistry) -> Self {
+            Self::GcpRegistry(value)
+        }
+    }
+
+    impl ::std::convert::From<GeneralRegistry> for FromImageRegistry {
+        fn from(value: GeneralRegistry) -> Self {
+            Self::GeneralRegistry(value)
+        }
+    }
+
+    /// Credentials for a Google Artifact or Container Registry.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct GcpRegistry {
+        /// Service account key, as JSON.
+        #[serde(rename = "serviceAccountJson")]
+        pub service_account_json: ::std::string::String,
+        /// Kind of registry.
+        #[serde(rename = "type")]
+        pub type_: GcpRegistryType,
+    }
+
+    impl GcpRegistry {
+        pub fn builder() -> builder::GcpRegistry {
+            Default::default()
+        }
+    }
+
+    /// Kind of registry.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd,
+    )]
+    pub enum GcpRegistryType {
+        #[serde(rename = "gcp")]
+        Gcp,
+    }
+
+    impl ::std::fmt::Display for GcpRegistryType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Gcp => f.write_str("gcp"),
+            }
+        }
+    }
+
+    impl ::std::str::FromStr for GcpRegistryType {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "gcp" => Ok(Self::Gcp),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for GcpRegistryType {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for GcpRegistryType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    /// Username and password for any other registry.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct GeneralRegistry {
+        /// Password for the registry.
+        pub password: ::std::string::String,
+        /// Kind of registry.
+        #[serde(rename = "type")]
+        pub type_: GeneralRegistryType,
+        /// Username for the registry.
+        pub username: ::std::string::String,
+    }
+
+    impl GeneralRegistry {
+        pub fn builder() -> builder::GeneralRegistry {
+            Default::default()
+        }
+    }
+
+    /// Kind of registry.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd,
+    )]
+    pub enum GeneralRegistryType {
+        #[serde(rename = "registry")]
+        Registry,
+    }
+
+    impl ::std::fmt::Display for GeneralRegistryType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Registry => f.write_str("registry"),
+            }
+        }
+    }
+
+    impl ::std::str::FromStr for GeneralRegistryType {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "registry" => Ok(Self::Registry),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for GeneralRegistryType {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for GeneralRegistryType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
         }
     }
 
@@ -454,6 +783,62 @@ pub mod types {
     }
 
     impl ::std::convert::TryFrom<::std::string::String> for LogsDirection {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    /// Store to read build logs from.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd,
+    )]
+    pub enum LogsSource {
+        #[serde(rename = "temporary")]
+        Temporary,
+        #[serde(rename = "persistent")]
+        Persistent,
+    }
+
+    impl ::std::fmt::Display for LogsSource {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Temporary => f.write_str("temporary"),
+                Self::Persistent => f.write_str("persistent"),
+            }
+        }
+    }
+
+    impl ::std::str::FromStr for LogsSource {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "temporary" => Ok(Self::Temporary),
+                "persistent" => Ok(Self::Persistent),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for LogsSource {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for LogsSource {
         type Error = self::error::ConversionError;
         fn try_from(
             value: ::std::string::String,
@@ -1725,6 +2110,22 @@ pub mod types {
         }
     }
 
+    /// The template an alias names.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateAliasResponse {
+        /// Whether the template is public or only accessible by the team.
+        pub public: bool,
+        /// Identifier of the template.
+        #[serde(rename = "templateID")]
+        pub template_id: ::std::string::String,
+    }
+
+    impl TemplateAliasResponse {
+        pub fn builder() -> builder::TemplateAliasResponse {
+            Default::default()
+        }
+    }
+
     /// One build of a template.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct TemplateBuild {
@@ -1762,6 +2163,266 @@ pub mod types {
 
     impl TemplateBuild {
         pub fn builder() -> builder::TemplateBuild {
+            Default::default()
+        }
+    }
+
+    /// Whether a COPY step's files are stored, and where to upload them if not.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateBuildFileUpload {
+        /// Headers the upload request must carry.
+        #[serde(
+            default,
+            skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
+        )]
+        pub headers: ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
+        /// Whether the files are already stored.
+        pub present: bool,
+        /// URL to `PUT` the tar archive of the files to.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub url: ::std::option::Option<::std::string::String>,
+    }
+
+    impl TemplateBuildFileUpload {
+        pub fn builder() -> builder::TemplateBuildFileUpload {
+            Default::default()
+        }
+    }
+
+    /// A build's status with a page of its log entries.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateBuildInfo {
+        /// Identifier of the build.
+        #[serde(rename = "buildID")]
+        pub build_id: ::std::string::String,
+        /// Structured log entries from `logsOffset` on.
+        #[serde(rename = "logEntries")]
+        pub log_entries: ::std::vec::Vec<BuildLogEntry>,
+        /// Plain log lines (empty on the current build path; see `logEntries`).
+        pub logs: ::std::vec::Vec<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub reason: ::std::option::Option<BuildStatusReason>,
+        pub status: TemplateBuildStatus,
+        /// Identifier of the template.
+        #[serde(rename = "templateID")]
+        pub template_id: ::std::string::String,
+    }
+
+    impl TemplateBuildInfo {
+        pub fn builder() -> builder::TemplateBuildInfo {
+            Default::default()
+        }
+    }
+
+    /// Log entries of a build.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateBuildLogsResponse {
+        /// Structured log entries.
+        pub logs: ::std::vec::Vec<BuildLogEntry>,
+    }
+
+    impl TemplateBuildLogsResponse {
+        pub fn builder() -> builder::TemplateBuildLogsResponse {
+            Default::default()
+        }
+    }
+
+    /// A request to create a template, or a new build of one.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct TemplateBuildRequestV3 {
+        /// Alias of the template; use `name`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub alias: ::std::option::Option<TemplateBuildRequestV3Alias>,
+        #[serde(
+            rename = "cpuCount",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub cpu_count: ::std::option::Option<CpuCount>,
+        #[serde(
+            rename = "memoryMB",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub memory_mb: ::std::option::Option<MemoryMb>,
+        /// Free disk space the template must have after its build steps, in MiB.
+        #[serde(
+            rename = "minFreeDiskMb",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub min_free_disk_mb: ::std::option::Option<i32>,
+        /// Name of the template, optionally with a tag after a colon (`my-template:v1`); such a tag counts as if it were in `tags`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<TemplateBuildRequestV3Name>,
+        /// Tags to assign to the build.
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub tags: ::std::vec::Vec<::std::string::String>,
+        /// Identifier of the team.
+        #[serde(
+            rename = "teamID",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub team_id: ::std::option::Option<::std::string::String>,
+    }
+
+    impl TemplateBuildRequestV3 {
+        pub fn builder() -> builder::TemplateBuildRequestV3 {
+            Default::default()
+        }
+    }
+
+    /// Alias of the template; use `name`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct TemplateBuildRequestV3Alias(::std::string::String);
+    impl ::std::ops::Deref for TemplateBuildRequestV3Alias {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<TemplateBuildRequestV3Alias> for ::std::string::String {
+        fn from(value: TemplateBuildRequestV3Alias) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for TemplateBuildRequestV3Alias {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 128usize {
+                return Err("longer than 128 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for TemplateBuildRequestV3Alias {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for TemplateBuildRequestV3Alias {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for TemplateBuildRequestV3Alias {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    /// Name of the template, optionally with a tag after a colon (`my-template:v1`); such a tag counts as if it were in `tags`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct TemplateBuildRequestV3Name(::std::string::String);
+    impl ::std::ops::Deref for TemplateBuildRequestV3Name {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<TemplateBuildRequestV3Name> for ::std::string::String {
+        fn from(value: TemplateBuildRequestV3Name) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for TemplateBuildRequestV3Name {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 128usize {
+                return Err("longer than 128 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for TemplateBuildRequestV3Name {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for TemplateBuildRequestV3Name {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for TemplateBuildRequestV3Name {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    /// What a build makes: a base (`fromTemplate`, or `fromImage` with optional `fromImageRegistry` credentials), the steps to run on it, and the start and ready commands of its sandboxes.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct TemplateBuildStartV2 {
+        /// Run every step even when the cache holds its result.
+        #[serde(default)]
+        pub force: bool,
+        /// Image reference to build on.
+        #[serde(
+            rename = "fromImage",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub from_image: ::std::option::Option<::std::string::String>,
+        #[serde(
+            rename = "fromImageRegistry",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub from_image_registry: ::std::option::Option<FromImageRegistry>,
+        /// Template to build on.
+        #[serde(
+            rename = "fromTemplate",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub from_template: ::std::option::Option<::std::string::String>,
+        /// Command that succeeds once the start command is ready.
+        #[serde(
+            rename = "readyCmd",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub ready_cmd: ::std::option::Option<::std::string::String>,
+        /// Command started in each sandbox of the template.
+        #[serde(
+            rename = "startCmd",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub start_cmd: ::std::option::Option<::std::string::String>,
+        /// Steps of the build, in order.
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub steps: ::std::vec::Vec<TemplateStep>,
+    }
+
+    impl TemplateBuildStartV2 {
+        pub fn builder() -> builder::TemplateBuildStartV2 {
             Default::default()
         }
     }
@@ -1830,6 +2491,103 @@ pub mod types {
         }
     }
 
+    /// A requested template build, to be started with its steps.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateRequestResponseV3 {
+        /// Aliases of the template.
+        pub aliases: ::std::vec::Vec<::std::string::String>,
+        /// Identifier of the requested build.
+        #[serde(rename = "buildID")]
+        pub build_id: ::std::string::String,
+        /// Names of the template.
+        pub names: ::std::vec::Vec<::std::string::String>,
+        /// Whether the template is public or only accessible by the team.
+        pub public: bool,
+        /// Tags the build will be assigned.
+        pub tags: ::std::vec::Vec<::std::string::String>,
+        /// Identifier of the template.
+        #[serde(rename = "templateID")]
+        pub template_id: ::std::string::String,
+    }
+
+    impl TemplateRequestResponseV3 {
+        pub fn builder() -> builder::TemplateRequestResponseV3 {
+            Default::default()
+        }
+    }
+
+    /// One step of a template build. `type` is the instruction (`RUN`, `COPY`, `ENV`, `WORKDIR`, `USER`) and `args` its arguments, as the SDKs' builders produce them.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateStep {
+        /// Arguments of the step.
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub args: ::std::vec::Vec<::std::string::String>,
+        /// Files hash of a COPY step's files (lowercase hex SHA-256).
+        #[serde(
+            rename = "filesHash",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub files_hash: ::std::option::Option<::std::string::String>,
+        /// Run the step even when the cache holds its result.
+        #[serde(default)]
+        pub force: bool,
+        /// Instruction of the step.
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
+    }
+
+    impl TemplateStep {
+        pub fn builder() -> builder::TemplateStep {
+            Default::default()
+        }
+    }
+
+    /// A tag of a template and the build it points at.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateTag {
+        /// Identifier of the build the tag points at.
+        #[serde(rename = "buildID")]
+        pub build_id: ::uuid::Uuid,
+        /// When the tag was assigned.
+        #[serde(rename = "createdAt")]
+        pub created_at: ::chrono::DateTime<::chrono::offset::Utc>,
+        /// The tag.
+        pub tag: ::std::string::String,
+    }
+
+    impl TemplateTag {
+        pub fn builder() -> builder::TemplateTag {
+            Default::default()
+        }
+    }
+
+    /// Changes to a template; fields left out are kept.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct TemplateUpdateRequest {
+        /// Whether the template is public or only accessible by the team.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub public: ::std::option::Option<bool>,
+    }
+
+    impl TemplateUpdateRequest {
+        pub fn builder() -> builder::TemplateUpdateRequest {
+            Default::default()
+        }
+    }
+
+    /// A template after an update.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct TemplateUpdateResponse {
+        /// Names of the template (`namespace/alias` when namespaced).
+        pub names: ::std::vec::Vec<::std::string::String>,
+    }
+
+    impl TemplateUpdateResponse {
+        pub fn builder() -> builder::TemplateUpdateResponse {
+            Default::default()
+        }
+    }
+
     /// A template with a page of its builds.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct TemplateWithBuilds {
@@ -1869,6 +2627,390 @@ pub mod types {
 
     /// Types for composing complex structures.
     pub mod builder {
+        #[derive(Clone, Debug)]
+        pub struct AssignTemplateTagsRequest {
+            tags: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            target: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for AssignTemplateTagsRequest {
+            fn default() -> Self {
+                Self {
+                    tags: Err("no value supplied for tags".to_string()),
+                    target: Err("no value supplied for target".to_string()),
+                }
+            }
+        }
+
+        impl AssignTemplateTagsRequest {
+            pub fn tags<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tags = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for tags: {e}"));
+                self
+            }
+            pub fn target<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.target = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for target: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<AssignTemplateTagsRequest> for super::AssignTemplateTagsRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: AssignTemplateTagsRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    tags: value.tags?,
+                    target: value.target?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::AssignTemplateTagsRequest> for AssignTemplateTagsRequest {
+            fn from(value: super::AssignTemplateTagsRequest) -> Self {
+                Self {
+                    tags: Ok(value.tags),
+                    target: Ok(value.target),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct AssignedTemplateTags {
+            build_id: ::std::result::Result<::uuid::Uuid, ::std::string::String>,
+            tags: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for AssignedTemplateTags {
+            fn default() -> Self {
+                Self {
+                    build_id: Err("no value supplied for build_id".to_string()),
+                    tags: Err("no value supplied for tags".to_string()),
+                }
+            }
+        }
+
+        impl AssignedTemplateTags {
+            pub fn build_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::uuid::Uuid>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.build_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for build_id: {e}"));
+                self
+            }
+            pub fn tags<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tags = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for tags: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<AssignedTemplateTags> for super::AssignedTemplateTags {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: AssignedTemplateTags,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    build_id: value.build_id?,
+                    tags: value.tags?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::AssignedTemplateTags> for AssignedTemplateTags {
+            fn from(value: super::AssignedTemplateTags) -> Self {
+                Self {
+                    build_id: Ok(value.build_id),
+                    tags: Ok(value.tags),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct AwsRegistry {
+            aws_access_key_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            aws_region: ::std::result::Result<::std::string::String, ::std::string::String>,
+            aws_secret_access_key:
+                ::std::result::Result<::std::string::String, ::std::string::String>,
+            type_: ::std::result::Result<super::AwsRegistryType, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for AwsRegistry {
+            fn default() -> Self {
+                Self {
+                    aws_access_key_id: Err("no value supplied for aws_access_key_id".to_string()),
+                    aws_region: Err("no value supplied for aws_region".to_string()),
+                    aws_secret_access_key: Err(
+                        "no value supplied for aws_secret_access_key".to_string()
+                    ),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+
+        impl AwsRegistry {
+            pub fn aws_access_key_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.aws_access_key_id = value.try_into().map_err(|e| {
+                    format!("error converting supplied value for aws_access_key_id: {e}")
+                });
+                self
+            }
+            pub fn aws_region<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.aws_region = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for aws_region: {e}"));
+                self
+            }
+            pub fn aws_secret_access_key<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.aws_secret_access_key = value.try_into().map_err(|e| {
+                    format!("error converting supplied value for aws_secret_access_key: {e}")
+                });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::AwsRegistryType>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for type_: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<AwsRegistry> for super::AwsRegistry {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: AwsRegistry,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    aws_access_key_id: value.aws_access_key_id?,
+                    aws_region: value.aws_region?,
+                    aws_secret_access_key: value.aws_secret_access_key?,
+                    type_: value.type_?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::AwsRegistry> for AwsRegistry {
+            fn from(value: super::AwsRegistry) -> Self {
+                Self {
+                    aws_access_key_id: Ok(value.aws_access_key_id),
+                    aws_region: Ok(value.aws_region),
+                    aws_secret_access_key: Ok(value.aws_secret_access_key),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct BuildLogEntry {
+            level: ::std::result::Result<super::LogLevel, ::std::string::String>,
+            message: ::std::result::Result<::std::string::String, ::std::string::String>,
+            step: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            timestamp: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for BuildLogEntry {
+            fn default() -> Self {
+                Self {
+                    level: Err("no value supplied for level".to_string()),
+                    message: Err("no value supplied for message".to_string()),
+                    step: Ok(Default::default()),
+                    timestamp: Err("no value supplied for timestamp".to_string()),
+                }
+            }
+        }
+
+        impl BuildLogEntry {
+            pub fn level<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::LogLevel>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.level = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for level: {e}"));
+                self
+            }
+            pub fn message<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.message = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for message: {e}"));
+                self
+            }
+            pub fn step<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.step = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for step: {e}"));
+                self
+            }
+            pub fn timestamp<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.timestamp = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for timestamp: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<BuildLogEntry> for super::BuildLogEntry {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: BuildLogEntry,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    level: value.level?,
+                    message: value.message?,
+                    step: value.step?,
+                    timestamp: value.timestamp?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::BuildLogEntry> for BuildLogEntry {
+            fn from(value: super::BuildLogEntry) -> Self {
+                Self {
+                    level: Ok(value.level),
+                    message: Ok(value.message),
+                    step: Ok(value.step),
+                    timestamp: Ok(value.timestamp),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct BuildStatusReason {
+            log_entries:
+                ::std::result::Result<::std::vec::Vec<super::BuildLogEntry>, ::std::string::String>,
+            message: ::std::result::Result<::std::string::String, ::std::string::String>,
+            step: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for BuildStatusReason {
+            fn default() -> Self {
+                Self {
+                    log_entries: Ok(Default::default()),
+                    message: Err("no value supplied for message".to_string()),
+                    step: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl BuildStatusReason {
+            pub fn log_entries<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::BuildLogEntry>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.log_entries = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for log_entries: {e}"));
+                self
+            }
+            pub fn message<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.message = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for message: {e}"));
+                self
+            }
+            pub fn step<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.step = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for step: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<BuildStatusReason> for super::BuildStatusReason {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: BuildStatusReason,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    log_entries: value.log_entries?,
+                    message: value.message?,
+                    step: value.step?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::BuildStatusReason> for BuildStatusReason {
+            fn from(value: super::BuildStatusReason) -> Self {
+                Self {
+                    log_entries: Ok(value.log_entries),
+                    message: Ok(value.message),
+                    step: Ok(value.step),
+                }
+            }
+        }
+
         #[derive(Clone, Debug)]
         pub struct ConnectSandbox {
             memory: ::std::result::Result<::std::option::Option<bool>, ::std::string::String>,
@@ -1988,6 +3130,68 @@ pub mod types {
         }
 
         #[derive(Clone, Debug)]
+        pub struct DeleteTemplateTagsRequest {
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            tags: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for DeleteTemplateTagsRequest {
+            fn default() -> Self {
+                Self {
+                    name: Err("no value supplied for name".to_string()),
+                    tags: Err("no value supplied for tags".to_string()),
+                }
+            }
+        }
+
+        impl DeleteTemplateTagsRequest {
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for name: {e}"));
+                self
+            }
+            pub fn tags<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tags = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for tags: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<DeleteTemplateTagsRequest> for super::DeleteTemplateTagsRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: DeleteTemplateTagsRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    name: value.name?,
+                    tags: value.tags?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::DeleteTemplateTagsRequest> for DeleteTemplateTagsRequest {
+            fn from(value: super::DeleteTemplateTagsRequest) -> Self {
+                Self {
+                    name: Ok(value.name),
+                    tags: Ok(value.tags),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
         pub struct Error {
             code: ::std::result::Result<i32, ::std::string::String>,
             error_code: ::std::result::Result<
@@ -2059,6 +3263,141 @@ pub mod types {
                     code: Ok(value.code),
                     error_code: Ok(value.error_code),
                     message: Ok(value.message),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct GcpRegistry {
+            service_account_json:
+                ::std::result::Result<::std::string::String, ::std::string::String>,
+            type_: ::std::result::Result<super::GcpRegistryType, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for GcpRegistry {
+            fn default() -> Self {
+                Self {
+                    service_account_json: Err(
+                        "no value supplied for service_account_json".to_string()
+                    ),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+
+        impl GcpRegistry {
+            pub fn service_account_json<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.service_account_json = value.try_into().map_err(|e| {
+                    format!("error converting supplied value for service_account_json: {e}")
+                });
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::GcpRegistryType>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for type_: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<GcpRegistry> for super::GcpRegistry {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: GcpRegistry,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    service_account_json: value.service_account_json?,
+                    type_: value.type_?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::GcpRegistry> for GcpRegistry {
+            fn from(value: super::GcpRegistry) -> Self {
+                Self {
+                    service_account_json: Ok(value.service_account_json),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct GeneralRegistry {
+            password: ::std::result::Result<::std::string::String, ::std::string::String>,
+            type_: ::std::result::Result<super::GeneralRegistryType, ::std::string::String>,
+            username: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for GeneralRegistry {
+            fn default() -> Self {
+                Self {
+                    password: Err("no value supplied for password".to_string()),
+                    type_: Err("no value supplied for type_".to_string()),
+                    username: Err("no value supplied for username".to_string()),
+                }
+            }
+        }
+
+        impl GeneralRegistry {
+            pub fn password<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.password = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for password: {e}"));
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::GeneralRegistryType>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for type_: {e}"));
+                self
+            }
+            pub fn username<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.username = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for username: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<GeneralRegistry> for super::GeneralRegistry {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: GeneralRegistry,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    password: value.password?,
+                    type_: value.type_?,
+                    username: value.username?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::GeneralRegistry> for GeneralRegistry {
+            fn from(value: super::GeneralRegistry) -> Self {
+                Self {
+                    password: Ok(value.password),
+                    type_: Ok(value.type_),
+                    username: Ok(value.username),
                 }
             }
         }
@@ -5079,6 +6418,65 @@ pub mod types {
         }
 
         #[derive(Clone, Debug)]
+        pub struct TemplateAliasResponse {
+            public: ::std::result::Result<bool, ::std::string::String>,
+            template_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateAliasResponse {
+            fn default() -> Self {
+                Self {
+                    public: Err("no value supplied for public".to_string()),
+                    template_id: Err("no value supplied for template_id".to_string()),
+                }
+            }
+        }
+
+        impl TemplateAliasResponse {
+            pub fn public<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.public = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for public: {e}"));
+                self
+            }
+            pub fn template_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.template_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for template_id: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateAliasResponse> for super::TemplateAliasResponse {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateAliasResponse,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    public: value.public?,
+                    template_id: value.template_id?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateAliasResponse> for TemplateAliasResponse {
+            fn from(value: super::TemplateAliasResponse) -> Self {
+                Self {
+                    public: Ok(value.public),
+                    template_id: Ok(value.template_id),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
         pub struct TemplateBuild {
             build_id: ::std::result::Result<::uuid::Uuid, ::std::string::String>,
             cpu_count: ::std::result::Result<super::CpuCount, ::std::string::String>,
@@ -5248,6 +6646,936 @@ pub mod types {
                     memory_mb: Ok(value.memory_mb),
                     status: Ok(value.status),
                     updated_at: Ok(value.updated_at),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateBuildFileUpload {
+            headers: ::std::result::Result<
+                ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
+                ::std::string::String,
+            >,
+            present: ::std::result::Result<bool, ::std::string::String>,
+            url: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for TemplateBuildFileUpload {
+            fn default() -> Self {
+                Self {
+                    headers: Ok(Default::default()),
+                    present: Err("no value supplied for present".to_string()),
+                    url: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl TemplateBuildFileUpload {
+            pub fn headers<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                        ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
+                    >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.headers = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for headers: {e}"));
+                self
+            }
+            pub fn present<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.present = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for present: {e}"));
+                self
+            }
+            pub fn url<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.url = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for url: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateBuildFileUpload> for super::TemplateBuildFileUpload {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateBuildFileUpload,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    headers: value.headers?,
+                    present: value.present?,
+                    url: value.url?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateBuildFileUpload> for TemplateBuildFileUpload {
+            fn from(value: super::TemplateBuildFileUpload) -> Self {
+                Self {
+                    headers: Ok(value.headers),
+                    present: Ok(value.present),
+                    url: Ok(value.url),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateBuildInfo {
+            build_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            log_entries:
+                ::std::result::Result<::std::vec::Vec<super::BuildLogEntry>, ::std::string::String>,
+            logs: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            reason: ::std::result::Result<
+                ::std::option::Option<super::BuildStatusReason>,
+                ::std::string::String,
+            >,
+            status: ::std::result::Result<super::TemplateBuildStatus, ::std::string::String>,
+            template_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateBuildInfo {
+            fn default() -> Self {
+                Self {
+                    build_id: Err("no value supplied for build_id".to_string()),
+                    log_entries: Err("no value supplied for log_entries".to_string()),
+                    logs: Err("no value supplied for logs".to_string()),
+                    reason: Ok(Default::default()),
+                    status: Err("no value supplied for status".to_string()),
+                    template_id: Err("no value supplied for template_id".to_string()),
+                }
+            }
+        }
+
+        impl TemplateBuildInfo {
+            pub fn build_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.build_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for build_id: {e}"));
+                self
+            }
+            pub fn log_entries<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::BuildLogEntry>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.log_entries = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for log_entries: {e}"));
+                self
+            }
+            pub fn logs<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.logs = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for logs: {e}"));
+                self
+            }
+            pub fn reason<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::BuildStatusReason>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.reason = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for reason: {e}"));
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::TemplateBuildStatus>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for status: {e}"));
+                self
+            }
+            pub fn template_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.template_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for template_id: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateBuildInfo> for super::TemplateBuildInfo {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateBuildInfo,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    build_id: value.build_id?,
+                    log_entries: value.log_entries?,
+                    logs: value.logs?,
+                    reason: value.reason?,
+                    status: value.status?,
+                    template_id: value.template_id?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateBuildInfo> for TemplateBuildInfo {
+            fn from(value: super::TemplateBuildInfo) -> Self {
+                Self {
+                    build_id: Ok(value.build_id),
+                    log_entries: Ok(value.log_entries),
+                    logs: Ok(value.logs),
+                    reason: Ok(value.reason),
+                    status: Ok(value.status),
+                    template_id: Ok(value.template_id),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateBuildLogsResponse {
+            logs:
+                ::std::result::Result<::std::vec::Vec<super::BuildLogEntry>, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateBuildLogsResponse {
+            fn default() -> Self {
+                Self {
+                    logs: Err("no value supplied for logs".to_string()),
+                }
+            }
+        }
+
+        impl TemplateBuildLogsResponse {
+            pub fn logs<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::BuildLogEntry>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.logs = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for logs: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateBuildLogsResponse> for super::TemplateBuildLogsResponse {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateBuildLogsResponse,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { logs: value.logs? })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateBuildLogsResponse> for TemplateBuildLogsResponse {
+            fn from(value: super::TemplateBuildLogsResponse) -> Self {
+                Self {
+                    logs: Ok(value.logs),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateBuildRequestV3 {
+            alias: ::std::result::Result<
+                ::std::option::Option<super::TemplateBuildRequestV3Alias>,
+                ::std::string::String,
+            >,
+            cpu_count: ::std::result::Result<
+                ::std::option::Option<super::CpuCount>,
+                ::std::string::String,
+            >,
+            memory_mb: ::std::result::Result<
+                ::std::option::Option<super::MemoryMb>,
+                ::std::string::String,
+            >,
+            min_free_disk_mb:
+                ::std::result::Result<::std::option::Option<i32>, ::std::string::String>,
+            name: ::std::result::Result<
+                ::std::option::Option<super::TemplateBuildRequestV3Name>,
+                ::std::string::String,
+            >,
+            tags: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            team_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for TemplateBuildRequestV3 {
+            fn default() -> Self {
+                Self {
+                    alias: Ok(Default::default()),
+                    cpu_count: Ok(Default::default()),
+                    memory_mb: Ok(Default::default()),
+                    min_free_disk_mb: Ok(Default::default()),
+                    name: Ok(Default::default()),
+                    tags: Ok(Default::default()),
+                    team_id: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl TemplateBuildRequestV3 {
+            pub fn alias<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                        ::std::option::Option<super::TemplateBuildRequestV3Alias>,
+                    >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.alias = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for alias: {e}"));
+                self
+            }
+            pub fn cpu_count<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::CpuCount>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.cpu_count = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for cpu_count: {e}"));
+                self
+            }
+            pub fn memory_mb<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::MemoryMb>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.memory_mb = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for memory_mb: {e}"));
+                self
+            }
+            pub fn min_free_disk_mb<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i32>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.min_free_disk_mb = value.try_into().map_err(|e| {
+                    format!("error converting supplied value for min_free_disk_mb: {e}")
+                });
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                        ::std::option::Option<super::TemplateBuildRequestV3Name>,
+                    >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for name: {e}"));
+                self
+            }
+            pub fn tags<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tags = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for tags: {e}"));
+                self
+            }
+            pub fn team_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.team_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for team_id: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateBuildRequestV3> for super::TemplateBuildRequestV3 {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateBuildRequestV3,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    alias: value.alias?,
+                    cpu_count: value.cpu_count?,
+                    memory_mb: value.memory_mb?,
+                    min_free_disk_mb: value.min_free_disk_mb?,
+                    name: value.name?,
+                    tags: value.tags?,
+                    team_id: value.team_id?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateBuildRequestV3> for TemplateBuildRequestV3 {
+            fn from(value: super::TemplateBuildRequestV3) -> Self {
+                Self {
+                    alias: Ok(value.alias),
+                    cpu_count: Ok(value.cpu_count),
+                    memory_mb: Ok(value.memory_mb),
+                    min_free_disk_mb: Ok(value.min_free_disk_mb),
+                    name: Ok(value.name),
+                    tags: Ok(value.tags),
+                    team_id: Ok(value.team_id),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateBuildStartV2 {
+            force: ::std::result::Result<bool, ::std::string::String>,
+            from_image: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            from_image_registry: ::std::result::Result<
+                ::std::option::Option<super::FromImageRegistry>,
+                ::std::string::String,
+            >,
+            from_template: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            ready_cmd: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            start_cmd: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            steps:
+                ::std::result::Result<::std::vec::Vec<super::TemplateStep>, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateBuildStartV2 {
+            fn default() -> Self {
+                Self {
+                    force: Ok(Default::default()),
+                    from_image: Ok(Default::default()),
+                    from_image_registry: Ok(Default::default()),
+                    from_template: Ok(Default::default()),
+                    ready_cmd: Ok(Default::default()),
+                    start_cmd: Ok(Default::default()),
+                    steps: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl TemplateBuildStartV2 {
+            pub fn force<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.force = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for force: {e}"));
+                self
+            }
+            pub fn from_image<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.from_image = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for from_image: {e}"));
+                self
+            }
+            pub fn from_image_registry<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::FromImageRegistry>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.from_image_registry = value.try_into().map_err(|e| {
+                    format!("error converting supplied value for from_image_registry: {e}")
+                });
+                self
+            }
+            pub fn from_template<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.from_template = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for from_template: {e}"));
+                self
+            }
+            pub fn ready_cmd<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.ready_cmd = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for ready_cmd: {e}"));
+                self
+            }
+            pub fn start_cmd<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.start_cmd = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for start_cmd: {e}"));
+                self
+            }
+            pub fn steps<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::TemplateStep>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.steps = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for steps: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateBuildStartV2> for super::TemplateBuildStartV2 {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateBuildStartV2,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    force: value.force?,
+                    from_image: value.from_image?,
+                    from_image_registry: value.from_image_registry?,
+                    from_template: value.from_template?,
+                    ready_cmd: value.ready_cmd?,
+                    start_cmd: value.start_cmd?,
+                    steps: value.steps?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateBuildStartV2> for TemplateBuildStartV2 {
+            fn from(value: super::TemplateBuildStartV2) -> Self {
+                Self {
+                    force: Ok(value.force),
+                    from_image: Ok(value.from_image),
+                    from_image_registry: Ok(value.from_image_registry),
+                    from_template: Ok(value.from_template),
+                    ready_cmd: Ok(value.ready_cmd),
+                    start_cmd: Ok(value.start_cmd),
+                    steps: Ok(value.steps),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateRequestResponseV3 {
+            aliases: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            build_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            names: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            public: ::std::result::Result<bool, ::std::string::String>,
+            tags: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            template_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateRequestResponseV3 {
+            fn default() -> Self {
+                Self {
+                    aliases: Err("no value supplied for aliases".to_string()),
+                    build_id: Err("no value supplied for build_id".to_string()),
+                    names: Err("no value supplied for names".to_string()),
+                    public: Err("no value supplied for public".to_string()),
+                    tags: Err("no value supplied for tags".to_string()),
+                    template_id: Err("no value supplied for template_id".to_string()),
+                }
+            }
+        }
+
+        impl TemplateRequestResponseV3 {
+            pub fn aliases<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.aliases = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for aliases: {e}"));
+                self
+            }
+            pub fn build_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.build_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for build_id: {e}"));
+                self
+            }
+            pub fn names<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.names = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for names: {e}"));
+                self
+            }
+            pub fn public<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.public = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for public: {e}"));
+                self
+            }
+            pub fn tags<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tags = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for tags: {e}"));
+                self
+            }
+            pub fn template_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.template_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for template_id: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateRequestResponseV3> for super::TemplateRequestResponseV3 {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateRequestResponseV3,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    aliases: value.aliases?,
+                    build_id: value.build_id?,
+                    names: value.names?,
+                    public: value.public?,
+                    tags: value.tags?,
+                    template_id: value.template_id?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateRequestResponseV3> for TemplateRequestResponseV3 {
+            fn from(value: super::TemplateRequestResponseV3) -> Self {
+                Self {
+                    aliases: Ok(value.aliases),
+                    build_id: Ok(value.build_id),
+                    names: Ok(value.names),
+                    public: Ok(value.public),
+                    tags: Ok(value.tags),
+                    template_id: Ok(value.template_id),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateStep {
+            args: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            files_hash: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            force: ::std::result::Result<bool, ::std::string::String>,
+            type_: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateStep {
+            fn default() -> Self {
+                Self {
+                    args: Ok(Default::default()),
+                    files_hash: Ok(Default::default()),
+                    force: Ok(Default::default()),
+                    type_: Err("no value supplied for type_".to_string()),
+                }
+            }
+        }
+
+        impl TemplateStep {
+            pub fn args<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.args = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for args: {e}"));
+                self
+            }
+            pub fn files_hash<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.files_hash = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for files_hash: {e}"));
+                self
+            }
+            pub fn force<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<bool>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.force = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for force: {e}"));
+                self
+            }
+            pub fn type_<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.type_ = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for type_: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateStep> for super::TemplateStep {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateStep,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    args: value.args?,
+                    files_hash: value.files_hash?,
+                    force: value.force?,
+                    type_: value.type_?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateStep> for TemplateStep {
+            fn from(value: super::TemplateStep) -> Self {
+                Self {
+                    args: Ok(value.args),
+                    files_hash: Ok(value.files_hash),
+                    force: Ok(value.force),
+                    type_: Ok(value.type_),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateTag {
+            build_id: ::std::result::Result<::uuid::Uuid, ::std::string::String>,
+            created_at: ::std::result::Result<
+                ::chrono::DateTime<::chrono::offset::Utc>,
+                ::std::string::String,
+            >,
+            tag: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateTag {
+            fn default() -> Self {
+                Self {
+                    build_id: Err("no value supplied for build_id".to_string()),
+                    created_at: Err("no value supplied for created_at".to_string()),
+                    tag: Err("no value supplied for tag".to_string()),
+                }
+            }
+        }
+
+        impl TemplateTag {
+            pub fn build_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::uuid::Uuid>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.build_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for build_id: {e}"));
+                self
+            }
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::chrono::DateTime<::chrono::offset::Utc>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for created_at: {e}"));
+                self
+            }
+            pub fn tag<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.tag = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for tag: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateTag> for super::TemplateTag {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateTag,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    build_id: value.build_id?,
+                    created_at: value.created_at?,
+                    tag: value.tag?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateTag> for TemplateTag {
+            fn from(value: super::TemplateTag) -> Self {
+                Self {
+                    build_id: Ok(value.build_id),
+                    created_at: Ok(value.created_at),
+                    tag: Ok(value.tag),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateUpdateRequest {
+            public: ::std::result::Result<::std::option::Option<bool>, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for TemplateUpdateRequest {
+            fn default() -> Self {
+                Self {
+                    public: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl TemplateUpdateRequest {
+            pub fn public<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.public = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for public: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateUpdateRequest> for super::TemplateUpdateRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateUpdateRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    public: value.public?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateUpdateRequest> for TemplateUpdateRequest {
+            fn from(value: super::TemplateUpdateRequest) -> Self {
+                Self {
+                    public: Ok(value.public),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct TemplateUpdateResponse {
+            names: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for TemplateUpdateResponse {
+            fn default() -> Self {
+                Self {
+                    names: Err("no value supplied for names".to_string()),
+                }
+            }
+        }
+
+        impl TemplateUpdateResponse {
+            pub fn names<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.names = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for names: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<TemplateUpdateResponse> for super::TemplateUpdateResponse {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: TemplateUpdateResponse,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    names: value.names?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::TemplateUpdateResponse> for TemplateUpdateResponse {
+            fn from(value: super::TemplateUpdateResponse) -> Self {
+                Self {
+                    names: Ok(value.names),
                 }
             }
         }
@@ -5477,7 +7805,7 @@ pub mod types {
 #[derive(Clone, Debug)]
 /// Client for E2B API
 ///
-/// Control plane of E2B sandboxes: create, list, inspect, connect to, pause, time out and kill sandboxes, replace their network rules, read their metrics and logs, and list or delete templates.
+/// Control plane of E2B sandboxes: create, list, inspect, connect to, pause, time out and kill sandboxes, replace their network rules, read their metrics and logs; build templates from steps (upload their files by hash, start a build, poll its status and logs), list, update and delete them, and manage their tags.
 ///
 /// Version: 0.1.0
 pub struct Client {
@@ -5917,8 +8245,116 @@ impl ClientSandboxesExt for Client {
     }
 }
 
+/// Tags of template builds (`name:tag`).
+pub trait ClientTagsExt {
+    /// Assign tags to a build
+    ///
+    /// Assign tags to the build a `name:tag` target points at.
+    ///
+    /// Sends a `POST` request to `/templates/tags`
+    ///
+    /// ```ignore
+    /// let response = client.post_template_tags()
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn post_template_tags(&self) -> builder::PostTemplateTags<'_>;
+    /// Remove tags from a template
+    ///
+    /// Remove tags from a template, named by its name.
+    ///
+    /// Sends a `DELETE` request to `/templates/tags`
+    ///
+    /// ```ignore
+    /// let response = client.delete_template_tags()
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn delete_template_tags(&self) -> builder::DeleteTemplateTags<'_>;
+    /// List a template's tags
+    ///
+    /// Every tag of a template with the build it points at.
+    ///
+    /// Sends a `GET` request to `/templates/{templateID}/tags`
+    ///
+    /// Arguments:
+    /// - `template_id`: Identifier of the template
+    /// ```ignore
+    /// let response = client.get_template_tags()
+    ///    .template_id(template_id)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_template_tags(&self) -> builder::GetTemplateTags<'_>;
+}
+
+impl ClientTagsExt for Client {
+    fn post_template_tags(&self) -> builder::PostTemplateTags<'_> {
+        builder::PostTemplateTags::new(self)
+    }
+
+    fn delete_template_tags(&self) -> builder::DeleteTemplateTags<'_> {
+        builder::DeleteTemplateTags::new(self)
+    }
+
+    fn get_template_tags(&self) -> builder::GetTemplateTags<'_> {
+        builder::GetTemplateTags::new(self)
+    }
+}
+
 /// Templates that sandboxes are created from (snapshots are templates too).
 pub trait ClientTemplatesExt {
+    /// Create a template
+    ///
+    /// Create a template (or a new build of an existing one, looked up by name) and return the build to start with `POST /v2/templates/{templateID}/builds/{buildID}`.
+    ///
+    /// Sends a `POST` request to `/v3/templates`
+    ///
+    /// ```ignore
+    /// let response = client.post_templates_v3()
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn post_templates_v3(&self) -> builder::PostTemplatesV3<'_>;
+    /// List templates (v2)
+    ///
+    /// List the team's templates, one page at a time through `X-Next-Token`.
+    ///
+    /// Sends a `GET` request to `/v2/templates`
+    ///
+    /// Arguments:
+    /// - `limit`: Maximum number of items per page, 1 to 100 (100 when absent).
+    /// - `next_token`: Cursor from the previous page's `X-Next-Token` header.
+    /// - `team_id`: Identifier of the team
+    /// ```ignore
+    /// let response = client.get_templates_v2()
+    ///    .limit(limit)
+    ///    .next_token(next_token)
+    ///    .team_id(team_id)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_templates_v2(&self) -> builder::GetTemplatesV2<'_>;
+    /// Get the upload link for a build's files
+    ///
+    /// Whether the tar archive of a COPY step's files, named by their files hash, is already stored; when it is not, the URL (and headers) to `PUT` it to.
+    ///
+    /// Sends a `GET` request to `/templates/{templateID}/files/{hash}`
+    ///
+    /// Arguments:
+    /// - `template_id`: Identifier of the template
+    /// - `hash`: Files hash of the COPY step (lowercase hex SHA-256)
+    /// ```ignore
+    /// let response = client.get_template_files_upload()
+    ///    .template_id(template_id)
+    ///    .hash(hash)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_template_files_upload(&self) -> builder::GetTemplateFilesUpload<'_>;
     /// List templates
     ///
     /// List the team's templates. Deprecated upstream.
@@ -5968,9 +8404,122 @@ pub trait ClientTemplatesExt {
     ///    .await;
     /// ```
     fn delete_template(&self) -> builder::DeleteTemplate<'_>;
+    /// Start a template build
+    ///
+    /// Start a requested build from its base image or template and its steps.
+    ///
+    /// Sends a `POST` request to `/v2/templates/{templateID}/builds/{buildID}`
+    ///
+    /// Arguments:
+    /// - `template_id`: Identifier of the template
+    /// - `build_id`: Identifier of the build
+    /// - `body`
+    /// ```ignore
+    /// let response = client.post_template_build_v2()
+    ///    .template_id(template_id)
+    ///    .build_id(build_id)
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn post_template_build_v2(&self) -> builder::PostTemplateBuildV2<'_>;
+    /// Update a template
+    ///
+    /// Change whether a template is public.
+    ///
+    /// Sends a `PATCH` request to `/v2/templates/{templateID}`
+    ///
+    /// Arguments:
+    /// - `template_id`: Identifier of the template
+    /// - `body`
+    /// ```ignore
+    /// let response = client.patch_template_v2()
+    ///    .template_id(template_id)
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn patch_template_v2(&self) -> builder::PatchTemplateV2<'_>;
+    /// Get a build's status
+    ///
+    /// The status of a build with its structured log entries from `logsOffset` on; the SDKs poll this while a build runs, adding the number of entries received to the offset.
+    ///
+    /// Sends a `GET` request to `/templates/{templateID}/builds/{buildID}/status`
+    ///
+    /// Arguments:
+    /// - `template_id`: Identifier of the template
+    /// - `build_id`: Identifier of the build
+    /// - `level`: Lowest level of the log entries to return.
+    /// - `limit`: Maximum number of log entries to return, 0 to 100 (100 when absent).
+    /// - `logs_offset`: Index of the first log entry to return (0 when absent).
+    /// ```ignore
+    /// let response = client.get_template_build_status()
+    ///    .template_id(template_id)
+    ///    .build_id(build_id)
+    ///    .level(level)
+    ///    .limit(limit)
+    ///    .logs_offset(logs_offset)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_template_build_status(&self) -> builder::GetTemplateBuildStatus<'_>;
+    /// Get a build's logs
+    ///
+    /// The structured log entries of a build, from a timestamp on.
+    ///
+    /// Sends a `GET` request to `/templates/{templateID}/builds/{buildID}/logs`
+    ///
+    /// Arguments:
+    /// - `template_id`: Identifier of the template
+    /// - `build_id`: Identifier of the build
+    /// - `cursor`: Timestamp in milliseconds to return the log entries from.
+    /// - `direction`: Direction to read the log entries in from the cursor.
+    /// - `level`: Lowest level of the log entries to return.
+    /// - `limit`: Maximum number of log entries to return, 0 to 100 (100 when absent).
+    /// - `source`: Store to read the log entries from.
+    /// ```ignore
+    /// let response = client.get_template_build_logs()
+    ///    .template_id(template_id)
+    ///    .build_id(build_id)
+    ///    .cursor(cursor)
+    ///    .direction(direction)
+    ///    .level(level)
+    ///    .limit(limit)
+    ///    .source(source)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_template_build_logs(&self) -> builder::GetTemplateBuildLogs<'_>;
+    /// Look up a template by alias
+    ///
+    /// The template with this alias: 200 when it is the team's, 403 when it exists but belongs to another team, 404 when there is none.
+    ///
+    /// Sends a `GET` request to `/templates/aliases/{alias}`
+    ///
+    /// Arguments:
+    /// - `alias`: Alias (name) of the template
+    /// ```ignore
+    /// let response = client.get_template_alias()
+    ///    .alias(alias)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_template_alias(&self) -> builder::GetTemplateAlias<'_>;
 }
 
 impl ClientTemplatesExt for Client {
+    fn post_templates_v3(&self) -> builder::PostTemplatesV3<'_> {
+        builder::PostTemplatesV3::new(self)
+    }
+
+    fn get_templates_v2(&self) -> builder::GetTemplatesV2<'_> {
+        builder::GetTemplatesV2::new(self)
+    }
+
+    fn get_template_files_upload(&self) -> builder::GetTemplateFilesUpload<'_> {
+        builder::GetTemplateFilesUpload::new(self)
+    }
+
     fn get_templates(&self) -> builder::GetTemplates<'_> {
         builder::GetTemplates::new(self)
     }
@@ -5981,6 +8530,26 @@ impl ClientTemplatesExt for Client {
 
     fn delete_template(&self) -> builder::DeleteTemplate<'_> {
         builder::DeleteTemplate::new(self)
+    }
+
+    fn post_template_build_v2(&self) -> builder::PostTemplateBuildV2<'_> {
+        builder::PostTemplateBuildV2::new(self)
+    }
+
+    fn patch_template_v2(&self) -> builder::PatchTemplateV2<'_> {
+        builder::PatchTemplateV2::new(self)
+    }
+
+    fn get_template_build_status(&self) -> builder::GetTemplateBuildStatus<'_> {
+        builder::GetTemplateBuildStatus::new(self)
+    }
+
+    fn get_template_build_logs(&self) -> builder::GetTemplateBuildLogs<'_> {
+        builder::GetTemplateBuildLogs::new(self)
+    }
+
+    fn get_template_alias(&self) -> builder::GetTemplateAlias<'_> {
+        builder::GetTemplateAlias::new(self)
     }
 }
 
@@ -7845,6 +10414,307 @@ pub mod builder {
         }
     }
 
+    /// Builder for [`ClientTemplatesExt::post_templates_v3`]
+    ///
+    /// [`ClientTemplatesExt::post_templates_v3`]: super::ClientTemplatesExt::post_templates_v3
+    #[derive(Debug, Clone)]
+    pub struct PostTemplatesV3<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::TemplateBuildRequestV3, String>,
+    }
+
+    impl<'a> PostTemplatesV3<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::TemplateBuildRequestV3>,
+            <V as std::convert::TryInto<types::TemplateBuildRequestV3>>::Error: std::fmt::Display,
+        {
+            self.body = value.try_into().map(From::from).map_err(|s| {
+                format!(
+                    "conversion to `TemplateBuildRequestV3` for body failed: {}",
+                    s
+                )
+            });
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::TemplateBuildRequestV3,
+                ) -> types::builder::TemplateBuildRequestV3,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `POST` request to `/v3/templates`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::TemplateRequestResponseV3>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| types::TemplateBuildRequestV3::try_from(v).map_err(|e| e.to_string()))
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v3/templates", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "post_templates_v3",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                202u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                403u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTemplatesExt::get_templates_v2`]
+    ///
+    /// [`ClientTemplatesExt::get_templates_v2`]: super::ClientTemplatesExt::get_templates_v2
+    #[derive(Debug, Clone)]
+    pub struct GetTemplatesV2<'a> {
+        client: &'a super::Client,
+        limit: Result<Option<::std::num::NonZeroU32>, String>,
+        next_token: Result<Option<::std::string::String>, String>,
+        team_id: Result<Option<::std::string::String>, String>,
+    }
+
+    impl<'a> GetTemplatesV2<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                limit: Ok(None),
+                next_token: Ok(None),
+                team_id: Ok(None),
+            }
+        }
+
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::num::NonZeroU32>,
+        {
+            self.limit = value.try_into().map(Some).map_err(|_| {
+                "conversion to `:: std :: num :: NonZeroU32` for limit failed".to_string()
+            });
+            self
+        }
+
+        pub fn next_token<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.next_token = value.try_into().map(Some).map_err(|_| {
+                "conversion to `:: std :: string :: String` for next_token failed".to_string()
+            });
+            self
+        }
+
+        pub fn team_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.team_id = value.try_into().map(Some).map_err(|_| {
+                "conversion to `:: std :: string :: String` for team_id failed".to_string()
+            });
+            self
+        }
+
+        /// Sends a `GET` request to `/v2/templates`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::Template>>, Error<types::Error>> {
+            let Self {
+                client,
+                limit,
+                next_token,
+                team_id,
+            } = self;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let next_token = next_token.map_err(Error::InvalidRequest)?;
+            let team_id = team_id.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/v2/templates", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new(
+                    "nextToken",
+                    &next_token,
+                ))
+                .query(&progenitor_client::QueryParam::new("teamID", &team_id))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_templates_v2",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                403u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTemplatesExt::get_template_files_upload`]
+    ///
+    /// [`ClientTemplatesExt::get_template_files_upload`]: super::ClientTemplatesExt::get_template_files_upload
+    #[derive(Debug, Clone)]
+    pub struct GetTemplateFilesUpload<'a> {
+        client: &'a super::Client,
+        template_id: Result<::std::string::String, String>,
+        hash: Result<::std::string::String, String>,
+    }
+
+    impl<'a> GetTemplateFilesUpload<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                template_id: Err("template_id was not initialized".to_string()),
+                hash: Err("hash was not initialized".to_string()),
+            }
+        }
+
+        pub fn template_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.template_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for template_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn hash<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.hash = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for hash failed".to_string()
+            });
+            self
+        }
+
+        /// Sends a `GET` request to `/templates/{templateID}/files/{hash}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::TemplateBuildFileUpload>, Error<types::Error>> {
+            let Self {
+                client,
+                template_id,
+                hash,
+            } = self;
+            let template_id = template_id.map_err(Error::InvalidRequest)?;
+            let hash = hash.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/templates/{}/files/{}",
+                client.baseurl,
+                encode_path(&template_id.to_string()),
+                encode_path(&hash.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_template_files_upload",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
     /// Builder for [`ClientTemplatesExt::get_templates`]
     ///
     /// [`ClientTemplatesExt::get_templates`]: super::ClientTemplatesExt::get_templates
@@ -8097,6 +10967,905 @@ pub mod builder {
             }
         }
     }
+
+    /// Builder for [`ClientTemplatesExt::post_template_build_v2`]
+    ///
+    /// [`ClientTemplatesExt::post_template_build_v2`]: super::ClientTemplatesExt::post_template_build_v2
+    #[derive(Debug, Clone)]
+    pub struct PostTemplateBuildV2<'a> {
+        client: &'a super::Client,
+        template_id: Result<::std::string::String, String>,
+        build_id: Result<::std::string::String, String>,
+        body: Result<types::builder::TemplateBuildStartV2, String>,
+    }
+
+    impl<'a> PostTemplateBuildV2<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                template_id: Err("template_id was not initialized".to_string()),
+                build_id: Err("build_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn template_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.template_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for template_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn build_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.build_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for build_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::TemplateBuildStartV2>,
+            <V as std::convert::TryInto<types::TemplateBuildStartV2>>::Error: std::fmt::Display,
+        {
+            self.body = value.try_into().map(From::from).map_err(|s| {
+                format!(
+                    "conversion to `TemplateBuildStartV2` for body failed: {}",
+                    s
+                )
+            });
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::TemplateBuildStartV2,
+                ) -> types::builder::TemplateBuildStartV2,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `POST` request to `/v2/templates/{templateID}/builds/{buildID}`
+        pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
+            let Self {
+                client,
+                template_id,
+                build_id,
+                body,
+            } = self;
+            let template_id = template_id.map_err(Error::InvalidRequest)?;
+            let build_id = build_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| types::TemplateBuildStartV2::try_from(v).map_err(|e| e.to_string()))
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v2/templates/{}/builds/{}",
+                client.baseurl,
+                encode_path(&template_id.to_string()),
+                encode_path(&build_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "post_template_build_v2",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                202u16 => Ok(ResponseValue::empty(response)),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTemplatesExt::patch_template_v2`]
+    ///
+    /// [`ClientTemplatesExt::patch_template_v2`]: super::ClientTemplatesExt::patch_template_v2
+    #[derive(Debug, Clone)]
+    pub struct PatchTemplateV2<'a> {
+        client: &'a super::Client,
+        template_id: Result<::std::string::String, String>,
+        body: Result<types::builder::TemplateUpdateRequest, String>,
+    }
+
+    impl<'a> PatchTemplateV2<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                template_id: Err("template_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn template_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.template_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for template_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::TemplateUpdateRequest>,
+            <V as std::convert::TryInto<types::TemplateUpdateRequest>>::Error: std::fmt::Display,
+        {
+            self.body = value.try_into().map(From::from).map_err(|s| {
+                format!(
+                    "conversion to `TemplateUpdateRequest` for body failed: {}",
+                    s
+                )
+            });
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::TemplateUpdateRequest,
+                ) -> types::builder::TemplateUpdateRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `PATCH` request to `/v2/templates/{templateID}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::TemplateUpdateResponse>, Error<types::Error>> {
+            let Self {
+                client,
+                template_id,
+                body,
+            } = self;
+            let template_id = template_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| types::TemplateUpdateRequest::try_from(v).map_err(|e| e.to_string()))
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v2/templates/{}",
+                client.baseurl,
+                encode_path(&template_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .patch(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "patch_template_v2",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTemplatesExt::get_template_build_status`]
+    ///
+    /// [`ClientTemplatesExt::get_template_build_status`]: super::ClientTemplatesExt::get_template_build_status
+    #[derive(Debug, Clone)]
+    pub struct GetTemplateBuildStatus<'a> {
+        client: &'a super::Client,
+        template_id: Result<::std::string::String, String>,
+        build_id: Result<::std::string::String, String>,
+        level: Result<Option<types::LogLevel>, String>,
+        limit: Result<Option<i32>, String>,
+        logs_offset: Result<Option<i32>, String>,
+    }
+
+    impl<'a> GetTemplateBuildStatus<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                template_id: Err("template_id was not initialized".to_string()),
+                build_id: Err("build_id was not initialized".to_string()),
+                level: Ok(None),
+                limit: Ok(None),
+                logs_offset: Ok(None),
+            }
+        }
+
+        pub fn template_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.template_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for template_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn build_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.build_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for build_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn level<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::LogLevel>,
+        {
+            self.level = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `LogLevel` for level failed".to_string());
+            self
+        }
+
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<i32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `i32` for limit failed".to_string());
+            self
+        }
+
+        pub fn logs_offset<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<i32>,
+        {
+            self.logs_offset = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `i32` for logs_offset failed".to_string());
+            self
+        }
+
+        /// Sends a `GET` request to `/templates/{templateID}/builds/{buildID}/status`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::TemplateBuildInfo>, Error<types::Error>> {
+            let Self {
+                client,
+                template_id,
+                build_id,
+                level,
+                limit,
+                logs_offset,
+            } = self;
+            let template_id = template_id.map_err(Error::InvalidRequest)?;
+            let build_id = build_id.map_err(Error::InvalidRequest)?;
+            let level = level.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let logs_offset = logs_offset.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/templates/{}/builds/{}/status",
+                client.baseurl,
+                encode_path(&template_id.to_string()),
+                encode_path(&build_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("level", &level))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new(
+                    "logsOffset",
+                    &logs_offset,
+                ))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_template_build_status",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTemplatesExt::get_template_build_logs`]
+    ///
+    /// [`ClientTemplatesExt::get_template_build_logs`]: super::ClientTemplatesExt::get_template_build_logs
+    #[derive(Debug, Clone)]
+    pub struct GetTemplateBuildLogs<'a> {
+        client: &'a super::Client,
+        template_id: Result<::std::string::String, String>,
+        build_id: Result<::std::string::String, String>,
+        cursor: Result<Option<i64>, String>,
+        direction: Result<Option<types::LogsDirection>, String>,
+        level: Result<Option<types::LogLevel>, String>,
+        limit: Result<Option<i32>, String>,
+        source: Result<Option<types::LogsSource>, String>,
+    }
+
+    impl<'a> GetTemplateBuildLogs<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                template_id: Err("template_id was not initialized".to_string()),
+                build_id: Err("build_id was not initialized".to_string()),
+                cursor: Ok(None),
+                direction: Ok(None),
+                level: Ok(None),
+                limit: Ok(None),
+                source: Ok(None),
+            }
+        }
+
+        pub fn template_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.template_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for template_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn build_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.build_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for build_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn cursor<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<i64>,
+        {
+            self.cursor = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `i64` for cursor failed".to_string());
+            self
+        }
+
+        pub fn direction<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::LogsDirection>,
+        {
+            self.direction = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `LogsDirection` for direction failed".to_string());
+            self
+        }
+
+        pub fn level<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::LogLevel>,
+        {
+            self.level = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `LogLevel` for level failed".to_string());
+            self
+        }
+
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<i32>,
+        {
+            self.limit = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `i32` for limit failed".to_string());
+            self
+        }
+
+        pub fn source<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::LogsSource>,
+        {
+            self.source = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| "conversion to `LogsSource` for source failed".to_string());
+            self
+        }
+
+        /// Sends a `GET` request to `/templates/{templateID}/builds/{buildID}/logs`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::TemplateBuildLogsResponse>, Error<types::Error>> {
+            let Self {
+                client,
+                template_id,
+                build_id,
+                cursor,
+                direction,
+                level,
+                limit,
+                source,
+            } = self;
+            let template_id = template_id.map_err(Error::InvalidRequest)?;
+            let build_id = build_id.map_err(Error::InvalidRequest)?;
+            let cursor = cursor.map_err(Error::InvalidRequest)?;
+            let direction = direction.map_err(Error::InvalidRequest)?;
+            let level = level.map_err(Error::InvalidRequest)?;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let source = source.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/templates/{}/builds/{}/logs",
+                client.baseurl,
+                encode_path(&template_id.to_string()),
+                encode_path(&build_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+                .query(&progenitor_client::QueryParam::new("direction", &direction))
+                .query(&progenitor_client::QueryParam::new("level", &level))
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("source", &source))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_template_build_logs",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTagsExt::post_template_tags`]
+    ///
+    /// [`ClientTagsExt::post_template_tags`]: super::ClientTagsExt::post_template_tags
+    #[derive(Debug, Clone)]
+    pub struct PostTemplateTags<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::AssignTemplateTagsRequest, String>,
+    }
+
+    impl<'a> PostTemplateTags<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::AssignTemplateTagsRequest>,
+            <V as std::convert::TryInto<types::AssignTemplateTagsRequest>>::Error:
+                std::fmt::Display,
+        {
+            self.body = value.try_into().map(From::from).map_err(|s| {
+                format!(
+                    "conversion to `AssignTemplateTagsRequest` for body failed: {}",
+                    s
+                )
+            });
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::AssignTemplateTagsRequest,
+                ) -> types::builder::AssignTemplateTagsRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `POST` request to `/templates/tags`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::AssignedTemplateTags>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::AssignTemplateTagsRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/templates/tags", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "post_template_tags",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTagsExt::delete_template_tags`]
+    ///
+    /// [`ClientTagsExt::delete_template_tags`]: super::ClientTagsExt::delete_template_tags
+    #[derive(Debug, Clone)]
+    pub struct DeleteTemplateTags<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::DeleteTemplateTagsRequest, String>,
+    }
+
+    impl<'a> DeleteTemplateTags<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::DeleteTemplateTagsRequest>,
+            <V as std::convert::TryInto<types::DeleteTemplateTagsRequest>>::Error:
+                std::fmt::Display,
+        {
+            self.body = value.try_into().map(From::from).map_err(|s| {
+                format!(
+                    "conversion to `DeleteTemplateTagsRequest` for body failed: {}",
+                    s
+                )
+            });
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::DeleteTemplateTagsRequest,
+                ) -> types::builder::DeleteTemplateTagsRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `DELETE` request to `/templates/tags`
+        pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| {
+                    types::DeleteTemplateTagsRequest::try_from(v).map_err(|e| e.to_string())
+                })
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/templates/tags", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_template_tags",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                204u16 => Ok(ResponseValue::empty(response)),
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTagsExt::get_template_tags`]
+    ///
+    /// [`ClientTagsExt::get_template_tags`]: super::ClientTagsExt::get_template_tags
+    #[derive(Debug, Clone)]
+    pub struct GetTemplateTags<'a> {
+        client: &'a super::Client,
+        template_id: Result<::std::string::String, String>,
+    }
+
+    impl<'a> GetTemplateTags<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                template_id: Err("template_id was not initialized".to_string()),
+            }
+        }
+
+        pub fn template_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.template_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for template_id failed".to_string()
+            });
+            self
+        }
+
+        /// Sends a `GET` request to `/templates/{templateID}/tags`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::TemplateTag>>, Error<types::Error>>
+        {
+            let Self {
+                client,
+                template_id,
+            } = self;
+            let template_id = template_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/templates/{}/tags",
+                client.baseurl,
+                encode_path(&template_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_template_tags",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                403u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientTemplatesExt::get_template_alias`]
+    ///
+    /// [`ClientTemplatesExt::get_template_alias`]: super::ClientTemplatesExt::get_template_alias
+    #[derive(Debug, Clone)]
+    pub struct GetTemplateAlias<'a> {
+        client: &'a super::Client,
+        alias: Result<::std::string::String, String>,
+    }
+
+    impl<'a> GetTemplateAlias<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                alias: Err("alias was not initialized".to_string()),
+            }
+        }
+
+        pub fn alias<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.alias = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for alias failed".to_string()
+            });
+            self
+        }
+
+        /// Sends a `GET` request to `/templates/aliases/{alias}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::TemplateAliasResponse>, Error<types::Error>> {
+            let Self { client, alias } = self;
+            let alias = alias.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/templates/aliases/{}",
+                client.baseurl,
+                encode_path(&alias.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_template_alias",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                403u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
 }
 
 /// Items consumers will typically use such as the Client and
@@ -8105,5 +11874,6 @@ pub mod prelude {
     #[allow(unused_imports)]
     pub use super::Client;
     pub use super::ClientSandboxesExt;
+    pub use super::ClientTagsExt;
     pub use super::ClientTemplatesExt;
 }

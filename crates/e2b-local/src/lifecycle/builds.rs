@@ -23,11 +23,11 @@ use crate::template::steps::{self, RawStep, Step};
 use crate::template::{BASE, Template};
 
 /// Most log entries a build keeps; later lines are counted, not stored.
-pub const MAX_LOG_ENTRIES: usize = 20_000;
+pub(crate) const MAX_LOG_ENTRIES: usize = 20_000;
 /// The user build steps and sandboxes run as until a USER step says otherwise (E2B's).
-pub const DEFAULT_USER: &str = "user";
+pub(crate) const DEFAULT_USER: &str = "user";
 /// The working directory until a WORKDIR step says otherwise (E2B's).
-pub const DEFAULT_WORKDIR: &str = "/home/user";
+pub(crate) const DEFAULT_WORKDIR: &str = "/home/user";
 /// The image name E2B's SDKs build on by default; here it means the `base` template.
 const E2B_BASE_IMAGE: &str = "e2bdev/base";
 /// Where a COPY step's archive is put inside the build sandbox (removed by the step).
@@ -92,7 +92,7 @@ pub(crate) struct BuildPlan {
     /// The template the build starts from, resolved.
     pub(crate) base: BaseOf,
     /// Steps as sent (for cache keys) and checked.
-    pub(crate) steps: Vec<(RawOwned, Step)>,
+    pub(crate) steps: Vec<(RawStepOwned, Step)>,
     /// `force`: rebuild every step.
     pub(crate) force: bool,
     /// `startCmd`.
@@ -103,16 +103,35 @@ pub(crate) struct BuildPlan {
 
 /// A step as sent, owned.
 #[derive(Debug, Clone)]
-pub(crate) struct RawOwned {
+pub(crate) struct RawStepOwned {
     /// `type`.
     pub(crate) kind: String,
     /// `args`.
     pub(crate) args: Vec<String>,
     /// `filesHash`.
     pub(crate) files_hash: Option<String>,
+    /// `force`: rebuild this step (and so every later one).
+    pub(crate) force: bool,
 }
 
-impl RawOwned {
+/// A build's start request (`TemplateBuildStartV2`), as the API read it.
+#[derive(Debug, Clone)]
+pub(crate) struct BuildRequest {
+    /// `fromTemplate`.
+    pub(crate) from_template: Option<String>,
+    /// `fromImage`.
+    pub(crate) from_image: Option<String>,
+    /// `steps`.
+    pub(crate) steps: Vec<RawStepOwned>,
+    /// `force`.
+    pub(crate) force: bool,
+    /// `startCmd`.
+    pub(crate) start_cmd: Option<String>,
+    /// `readyCmd`.
+    pub(crate) ready_cmd: Option<String>,
+}
+
+impl RawStepOwned {
     fn raw(&self) -> RawStep<'_> {
         RawStep {
             kind: &self.kind,
@@ -129,6 +148,8 @@ pub(crate) struct BaseOf {
     pub(crate) image: BuildImage,
     /// Identifies that image in cache keys.
     pub(crate) key: String,
+    /// The build of another template it is, if it is one.
+    pub(crate) build: Option<String>,
 }
 
 /// A running build's log and where it is.
@@ -221,7 +242,7 @@ impl Manager {
         name: &str,
         image: &BuildImage,
     ) -> Result<Template, LifecycleError> {
-        let base = self.template(&image.base)?;
+        let base = self.builtin_template(&image.base)?;
         Ok(self.layers.stack(base, name, &image.layers))
     }
 
@@ -283,6 +304,7 @@ impl Manager {
             created_at: now,
             finished_at: None,
             tags,
+            base_build: None,
             reason: None,
             image: None,
             logs: Vec::new(),
@@ -296,15 +318,15 @@ impl Manager {
     /// # Errors
     ///
     /// `InvalidInput` naming what is wrong; `TemplateNotFound` for an unknown base.
-    pub(crate) fn plan_build(
-        &self,
-        from_template: Option<&str>,
-        from_image: Option<&str>,
-        raw_steps: Vec<RawOwned>,
-        force: bool,
-        start_cmd: Option<String>,
-        ready_cmd: Option<String>,
-    ) -> Result<BuildPlan, LifecycleError> {
+    pub(crate) fn plan_build(&self, req: BuildRequest) -> Result<BuildPlan, LifecycleError> {
+        let BuildRequest {
+            from_template,
+            from_image,
+            steps: raw_steps,
+            force,
+            start_cmd,
+            ready_cmd,
+        } = req;
         if raw_steps.len() > steps::MAX_STEPS {
             return Err(LifecycleError::InvalidBuild(format!(
                 "steps: {} steps is more than the {} a build may have",
@@ -312,7 +334,7 @@ impl Manager {
                 steps::MAX_STEPS
             )));
         }
-        let base = match (from_template, from_image) {
+        let base = match (from_template.as_deref(), from_image.as_deref()) {
             (Some(_), Some(_)) => {
                 return Err(LifecycleError::InvalidBuild(
                     "give fromTemplate or fromImage, not both".into(),
@@ -361,6 +383,7 @@ impl Manager {
             let image = b.image.unwrap_or_else(|| unreachable_image(&t.name));
             return Ok(BaseOf {
                 key: format!("build:{}", b.id),
+                build: Some(b.id.clone()),
                 image: BuildImage {
                     start_cmd: None,
                     ready_cmd: None,
@@ -369,9 +392,10 @@ impl Manager {
             });
         }
         // A built-in template (base, or one added with `template add`).
-        self.template(reference)?;
+        self.builtin_template(reference)?;
         Ok(BaseOf {
             key: format!("template:{reference}"),
+            build: None,
             image: BuildImage {
                 base: reference.to_owned(),
                 layers: Vec::new(),
@@ -382,6 +406,142 @@ impl Manager {
                 ready_cmd: None,
             },
         })
+    }
+
+    /// The signature of an upload link for the files `hash`, valid until `expires` (Unix
+    /// seconds): `hex(HMAC-SHA256(secret, "template-files:" + hash + ":" + expires))`.
+    pub(crate) fn upload_signature(&self, hash: &str, expires: i64) -> String {
+        super::ids::access_token(&self.secret, &format!("template-files:{hash}:{expires}"))
+    }
+
+    /// Points `tags` of the template `target` names (`name:tag`, tag `default` when absent)
+    /// at the build that tag points at; returns that build's id.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`, `InvalidBuild` for a bad tag, `Store`.
+    pub(crate) fn assign_tags(&self, target: &str, tags: &[String]) -> Result<String, LifecycleError> {
+        if tags.is_empty() {
+            return Err(LifecycleError::InvalidBuild("tags: at least one tag is required".into()));
+        }
+        for t in tags {
+            check_tag(t)?;
+        }
+        let _naming = lock(&self.builds.naming);
+        let (name, _) = target.split_once(':').unwrap_or((target, DEFAULT_TAG));
+        let (mut t, b) = self
+            .tagged_build(target)?
+            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+        for tag in tags {
+            t.tags.insert(tag.clone(), b.id.clone());
+        }
+        t.updated_at = Utc::now();
+        self.store.put_built_template(&t)?;
+        Ok(b.id)
+    }
+
+    /// Removes `tags` from template `name`.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`, `InvalidBuild` for a tag it does not have, `Store`.
+    pub(crate) fn remove_tags(&self, name: &str, tags: &[String]) -> Result<(), LifecycleError> {
+        let _naming = lock(&self.builds.naming);
+        let mut t = self
+            .built_template(name)?
+            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+        if let Some(missing) = tags.iter().find(|tag| !t.tags.contains_key(*tag)) {
+            return Err(LifecycleError::InvalidBuild(format!(
+                "template '{name}' has no tag '{missing}'"
+            )));
+        }
+        for tag in tags {
+            t.tags.remove(tag);
+        }
+        t.updated_at = Utc::now();
+        self.store.put_built_template(&t)?;
+        Ok(())
+    }
+
+    /// Sets a template's `public` flag.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`, `Store`.
+    pub(crate) fn update_template(
+        &self,
+        name: &str,
+        public: Option<bool>,
+    ) -> Result<BuiltTemplate, LifecycleError> {
+        let _naming = lock(&self.builds.naming);
+        let mut t = self
+            .built_template(name)?
+            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+        if let Some(p) = public {
+            t.public = p;
+            t.updated_at = Utc::now();
+            self.store.put_built_template(&t)?;
+        }
+        Ok(t)
+    }
+
+    /// Deletes a built template: its builds, and the layers no other build uses. Refused
+    /// while another template's ready build stands on it.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`, `BuildConflict` naming the templates built on it, `Store`.
+    pub(crate) fn delete_built_template(&self, name: &str) -> Result<(), LifecycleError> {
+        let _naming = lock(&self.builds.naming);
+        let t = self
+            .built_template(name)?
+            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+        let builds = self.store.builds()?;
+        let ours: HashSet<&str> = builds
+            .iter()
+            .filter(|b| b.template_id == t.id)
+            .map(|b| b.id.as_str())
+            .collect();
+        let templates = self.store.built_templates()?;
+        let mut dependents: Vec<String> = builds
+            .iter()
+            .filter(|b| b.template_id != t.id)
+            .filter(|b| b.base_build.as_deref().is_some_and(|id| ours.contains(id)))
+            .filter_map(|b| templates.iter().find(|x| x.id == b.template_id))
+            .map(|x| x.name.clone())
+            .collect();
+        dependents.sort();
+        dependents.dedup();
+        if !dependents.is_empty() {
+            return Err(LifecycleError::BuildConflict(format!(
+                "template '{}' cannot be deleted: {} built on it",
+                t.name,
+                dependents.join(", ")
+            )));
+        }
+        self.store.remove_built_template(&t.id)?;
+        // A live sandbox of the template still has its layers mounted: they are collected
+        // by a later delete or at the next start instead.
+        let in_use = self.all().iter().any(|l| {
+            let rec = lock(&l.rec);
+            let name = rec.template.split(':').next().unwrap_or_default();
+            name == t.name || name == t.id
+        });
+        if !in_use {
+            let removed = self.collect_layers()?;
+            tracing::info!(template = %t.name, layers = removed, "template deleted");
+        }
+        Ok(())
+    }
+
+    /// Removes the layers no stored build uses; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// `Store`.
+    pub(crate) fn collect_layers(&self) -> Result<usize, LifecycleError> {
+        let keep = referenced_layers(&self.store.builds()?);
+        Ok(self.layers.collect(&keep))
     }
 
     /// Where the uploaded files `hash` are kept.
@@ -406,6 +566,7 @@ impl Manager {
             )));
         }
         b.status = BuildStatus::Building;
+        b.base_build = plan.base.build.clone();
         self.store.put_build(&b)?;
         let log = Arc::new(BuildLog::default());
         lock(&self.builds.logs).insert(b.id.clone(), log.clone());
@@ -477,6 +638,9 @@ impl Manager {
             let name = (i + 1).to_string();
             let step_name = Some(name.as_str());
             key = steps::chain_key(&key, raw.raw());
+            if raw.force {
+                key = steps::chain_key(&key, RawStep { kind: "force", args: &[], files_hash: Some(&b.id) });
+            }
             let shown = format!("[{}/{n}] {} {}", i + 1, raw.kind, raw.args.join(" "));
             match step {
                 Step::Env(vars) => {
@@ -534,6 +698,9 @@ impl Manager {
         log: &BuildLog,
         step_name: Option<&str>,
     ) -> Result<PathBuf, StepFailed> {
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StepFailed("the server is shutting down".into()));
+        }
         let id = format!("build-{}", crate::state::random_hex(8));
         let handle = self
             .spawn_build_sandbox(&id, template)
@@ -697,7 +864,7 @@ impl Manager {
     }
 }
 
-fn unreachable_image(name: &str) -> BuildImage {
+pub(super) fn unreachable_image(name: &str) -> BuildImage {
     // `tagged_build` only returns builds with an image.
     tracing::error!(template = name, "a ready build without an image");
     BuildImage {
@@ -889,4 +1056,84 @@ pub(crate) fn referenced_layers(builds: &[BuildRecord]) -> HashSet<String> {
         .filter_map(|b| b.image.as_ref())
         .flat_map(|i| i.layers.iter().cloned())
         .collect()
+}
+
+/// How long a create waits for a template's ready command to succeed.
+pub(super) const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// For a sandbox of a built template: starts its start command in the background (as the
+/// template's user, in its workdir, output into the sandbox's log) and polls its ready
+/// command until it exits 0.
+///
+/// # Errors
+///
+/// `Internal` naming the command when it cannot start, or the ready command does not
+/// succeed within [`READY_TIMEOUT`] (with its last output).
+pub(super) async fn start_and_wait_ready(
+    handle: &Arc<SandboxHandle>,
+    image: &BuildImage,
+    env_vars: &BTreeMap<String, String>,
+    log: &super::SandboxLog,
+    template: &str,
+) -> Result<(), LifecycleError> {
+    let env: Vec<(String, String)> = env_vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let opts = exec_options(handle, &image.user, &env, &image.workdir)
+        .await
+        .map_err(|StepFailed(e)| LifecycleError::internal(format!("template '{template}'"), e))?;
+    if let Some(cmd) = &image.start_cmd {
+        let mut child = handle
+            .spawn_in(&["/bin/sh", "-c", cmd], &opts)
+            .map_err(|e| {
+                LifecycleError::internal(format!("template '{template}': its start command"), e)
+            })?;
+        let fifo = log.fifo().to_owned();
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut pipe = pipe;
+                if let Ok(mut out) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                    let _ = std::io::copy(&mut pipe, &mut out);
+                }
+            });
+        }
+        // Reaped when it ends (with the sandbox at the latest).
+        std::thread::spawn(move || child.wait());
+    }
+    let Some(ready) = image.ready_cmd.clone() else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let h = handle.clone();
+        let (o, r) = (opts.clone(), ready.clone());
+        let out = tokio::task::spawn_blocking(move || h.exec_in(&["/bin/sh", "-c", &r], &o))
+            .await
+            .map_err(|e| LifecycleError::internal(format!("template '{template}'"), e))?
+            .map_err(|e| {
+                LifecycleError::internal(format!("template '{template}': its ready command"), e)
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline || !handle.is_running() {
+            let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            return Err(LifecycleError::internal(
+                format!(
+                    "template '{template}': its ready command `{ready}` did not succeed within {} s",
+                    READY_TIMEOUT.as_secs()
+                ),
+                format!("last exit {:?}: {said}", out.status.code()),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -5,6 +5,7 @@
 //! ([`crate::api`]) maps to a status and a `{code, message}` body in one place.
 
 mod builds;
+pub(crate) use builds::{BuildRequest, RawStepOwned};
 mod capacity;
 mod error;
 mod evict;
@@ -108,6 +109,16 @@ pub struct Manager {
     layers: crate::template::layers::Layers,
     /// Template builds under way.
     builds: builds::Builds,
+}
+
+/// A template ready to boot: its layers, and for a built one the settings its build gave
+/// its sandboxes (environment, user, workdir, start and ready commands).
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    template: Template,
+    image: Option<crate::state::BuildImage>,
+    /// The server's limits, with the template's CPU and memory when it sets them.
+    limits: Limits,
 }
 
 /// What [`Manager::boot`] made: a sandbox with envd answering.
@@ -283,12 +294,13 @@ impl Manager {
             .collect()
     }
 
-    /// The template `name`: `base` (built on first use) or one registered with `template add`.
+    /// The built-in template `name`: `base` (built on first use) or one registered with
+    /// `template add`.
     ///
     /// # Errors
     ///
     /// `TemplateNotFound`; `Internal` when building `base` fails; `Store`.
-    pub(crate) fn template(&self, name: &str) -> Result<Template, LifecycleError> {
+    pub(crate) fn builtin_template(&self, name: &str) -> Result<Template, LifecycleError> {
         if name == crate::template::BASE {
             let mut base = lock(&self.base);
             if let Some(t) = base.as_ref() {
@@ -307,6 +319,43 @@ impl Manager {
         })?;
         Template::from_rootfs(&rec.name, &rec.rootfs)
             .map_err(|e| LifecycleError::internal(format!("template '{name}'"), e))
+    }
+
+    /// The template a create names: a built-in one, or a built one by `name`, `name:tag`,
+    /// `id` or `id:tag` with the settings its build gave it.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`; `InvalidBuild` for a tag it does not have; `Internal`; `Store`.
+    pub(crate) fn template(&self, name: &str) -> Result<Resolved, LifecycleError> {
+        match self.builtin_template(name) {
+            Err(LifecycleError::TemplateNotFound { .. }) => {}
+            other => {
+                return other.map(|template| Resolved {
+                    template,
+                    image: None,
+                    limits: self.config.limits,
+                });
+            }
+        }
+        let (t, b) = self
+            .tagged_build(name)?
+            .ok_or_else(|| LifecycleError::TemplateNotFound {
+                name: name.to_owned(),
+            })?;
+        let image = b.image.unwrap_or_else(|| builds::unreachable_image(&t.name));
+        let mut limits = self.config.limits;
+        if let Some(cpus) = t.cpu_count {
+            limits.cpu_millis = Some(cpus.saturating_mul(1000));
+        }
+        if let Some(mb) = t.memory_mb {
+            limits.memory_bytes = Some(mb << 20);
+        }
+        Ok(Resolved {
+            template: self.template_of_build(&t.name, &image)?,
+            image: Some(image),
+            limits,
+        })
     }
 
     /// Checks that `now + secs` stays within the maximum lifetime counted from `started`.
@@ -352,7 +401,7 @@ impl Manager {
     async fn boot(
         self: &Arc<Self>,
         id: &str,
-        template: Template,
+        resolved: Resolved,
         template_name: &str,
         token: Option<&str>,
         env_vars: &BTreeMap<String, String>,
@@ -361,6 +410,19 @@ impl Manager {
     ) -> Result<Booted, LifecycleError> {
         let log = SandboxLog::open(&self.logs_dir, id)
             .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its log"), e))?;
+        let Resolved {
+            template,
+            image,
+            limits,
+        } = resolved;
+        // The template's ENV steps, under what the create asked for.
+        let mut env_vars = env_vars.clone();
+        if let Some(image) = &image {
+            for (k, v) in &image.env {
+                env_vars.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let env_vars = &env_vars;
         let spawned = {
             let this = self.clone();
             let id2 = id.to_owned();
@@ -380,7 +442,7 @@ impl Manager {
                     .push((crate::envd_role::TEMPLATE_ID_ENV.into(), tname));
                 init.env.push(("HOME".into(), "/root".into()));
                 let mut spec = SandboxSpec::new(id, &template, init);
-                spec.limits = this.config.limits;
+                spec.limits = limits;
                 spec.log = Some(fifo);
                 spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
                 spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
@@ -430,15 +492,34 @@ impl Manager {
         }
         let (network, init) = tokio::join!(
             self.attach_network(&handle, rules),
-            envd_client::init(&handle, token, env_vars)
+            envd_client::init(
+                &handle,
+                token,
+                env_vars,
+                image.as_ref().map(|i| (i.user.as_str(), i.workdir.as_str()))
+            )
         );
         match (network, init) {
-            (Ok(network), Ok(envd_version)) => Ok(Booted {
-                handle,
-                envd_version,
-                log,
-                network,
-            }),
+            (Ok(network), Ok(envd_version)) => {
+                if let Some(image) = &image
+                    && let Err(e) = builds::start_and_wait_ready(
+                        &handle,
+                        image,
+                        env_vars,
+                        &log,
+                        template_name,
+                    )
+                    .await
+                {
+                    return Err(fail(e, network).await);
+                }
+                Ok(Booted {
+                    handle,
+                    envd_version,
+                    log,
+                    network,
+                })
+            }
             (Err(e), init) => {
                 drop(init);
                 Err(fail(
@@ -779,5 +860,6 @@ impl Manager {
                 tracing::warn!("shutdown: {e}");
             }
         }
+        self.kill_builds().await;
     }
 }

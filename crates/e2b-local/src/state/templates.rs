@@ -110,6 +110,9 @@ pub struct BuildRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Tags it gets when it becomes ready.
     pub tags: Vec<String>,
+    /// The build of another template it stands on (`fromTemplate` of a built template).
+    #[serde(default)]
+    pub base_build: Option<String>,
     /// Why it failed.
     pub reason: Option<BuildFailure>,
     /// What it made, once ready.

@@ -167,17 +167,17 @@ pub(super) async fn upload_link(
             headers: Default::default(),
             present,
             url: Some(format!(
-                "http://{host}/templates/{template}/files/{hash}?expires={expires}&signature={signature}"
+                "http://{host}/template-files/{hash}?expires={expires}&signature={signature}"
             )),
         }),
     ))
 }
 
-/// `PUT /templates/{templateID}/files/{hash}?expires=..&signature=..`: stores the archive
-/// (the link from [`upload_link`] is the credential, as a presigned URL is).
+/// `PUT /template-files/{hash}?expires=..&signature=..`: stores the archive (the link from
+/// [`upload_link`] is the credential, as E2B's presigned storage URL is).
 pub(super) async fn upload(
     State(m): State<AppState>,
-    Path((_template, hash)): Path<(String, String)>,
+    Path(hash): Path<String>,
     Query(q): Query<QueryPairs>,
     req: axum::extract::Request,
 ) -> Result<StatusCode, ApiError> {

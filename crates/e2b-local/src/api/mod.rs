@@ -89,7 +89,7 @@ pub fn router(m: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         // The signed upload link is the credential, as a presigned URL is.
-        .route("/templates/{id}/files/{hash}", put(builds::upload))
+        .route("/template-files/{hash}", put(builds::upload))
         // Applies to the routes added so far; `authed` has its own.
         .method_not_allowed_fallback(method_not_allowed)
         .merge(authed)

@@ -72,6 +72,8 @@ for f in "$@"; do
     cp -a "$f" "$dest"
     placed=$dest
   fi
+  case "$owner" in *:*) ;; *) owner="$owner:" ;; esac
+  case "$owner" in *:*) ;; *) owner="$owner:" ;; esac
   chown -R "$owner" "$placed"
   if [ -n "$mode" ]; then
     find "$placed" -type f -exec chmod "$mode" {} +
@@ -83,7 +85,7 @@ rm -rf "$stage"
 
 /// Makes a WORKDIR as root when it is missing, owned by the build's user.
 const WORKDIR_SCRIPT: &str = r#"set -eu
-if [ ! -d "$1" ]; then mkdir -p "$1"; chown "$2" "$1"; fi
+if [ ! -d "$1" ]; then mkdir -p "$1"; chown "$2:" "$1"; fi
 "#;
 
 /// A build's start request, checked.

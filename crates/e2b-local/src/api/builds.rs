@@ -148,7 +148,9 @@ pub(super) async fn upload_link(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<types::TemplateBuildFileUpload>), ApiError> {
     m.built_template(&template)?
-        .ok_or_else(|| LifecycleError::TemplateNotFound { name: template.clone() })?;
+        .ok_or_else(|| LifecycleError::TemplateNotFound {
+            name: template.clone(),
+        })?;
     if !is_files_hash(&hash) {
         return Err(ApiError::bad_request(format!(
             "hash '{hash}' is not a files hash (64 lowercase hex digits)"
@@ -227,8 +229,7 @@ async fn write_upload(body: axum::body::Body, to: &std::path::Path) -> Result<()
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
         total += chunk.len() as u64;
         if total > MAX_UPLOAD_BYTES {
             return Err(ApiError::new(
@@ -380,7 +381,13 @@ pub(super) async fn logs(
             })
     };
     let logs: Vec<types::BuildLogEntry> = if backward {
-        let mut v: Vec<_> = all.iter().rev().filter(keep).take(limit).map(entry).collect();
+        let mut v: Vec<_> = all
+            .iter()
+            .rev()
+            .filter(keep)
+            .take(limit)
+            .map(entry)
+            .collect();
         v.reverse();
         v
     } else {

@@ -70,10 +70,7 @@ pub fn router(m: AppState) -> Router {
             "/v2/templates/{id}/builds/{build}",
             post(builds::start_build),
         )
-        .route(
-            "/templates/{id}/builds/{build}/status",
-            get(builds::status),
-        )
+        .route("/templates/{id}/builds/{build}/status", get(builds::status))
         .route("/templates/{id}/builds/{build}/logs", get(builds::logs))
         .route(
             "/templates/tags",

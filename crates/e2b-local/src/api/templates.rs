@@ -10,10 +10,10 @@ use http::StatusCode;
 
 use super::AppState;
 use super::bodies::sizes;
+use super::builds::build_status;
 use super::error::ApiError;
 use super::request::Path;
 use crate::lifecycle::{LifecycleError, Manager};
-use super::builds::build_status;
 use crate::state::{BuildRecord, BuiltTemplate, DEFAULT_TAG};
 
 fn template_json(m: &Manager, name: &str, created: DateTime<Utc>) -> types::Template {

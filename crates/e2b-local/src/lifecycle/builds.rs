@@ -15,8 +15,7 @@ use super::{LifecycleError, Manager, lock};
 use crate::isolation::{ExecOptions, InitProgram, SandboxHandle, SandboxSpec};
 use crate::network::rules::EgressRules;
 use crate::state::{
-    BuildFailure, BuildImage, BuildLogEntry, BuildRecord, BuildStatus, BuiltTemplate,
-    DEFAULT_TAG,
+    BuildFailure, BuildImage, BuildLogEntry, BuildRecord, BuildStatus, BuiltTemplate, DEFAULT_TAG,
 };
 use crate::template::layers::Layers;
 use crate::template::steps::{self, RawStep, Step};
@@ -182,7 +181,9 @@ impl BuildLog {
             g.0.push(BuildLogEntry {
                 timestamp: Utc::now(),
                 level: "warn".into(),
-                message: format!("{dropped} more log lines were not kept (limit {MAX_LOG_ENTRIES})"),
+                message: format!(
+                    "{dropped} more log lines were not kept (limit {MAX_LOG_ENTRIES})"
+                ),
                 step: None,
             });
         }
@@ -212,7 +213,10 @@ struct BuildState {
 
 impl Manager {
     /// The built template named `name` or with id `name`.
-    pub(crate) fn built_template(&self, name: &str) -> Result<Option<BuiltTemplate>, LifecycleError> {
+    pub(crate) fn built_template(
+        &self,
+        name: &str,
+    ) -> Result<Option<BuiltTemplate>, LifecycleError> {
         Ok(self
             .store
             .built_templates()?
@@ -225,14 +229,18 @@ impl Manager {
         &self,
         reference: &str,
     ) -> Result<Option<(BuiltTemplate, BuildRecord)>, LifecycleError> {
-        let (name, tag) = reference.split_once(':').unwrap_or((reference, DEFAULT_TAG));
+        let (name, tag) = reference
+            .split_once(':')
+            .unwrap_or((reference, DEFAULT_TAG));
         let Some(t) = self.built_template(name)? else {
             return Ok(None);
         };
         let Some(build_id) = t.tags.get(tag).cloned() else {
-            return Err(LifecycleError::InvalidBuild(format!(
-                "template '{name}' has no tag '{tag}'"
-            )));
+            return Err(LifecycleError::InvalidBuild(if t.tags.is_empty() {
+                format!("template '{name}' has no successful build yet")
+            } else {
+                format!("template '{name}' has no tag '{tag}'")
+            }));
         };
         let build = self.store.build(&build_id)?.filter(|b| b.image.is_some());
         Ok(build.map(|b| (t, b)))
@@ -422,18 +430,26 @@ impl Manager {
     /// # Errors
     ///
     /// `TemplateNotFound`, `InvalidBuild` for a bad tag, `Store`.
-    pub(crate) fn assign_tags(&self, target: &str, tags: &[String]) -> Result<String, LifecycleError> {
+    pub(crate) fn assign_tags(
+        &self,
+        target: &str,
+        tags: &[String],
+    ) -> Result<String, LifecycleError> {
         if tags.is_empty() {
-            return Err(LifecycleError::InvalidBuild("tags: at least one tag is required".into()));
+            return Err(LifecycleError::InvalidBuild(
+                "tags: at least one tag is required".into(),
+            ));
         }
         for t in tags {
             check_tag(t)?;
         }
         let _naming = lock(&self.builds.naming);
         let (name, _) = target.split_once(':').unwrap_or((target, DEFAULT_TAG));
-        let (mut t, b) = self
-            .tagged_build(target)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+        let (mut t, b) =
+            self.tagged_build(target)?
+                .ok_or_else(|| LifecycleError::TemplateNotFound {
+                    name: name.to_owned(),
+                })?;
         for tag in tags {
             t.tags.insert(tag.clone(), b.id.clone());
         }
@@ -451,7 +467,9 @@ impl Manager {
         let _naming = lock(&self.builds.naming);
         let mut t = self
             .built_template(name)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+            .ok_or_else(|| LifecycleError::TemplateNotFound {
+                name: name.to_owned(),
+            })?;
         if let Some(missing) = tags.iter().find(|tag| !t.tags.contains_key(*tag)) {
             return Err(LifecycleError::InvalidBuild(format!(
                 "template '{name}' has no tag '{missing}'"
@@ -478,7 +496,9 @@ impl Manager {
         let _naming = lock(&self.builds.naming);
         let mut t = self
             .built_template(name)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+            .ok_or_else(|| LifecycleError::TemplateNotFound {
+                name: name.to_owned(),
+            })?;
         if let Some(p) = public {
             t.public = p;
             t.updated_at = Utc::now();
@@ -497,7 +517,9 @@ impl Manager {
         let _naming = lock(&self.builds.naming);
         let t = self
             .built_template(name)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound { name: name.to_owned() })?;
+            .ok_or_else(|| LifecycleError::TemplateNotFound {
+                name: name.to_owned(),
+            })?;
         let builds = self.store.builds()?;
         let ours: HashSet<&str> = builds
             .iter()
@@ -560,7 +582,11 @@ impl Manager {
     }
 
     /// Starts build `b` in the background.
-    pub(crate) fn start_build(self: &Arc<Self>, mut b: BuildRecord, plan: BuildPlan) -> Result<(), LifecycleError> {
+    pub(crate) fn start_build(
+        self: &Arc<Self>,
+        mut b: BuildRecord,
+        plan: BuildPlan,
+    ) -> Result<(), LifecycleError> {
         if b.status != BuildStatus::Waiting {
             return Err(LifecycleError::BuildConflict(format!(
                 "build {} was already started",
@@ -641,7 +667,14 @@ impl Manager {
             let step_name = Some(name.as_str());
             key = steps::chain_key(&key, raw.raw());
             if raw.force {
-                key = steps::chain_key(&key, RawStep { kind: "force", args: &[], files_hash: Some(&b.id) });
+                key = steps::chain_key(
+                    &key,
+                    RawStep {
+                        kind: "force",
+                        args: &[],
+                        files_hash: Some(&b.id),
+                    },
+                );
             }
             let shown = format!("[{}/{n}] {} {}", i + 1, raw.kind, raw.args.join(" "));
             match step {
@@ -747,7 +780,10 @@ impl Manager {
             spec.limits.disk_bytes = None;
             spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
             spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
-            this.runtime.spawn(spec).map(Arc::new).map_err(|e| e.to_string())
+            this.runtime
+                .spawn(spec)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -771,8 +807,7 @@ impl Manager {
 
     /// Kills every build sandbox (at shutdown); their builds fail.
     pub(crate) async fn kill_builds(&self) {
-        let all: Vec<Arc<SandboxHandle>> =
-            lock(&self.builds.sandboxes).values().cloned().collect();
+        let all: Vec<Arc<SandboxHandle>> = lock(&self.builds.sandboxes).values().cloned().collect();
         for h in all {
             let _ = tokio::task::spawn_blocking(move || h.kill()).await;
         }
@@ -810,7 +845,16 @@ impl Manager {
                 let opts = exec_options(handle, "root", &state.env, "/").await?;
                 run_streamed(
                     handle,
-                    &["/bin/sh", "-c", COPY_SCRIPT, "copy", src, &dest, &owner, &mode],
+                    &[
+                        "/bin/sh",
+                        "-c",
+                        COPY_SCRIPT,
+                        "copy",
+                        src,
+                        &dest,
+                        &owner,
+                        &mode,
+                    ],
                     &opts,
                     log,
                     step_name,
@@ -821,7 +865,14 @@ impl Manager {
                 let opts = exec_options(handle, "root", &state.env, "/").await?;
                 run_streamed(
                     handle,
-                    &["/bin/sh", "-c", WORKDIR_SCRIPT, "workdir", &state.workdir, &state.user],
+                    &[
+                        "/bin/sh",
+                        "-c",
+                        WORKDIR_SCRIPT,
+                        "workdir",
+                        &state.workdir,
+                        &state.user,
+                    ],
                     &opts,
                     log,
                     step_name,
@@ -899,15 +950,20 @@ fn resolve(cwd: &str, dir: &str) -> String {
 /// The files spawn writes into every sandbox's root upper directory, with their content
 /// right after spawn (relative paths).
 fn per_sandbox_files(handle: &SandboxHandle) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    ["etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/ssl/certs/ca-certificates.crt"]
-        .into_iter()
-        .map(|rel| {
-            let rel = PathBuf::from(rel);
-            let content = std::fs::read(handle.upper_dir().join(&rel)).ok();
-            (rel, content)
-        })
-        .filter(|(_, c)| c.is_some())
-        .collect()
+    [
+        "etc/hostname",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/ssl/certs/ca-certificates.crt",
+    ]
+    .into_iter()
+    .map(|rel| {
+        let rel = PathBuf::from(rel);
+        let content = std::fs::read(handle.upper_dir().join(&rel)).ok();
+        (rel, content)
+    })
+    .filter(|(_, c)| c.is_some())
+    .collect()
 }
 
 /// The uid, gid and home of `user` in the build sandbox, and the step's environment.
@@ -937,7 +993,10 @@ async fn exec_options(
         )));
     };
     let mut vars = vec![
-        ("PATH".to_owned(), crate::isolation::exec::DEFAULT_PATH.to_owned()),
+        (
+            "PATH".to_owned(),
+            crate::isolation::exec::DEFAULT_PATH.to_owned(),
+        ),
         ("HOME".to_owned(), (*home).to_owned()),
         ("USER".to_owned(), user.to_owned()),
     ];
@@ -967,8 +1026,14 @@ async fn run_streamed(
         .map_err(|e| StepFailed(format!("starting the step: {e}")))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, String)>();
     let readers: Vec<std::thread::JoinHandle<()>> = [
-        child.stdout.take().map(|s| (false, Box::new(s) as Box<dyn std::io::Read + Send>)),
-        child.stderr.take().map(|s| (true, Box::new(s) as Box<dyn std::io::Read + Send>)),
+        child
+            .stdout
+            .take()
+            .map(|s| (false, Box::new(s) as Box<dyn std::io::Read + Send>)),
+        child
+            .stderr
+            .take()
+            .map(|s| (true, Box::new(s) as Box<dyn std::io::Read + Send>)),
     ]
     .into_iter()
     .flatten()
@@ -1093,8 +1158,14 @@ pub(super) async fn start_and_wait_ready(
             })?;
         let fifo = log.fifo().to_owned();
         for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()

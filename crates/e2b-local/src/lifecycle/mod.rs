@@ -343,7 +343,9 @@ impl Manager {
             .ok_or_else(|| LifecycleError::TemplateNotFound {
                 name: name.to_owned(),
             })?;
-        let image = b.image.unwrap_or_else(|| builds::unreachable_image(&t.name));
+        let image = b
+            .image
+            .unwrap_or_else(|| builds::unreachable_image(&t.name));
         let mut limits = self.config.limits;
         if let Some(cpus) = t.cpu_count {
             limits.cpu_millis = Some(cpus.saturating_mul(1000));
@@ -496,20 +498,17 @@ impl Manager {
                 &handle,
                 token,
                 env_vars,
-                image.as_ref().map(|i| (i.user.as_str(), i.workdir.as_str()))
+                image
+                    .as_ref()
+                    .map(|i| (i.user.as_str(), i.workdir.as_str()))
             )
         );
         match (network, init) {
             (Ok(network), Ok(envd_version)) => {
                 if let Some(image) = &image
-                    && let Err(e) = builds::start_and_wait_ready(
-                        &handle,
-                        image,
-                        env_vars,
-                        &log,
-                        template_name,
-                    )
-                    .await
+                    && let Err(e) =
+                        builds::start_and_wait_ready(&handle, image, env_vars, &log, template_name)
+                            .await
                 {
                     return Err(fail(e, network).await);
                 }

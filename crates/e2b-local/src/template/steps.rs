@@ -43,7 +43,10 @@ pub enum Step {
 impl Step {
     /// Whether the step changes files (and so makes a layer).
     pub fn makes_layer(&self) -> bool {
-        matches!(self, Step::Run { .. } | Step::Copy { .. } | Step::Workdir(_))
+        matches!(
+            self,
+            Step::Run { .. } | Step::Copy { .. } | Step::Workdir(_)
+        )
     }
 
     /// The name shown in logs and errors, as E2B's builder names steps.
@@ -187,7 +190,9 @@ pub fn parse(index: usize, raw: RawStep<'_>) -> Result<Step, StepError> {
 
 /// Whether `h` looks like a files hash (SHA-256 in lowercase hex).
 pub fn is_files_hash(h: &str) -> bool {
-    h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A user or group name as `useradd` takes it, or a numeric id.

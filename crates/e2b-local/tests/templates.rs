@@ -493,3 +493,24 @@ async fn a_build_cut_by_a_restart_fails_and_leaves_nothing() {
     assert_eq!(layer_count(&path), 0);
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the server spawns sandboxes (namespaces, mounts, cgroups)"]
+async fn base_has_passwordless_sudo_and_python_where_the_host_has_them() {
+    let t = start().await;
+    let sb = t.create(r#"{"templateID":"base","timeout":60}"#).await;
+    let (id, token) = (
+        sb["sandboxID"].as_str().unwrap(),
+        sb["envdAccessToken"].as_str().unwrap(),
+    );
+    if Path::new("/usr/bin/sudo").exists() {
+        let got = run(&t, id, token, "id -un; sudo -n id -un").await;
+        assert_eq!(got, "user\nroot\n");
+    }
+    if Path::new("/usr/bin/python3").exists() && !Path::new("/usr/bin/python").exists() {
+        let got = run(&t, id, token, "python -c 'import sys; print(sys.version_info[0])'").await;
+        assert_eq!(got, "3\n");
+    }
+    t.kill(id).await;
+    t.shutdown().await;
+}

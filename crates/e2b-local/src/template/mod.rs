@@ -22,7 +22,7 @@ use crate::isolation::{Error, Result};
 pub const BASE: &str = "base";
 
 /// Bump when the generated base root changes, so old data dirs get a fresh one.
-const BASE_VERSION: &str = "2";
+const BASE_VERSION: &str = "3";
 
 /// One read-only overlay: the host directories `lowers` (topmost first) appear merged at
 /// `target` in the sandbox. A built template stacks its steps' layers above its base's.
@@ -108,6 +108,9 @@ pub const ETC_COPIED: &[&str] = &[
     "terminfo",
 ];
 
+/// The base's additions to the host's `/usr` (a lower layer above it), e.g. `python`.
+const USR_EXTRA: &str = "usr-extra";
+
 /// Entries of [`ETC_COPIED`] copied by content even when they are symlinks.
 const ETC_FOLLOWED: &[&str] = &["resolv.conf"];
 
@@ -145,10 +148,12 @@ impl Template {
                 build_base(data_dir, &dir, host_root)?;
             }
         }
-        let mut layers = vec![
-            TemplateLayer::single("/", root),
-            TemplateLayer::single("/usr", host_root.join("usr")),
-        ];
+        let mut usr = TemplateLayer::single("/usr", host_root.join("usr"));
+        let usr_extra = dir.join(USR_EXTRA);
+        if usr_extra.is_dir() {
+            usr.lowers.insert(0, usr_extra);
+        }
+        let mut layers = vec![TemplateLayer::single("/", root), usr];
         for name in HOST_SYSTEM_DIRS {
             let host = host_root.join(name);
             if std::fs::symlink_metadata(&host).is_ok_and(|md| md.is_dir()) {
@@ -226,6 +231,7 @@ fn build_base(data_dir: &Path, dir: &Path, host_root: &Path) -> Result<()> {
     let root = tmp.join("root");
     mkdir(&root, 0o755)?;
     populate_base_root(&root, host_root)?;
+    populate_usr_extra(&tmp.join(USR_EXTRA), host_root)?;
     write(&tmp.join("version"), BASE_VERSION, 0o644)?;
     // Replace an older version; if another process won the race, use theirs.
     if dir.exists()
@@ -310,6 +316,17 @@ pub(crate) fn populate_base_root(root: &Path, host_root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `local/bin/python` → `/usr/bin/python3` where the host has `python3` but no `python`, as
+/// E2B's base image has; nothing (and no directory) otherwise.
+fn populate_usr_extra(dir: &Path, host_root: &Path) -> Result<()> {
+    let has = |p: &str| std::fs::symlink_metadata(host_root.join(p)).is_ok();
+    if has("usr/bin/python3") && !has("usr/bin/python") && !has("usr/local/bin/python") {
+        mkdir(&dir.join("local/bin"), 0o755)?;
+        link(Path::new("/usr/bin/python3"), &dir.join("local/bin/python"))?;
+    }
+    Ok(())
+}
+
 fn populate_etc(host_etc: &Path, host_root: &Path, etc: &Path) -> Result<()> {
     write(
         &etc.join("passwd"),
@@ -323,6 +340,13 @@ fn populate_etc(host_etc: &Path, host_root: &Path, etc: &Path) -> Result<()> {
         "root:x:0:\nuser:x:1000:\n"
     };
     write(&etc.join("group"), group, 0o644)?;
+    // No password for either (`*`), but an entry: PAM's account check (sudo's too) refuses
+    // a user without one ("account validation failure, is your account locked?").
+    write(
+        &etc.join("shadow"),
+        "root:*:19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\n",
+        0o600,
+    )?;
     write(&etc.join("hostname"), "sandbox\n", 0o644)?;
     write(
         &etc.join("hosts"),
@@ -449,8 +473,11 @@ mod tests {
             passwd,
             "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n"
         );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/shadow")).unwrap_or_default(),
+            "root:*:19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\n"
+        );
         for secret in [
-            "etc/shadow",
             "etc/gshadow",
             "etc/ssh",
             "etc/machine-id",
@@ -546,7 +573,8 @@ mod tests {
         assert_eq!(read("home/user/.bashrc"), "# rc");
         assert!(read("etc/sudoers").contains("user ALL=(ALL:ALL) NOPASSWD: ALL"));
         assert!(read("etc/group").contains("sudo:x:27:user"));
-        for secret in ["etc/shadow", "etc/machine-id", "etc/ssh", "etc/ssl/private"] {
+        assert!(!read("etc/shadow").contains("secret"));
+        for secret in ["etc/machine-id", "etc/ssh", "etc/ssl/private"] {
             assert!(
                 std::fs::symlink_metadata(root.join(secret)).is_err(),
                 "{secret} leaked"

@@ -196,6 +196,8 @@ impl BuildLog {
 pub(crate) struct Builds {
     logs: Mutex<HashMap<String, Arc<BuildLog>>>,
     sandboxes: Mutex<HashMap<String, Arc<SandboxHandle>>>,
+    /// Layers builds under way use and have not recorded yet, by build (never collected).
+    pinned: Mutex<HashMap<String, HashSet<String>>>,
     /// Serializes a template's creation by name.
     naming: Mutex<()>,
 }
@@ -564,7 +566,8 @@ impl Manager {
     ///
     /// `Store`.
     pub(crate) fn collect_layers(&self) -> Result<usize, LifecycleError> {
-        let keep = referenced_layers(&self.store.builds()?);
+        let mut keep = referenced_layers(&self.store.builds()?);
+        keep.extend(lock(&self.builds.pinned).values().flatten().cloned());
         Ok(self.layers.collect(&keep))
     }
 
@@ -618,6 +621,8 @@ impl Manager {
             if let Err(e) = this.finish_build(&b) {
                 tracing::warn!(build = %b.id, "storing the build's end: {e}");
             }
+            // Recorded now (or failed): a later collection decides.
+            lock(&this.builds.pinned).remove(&b.id);
             lock(&this.builds.logs).remove(&b.id);
         });
         Ok(())
@@ -696,6 +701,10 @@ impl Manager {
                 }
                 Step::Run { .. } | Step::Copy { .. } => {}
             }
+            lock(&self.builds.pinned)
+                .entry(b.id.clone())
+                .or_default()
+                .insert(key.clone());
             if self.layers.exists(&key) {
                 log.push("info", step_name, format!("CACHED {shown}"));
                 image.layers.push(key.clone());
@@ -1209,4 +1218,33 @@ pub(super) async fn start_and_wait_ready(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// `template gc` on a stopped server's data directory: removes the layers no stored build
+/// uses. Refused while sandboxes or builds are recorded as live (a running server may be
+/// using layers of a deleted template).
+///
+/// # Errors
+///
+/// A message saying why it was refused, or the store's error.
+pub fn collect_layers_offline(
+    store: &crate::state::Store,
+    data_dir: &Path,
+) -> Result<usize, String> {
+    let live = store.live_sandboxes().map_err(|e| e.to_string())?;
+    if !live.is_empty() {
+        return Err(format!(
+            "{} sandboxes are recorded as running or paused: stop them first (a running server collects layers itself)",
+            live.len()
+        ));
+    }
+    let builds = store.builds().map_err(|e| e.to_string())?;
+    if builds
+        .iter()
+        .any(|b| matches!(b.status, BuildStatus::Waiting | BuildStatus::Building))
+    {
+        return Err("a build is under way: let it finish (or start the server once to settle a killed one)".into());
+    }
+    let layers = Layers::open(data_dir).map_err(|e| e.to_string())?;
+    Ok(layers.collect(&referenced_layers(&builds)))
 }

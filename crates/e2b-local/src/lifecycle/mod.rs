@@ -6,6 +6,7 @@
 
 mod builds;
 pub(crate) use builds::{BuildRequest, RawStepOwned};
+pub use builds::collect_layers_offline;
 mod capacity;
 mod error;
 mod evict;
@@ -158,6 +159,12 @@ impl Manager {
         let layers = crate::template::layers::Layers::open(runtime.data_dir())
             .map_err(|e| crate::state::StateError::Private(runtime.data_dir().join("layers"), e))?;
         store.fail_unfinished_builds()?;
+        // No build runs yet: every layer no stored build uses is a deleted template's or a
+        // crashed build's.
+        let removed = layers.collect(&builds::referenced_layers(&store.builds()?));
+        if removed > 0 {
+            tracing::info!(removed, "removed unused template layers");
+        }
         Ok(Manager {
             runtime,
             networks,

@@ -306,13 +306,15 @@ pub fn run(cli: Cli) -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail("template list", &e),
                 },
-                TemplateAction::Gc => match crate::lifecycle::collect_layers_offline(&store, &dir) {
-                    Ok(n) => {
-                        println!("removed {n} unused layers");
-                        ExitCode::SUCCESS
+                TemplateAction::Gc => {
+                    match crate::lifecycle::collect_layers_offline(&store, &dir) {
+                        Ok(n) => {
+                            println!("removed {n} unused layers");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => fail("template gc", &e),
                     }
-                    Err(e) => fail("template gc", &e),
-                },
+                }
                 TemplateAction::Rm { name, api_url } => {
                     let key = match store.api_key() {
                         Ok(k) => k,
@@ -409,7 +411,13 @@ fn list_templates(store: &Store, dir: &std::path::Path) -> Result<(), String> {
         "base", "base", "ready"
     );
     for t in rootfs {
-        println!("{:<24} {:<22} {:<10} {}", t.name, t.name, "ready", t.rootfs.display());
+        println!(
+            "{:<24} {:<22} {:<10} {}",
+            t.name,
+            t.name,
+            "ready",
+            t.rootfs.display()
+        );
     }
     for t in built {
         let last = builds.iter().rev().find(|b| b.template_id == t.id);
@@ -420,7 +428,13 @@ fn list_templates(store: &Store, dir: &std::path::Path) -> Result<(), String> {
                 .unwrap_or_default()
         });
         let tags: Vec<&str> = t.tags.keys().map(String::as_str).collect();
-        println!("{:<24} {:<22} {:<10} tags: {}", t.name, t.id, status, tags.join(", "));
+        println!(
+            "{:<24} {:<22} {:<10} tags: {}",
+            t.name,
+            t.id,
+            status,
+            tags.join(", ")
+        );
     }
     let layers = crate::template::layers::Layers::open(dir).map_err(|e| e.to_string())?;
     println!(

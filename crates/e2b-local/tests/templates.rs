@@ -508,7 +508,13 @@ async fn base_has_passwordless_sudo_and_python_where_the_host_has_them() {
         assert_eq!(got, "user\nroot\n");
     }
     if Path::new("/usr/bin/python3").exists() && !Path::new("/usr/bin/python").exists() {
-        let got = run(&t, id, token, "python -c 'import sys; print(sys.version_info[0])'").await;
+        let got = run(
+            &t,
+            id,
+            token,
+            "python -c 'import sys; print(sys.version_info[0])'",
+        )
+        .await;
         assert_eq!(got, "3\n");
     }
     t.kill(id).await;

@@ -122,9 +122,7 @@ pub(super) async fn request_build(
         .map(|n| n.to_string())
         .or_else(|| req.alias.map(|a| a.to_string()))
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
-    let cpu = req
-        .cpu_count
-        .map(|c| u32::try_from(c.0).unwrap_or(0).max(1));
+    let cpu = req.cpu_count.map(|c| c.0.get());
     let mem = req.memory_mb.map(|v| u64::try_from(v.0).unwrap_or(0));
     let (t, b) = m.request_build(&name, req.tags, cpu, mem)?;
     Ok((

@@ -4,9 +4,10 @@
 //! Knows no HTTP: every failure is a [`LifecycleError`], which the control plane
 //! ([`crate::api`]) maps to a status and a `{code, message}` body in one place.
 
+mod build_run;
 mod builds;
-pub(crate) use builds::{BuildRequest, RawStepOwned};
 pub use builds::collect_layers_offline;
+pub(crate) use builds::{BuildRequest, RawStepOwned};
 mod capacity;
 mod error;
 mod evict;
@@ -513,9 +514,14 @@ impl Manager {
         match (network, init) {
             (Ok(network), Ok(envd_version)) => {
                 if let Some(image) = &image
-                    && let Err(e) =
-                        builds::start_and_wait_ready(&handle, image, env_vars, &log, template_name)
-                            .await
+                    && let Err(e) = build_run::start_and_wait_ready(
+                        &handle,
+                        image,
+                        env_vars,
+                        &log,
+                        template_name,
+                    )
+                    .await
                 {
                     return Err(fail(e, network).await);
                 }

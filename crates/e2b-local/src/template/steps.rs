@@ -155,7 +155,7 @@ pub fn parse(index: usize, raw: RawStep<'_>) -> Result<Step, StepError> {
             }
         }
         "ENV" => {
-            if raw.args.is_empty() || raw.args.len() % 2 != 0 {
+            if raw.args.is_empty() || !raw.args.len().is_multiple_of(2) {
                 return Err(fail("takes pairs of name and value".into()));
             }
             let mut vars = Vec::new();

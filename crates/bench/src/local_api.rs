@@ -77,13 +77,13 @@ impl Api {
 
     /// `POST /sandboxes` (template `base`) until 201.
     pub async fn create(&self) -> Result<Created, String> {
-        let (s, body) = self
-            .call(
-                http::Method::POST,
-                "/sandboxes",
-                r#"{"templateID":"base","timeout":3600}"#,
-            )
-            .await?;
+        self.create_from("base").await
+    }
+
+    /// `POST /sandboxes` of `template` until 201.
+    pub async fn create_from(&self, template: &str) -> Result<Created, String> {
+        let body = serde_json::json!({"templateID": template, "timeout": 3600}).to_string();
+        let (s, body) = self.call(http::Method::POST, "/sandboxes", &body).await?;
         if s != 201 {
             return Err(format!("create: {s}: {}", String::from_utf8_lossy(&body)));
         }

@@ -434,6 +434,18 @@ fn endpoint(live: &str) -> impl Strategy<Value = (Method, String, bool)> {
         Just((Method::GET, "/v2/sandboxes".to_owned(), false)),
         Just((Method::GET, "/sandboxes/metrics".to_owned(), false)),
         Just((Method::GET, "/templates".to_owned(), false)),
+        Just((Method::GET, "/v2/templates".to_owned(), false)),
+        Just((Method::POST, "/v3/templates".to_owned(), true)),
+        with_id(Method::GET, "/templates/{id}/files/{id}", false),
+        with_id(Method::POST, "/v2/templates/{id}/builds/{id}", true),
+        with_id(Method::GET, "/templates/{id}/builds/{id}/status", false),
+        with_id(Method::GET, "/templates/{id}/builds/{id}/logs", false),
+        with_id(Method::PATCH, "/v2/templates/{id}", true),
+        with_id(Method::GET, "/templates/{id}/tags", false),
+        with_id(Method::GET, "/templates/aliases/{id}", false),
+        Just((Method::POST, "/templates/tags".to_owned(), true)),
+        Just((Method::DELETE, "/templates/tags".to_owned(), true)),
+        with_id(Method::PUT, "/template-files/{id}", true),
     ]
 }
 
@@ -480,6 +492,12 @@ fn endpoint_body() -> impl Strategy<Value = Vec<u8>> {
         Just("autoPause"),
         Just("memory"),
         Just("requireHealthyGuest"),
+        Just("name"),
+        Just("tags"),
+        Just("target"),
+        Just("public"),
+        Just("steps"),
+        Just("fromTemplate"),
         Just("other"),
     ];
     let typed = prop_oneof![
@@ -808,4 +826,106 @@ fn env_var_keys_with_nul_or_equals_are_refused_at_create() {
         assert_eq!(reply.status, 400, "envVars key {key:?}: {}", reply.text());
         check_error_body(&reply).unwrap();
     }
+}
+
+/// A build step as the SDKs send it, with known and unknown types and odd arguments.
+fn build_step() -> impl Strategy<Value = Value> {
+    let kind = prop_oneof![
+        4 => "(RUN|COPY|ENV|WORKDIR|USER)",
+        1 => "[A-Za-z]{0,8}",
+    ];
+    let arg = prop_oneof![
+        4 => "(true|exit 3|echo x >&2|false|touch f|[a-z ]{0,12})",
+        1 => "(\\.\\./[a-z]{1,4}|/[a-z/]{0,12}|[a-z]{1,6}|0[0-7]{3}|root|user|nobody|[0-9]{1,5})",
+        1 => "\\PC{0,16}",
+    ];
+    let hash = prop_oneof![
+        Just(Value::Null),
+        "[0-9a-f]{64}".prop_map(Value::from),
+        "[0-9a-zA-Z]{0,70}".prop_map(Value::from),
+    ];
+    (
+        kind,
+        proptest::collection::vec(arg, 0..5),
+        hash,
+        any::<bool>(),
+    )
+        .prop_map(|(kind, args, hash, force)| {
+            let mut step = json!({"type": kind, "args": args, "force": force});
+            if !hash.is_null() {
+                step["filesHash"] = hash;
+            }
+            step
+        })
+}
+
+#[test]
+#[ignore = "needs root: builds run in sandboxes (namespaces, mounts, cgroups)"]
+fn build_requests_are_refused_with_4xx_or_run_to_an_end() {
+    let target = Target::start();
+    let base = prop_oneof![
+        Just(json!({"fromTemplate": "base"})),
+        "[a-z:0-9.]{0,12}".prop_map(|t| json!({"fromTemplate": t})),
+        "[a-z/:0-9.]{0,16}".prop_map(|i| json!({"fromImage": i})),
+        Just(json!({"fromTemplate": "base", "fromImage": "e2bdev/base"})),
+        Just(json!({})),
+    ];
+    let strategy = (
+        base,
+        proptest::collection::vec(build_step(), 0..4),
+        any::<bool>(),
+        prop_oneof![Just(Value::Null), "[a-z ]{0,10}".prop_map(Value::from)],
+    );
+    fuzz(
+        &target,
+        60,
+        strategy,
+        |target, (mut body, steps, force, ready)| {
+            let reply = target.json(&Method::POST, "/v3/templates", &json!({"name": "fuzzed"}));
+            prop_assert_eq!(reply.status, 202, "{}", reply.text());
+            let created: Value = serde_json::from_slice(&reply.body).unwrap();
+            let (id, build) = (
+                created["templateID"].as_str().unwrap().to_owned(),
+                created["buildID"].as_str().unwrap().to_owned(),
+            );
+            body["steps"] = Value::from(steps);
+            body["force"] = Value::Bool(force);
+            if !ready.is_null() {
+                body["readyCmd"] = ready;
+            }
+            let reply = target.json(
+                &Method::POST,
+                &format!("/v2/templates/{id}/builds/{build}"),
+                &body,
+            );
+            check_rest_reply(&reply)?;
+            if reply.status == 202 {
+                // A started build ends, ready or failed, and leaves no build sandbox behind.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    let r = target.send(
+                        &Method::GET,
+                        &format!("/templates/{id}/builds/{build}/status"),
+                        &[],
+                        Vec::new(),
+                    );
+                    prop_assert_eq!(r.status, 200, "{}", r.text());
+                    let v: Value = serde_json::from_slice(&r.body).unwrap();
+                    if matches!(v["status"].as_str(), Some("ready" | "error")) {
+                        break;
+                    }
+                    prop_assert!(
+                        std::time::Instant::now() < deadline,
+                        "the build did not end: {}",
+                        v
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let sandboxes = target.server().dir.path().join("sandboxes");
+                prop_assert_eq!(std::fs::read_dir(sandboxes).map_or(0, Iterator::count), 0);
+            }
+            prop_assert_eq!(target.listed()?, Vec::<String>::new());
+            Ok(())
+        },
+    );
 }

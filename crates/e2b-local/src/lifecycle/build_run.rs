@@ -310,7 +310,9 @@ impl Manager {
             }
         };
         let identity = per_sandbox_files(&handle);
-        let ran = self.step_in(&handle, step, state, log, step_name).await;
+        let ran = self
+            .step_in(&handle, template, step, state, log, step_name)
+            .await;
         let result = match ran {
             Ok(()) => self.capture(&handle, template, &identity).await,
             Err(e) => Err(e),
@@ -376,6 +378,7 @@ impl Manager {
     async fn step_in(
         &self,
         handle: &Arc<SandboxHandle>,
+        template: &Template,
         step: &Step,
         state: &BuildState,
         log: &BuildLog,
@@ -384,7 +387,7 @@ impl Manager {
         match step {
             Step::Run { cmd, user } => {
                 let user = user.as_deref().unwrap_or(&state.user);
-                let opts = exec_options(handle, user, &state.env, &state.workdir).await?;
+                let opts = exec_options(handle, template, user, &state.env, &state.workdir).await?;
                 run_streamed(handle, &["/bin/sh", "-c", cmd], &opts, log, step_name).await
             }
             Step::Copy {
@@ -402,7 +405,7 @@ impl Manager {
                 let dest = resolve(&state.workdir, dest);
                 let owner = owner.clone().unwrap_or_else(|| state.user.clone());
                 let mode = mode.map(|m| format!("{m:o}")).unwrap_or_default();
-                let opts = exec_options(handle, "root", &state.env, "/").await?;
+                let opts = exec_options(handle, template, "root", &state.env, "/").await?;
                 run_streamed(
                     handle,
                     &[
@@ -422,7 +425,7 @@ impl Manager {
                 .await
             }
             Step::Workdir(_) => {
-                let opts = exec_options(handle, "root", &state.env, "/").await?;
+                let opts = exec_options(handle, template, "root", &state.env, "/").await?;
                 run_streamed(
                     handle,
                     &[
@@ -512,38 +515,94 @@ fn per_sandbox_files(handle: &SandboxHandle) -> Vec<(PathBuf, Option<Vec<u8>>)> 
     .collect()
 }
 
-/// The uid, gid and home of `user` in the build sandbox, and the step's environment.
+/// A `/etc/passwd` line's uid, gid and home.
+type PasswdEntry = (u32, u32, String);
+
+/// `user`'s entry in `passwd` text.
+fn passwd_lookup(passwd: &str, user: &str) -> Option<PasswdEntry> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.first() != Some(&user) {
+            return None;
+        }
+        Some((
+            f.get(2)?.parse().ok()?,
+            f.get(3)?.parse().ok()?,
+            (*f.get(5)?).to_owned(),
+        ))
+    })
+}
+
+/// `user`'s entry read on the host from the topmost root layer holding `etc/passwd`, with
+/// no symlink followed (a build step may have made it a link to a host file): saves an exec
+/// per step. `None` when it cannot be read that way (a whiteout, a link, no such user); the
+/// caller then asks the sandbox.
+fn passwd_on_host(template: &Template, user: &str) -> Option<PasswdEntry> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let root = template
+        .layers
+        .iter()
+        .find(|l| l.target == Path::new("/"))?;
+    for lower in &root.lowers {
+        let Ok(dir) = std::fs::File::open(lower) else {
+            return None;
+        };
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
+        match openat2(&dir, "etc/passwd", how) {
+            Ok(fd) => {
+                let file = std::fs::File::from(fd);
+                if !file.metadata().ok()?.is_file() {
+                    return None;
+                }
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::Read::take(file, 1 << 20), &mut text)
+                    .ok()?;
+                return passwd_lookup(&text, user);
+            }
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The uid, gid and home of `user` in a sandbox of `template`, and the environment a
+/// command there gets.
 async fn exec_options(
     handle: &Arc<SandboxHandle>,
+    template: &Template,
     user: &str,
     env: &[(String, String)],
     cwd: &str,
 ) -> Result<ExecOptions, StepFailed> {
-    let h = handle.clone();
-    let name = user.to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        h.exec_in(&["getent", "passwd", &name], &ExecOptions::default())
-    })
-    .await
-    .map_err(|e| StepFailed(e.to_string()))?
-    .map_err(|e| StepFailed(format!("looking up user '{user}': {e}")))?;
-    let line = String::from_utf8_lossy(&out.stdout);
-    let fields: Vec<&str> = line.trim_end().split(':').collect();
-    let (Some(uid), Some(gid), Some(home)) = (
-        fields.get(2).and_then(|v| v.parse().ok()),
-        fields.get(3).and_then(|v| v.parse().ok()),
-        fields.get(5),
-    ) else {
-        return Err(StepFailed(format!(
-            "user '{user}' does not exist in the template"
-        )));
+    let entry = match user {
+        "root" => Some((0, 0, "/root".to_owned())),
+        _ => passwd_on_host(template, user),
+    };
+    let (uid, gid, home) = match entry {
+        Some(e) => e,
+        None => {
+            let h = handle.clone();
+            let name = user.to_owned();
+            let out = tokio::task::spawn_blocking(move || {
+                h.exec_in(&["getent", "passwd", &name], &ExecOptions::default())
+            })
+            .await
+            .map_err(|e| StepFailed(e.to_string()))?
+            .map_err(|e| StepFailed(format!("looking up user '{user}': {e}")))?;
+            passwd_lookup(&String::from_utf8_lossy(&out.stdout), user).ok_or_else(|| {
+                StepFailed(format!("user '{user}' does not exist in the template"))
+            })?
+        }
     };
     let mut vars = vec![
         (
             "PATH".to_owned(),
             crate::isolation::exec::DEFAULT_PATH.to_owned(),
         ),
-        ("HOME".to_owned(), (*home).to_owned()),
+        ("HOME".to_owned(), home),
         ("USER".to_owned(), user.to_owned()),
     ];
     for (k, v) in env {
@@ -642,13 +701,17 @@ pub(super) async fn start_and_wait_ready(
     image: &BuildImage,
     env_vars: &BTreeMap<String, String>,
     log: &super::SandboxLog,
-    template: &str,
+    built: (&str, &Template),
 ) -> Result<(), LifecycleError> {
+    if image.start_cmd.is_none() && image.ready_cmd.is_none() {
+        return Ok(());
+    }
+    let (template, layers) = built;
     let env: Vec<(String, String)> = env_vars
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let opts = exec_options(handle, &image.user, &env, &image.workdir)
+    let opts = exec_options(handle, layers, &image.user, &env, &image.workdir)
         .await
         .map_err(|StepFailed(e)| LifecycleError::internal(format!("template '{template}'"), e))?;
     if let Some(cmd) = &image.start_cmd {
@@ -709,5 +772,52 @@ pub(super) async fn start_and_wait_ready(
             ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::TemplateLayer;
+
+    #[test]
+    fn passwd_is_read_from_the_topmost_layer_without_following_links() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (top, mid, bottom) = (
+            tmp.path().join("top"),
+            tmp.path().join("mid"),
+            tmp.path().join("bottom"),
+        );
+        for d in [&top, &mid, &bottom] {
+            std::fs::create_dir_all(d.join("etc")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(
+            mid.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbob:x:1001:1002::/home/bob:/bin/sh\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(bottom.join("etc/passwd"), "bob:x:7:7::/old:/bin/sh\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let template = |lowers: Vec<PathBuf>| Template {
+            name: "t".into(),
+            layers: vec![TemplateLayer {
+                target: "/".into(),
+                lowers,
+            }],
+        };
+        let t = template(vec![top.clone(), mid.clone(), bottom.clone()]);
+        assert_eq!(
+            passwd_on_host(&t, "bob"),
+            Some((1001, 1002, "/home/bob".into()))
+        );
+        assert_eq!(passwd_on_host(&t, "nobody"), None);
+        // A step made /etc/passwd a link (to a host file, say): not followed.
+        std::os::unix::fs::symlink("/etc/hostname", top.join("etc/passwd"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(passwd_on_host(&t, "bob"), None);
+        std::fs::remove_file(top.join("etc/passwd")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir(top.join("etc")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("/etc", top.join("etc")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(passwd_on_host(&t, "root"), None);
     }
 }

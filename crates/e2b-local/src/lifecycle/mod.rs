@@ -439,6 +439,7 @@ impl Manager {
             let fifo = log.fifo().to_owned();
             let tname = template_name.to_owned();
             let image = restore.clone().filter(|p| p.is_file());
+            let template = template.clone();
             tokio::task::spawn_blocking(move || {
                 let id = id2;
                 let mut init = InitProgram::self_exe(["envd"]);
@@ -519,7 +520,7 @@ impl Manager {
                         image,
                         env_vars,
                         &log,
-                        template_name,
+                        (template_name, &template),
                     )
                     .await
                 {

@@ -453,7 +453,7 @@ async fn failures_bad_input_tags_aliases_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: builds run in sandboxes (namespaces, mounts, cgroups)"]
-async fn a_build_cut_by_a_restart_fails_and_leaves_nothing() {
+async fn builds_cut_by_a_shutdown_or_a_crash_fail_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     let t = start_with(dir, |b| b).await;
@@ -478,6 +478,81 @@ async fn a_build_cut_by_a_restart_fails_and_leaves_nothing() {
     let t = start_with(dir, |b| b).await;
     let v = t
         .get(&format!("/templates/{id}/builds/{b}/status"))
+        .await
+        .json();
+    assert_eq!(v["status"], "error");
+    assert_eq!(
+        v["reason"]["message"],
+        "the server shut down during the build"
+    );
+    t.server().manager().recovered().await;
+    assert_eq!(
+        std::fs::read_dir(path.join("sandboxes")).unwrap().count(),
+        0
+    );
+    assert_eq!(layer_count(&path), 0);
+    let TestServer { server, dir, .. } = t;
+    server.unwrap().shutdown().await;
+
+    // The same with a crash: `serve` is SIGKILLed while its build step runs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_e2b-local"))
+        .args([
+            "serve",
+            "--network",
+            "none",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--cgroup-parent", support::CGROUP_PARENT, "--data-dir"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let key = e2b_local::state::Store::open(&path)
+        .unwrap()
+        .api_key()
+        .unwrap();
+    let http = support::http();
+    let call = |method: Method, p: &str, body: Value| {
+        http.request(method, format!("{url}{p}"))
+            .header("x-api-key", &key)
+            .json(&body)
+            .send()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        if let Ok(r) = call(Method::POST, "/v3/templates", json!({"name": "slow"})).await {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "serve did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let b2 = created["buildID"].as_str().unwrap().to_owned();
+    let r = call(
+        Method::POST,
+        &format!("/v2/templates/{id}/builds/{b2}"),
+        json!({"fromTemplate": "base", "force": false, "steps": [
+            {"type": "RUN", "args": ["touch /half; sleep 60"], "force": false}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    while std::fs::read_dir(path.join("sandboxes")).map_or(0, Iterator::count) == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let t = start_with(dir, |b| b).await;
+    let v = t
+        .get(&format!("/templates/{id}/builds/{b2}/status"))
         .await
         .json();
     assert_eq!(v["status"], "error");

@@ -20,6 +20,9 @@ use crate::template::Template;
 use crate::template::layers::Layers;
 use crate::template::steps::{self, RawStep, Step};
 
+/// Why a build failed when the server stopped it.
+const SHUT_DOWN: &str = "the server shut down during the build";
+
 /// Where a COPY step's archive is put inside the build sandbox (removed by the step).
 const COPY_STAGING: &str = ".e2b-build";
 
@@ -294,7 +297,7 @@ impl Manager {
         step_name: Option<&str>,
     ) -> Result<PathBuf, StepFailed> {
         if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StepFailed("the server is shutting down".into()));
+            return Err(StepFailed(SHUT_DOWN.into()));
         }
         let id = format!("build-{}", crate::state::random_hex(8));
         let handle = self
@@ -315,6 +318,9 @@ impl Manager {
             .await;
         let result = match ran {
             Ok(()) => self.capture(&handle, template, &identity).await,
+            Err(_) if self.closing.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(StepFailed(SHUT_DOWN.into()))
+            }
             Err(e) => Err(e),
         };
         self.end_build_sandbox(&id, &handle, network).await;
@@ -367,11 +373,16 @@ impl Manager {
         lock(&self.builds.sandboxes).remove(id);
     }
 
-    /// Kills every build sandbox (at shutdown); their builds fail.
+    /// Kills every build sandbox (at shutdown) and waits (up to 10 s) until their builds
+    /// have recorded that they failed.
     pub(crate) async fn kill_builds(&self) {
         let all: Vec<Arc<SandboxHandle>> = lock(&self.builds.sandboxes).values().cloned().collect();
         for h in all {
             let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !lock(&self.builds.logs).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

@@ -63,7 +63,7 @@ async fn start() -> (Shared, ConnectionConfig) {
 fn entry(i: usize) -> Value {
     json!({
         "timestamp": "2026-01-01T00:00:00Z",
-        "level": if i % 2 == 0 { "info" } else { "debug" },
+        "level": if i.is_multiple_of(2) { "info" } else { "debug" },
         "message": format!("\u{1b}[32mline {i}\u{1b}[0m"),
         "step": "1",
     })

@@ -21,6 +21,9 @@ const IGNORED_COPY_FLAGS: &[&str] = &[
     "unpack",
 ];
 
+/// Flags of `RUN` that have no effect in a template (accepted with a warning).
+const IGNORED_RUN_FLAGS: &[&str] = &["mount", "network", "security", "device"];
+
 /// Instructions with no equivalent in a template.
 const IGNORED_INSTRUCTIONS: &[&str] = &["EXPOSE", "VOLUME", "LABEL", "MAINTAINER"];
 
@@ -79,7 +82,25 @@ pub(super) fn apply(mut template: Template, content: &str) -> Result<(Template, 
             Instruction::Run(run) => {
                 let command = match &run.expr {
                     ShellOrExecExpr::Exec(array) => shell_join(&array.as_str_vec()),
-                    ShellOrExecExpr::Shell(shell) => shell.to_string(),
+                    // The grammar keeps `RUN --flag=...` in the command, and with flags an
+                    // exec form is not recognized: take both apart here.
+                    ShellOrExecExpr::Shell(shell) => {
+                        let shell = shell.to_string();
+                        let (flags, rest) = leading_flags(&shell);
+                        for (name, _) in &flags {
+                            if !IGNORED_RUN_FLAGS.contains(&name.as_str()) {
+                                return Err(at(format!("unknown flag: {name}")));
+                            }
+                            tracing::warn!(line, "Ignoring unsupported RUN flag --{name}");
+                        }
+                        match exec_form(rest) {
+                            Some(words) => {
+                                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                                shell_join(&words)
+                            }
+                            None => rest.to_owned(),
+                        }
+                    }
                 };
                 if command.trim_start().starts_with("<<") || command.contains(" <<") {
                     return Err(at("heredocs are not supported".to_owned()));
@@ -90,7 +111,7 @@ pub(super) fn apply(mut template: Template, content: &str) -> Result<(Template, 
                 template = template.run_cmd(command);
             }
             Instruction::Copy(copy) => {
-                let flags: Vec<(String, String)> = copy
+                let mut flags: Vec<(String, String)> = copy
                     .flags
                     .iter()
                     .map(|f| (f.name.content.clone(), f.value.content.clone()))
@@ -98,6 +119,13 @@ pub(super) fn apply(mut template: Template, content: &str) -> Result<(Template, 
                 let mut words: Vec<String> =
                     copy.sources.iter().map(|s| s.content.clone()).collect();
                 words.push(copy.destination.content.clone());
+                // The grammar only knows `--name=value` flags; a bare `--link` arrives as a
+                // source.
+                let bare = words.iter().take_while(|w| w.starts_with("--")).count();
+                for word in words.drain(..bare) {
+                    let (more, _) = leading_flags(&word);
+                    flags.extend(more);
+                }
                 template = apply_copy(template, "COPY", &flags, &words).map_err(at)?;
             }
             Instruction::Env(env) => {
@@ -280,30 +308,72 @@ fn is_remote_url(src: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
 }
 
-/// `--flag=value` words first, then the arguments (a JSON array or words).
-fn split_flags(arguments: &str) -> (Vec<(String, String)>, Vec<String>) {
-    let mut rest = arguments.trim();
+/// The `--flag[=value]` words at the start of `arguments`, and the rest.
+fn leading_flags(arguments: &str) -> (Vec<(String, String)>, &str) {
+    let mut rest = arguments.trim_start();
     let mut flags = Vec::new();
-    while let Some(after) = rest.strip_prefix("--") {
-        let end = after.find(char::is_whitespace).unwrap_or(after.len());
-        let flag = &after[..end];
+    while rest.starts_with("--") {
+        let end = word_end(rest);
+        let flag = &rest[2..end];
         let (name, value) = flag.split_once('=').unwrap_or((flag, "true"));
         flags.push((name.to_owned(), value.to_owned()));
-        rest = after[end..].trim_start();
+        rest = rest[end..].trim_start();
     }
-    let words = if rest.starts_with('[') {
-        serde_json::from_str::<Vec<String>>(rest)
-            .unwrap_or_else(|_| rest.split_whitespace().map(str::to_owned).collect())
-    } else {
-        rest.split_whitespace().map(str::to_owned).collect()
-    };
+    (flags, rest)
+}
+
+/// The words of an exec form (`["a", "b"]`), if `arguments` is one.
+fn exec_form(arguments: &str) -> Option<Vec<String>> {
+    let trimmed = arguments.trim();
+    if !trimmed.starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(trimmed).ok()
+}
+
+/// Flags, then the arguments (an exec form or shell words) of an instruction the grammar
+/// leaves generic.
+fn split_flags(arguments: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let (flags, rest) = leading_flags(arguments);
+    let words = exec_form(rest).unwrap_or_else(|| split_words(rest));
     (flags, words)
+}
+
+/// Where the word at the start of `text` ends: the first whitespace outside quotes.
+fn word_end(text: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, ch) in text.char_indices() {
+        match (quote, ch) {
+            _ if escaped => escaped = false,
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), _) => {}
+            (_, '\\') => escaped = true,
+            (Some('"'), '"') => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(ch),
+            (None, c) if c.is_whitespace() => return i,
+            (None, _) => {}
+        }
+    }
+    text.len()
+}
+
+/// Shell words, still quoted: split at whitespace outside quotes.
+fn split_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let end = word_end(rest);
+        words.push(rest[..end].to_owned());
+        rest = rest[end..].trim_start();
+    }
+    words
 }
 
 /// The one argument of `WORKDIR`/`USER`, unquoted.
 fn single(instruction: &str, arguments: &str) -> Result<String, String> {
-    let words: Vec<&str> = arguments.split_whitespace().collect();
-    match words.as_slice() {
+    match split_words(arguments).as_slice() {
         [word] => Ok(unquote(word)),
         _ => Err(format!("{instruction} requires exactly one argument")),
     }
@@ -394,6 +464,46 @@ mod tests {
             Some("npm start".to_owned())
         );
         assert_eq!(start_cmd(None, None), None);
+    }
+
+    fn steps(template: &Template) -> Vec<(&'static str, Vec<String>)> {
+        template
+            .instructions
+            .iter()
+            .map(|i| (i.kind.as_str(), i.args.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn flags_quotes_and_env_forms_convert_as_the_python_sdk_does() {
+        // Expected: the Python SDK 2.63's steps for the same Dockerfile.
+        let (template, base) = apply(
+            Template::new(),
+            "FROM a\n\
+             RUN --mount=type=cache,target=/root/.cache pip install x\n\
+             RUN --network=none [\"echo\", \"a b\"]\n\
+             COPY --link a /app\n\
+             ENV A=1 B=\"two words\" C='single $X'\n\
+             ENV D plain value here\n\
+             WORKDIR \"/my dir\"\n",
+        )
+        .unwrap();
+        assert_eq!(base, "a");
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            steps(&template),
+            [
+                ("USER", s(&["root"])),
+                ("WORKDIR", s(&["/"])),
+                ("RUN", s(&["pip install x"])),
+                ("RUN", s(&["echo 'a b'"])),
+                ("COPY", s(&["a", "/app", "", ""])),
+                ("ENV", s(&["A", "1", "B", "two words", "C", "single $X"])),
+                ("ENV", s(&["D", "plain value here"])),
+                ("WORKDIR", s(&["/my dir"])),
+                ("USER", s(&["user"])),
+            ]
+        );
     }
 
     #[test]

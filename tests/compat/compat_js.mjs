@@ -19,7 +19,7 @@ if (!entry) {
   console.error('usage: node compat_js.mjs <node_modules/e2b/dist/index.mjs>')
   process.exit(2)
 }
-const { Sandbox, CommandExitError, FileType, FilesystemEventType, SandboxError, SandboxNotFoundError } = await import(
+const { Sandbox, Template, BuildError, CommandExitError, FileType, FilesystemEventType, SandboxError, SandboxNotFoundError } = await import(
   pathToFileURL(entry).href
 )
 const VERSION = JSON.parse(readFileSync(join(dirname(entry), '..', 'package.json'), 'utf8')).version
@@ -666,6 +666,43 @@ check('network_header_rule_reaches_the_server_not_the_sandbox', async () => {
       netInfo({ allowOut: ['a.test'], denyOut: ['0.0.0.0/0'], rules })
     )
   })
+})
+
+// --- templates -----------------------------------------------------------------------
+
+check('template_build_copy_env_run_start_ready', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const ctx = mkdtempSync(join(tmpdir(), 'compat-'))
+  writeFileSync(join(ctx, 'hello.txt'), 'hello from the context\n')
+  const name = `compat-${LABEL}-${TAG}`.replaceAll('_', '-')
+  const template = Template({ fileContextPath: ctx })
+    .fromTemplate('base')
+    .copy('hello.txt', '/home/user/hello.txt')
+    .setEnvs({ COMPAT: 'yes' })
+    // TAG makes the step this run's own: other SDK runs on this server share the cache.
+    .runCmd(`echo built-by-$(whoami) > /home/user/built.txt && echo step-output # ${TAG}`)
+    .setStartCmd('echo started > /tmp/started; sleep infinity', 'test -f /tmp/started')
+  const logs = []
+  const info = await Template.build(template, name, { onBuildLogs: (e) => logs.push(e.message) })
+  assert.equal(info.name ?? info.alias, name)
+  assert.equal(info.templateId.length, 20)
+  assert.ok(logs.includes('step-output'), JSON.stringify(logs))
+  assert.equal(await Template.exists(name), true)
+  await withSandbox({ template: name }, async (sbx) => {
+    const r = await sbx.commands.run('cat hello.txt built.txt /tmp/started; echo $COMPAT; whoami; pwd')
+    assert.equal(r.stdout, 'hello from the context\nbuilt-by-user\nstarted\nyes\nuser\n/home/user\n')
+  })
+})
+
+check('template_build_failure_names_the_step', async () => {
+  const template = Template().fromTemplate('base').runCmd('echo fine').runCmd('echo boom >&2; exit 7')
+  await assert.rejects(Template.build(template, `compat-fail-${TAG}`), (e) => {
+    assert.ok(e instanceof BuildError, String(e))
+    assert.equal(e.message, 'the step failed with exit code 7: boom')
+    return true
+  })
+  assert.equal(await Template.exists(`compat-missing-${TAG}`), false)
 })
 
 let passed = 0

@@ -847,6 +847,72 @@ def network_header_rule_reaches_the_server_not_the_sandbox():
         sbx.kill()
 
 
+# --- templates -------------------------------------------------------------------------
+
+
+def template_api():
+    """The SDK's Template builder, or None when this version has none."""
+    try:
+        from e2b import Template
+    except ImportError:
+        return None
+    return Template
+
+
+@check
+def template_build_copy_env_run_start_ready():
+    Template = template_api()
+    if Template is None:
+        return SKIP
+    import tempfile
+
+    ctx = tempfile.mkdtemp()
+    with open(os.path.join(ctx, "hello.txt"), "w") as f:
+        f.write("hello from the context\n")
+    name = f"compat-{LABEL}-{TAG}".replace("_", "-")
+    t = (
+        Template(file_context_path=ctx)
+        .from_template("base")
+        .copy("hello.txt", "/home/user/hello.txt")
+        .set_envs({"COMPAT": "yes"})
+        # TAG makes the step this run's own: other SDK runs on this server share the cache.
+        .run_cmd(f"echo built-by-$(whoami) > /home/user/built.txt && echo step-output # {TAG}")
+        .set_start_cmd("echo started > /tmp/started; sleep infinity", "test -f /tmp/started")
+    )
+    logs = []
+    info = Template.build(t, name, on_build_logs=lambda e: logs.append(e.message))
+    assert info.name == name and len(info.template_id) == 20, info
+    assert "step-output" in logs, logs
+    assert Template.exists(name) is True
+    sbx = new_sandbox(template=name)
+    try:
+        r = sbx.commands.run("cat hello.txt built.txt /tmp/started; echo $COMPAT; whoami; pwd")
+        assert r.stdout == "hello from the context\nbuilt-by-user\nstarted\nyes\nuser\n/home/user\n", r.stdout
+    finally:
+        sbx.kill()
+    # Built again unchanged: every step is a cache hit.
+    logs.clear()
+    Template.build(t, name, on_build_logs=lambda e: logs.append(e.message))
+    assert sum(m.startswith("CACHED [") for m in logs) == 2, logs
+
+
+@check
+def template_build_failure_names_the_step():
+    Template = template_api()
+    if Template is None:
+        return SKIP
+    from e2b.exceptions import BuildException
+
+    t = Template().from_template("base").run_cmd("echo fine").run_cmd("echo boom >&2; exit 7")
+    try:
+        Template.build(t, f"compat-fail-{TAG}")
+    except BuildException as e:
+        assert str(e) == "the step failed with exit code 7: boom", str(e)
+    else:
+        raise AssertionError("a failing step must fail the build")
+    assert Template.exists("compat-missing-" + TAG) is False
+
+
 def main():
     passed = failed = 0
     for fn in CHECKS:

@@ -1,4 +1,5 @@
-//! The `e2b-local` command line: `serve`, `sandbox list|kill`, `key`, `template list|add`.
+//! The `e2b-local` command line: `serve`, `sandbox list|kill`, `key`,
+//! `template list|add|rm|gc`.
 //!
 //! `sandbox` subcommands talk to a running server over its REST API (the server owns the
 //! sandboxes); `key` and `template` read and write the state database directly.
@@ -158,6 +159,18 @@ pub enum TemplateAction {
         #[arg(long)]
         rootfs: PathBuf,
     },
+    /// Delete a template (through the running server: its builds, and the layers nothing
+    /// else uses).
+    Rm {
+        /// Template name or id.
+        name: String,
+        /// Server URL.
+        #[arg(long, default_value = "http://127.0.0.1:3000", env = "E2B_API_URL")]
+        api_url: String,
+    },
+    /// Remove the build layers no template uses (the server removes them itself when a
+    /// template is deleted and at start-up; this is for a stopped server's data directory).
+    Gc,
 }
 
 fn fail(phase: &str, e: &dyn std::fmt::Display) -> ExitCode {
@@ -289,17 +302,39 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => return fail("template", &e),
             };
             match action {
-                TemplateAction::List => match store.templates() {
-                    Ok(ts) => {
-                        println!("{:<24} ROOTFS", "NAME");
-                        println!("{:<24} (host /usr, /bin, /lib*; filtered /etc)", "base");
-                        for t in ts {
-                            println!("{:<24} {}", t.name, t.rootfs.display());
-                        }
-                        ExitCode::SUCCESS
-                    }
+                TemplateAction::List => match list_templates(&store, &dir) {
+                    Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail("template list", &e),
                 },
+                TemplateAction::Gc => {
+                    match crate::lifecycle::collect_layers_offline(&store, &dir) {
+                        Ok(n) => {
+                            println!("removed {n} unused layers");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => fail("template gc", &e),
+                    }
+                }
+                TemplateAction::Rm { name, api_url } => {
+                    let key = match store.api_key() {
+                        Ok(k) => k,
+                        Err(e) => return fail("template rm", &e),
+                    };
+                    let url = format!("{}/templates/{name}", api_url.trim_end_matches('/'));
+                    runtime.block_on(async move {
+                        match call(http::Method::DELETE, &url, &key).await {
+                            Ok((204, _)) => {
+                                println!("deleted {name}");
+                                ExitCode::SUCCESS
+                            }
+                            Ok((s, body)) => fail(
+                                "template rm",
+                                &format!("{s}: {}", String::from_utf8_lossy(&body)),
+                            ),
+                            Err(e) => fail("template rm", &e),
+                        }
+                    })
+                }
                 TemplateAction::Add { name, rootfs } => {
                     if name == crate::template::BASE {
                         return fail("template add", &"the name base is reserved");
@@ -362,6 +397,52 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
     }
+}
+
+/// `template list`: the built-in templates, the built ones with their tags and last build,
+/// and the layer store's size.
+fn list_templates(store: &Store, dir: &std::path::Path) -> Result<(), String> {
+    let rootfs = store.templates().map_err(|e| e.to_string())?;
+    let built = store.built_templates().map_err(|e| e.to_string())?;
+    let builds = store.builds().map_err(|e| e.to_string())?;
+    println!("{:<24} {:<22} {:<10} SOURCE", "NAME", "ID", "STATUS");
+    println!(
+        "{:<24} {:<22} {:<10} host /usr, /bin, /lib*; filtered /etc",
+        "base", "base", "ready"
+    );
+    for t in rootfs {
+        println!(
+            "{:<24} {:<22} {:<10} {}",
+            t.name,
+            t.name,
+            "ready",
+            t.rootfs.display()
+        );
+    }
+    for t in built {
+        let last = builds.iter().rev().find(|b| b.template_id == t.id);
+        let status = last.map_or("none".to_owned(), |b| {
+            serde_json::to_value(b.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        });
+        let tags: Vec<&str> = t.tags.keys().map(String::as_str).collect();
+        println!(
+            "{:<24} {:<22} {:<10} tags: {}",
+            t.name,
+            t.id,
+            status,
+            tags.join(", ")
+        );
+    }
+    let layers = crate::template::layers::Layers::open(dir).map_err(|e| e.to_string())?;
+    println!(
+        "layers: {} MiB in {}",
+        layers.disk_usage() >> 20,
+        dir.join("layers").display()
+    );
+    Ok(())
 }
 
 fn open_store(dir: &std::path::Path) -> Result<Store, String> {

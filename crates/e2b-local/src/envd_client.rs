@@ -110,6 +110,7 @@ pub(crate) async fn init(
     handle: &Arc<SandboxHandle>,
     token: Option<&str>,
     env_vars: &BTreeMap<String, String>,
+    defaults: Option<(&str, &str)>,
 ) -> Result<String, EnvdError> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut pause = Duration::from_micros(500);
@@ -129,7 +130,7 @@ pub(crate) async fn init(
             Err(e) => return Err(EnvdError::Connect(e)),
         }
     };
-    let body = serde_json::to_vec(&init_request(token, env_vars, Utc::now()))?;
+    let body = serde_json::to_vec(&init_request(token, env_vars, defaults, Utc::now()))?;
     let req = Request::post("/init")
         .header(http::header::HOST, format!("127.0.0.1:{ENVD_PORT}"))
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -154,11 +155,14 @@ pub(crate) async fn init(
 fn init_request(
     token: Option<&str>,
     env_vars: &BTreeMap<String, String>,
+    defaults: Option<(&str, &str)>,
     now: DateTime<Utc>,
 ) -> InitRequest {
+    let (user, workdir) = defaults.map_or((DEFAULT_USER, None), |(u, w)| (u, Some(w)));
     InitRequest {
         access_token: token.map(str::to_owned),
-        default_user: Some(DEFAULT_USER.to_owned()),
+        default_user: Some(user.to_owned()),
+        default_workdir: workdir.map(str::to_owned),
         env_vars: Some(env_vars.clone().into()),
         timestamp: Some(now),
         ..InitRequest::default()
@@ -205,7 +209,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(
-            serde_json::to_value(init_request(Some("tok"), &env, now)).unwrap(),
+            serde_json::to_value(init_request(Some("tok"), &env, None, now)).unwrap(),
             serde_json::json!({
                 "accessToken": "tok",
                 "defaultUser": "user",
@@ -213,7 +217,7 @@ mod tests {
                 "timestamp": "2026-11-30T05:00:00.500Z",
             })
         );
-        let body = serde_json::to_value(init_request(None, &BTreeMap::new(), now)).unwrap();
+        let body = serde_json::to_value(init_request(None, &BTreeMap::new(), None, now)).unwrap();
         assert!(body.get("accessToken").is_none(), "{body}");
     }
 }

@@ -320,8 +320,8 @@ root_test! {
         );
         // Not on the host, not in the template, not in the upper (/tmp is a tmpfs).
         assert!(!Path::new("/usr/local/e2b-local-test-file").exists());
-        assert!(!env.base.layers[0].source.join("home/user/f").exists());
-        assert!(!env.base.layers[0].source.join("etc/e2b-test").exists());
+        assert!(!env.base.layers[0].lowers[0].join("home/user/f").exists());
+        assert!(!env.base.layers[0].lowers[0].join("etc/e2b-test").exists());
         assert!(!sb.upper_dir().join("tmp/t").exists());
         // A user cannot write the read-only template's system files.
         let out = sh(&sb, "echo x > /usr/bin/e2b-x", &ExecOptions::user());

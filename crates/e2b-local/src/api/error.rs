@@ -55,28 +55,31 @@ impl ApiError {
 
 impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> Self {
-        let status =
-            match &e {
-                LifecycleError::SandboxNotFound { .. }
-                | LifecycleError::TemplateNotFound { .. } => StatusCode::NOT_FOUND,
-                LifecycleError::AlreadyPaused { .. }
-                | LifecycleError::AlreadyRunning { .. }
-                | LifecycleError::Paused { .. } => StatusCode::CONFLICT,
-                LifecycleError::TimeoutNotPositive { .. }
-                | LifecycleError::TimeoutNegative { .. }
-                | LifecycleError::TimeoutPastLifetime { .. } => StatusCode::BAD_REQUEST,
-                // The request is well-formed; this server lacks the functionality.
-                LifecycleError::FreezerUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
-                // E2B's concurrency limit answer: the SDKs raise their rate-limit error.
-                LifecycleError::TooManySandboxes { .. }
-                | LifecycleError::MemoryCommitted { .. } => StatusCode::TOO_MANY_REQUESTS,
-                LifecycleError::HostLimit { .. }
-                | LifecycleError::Restoring { .. }
-                | LifecycleError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
-            };
+        let status = match &e {
+            LifecycleError::SandboxNotFound { .. }
+            | LifecycleError::TemplateNotFound { .. }
+            | LifecycleError::BuildNotFound { .. } => StatusCode::NOT_FOUND,
+            LifecycleError::InvalidBuild(_) => StatusCode::BAD_REQUEST,
+            LifecycleError::BuildConflict(_) => StatusCode::CONFLICT,
+            LifecycleError::AlreadyPaused { .. }
+            | LifecycleError::AlreadyRunning { .. }
+            | LifecycleError::Paused { .. } => StatusCode::CONFLICT,
+            LifecycleError::TimeoutNotPositive { .. }
+            | LifecycleError::TimeoutNegative { .. }
+            | LifecycleError::TimeoutPastLifetime { .. } => StatusCode::BAD_REQUEST,
+            // The request is well-formed; this server lacks the functionality.
+            LifecycleError::FreezerUnavailable { .. } => StatusCode::NOT_IMPLEMENTED,
+            // E2B's concurrency limit answer: the SDKs raise their rate-limit error.
+            LifecycleError::TooManySandboxes { .. } | LifecycleError::MemoryCommitted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            LifecycleError::HostLimit { .. }
+            | LifecycleError::Restoring { .. }
+            | LifecycleError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
         ApiError::new(status, e.to_string())
     }
 }

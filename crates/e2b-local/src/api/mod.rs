@@ -11,6 +11,7 @@
 
 mod auth;
 mod bodies;
+mod builds;
 pub mod error;
 mod list;
 mod logs;
@@ -23,7 +24,7 @@ mod templates;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use http::StatusCode;
 
 pub use error::ApiError;
@@ -57,10 +58,26 @@ pub fn router(m: AppState) -> Router {
         .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
         .route("/sandboxes/{id}/network", put(network::update_network))
         .route("/templates", get(templates::templates))
+        .route("/v2/templates", get(templates::templates))
+        .route("/v3/templates", post(builds::request_build))
         .route(
             "/templates/{id}",
             get(templates::template).delete(templates::delete_template),
         )
+        .route("/v2/templates/{id}", patch(builds::update))
+        .route("/templates/{id}/files/{hash}", get(builds::upload_link))
+        .route(
+            "/v2/templates/{id}/builds/{build}",
+            post(builds::start_build),
+        )
+        .route("/templates/{id}/builds/{build}/status", get(builds::status))
+        .route("/templates/{id}/builds/{build}/logs", get(builds::logs))
+        .route(
+            "/templates/tags",
+            post(builds::assign_tags).delete(builds::delete_tags),
+        )
+        .route("/templates/{id}/tags", get(builds::tags))
+        .route("/templates/aliases/{alias}", get(builds::alias))
         .route_layer(axum::middleware::from_fn_with_state(
             m.clone(),
             auth::require_key,
@@ -68,6 +85,8 @@ pub fn router(m: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/health", get(health))
+        // The signed upload link is the credential, as a presigned URL is.
+        .route("/template-files/{hash}", put(builds::upload))
         // Applies to the routes added so far; `authed` has its own.
         .method_not_allowed_fallback(method_not_allowed)
         .merge(authed)

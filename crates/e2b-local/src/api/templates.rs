@@ -1,4 +1,6 @@
-//! Templates: `GET /templates`, `GET /templates/{id}`, `DELETE /templates/{id}`.
+//! Templates: `GET /templates` (and `/v2/templates`), `GET /templates/{id}`,
+//! `DELETE /templates/{id}`: the built-in ones (`base`, those added with `template add`)
+//! and those made with the build API ([`super::builds`]).
 
 use axum::Json;
 use axum::extract::State;
@@ -8,9 +10,11 @@ use http::StatusCode;
 
 use super::AppState;
 use super::bodies::sizes;
+use super::builds::build_status;
 use super::error::ApiError;
 use super::request::Path;
 use crate::lifecycle::{LifecycleError, Manager};
+use crate::state::{BuildRecord, BuiltTemplate, DEFAULT_TAG};
 
 fn template_json(m: &Manager, name: &str, created: DateTime<Utc>) -> types::Template {
     let s = sizes(m);
@@ -47,7 +51,38 @@ fn template_list(m: &Manager) -> Result<Vec<types::Template>, ApiError> {
     {
         out.push(template_json(m, &t.name, t.created_at));
     }
+    let builds = m.store().builds().map_err(LifecycleError::from)?;
+    for t in m.store().built_templates().map_err(LifecycleError::from)? {
+        out.push(built_json(m, &t, &builds));
+    }
     Ok(out)
+}
+
+/// A template made with the build API: its default tag's build (else its latest).
+fn built_json(m: &Manager, t: &BuiltTemplate, builds: &[BuildRecord]) -> types::Template {
+    let ours: Vec<&BuildRecord> = builds.iter().filter(|b| b.template_id == t.id).collect();
+    let current = t
+        .tags
+        .get(DEFAULT_TAG)
+        .and_then(|id| ours.iter().find(|b| &b.id == id))
+        .or(ours.last())
+        .copied();
+    let mut json = template_json(m, &t.name, t.created_at);
+    json.template_id = t.id.clone();
+    json.build_count = i32::try_from(ours.len()).unwrap_or(i32::MAX);
+    if let Some(b) = current {
+        json.build_id = b.id.clone();
+        json.build_status = build_status(b.status);
+    }
+    if let Some(c) = t.cpu_count.and_then(std::num::NonZeroU32::new) {
+        json.cpu_count = types::CpuCount(c);
+    }
+    if let Some(mb) = t.memory_mb {
+        json.memory_mb = types::MemoryMb(i32::try_from(mb).unwrap_or(i32::MAX));
+    }
+    json.public = t.public;
+    json.updated_at = t.updated_at;
+    json
 }
 
 /// `GET /templates`.
@@ -64,11 +99,31 @@ pub(super) async fn template(
 ) -> Result<Json<types::TemplateWithBuilds>, ApiError> {
     let t = template_list(&m)?
         .into_iter()
-        .find(|t| t.template_id == name)
+        .find(|t| t.template_id == name || t.names.contains(&name))
         .ok_or_else(|| LifecycleError::TemplateNotFound { name })?;
+    let builds = m
+        .store()
+        .builds()
+        .map_err(LifecycleError::from)?
+        .into_iter()
+        .filter(|b| b.template_id == t.template_id)
+        .filter_map(|b| {
+            Some(types::TemplateBuild {
+                build_id: uuid::Uuid::parse_str(&b.id).ok()?,
+                cpu_count: t.cpu_count.clone(),
+                created_at: b.created_at,
+                disk_size_mb: Some(t.disk_size_mb.clone()),
+                envd_version: Some(t.envd_version.clone()),
+                finished_at: b.finished_at,
+                memory_mb: t.memory_mb.clone(),
+                status: build_status(b.status),
+                updated_at: b.finished_at.unwrap_or(b.created_at),
+            })
+        })
+        .collect();
     Ok(Json(types::TemplateWithBuilds {
         aliases: t.aliases,
-        builds: Vec::new(),
+        builds,
         created_at: t.created_at,
         last_spawned_at: None,
         names: t.names,
@@ -93,8 +148,8 @@ pub(super) async fn delete_template(
         .remove_template(&name)
         .map_err(|e| ApiError::internal(e.to_string()))?
     {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(LifecycleError::TemplateNotFound { name }.into())
+        return Ok(StatusCode::NO_CONTENT);
     }
+    m.delete_built_template(&name)?;
+    Ok(StatusCode::NO_CONTENT)
 }

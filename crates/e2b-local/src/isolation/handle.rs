@@ -13,7 +13,7 @@ use super::disk::{self, Disks};
 use super::spawn::layer_name;
 use super::{
     CgroupStats, EXEC_ROLE, Error, ExecOptions, Executable, KILL_TIMEOUT, ProgramSpec, Result,
-    SandboxCgroup, SandboxCgroupImpl, exec, namespaces,
+    SandboxCgroup, SandboxCgroupImpl, exec, mounts, namespaces,
 };
 
 /// What changes over a sandbox's life, behind the handle's lock.
@@ -268,6 +268,19 @@ impl SandboxHandle {
     ///
     /// [`Error::NotRunning`], [`Error::Frozen`], [`Error::SpawnHelper`] or a pipe error.
     pub fn exec_in(&self, argv: &[&str], opts: &ExecOptions) -> Result<Output> {
+        self.spawn_in(argv, opts)?
+            .wait_with_output()
+            .map_err(Error::HelperPipe)
+    }
+
+    /// Starts `argv` inside the live sandbox as [`exec_in`](Self::exec_in) does and returns
+    /// at once: the child's stdout and stderr are pipes to read as it runs (template build
+    /// steps stream them into the build's logs), its exit status is the program's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRunning`], [`Error::Frozen`], [`Error::SpawnHelper`] or a pipe error.
+    pub fn spawn_in(&self, argv: &[&str], opts: &ExecOptions) -> Result<std::process::Child> {
         {
             let st = self.lock();
             if st.killed {
@@ -312,7 +325,28 @@ impl SandboxHandle {
             let _ = child.wait();
             return Err(e);
         }
-        child.wait_with_output().map_err(Error::HelperPipe)
+        Ok(child)
+    }
+
+    /// Stops every process of a sandbox without a disk image and moves the upper directory
+    /// of each overlay in `targets` to `layer_dir` (as
+    /// [`Layers::part`](crate::template::layers::Layers::part) names it), keeping whiteouts and ownership: what the sandbox changed, as a layer for
+    /// others to stack. [`kill`](Self::kill) removes the rest afterwards.
+    ///
+    /// # Errors
+    ///
+    /// The cgroup's kill errors, [`Error::UnmountDisk`] or [`Error::SaveUpper`].
+    pub fn take_uppers(&self, targets: &[PathBuf], layer_dir: &Path) -> Result<()> {
+        self.cgroup.kill_all(KILL_TIMEOUT)?;
+        let disk = self.dir.join("disk");
+        // A rename out of the disk's nosuid bind mount would fail with EXDEV.
+        mounts::unmount_disk(&disk)?;
+        for target in targets {
+            let upper = self.layer_upper_dir(target);
+            let to = crate::template::layers::Layers::part(layer_dir, target);
+            std::fs::rename(&upper, &to).map_err(|e| Error::SaveUpper(upper, e))?;
+        }
+        Ok(())
     }
 
     /// Kills every process of the sandbox and removes everything it had: processes (SIGKILL

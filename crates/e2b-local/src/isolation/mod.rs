@@ -48,6 +48,7 @@ pub use error::{Error, Result};
 pub use exec::{EXEC_ROLE, Executable, INIT_ROLE, ProgramSpec, run_helper_if_requested};
 pub use handle::SandboxHandle;
 pub use runtime::{Runtime, RuntimeConfig, Unavailable, validate_id};
+pub use spawn::layer_name;
 
 use crate::template::Template;
 

@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 use super::error::{Error, Result};
 
 /// One overlay to mount: `target` inside the sandbox (`/` first, then e.g. `/usr`),
-/// with its read-only `lower` directory and per-sandbox `upper` and `work` directories.
+/// with its read-only `lowers` directories and per-sandbox `upper` and `work` directories.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerPlan {
     /// Absolute path inside the sandbox.
     pub target: PathBuf,
-    /// Read-only lower directory (host path).
-    pub lower: PathBuf,
+    /// Read-only lower directories (host paths), topmost first.
+    pub lowers: Vec<PathBuf>,
     /// Upper directory (host path, per sandbox).
     pub upper: PathBuf,
     /// Overlay work directory (host path, per sandbox, same filesystem as `upper`).
@@ -91,9 +91,14 @@ fn inside(rootfs: &Path, target: &Path) -> PathBuf {
 pub fn mount_overlays(plan: &RootfsPlan) -> Result<()> {
     for layer in &plan.layers {
         let target = inside(&plan.rootfs, &layer.target);
+        let lowers: Vec<String> = layer
+            .lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect();
         let mut opts = format!(
             "lowerdir={},upperdir={},workdir={}",
-            layer.lower.display(),
+            lowers.join(":"),
             layer.upper.display(),
             layer.work.display()
         );

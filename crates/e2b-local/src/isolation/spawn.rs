@@ -291,7 +291,7 @@ fn plan_layers(spec: &SandboxSpec<'_>, disk: &Path) -> Result<Vec<mounts::LayerP
         create_dir(&work)?;
         layers.push(mounts::LayerPlan {
             target: layer.target.clone(),
-            lower: layer.source.clone(),
+            lowers: layer.lowers.clone(),
             upper,
             work,
         });
@@ -319,7 +319,7 @@ fn open_init(pid: i32) -> Result<(OwnedFd, Option<OwnedFd>)> {
 }
 
 /// The flat directory name of the extra layer mounted at `target` (`/usr/local` → `usr_local`).
-pub(super) fn layer_name(target: &Path) -> String {
+pub fn layer_name(target: &Path) -> String {
     target.to_string_lossy().trim_matches('/').replace('/', "_")
 }
 
@@ -355,7 +355,7 @@ fn add_trusted_ca(upper: &Path, template: &crate::template::Template, ca_pem: &s
         .layers
         .iter()
         .find(|l| l.target == Path::new("/"))
-        .map(|l| l.source.join(CA_BUNDLE));
+        .and_then(|l| l.find(Path::new(CA_BUNDLE)));
     // A template without a bundle (or with one we cannot read) trusts just this CA.
     let mut bundle = root
         .and_then(|p| std::fs::read_to_string(p).ok())

@@ -105,6 +105,22 @@ pub enum LifecycleError {
         /// The sandbox id.
         id: String,
     },
+    /// A template build request or template operation was malformed; the message names the
+    /// field, step or value.
+    #[error("{0}")]
+    InvalidBuild(String),
+    /// A template or build operation conflicts with its state (a build started twice, a
+    /// template other templates are built on).
+    #[error("{0}")]
+    BuildConflict(String),
+    /// No build with this id exists for the template.
+    #[error("build '{build}' of template '{template}' not found")]
+    BuildNotFound {
+        /// The template id asked for.
+        template: String,
+        /// The build id asked for.
+        build: String,
+    },
     /// The server is shutting down: no new sandboxes.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -22,14 +22,20 @@ pub(crate) fn traffic_token(secret: &[u8], sandbox_id: &str) -> String {
 
 /// A fresh sandbox id: `i` + 20 characters of `[a-z0-9]`.
 pub(crate) fn new_sandbox_id() -> String {
+    format!("i{}", random_id(20))
+}
+
+/// A fresh template id: 20 characters of `[a-z0-9]`, as E2B's.
+pub(crate) fn new_template_id() -> String {
+    random_id(20)
+}
+
+fn random_id(len: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let mut id = String::with_capacity(21);
-    id.push('i');
-    for _ in 0..20 {
-        id.push(char::from(CHARS[rng.random_range(0..CHARS.len())]));
-    }
-    id
+    (0..len)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
 }
 
 /// Whether `id` is a syntactically valid sandbox id (`^[a-z0-9]+$`, at most 64 characters).

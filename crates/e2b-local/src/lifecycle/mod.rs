@@ -4,6 +4,10 @@
 //! Knows no HTTP: every failure is a [`LifecycleError`], which the control plane
 //! ([`crate::api`]) maps to a status and a `{code, message}` body in one place.
 
+mod build_run;
+mod builds;
+pub use builds::collect_layers_offline;
+pub(crate) use builds::{BuildRequest, RawStepOwned};
 mod capacity;
 mod error;
 mod evict;
@@ -103,6 +107,20 @@ pub struct Manager {
     recovered: tokio::sync::watch::Sender<bool>,
     /// Set by [`kill_all`](Self::kill_all): a restore finishing later kills its sandbox.
     closing: AtomicBool,
+    /// Built templates' layers.
+    layers: crate::template::layers::Layers,
+    /// Template builds under way.
+    builds: builds::Builds,
+}
+
+/// A template ready to boot: its layers, and for a built one the settings its build gave
+/// its sandboxes (environment, user, workdir, start and ready commands).
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    template: Template,
+    image: Option<crate::state::BuildImage>,
+    /// The server's limits, with the template's CPU and memory when it sets them.
+    limits: Limits,
 }
 
 /// What [`Manager::boot`] made: a sandbox with envd answering.
@@ -139,6 +157,15 @@ impl Manager {
         let api_key = store.api_key()?;
         let logs_dir = runtime.data_dir().join("logs");
         let _ = std::fs::create_dir_all(&logs_dir);
+        let layers = crate::template::layers::Layers::open(runtime.data_dir())
+            .map_err(|e| crate::state::StateError::Private(runtime.data_dir().join("layers"), e))?;
+        store.fail_unfinished_builds()?;
+        // No build runs yet: every layer no stored build uses is a deleted template's or a
+        // crashed build's.
+        let removed = layers.collect(&builds::referenced_layers(&store.builds()?));
+        if removed > 0 {
+            tracing::info!(removed, "removed unused template layers");
+        }
         Ok(Manager {
             runtime,
             networks,
@@ -155,6 +182,8 @@ impl Manager {
             restoring: Mutex::new(HashMap::new()),
             recovered: tokio::sync::watch::Sender::new(false),
             closing: AtomicBool::new(false),
+            layers,
+            builds: builds::Builds::default(),
         })
     }
 
@@ -273,12 +302,13 @@ impl Manager {
             .collect()
     }
 
-    /// The template `name`: `base` (built on first use) or one registered with `template add`.
+    /// The built-in template `name`: `base` (built on first use) or one registered with
+    /// `template add`.
     ///
     /// # Errors
     ///
     /// `TemplateNotFound`; `Internal` when building `base` fails; `Store`.
-    pub(crate) fn template(&self, name: &str) -> Result<Template, LifecycleError> {
+    pub(crate) fn builtin_template(&self, name: &str) -> Result<Template, LifecycleError> {
         if name == crate::template::BASE {
             let mut base = lock(&self.base);
             if let Some(t) = base.as_ref() {
@@ -297,6 +327,45 @@ impl Manager {
         })?;
         Template::from_rootfs(&rec.name, &rec.rootfs)
             .map_err(|e| LifecycleError::internal(format!("template '{name}'"), e))
+    }
+
+    /// The template a create names: a built-in one, or a built one by `name`, `name:tag`,
+    /// `id` or `id:tag` with the settings its build gave it.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`; `InvalidBuild` for a tag it does not have; `Internal`; `Store`.
+    pub(crate) fn template(&self, name: &str) -> Result<Resolved, LifecycleError> {
+        match self.builtin_template(name) {
+            Err(LifecycleError::TemplateNotFound { .. }) => {}
+            other => {
+                return other.map(|template| Resolved {
+                    template,
+                    image: None,
+                    limits: self.config.limits,
+                });
+            }
+        }
+        let (t, b) = self
+            .tagged_build(name)?
+            .ok_or_else(|| LifecycleError::TemplateNotFound {
+                name: name.to_owned(),
+            })?;
+        let image = b
+            .image
+            .unwrap_or_else(|| builds::unreachable_image(&t.name));
+        let mut limits = self.config.limits;
+        if let Some(cpus) = t.cpu_count {
+            limits.cpu_millis = Some(cpus.saturating_mul(1000));
+        }
+        if let Some(mb) = t.memory_mb {
+            limits.memory_bytes = Some(mb << 20);
+        }
+        Ok(Resolved {
+            template: self.template_of_build(&t.name, &image)?,
+            image: Some(image),
+            limits,
+        })
     }
 
     /// Checks that `now + secs` stays within the maximum lifetime counted from `started`.
@@ -342,7 +411,7 @@ impl Manager {
     async fn boot(
         self: &Arc<Self>,
         id: &str,
-        template: Template,
+        resolved: Resolved,
         template_name: &str,
         token: Option<&str>,
         env_vars: &BTreeMap<String, String>,
@@ -351,6 +420,19 @@ impl Manager {
     ) -> Result<Booted, LifecycleError> {
         let log = SandboxLog::open(&self.logs_dir, id)
             .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its log"), e))?;
+        let Resolved {
+            template,
+            image,
+            limits,
+        } = resolved;
+        // The template's ENV steps, under what the create asked for.
+        let mut env_vars = env_vars.clone();
+        if let Some(image) = &image {
+            for (k, v) in &image.env {
+                env_vars.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let env_vars = &env_vars;
         let spawned = {
             let this = self.clone();
             let id2 = id.to_owned();
@@ -370,7 +452,7 @@ impl Manager {
                     .push((crate::envd_role::TEMPLATE_ID_ENV.into(), tname));
                 init.env.push(("HOME".into(), "/root".into()));
                 let mut spec = SandboxSpec::new(id, &template, init);
-                spec.limits = this.config.limits;
+                spec.limits = limits;
                 spec.log = Some(fifo);
                 spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
                 spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
@@ -420,15 +502,36 @@ impl Manager {
         }
         let (network, init) = tokio::join!(
             self.attach_network(&handle, rules),
-            envd_client::init(&handle, token, env_vars)
+            envd_client::init(
+                &handle,
+                token,
+                env_vars,
+                image
+                    .as_ref()
+                    .map(|i| (i.user.as_str(), i.workdir.as_str()))
+            )
         );
         match (network, init) {
-            (Ok(network), Ok(envd_version)) => Ok(Booted {
-                handle,
-                envd_version,
-                log,
-                network,
-            }),
+            (Ok(network), Ok(envd_version)) => {
+                if let Some(image) = &image
+                    && let Err(e) = build_run::start_and_wait_ready(
+                        &handle,
+                        image,
+                        env_vars,
+                        &log,
+                        template_name,
+                    )
+                    .await
+                {
+                    return Err(fail(e, network).await);
+                }
+                Ok(Booted {
+                    handle,
+                    envd_version,
+                    log,
+                    network,
+                })
+            }
             (Err(e), init) => {
                 drop(init);
                 Err(fail(
@@ -769,5 +872,6 @@ impl Manager {
                 tracing::warn!("shutdown: {e}");
             }
         }
+        self.kill_builds().await;
     }
 }

@@ -12,6 +12,11 @@ use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+mod templates;
+pub use templates::{
+    BuildFailure, BuildImage, BuildLogEntry, BuildRecord, BuildStatus, BuiltTemplate, DEFAULT_TAG,
+};
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "state.db";
 
@@ -25,7 +30,7 @@ pub enum StateError {
     #[error("state database: {0}: {1}")]
     Query(&'static str, #[source] rusqlite::Error),
     /// A stored record could not be encoded or decoded.
-    #[error("state database: record of sandbox {0}: {1}")]
+    #[error("state database: record {0}: {1}")]
     Record(String, #[source] serde_json::Error),
     /// Making the data directory or a database file private to the server's user failed.
     #[error("making {0} private to its owner: {1}")]
@@ -166,6 +171,7 @@ impl Store {
                  CREATE TABLE IF NOT EXISTS sandboxes (
                      id TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL);",
             )?;
+            Store::create_template_tables(&conn)?;
             Ok(conn)
         };
         let conn = open(&path).map_err(|e| StateError::Open(path.clone(), e))?;

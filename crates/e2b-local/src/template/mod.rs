@@ -13,21 +13,44 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod layers;
+pub mod steps;
+
 use crate::isolation::{Error, Result};
 
 /// The name of the default template.
 pub const BASE: &str = "base";
 
 /// Bump when the generated base root changes, so old data dirs get a fresh one.
-const BASE_VERSION: &str = "2";
+const BASE_VERSION: &str = "3";
 
-/// One read-only layer: `source` on the host appears at `target` in the sandbox.
+/// One read-only overlay: the host directories `lowers` (topmost first) appear merged at
+/// `target` in the sandbox. A built template stacks its steps' layers above its base's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateLayer {
     /// Absolute path inside the sandbox (`/` for the first layer).
     pub target: PathBuf,
-    /// Host directory (never written).
-    pub source: PathBuf,
+    /// Host directories (never written), topmost first.
+    pub lowers: Vec<PathBuf>,
+}
+
+impl TemplateLayer {
+    /// A layer of the single host directory `source`.
+    pub fn single(target: impl Into<PathBuf>, source: impl Into<PathBuf>) -> Self {
+        TemplateLayer {
+            target: target.into(),
+            lowers: vec![source.into()],
+        }
+    }
+
+    /// The host path of `rel` (relative to [`target`](Self::target)) in the topmost lower
+    /// directory that has it.
+    pub fn find(&self, rel: &Path) -> Option<PathBuf> {
+        self.lowers
+            .iter()
+            .map(|l| l.join(rel))
+            .find(|p| std::fs::symlink_metadata(p).is_ok())
+    }
 }
 
 /// A template: its name and layers, the first targeting `/`.
@@ -85,6 +108,9 @@ pub const ETC_COPIED: &[&str] = &[
     "terminfo",
 ];
 
+/// The base's additions to the host's `/usr` (a lower layer above it), e.g. `python`.
+const USR_EXTRA: &str = "usr-extra";
+
 /// Entries of [`ETC_COPIED`] copied by content even when they are symlinks.
 const ETC_FOLLOWED: &[&str] = &["resolv.conf"];
 
@@ -122,21 +148,16 @@ impl Template {
                 build_base(data_dir, &dir, host_root)?;
             }
         }
-        let mut layers = vec![TemplateLayer {
-            target: PathBuf::from("/"),
-            source: root,
-        }];
-        layers.push(TemplateLayer {
-            target: PathBuf::from("/usr"),
-            source: host_root.join("usr"),
-        });
+        let mut usr = TemplateLayer::single("/usr", host_root.join("usr"));
+        let usr_extra = dir.join(USR_EXTRA);
+        if usr_extra.is_dir() {
+            usr.lowers.insert(0, usr_extra);
+        }
+        let mut layers = vec![TemplateLayer::single("/", root), usr];
         for name in HOST_SYSTEM_DIRS {
             let host = host_root.join(name);
             if std::fs::symlink_metadata(&host).is_ok_and(|md| md.is_dir()) {
-                layers.push(TemplateLayer {
-                    target: Path::new("/").join(name),
-                    source: host,
-                });
+                layers.push(TemplateLayer::single(Path::new("/").join(name), host));
             }
         }
         Ok(Template {
@@ -179,10 +200,7 @@ impl Template {
         }
         Ok(Template {
             name: name.to_owned(),
-            layers: vec![TemplateLayer {
-                target: PathBuf::from("/"),
-                source: dir,
-            }],
+            layers: vec![TemplateLayer::single("/", dir)],
         })
     }
 }
@@ -213,6 +231,7 @@ fn build_base(data_dir: &Path, dir: &Path, host_root: &Path) -> Result<()> {
     let root = tmp.join("root");
     mkdir(&root, 0o755)?;
     populate_base_root(&root, host_root)?;
+    populate_usr_extra(&tmp.join(USR_EXTRA), host_root)?;
     write(&tmp.join("version"), BASE_VERSION, 0o644)?;
     // Replace an older version; if another process won the race, use theirs.
     if dir.exists()
@@ -297,6 +316,17 @@ pub(crate) fn populate_base_root(root: &Path, host_root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `local/bin/python` → `/usr/bin/python3` where the host has `python3` but no `python`, as
+/// E2B's base image has; nothing (and no directory) otherwise.
+fn populate_usr_extra(dir: &Path, host_root: &Path) -> Result<()> {
+    let has = |p: &str| std::fs::symlink_metadata(host_root.join(p)).is_ok();
+    if has("usr/bin/python3") && !has("usr/bin/python") && !has("usr/local/bin/python") {
+        mkdir(&dir.join("local/bin"), 0o755)?;
+        link(Path::new("/usr/bin/python3"), &dir.join("local/bin/python"))?;
+    }
+    Ok(())
+}
+
 fn populate_etc(host_etc: &Path, host_root: &Path, etc: &Path) -> Result<()> {
     write(
         &etc.join("passwd"),
@@ -310,6 +340,13 @@ fn populate_etc(host_etc: &Path, host_root: &Path, etc: &Path) -> Result<()> {
         "root:x:0:\nuser:x:1000:\n"
     };
     write(&etc.join("group"), group, 0o644)?;
+    // No password for either (`*`), but an entry: PAM's account check (sudo's too) refuses
+    // a user without one ("account validation failure, is your account locked?").
+    write(
+        &etc.join("shadow"),
+        "root:*:19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\n",
+        0o600,
+    )?;
     write(&etc.join("hostname"), "sandbox\n", 0o644)?;
     write(
         &etc.join("hosts"),
@@ -436,8 +473,11 @@ mod tests {
             passwd,
             "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n"
         );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/shadow")).unwrap_or_default(),
+            "root:*:19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\n"
+        );
         for secret in [
-            "etc/shadow",
             "etc/gshadow",
             "etc/ssh",
             "etc/machine-id",
@@ -517,8 +557,8 @@ mod tests {
             .map(|l| l.target.display().to_string())
             .collect();
         assert_eq!(targets, ["/", "/usr", "/bin", "/sbin"]);
-        assert_eq!(t.layers[2].source, host.join("bin"));
-        let root = &t.layers[0].source;
+        assert_eq!(t.layers[2].lowers, [host.join("bin")]);
+        let root = &t.layers[0].lowers[0];
         let read =
             |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| format!("<{e}>"));
         assert_eq!(
@@ -533,7 +573,8 @@ mod tests {
         assert_eq!(read("home/user/.bashrc"), "# rc");
         assert!(read("etc/sudoers").contains("user ALL=(ALL:ALL) NOPASSWD: ALL"));
         assert!(read("etc/group").contains("sudo:x:27:user"));
-        for secret in ["etc/shadow", "etc/machine-id", "etc/ssh", "etc/ssl/private"] {
+        assert!(!read("etc/shadow").contains("secret"));
+        for secret in ["etc/machine-id", "etc/ssh", "etc/ssl/private"] {
             assert!(
                 std::fs::symlink_metadata(root.join(secret)).is_err(),
                 "{secret} leaked"

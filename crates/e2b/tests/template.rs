@@ -172,7 +172,7 @@ async fn tags_are_assigned_listed_and_removed() {
     let name = unique("tagged");
     let info = Template::new()
         .from_template("base")
-        .run_cmd("echo v1 > /version")
+        .run_cmd("echo v1 > /tmp/version")
         .build(
             &format!("{name}:v1"),
             BuildOptions::new().config(config.clone()),

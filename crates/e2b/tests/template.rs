@@ -236,3 +236,28 @@ async fn a_start_command_runs_and_create_waits_for_ready() {
     assert_eq!(run(&sandbox, "cat /tmp/ready").await, "started\n");
     sandbox.kill().await.unwrap();
 }
+
+#[test]
+#[ignore = "needs root: builds and sandboxes use namespaces"]
+fn the_blocking_twin_builds_and_starts_a_sandbox() {
+    let config = local();
+    let name = unique("blocking");
+    let info = e2b::blocking::Template::new()
+        .from_template("base")
+        .set_envs([("FROM_BLOCKING", "yes")])
+        .build(&name, BuildOptions::new().config(config.clone()))
+        .unwrap();
+    assert!(e2b::blocking::Template::exists(&config, &info.name).unwrap());
+    let sandbox = e2b::blocking::Sandbox::builder()
+        .config(config)
+        .template(&name)
+        .timeout(Duration::from_secs(60))
+        .create()
+        .unwrap();
+    let result = sandbox
+        .commands()
+        .run("echo $FROM_BLOCKING", RunOptions::new())
+        .unwrap();
+    assert_eq!(result.stdout, "yes\n");
+    sandbox.kill().unwrap();
+}

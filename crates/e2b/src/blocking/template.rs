@@ -160,6 +160,14 @@ impl Template {
 
     /// Builds the template and waits until it is ready: [`crate::Template::build`].
     ///
+    /// ```no_run
+    /// # fn main() -> e2b::Result<()> {
+    /// let template = e2b::blocking::Template::new().from_template("base").run_cmd("true");
+    /// let info = template.build("noop", e2b::BuildOptions::new())?;
+    /// # let _ = info;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`crate::Template::build`].
@@ -201,6 +209,14 @@ impl Template {
     }
 
     /// Whether a template with this name exists: [`crate::Template::exists`].
+    ///
+    /// ```no_run
+    /// # fn main() -> e2b::Result<()> {
+    /// let config = e2b::ConnectionConfig::from_env()?;
+    /// let built = e2b::blocking::Template::exists(&config, "noop")?;
+    /// # let _ = built;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -253,6 +269,15 @@ impl Template {
     }
 
     /// A template's tags: [`crate::Template::get_tags`].
+    ///
+    /// ```no_run
+    /// # fn main() -> e2b::Result<()> {
+    /// let config = e2b::ConnectionConfig::from_env()?;
+    /// for tag in e2b::blocking::Template::get_tags(&config, "noop")? {
+    ///     println!("{}", tag.tag);
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///

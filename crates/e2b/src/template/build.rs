@@ -32,6 +32,12 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 const MIN_MEMORY_MB: u32 = 128;
 
 /// Severity of a build log entry.
+///
+/// ```
+/// use e2b::template::LogLevel;
+///
+/// assert!(LogLevel::Error > LogLevel::Info);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LogLevel {
     /// Details.
@@ -135,6 +141,16 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// Where a build stands.
+///
+/// ```no_run
+/// use e2b::template::{BuildStatus, Template};
+///
+/// # async fn run(config: e2b::ConnectionConfig, info: e2b::BuildInfo) -> e2b::Result<()> {
+/// let status = Template::get_build_status(&config, &info, 0).await?;
+/// let finished = matches!(status.status, BuildStatus::Ready | BuildStatus::Error);
+/// # let _ = finished;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildStatus {
     /// Running its steps.
@@ -159,6 +175,15 @@ impl From<types::TemplateBuildStatus> for BuildStatus {
 }
 
 /// Why a build has its status (reported for failed builds).
+///
+/// ```no_run
+/// # async fn run(config: e2b::ConnectionConfig, info: e2b::BuildInfo) -> e2b::Result<()> {
+/// let status = e2b::Template::get_build_status(&config, &info, 0).await?;
+/// if let Some(reason) = status.reason {
+///     eprintln!("step {:?}: {}", reason.step, reason.message);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildStatusReason {
     /// What happened.
@@ -171,6 +196,15 @@ pub struct BuildStatusReason {
 }
 
 /// A build's status with its log entries from an offset on: [`Template::get_build_status`].
+///
+/// ```no_run
+/// # async fn run(config: e2b::ConnectionConfig, info: e2b::BuildInfo) -> e2b::Result<()> {
+/// let mut offset = 0;
+/// let status = e2b::Template::get_build_status(&config, &info, offset).await?;
+/// offset += status.log_entries.len() as u32;
+/// # let _ = offset;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildStatusResponse {
     /// The build.
@@ -202,6 +236,14 @@ impl From<types::TemplateBuildInfo> for BuildStatusResponse {
 }
 
 /// A requested or finished build: [`Template::build`].
+///
+/// ```no_run
+/// # async fn run(template: e2b::Template) -> e2b::Result<()> {
+/// let info = template.build("my-app:v1", e2b::BuildOptions::new()).await?;
+/// let sandbox = e2b::Sandbox::builder().template(&info.name).create().await?;
+/// # let _ = sandbox;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildInfo {
     /// The template's ID (what sandboxes are created from, as is its name).
@@ -215,6 +257,14 @@ pub struct BuildInfo {
 }
 
 /// A tag of a template: [`Template::get_tags`].
+///
+/// ```no_run
+/// # async fn run(config: e2b::ConnectionConfig) -> e2b::Result<()> {
+/// for tag in e2b::Template::get_tags(&config, "my-app").await? {
+///     println!("{} -> {} ({})", tag.tag, tag.build_id, tag.created_at);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateTag {
     /// The tag.
@@ -226,6 +276,13 @@ pub struct TemplateTag {
 }
 
 /// Tags just assigned: [`Template::assign_tags`].
+///
+/// ```no_run
+/// # async fn run(config: e2b::ConnectionConfig) -> e2b::Result<()> {
+/// let info = e2b::Template::assign_tags(&config, "my-app:v1", ["prod"]).await?;
+/// assert_eq!(info.tags, ["prod"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateTagInfo {
     /// The build they point at.

@@ -56,6 +56,10 @@ use crate::error::{Error, Result};
 use ready::shell_quote;
 
 /// The image a template starts from when no base is chosen (E2B's base image).
+///
+/// ```
+/// assert_eq!(e2b::template::DEFAULT_BASE_IMAGE, "e2bdev/base");
+/// ```
 pub const DEFAULT_BASE_IMAGE: &str = "e2bdev/base";
 
 /// The kind of a build step, as the build API names it.
@@ -130,6 +134,15 @@ impl fmt::Debug for RegistryCredentials {
 }
 
 /// The service account [`Template::from_gcp_registry`] authenticates with.
+///
+/// ```
+/// use e2b::template::GcpServiceAccount;
+///
+/// let from_file = GcpServiceAccount::File("keys/gcp.json".into());
+/// // The key itself never shows in Debug output.
+/// assert_eq!(format!("{:?}", GcpServiceAccount::Json("{}".into())), "Json(..)");
+/// # let _ = from_file;
+/// ```
 #[derive(Clone)]
 pub enum GcpServiceAccount {
     /// A key file, relative to the template's file context directory.
@@ -164,6 +177,13 @@ impl Deferred {
 }
 
 /// Options of [`Template::copy_with`] (and each [`CopyItem`]).
+///
+/// ```
+/// use e2b::template::CopyOptions;
+///
+/// let options = CopyOptions { user: Some("root".into()), mode: Some(0o644), ..Default::default() };
+/// assert!(!options.force_upload);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyOptions {
     /// Upload the files even when the server already has them (and rebuild the step).
@@ -206,6 +226,11 @@ impl CopyItem {
 }
 
 /// Options of [`Template::remove_with`].
+///
+/// ```
+/// let options = e2b::template::RemoveOptions { recursive: true, ..Default::default() };
+/// assert!(!options.force);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoveOptions {
     /// `rm -f`: no error for missing files.
@@ -217,6 +242,11 @@ pub struct RemoveOptions {
 }
 
 /// Options of [`Template::rename_with`] and [`Template::make_symlink_with`].
+///
+/// ```
+/// let options = e2b::template::MoveOptions { force: true, user: None };
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MoveOptions {
     /// `-f`: replace an existing destination.
@@ -226,6 +256,11 @@ pub struct MoveOptions {
 }
 
 /// Options of [`Template::make_dir_with`].
+///
+/// ```
+/// let options = e2b::template::MakeDirOptions { mode: Some(0o750), user: Some("root".into()) };
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MakeDirOptions {
     /// Mode of the new directories, such as `0o755`.
@@ -235,6 +270,11 @@ pub struct MakeDirOptions {
 }
 
 /// Options of [`Template::apt_install_with`].
+///
+/// ```
+/// let options = e2b::template::AptInstallOptions { no_install_recommends: true, ..Default::default() };
+/// assert!(!options.fix_missing);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AptInstallOptions {
     /// `--no-install-recommends`.
@@ -244,6 +284,11 @@ pub struct AptInstallOptions {
 }
 
 /// Options of [`Template::pip_install_with`].
+///
+/// ```
+/// // System-wide as root unless asked otherwise, as in the Python SDK.
+/// assert!(e2b::template::PipInstallOptions::default().global);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipInstallOptions {
     /// Install for the whole system, as root (the default); otherwise `pip install --user`
@@ -258,6 +303,11 @@ impl Default for PipInstallOptions {
 }
 
 /// Options of [`Template::npm_install_with`] and [`Template::bun_install_with`].
+///
+/// ```
+/// let options = e2b::template::NodeInstallOptions { global: true, dev: false };
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeInstallOptions {
     /// `-g`: install globally, as root.
@@ -267,6 +317,11 @@ pub struct NodeInstallOptions {
 }
 
 /// Options of [`Template::git_clone_with`].
+///
+/// ```
+/// let options = e2b::template::GitCloneOptions { depth: Some(1), ..Default::default() };
+/// assert_eq!(options.branch, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GitCloneOptions {
     /// Where to clone to (default: git's choice, in the working directory).

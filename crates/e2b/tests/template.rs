@@ -261,3 +261,72 @@ fn the_blocking_twin_builds_and_starts_a_sandbox() {
     assert_eq!(result.stdout, "yes\n");
     sandbox.kill().unwrap();
 }
+
+/// The official Python SDK 2.63 builds a template; the same definition built from Rust
+/// uploads nothing and reruns no step, because both SDKs send the same steps and files
+/// hashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and E2B_COMPAT_PYTHON=<a python with e2b==2.63.0>"]
+async fn python_and_rust_share_the_build_cache() {
+    let python = std::env::var("E2B_COMPAT_PYTHON")
+        .expect("E2B_COMPAT_PYTHON names a python with e2b==2.63.0 installed");
+    let config = local();
+    let ctx = context();
+    let script = r#"
+import os, sys
+from e2b import Template
+t = (
+    Template(file_context_path=sys.argv[1])
+    .from_template("base")
+    .copy("data", "/opt/data")
+    .set_envs({"K": "v"})
+    .run_cmd("cat /opt/data/a.txt > /tmp/copied")
+)
+Template.build(t, sys.argv[2])
+"#;
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(ctx.path())
+        .arg(unique("from-python"))
+        .env("E2B_API_URL", config.api_url())
+        .env("E2B_API_KEY", config.api_key().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let logs: Arc<Mutex<Vec<LogEntry>>> = Arc::default();
+    let sink = logs.clone();
+    Template::new()
+        .file_context_path(ctx.path())
+        .from_template("base")
+        .copy("data", "/opt/data")
+        .set_envs([("K", "v")])
+        .run_cmd("cat /opt/data/a.txt > /tmp/copied")
+        .build(
+            &unique("from-rust"),
+            BuildOptions::new()
+                .config(config)
+                .on_build_logs(move |entry| sink.lock().unwrap().push(entry)),
+        )
+        .await
+        .unwrap();
+    let messages: Vec<String> = logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.message.clone())
+        .collect();
+    assert!(
+        messages.contains(&"Skipping upload of 'data', already cached".to_owned()),
+        "{messages:?}"
+    );
+    let cached = messages.iter().filter(|m| m.starts_with("CACHED")).count();
+    assert_eq!(
+        cached, 2,
+        "the COPY and RUN layers come from the cache: {messages:?}"
+    );
+}

@@ -322,3 +322,32 @@ fn files_hashes_are_the_python_sdks() {
         assert_eq!(json["steps"][0]["filesHash"], case["hash"], "{case}");
     }
 }
+
+#[test]
+fn dockerfiles_are_the_python_sdks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    make_tree(&ctx);
+    let vectors = vectors();
+    let expected = vectors["dockerfiles"].as_object().unwrap();
+    for (name, template) in templates(&ctx) {
+        match expected.get(name) {
+            Some(want) => assert_eq!(
+                template.to_dockerfile().unwrap(),
+                want.as_str().unwrap(),
+                "template {name}"
+            ),
+            // Built on another template: only the build API can build it.
+            None => {
+                let err = template.to_dockerfile().unwrap_err();
+                assert!(err.is_template(), "template {name}: {err:?}");
+                assert!(
+                    err.to_string()
+                        .starts_with("Cannot convert template built from another template"),
+                    "template {name}: {err}"
+                );
+            }
+        }
+    }
+}

@@ -208,6 +208,12 @@ def main():
                 }
                 for src, dest, ignore, resolve in HASH_CASES
             ],
+            # Template.to_dockerfile of the templates that have a base image.
+            "dockerfiles": {
+                name: Template.to_dockerfile(tpl)
+                for name, tpl in templates(ctx).items()
+                if tpl._template._base_template is None
+            },
             # What each COPY source puts in the upload archive, relative to the context.
             "archive_entries": {
                 src: [

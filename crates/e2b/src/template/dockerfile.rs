@@ -66,6 +66,9 @@ pub(super) fn apply(mut template: Template, content: &str) -> Result<(Template, 
     let mut workdir_changed = false;
     let mut cmd: Option<StartCommand> = None;
     let mut entrypoint: Option<StartCommand> = None;
+    // ARG and ENV values declared so far, for `COPY --chmod=$MODE` (the only place the
+    // Python SDK resolves them; elsewhere `$X` is left for the build's shell).
+    let mut vars: Vec<(String, String)> = Vec::new();
 
     for instruction in &dockerfile.instructions {
         let start = instruction.span().start;
@@ -126,18 +129,22 @@ pub(super) fn apply(mut template: Template, content: &str) -> Result<(Template, 
                     let (more, _) = leading_flags(&word);
                     flags.extend(more);
                 }
-                template = apply_copy(template, "COPY", &flags, &words).map_err(at)?;
+                template = apply_copy(template, "COPY", &flags, &words, &vars).map_err(at)?;
             }
             Instruction::Env(env) => {
-                let vars: Vec<(String, String)> = env
+                let pairs: Vec<(String, String)> = env
                     .vars
                     .iter()
                     .map(|v| (unquote(&v.key.content), unquote(&v.value.to_string())))
                     .collect();
-                if vars.iter().any(|(k, _)| k.is_empty()) {
+                if pairs.iter().any(|(k, _)| k.is_empty()) {
                     return Err(at("ENV names can not be blank".to_owned()));
                 }
-                template = template.set_envs(vars);
+                for (key, value) in &pairs {
+                    let resolved = substitute(value, &vars);
+                    declare(&mut vars, key, resolved);
+                }
+                template = template.set_envs(pairs);
             }
             Instruction::Arg(arg) => {
                 let name = unquote(&arg.name.content);
@@ -149,6 +156,8 @@ pub(super) fn apply(mut template: Template, content: &str) -> Result<(Template, 
                     .as_ref()
                     .map(|v| unquote(&v.content))
                     .unwrap_or_default();
+                let resolved = substitute(&value, &vars);
+                declare(&mut vars, &name, resolved);
                 template = template.set_envs([(name, value)]);
             }
             Instruction::Cmd(c) => cmd = Some(start_command(&c.expr)),
@@ -160,7 +169,8 @@ pub(super) fn apply(mut template: Template, content: &str) -> Result<(Template, 
                 match name.as_str() {
                     "ADD" => {
                         let (flags, words) = split_flags(&arguments);
-                        template = apply_copy(template, "ADD", &flags, &words).map_err(at)?;
+                        template =
+                            apply_copy(template, "ADD", &flags, &words, &vars).map_err(at)?;
                     }
                     "WORKDIR" => {
                         template = template.set_workdir(single(&name, &arguments).map_err(at)?);
@@ -248,6 +258,7 @@ fn apply_copy(
     instruction: &str,
     flags: &[(String, String)],
     words: &[String],
+    vars: &[(String, String)],
 ) -> Result<Template, String> {
     let mut options = CopyOptions::default();
     let mut seen: Vec<&str> = Vec::new();
@@ -260,14 +271,21 @@ fn apply_copy(
             "chown" => options.user = Some(unquote(value)),
             "chmod" => {
                 let mode = unquote(value);
-                let valid = (3..=4).contains(&mode.len())
-                    && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                let resolved = substitute(&mode, vars);
+                let valid = (3..=4).contains(&resolved.len())
+                    && resolved.bytes().all(|b| (b'0'..=b'7').contains(&b));
                 if !valid {
+                    let detail = if resolved == mode {
+                        String::new()
+                    } else {
+                        format!(" (resolves to \"{resolved}\")")
+                    };
                     return Err(format!(
-                        "invalid chmod value \"{mode}\", expected an octal mode such as 0755"
+                        "invalid chmod value \"{mode}\"{detail}, expected an octal mode such as \
+                         0755"
                     ));
                 }
-                options.mode = u32::from_str_radix(&mode, 8).ok();
+                options.mode = u32::from_str_radix(&resolved, 8).ok();
             }
             "from" => {
                 return Err(format!(
@@ -377,6 +395,48 @@ fn single(instruction: &str, arguments: &str) -> Result<String, String> {
         [word] => Ok(unquote(word)),
         _ => Err(format!("{instruction} requires exactly one argument")),
     }
+}
+
+/// Records `name=value`, replacing an earlier declaration.
+fn declare(vars: &mut Vec<(String, String)>, name: &str, value: String) {
+    vars.retain(|(k, _)| k != name);
+    vars.push((name.to_owned(), value));
+}
+
+/// `$NAME` and `${NAME}` replaced by declared values (unset names become empty, as the
+/// Python SDK's resolving lexer does).
+fn substitute(text: &str, vars: &[(String, String)]) -> String {
+    let lookup = |name: &str| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+            .to_owned()
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(braced) = after.strip_prefix('{')
+            && let Some(end) = braced.find('}')
+        {
+            out.push_str(&lookup(&braced[..end]));
+            rest = &braced[end + 1..];
+            continue;
+        }
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if len == 0 {
+            out.push('$');
+        } else {
+            out.push_str(&lookup(&after[..len]));
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Removes shell quoting from a word (single and double quotes, backslash escapes) and
@@ -503,6 +563,37 @@ mod tests {
                 ("WORKDIR", s(&["/my dir"])),
                 ("USER", s(&["user"])),
             ]
+        );
+    }
+
+    #[test]
+    fn chmod_resolves_declared_args_and_envs() {
+        // Expected: the Python SDK 2.63's steps for the same Dockerfile.
+        let (template, _) = apply(
+            Template::new(),
+            "FROM a\nARG MODE=0750\nENV M2=${MODE}\nCOPY --chmod=$MODE a /x\nCOPY --chmod=${M2} a /y\n",
+        )
+        .unwrap();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            steps(&template),
+            [
+                ("USER", s(&["root"])),
+                ("WORKDIR", s(&["/"])),
+                ("ENV", s(&["MODE", "0750"])),
+                ("ENV", s(&["M2", "${MODE}"])),
+                ("COPY", s(&["a", "/x", "", "0750"])),
+                ("COPY", s(&["a", "/y", "", "0750"])),
+                ("USER", s(&["user"])),
+                ("WORKDIR", s(&["/home/user"])),
+            ]
+        );
+        assert_eq!(
+            apply(Template::new(), "FROM a\nCOPY --chmod=${NOPE}7 a /y\n")
+                .err()
+                .unwrap(),
+            "line 2: invalid chmod value \"${NOPE}7\" (resolves to \"7\"), expected an octal \
+             mode such as 0755"
         );
     }
 

@@ -118,8 +118,14 @@ pub enum Error {
     NotEnoughSpace(Context),
     /// Too many requests (`RateLimitException`, HTTP 429 or `resource_exhausted`).
     RateLimit(Context),
-    /// The sandbox's template (its envd) is too old for the feature (`TemplateException`).
+    /// The sandbox's template (its envd) is too old for the feature, or a template
+    /// definition is wrong (`TemplateException`).
     Template(Context),
+    /// A template build failed, on the server or while it was being requested
+    /// (`BuildException`); the message names the failing step.
+    Build(Context),
+    /// Uploading a template's files failed (`FileUploadException`).
+    FileUpload(Context),
     /// A foreground command exited with a non-zero code (`CommandExitException`); the result
     /// carries its output.
     CommandExit(Box<CommandResult>),
@@ -135,7 +141,9 @@ impl Error {
             | Error::InvalidArgument(c)
             | Error::NotEnoughSpace(c)
             | Error::RateLimit(c)
-            | Error::Template(c) => Some(c),
+            | Error::Template(c)
+            | Error::Build(c)
+            | Error::FileUpload(c) => Some(c),
             Error::CommandExit(_) => None,
         }
     }
@@ -193,6 +201,16 @@ impl Error {
         matches!(self, Error::Template(_))
     }
 
+    /// Whether this is [`Error::Build`].
+    pub fn is_build(&self) -> bool {
+        matches!(self, Error::Build(_))
+    }
+
+    /// Whether this is [`Error::FileUpload`].
+    pub fn is_file_upload(&self) -> bool {
+        matches!(self, Error::FileUpload(_))
+    }
+
     /// Whether this is [`Error::CommandExit`].
     pub fn is_command_exit(&self) -> bool {
         matches!(self, Error::CommandExit(_))
@@ -217,6 +235,24 @@ impl Error {
 
     pub(crate) fn template(message: impl Into<String>) -> Self {
         Error::Template(Context::new(message))
+    }
+
+    pub(crate) fn build(message: impl Into<String>) -> Self {
+        Error::Build(Context::new(message))
+    }
+
+    pub(crate) fn file_upload(message: impl Into<String>) -> Self {
+        Error::FileUpload(Context::new(message))
+    }
+
+    /// The same error in another class, for failures the Python SDK reports with a
+    /// call-specific class (`BuildException`, `TemplateException`, ...) instead of
+    /// `SandboxException`.
+    pub(crate) fn into_class(self, class: fn(Context) -> Error) -> Error {
+        match self {
+            Error::Sandbox(context) => class(context),
+            other => other,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod files;
 pub mod pty;
 pub mod sandbox;
+pub mod template;
 
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
@@ -37,11 +38,12 @@ pub use sandbox::{
     SandboxGuard, SandboxInfo, SandboxMetrics, SandboxPaginator, SandboxQuery, SandboxState,
     TRAFFIC_ACCESS_TOKEN_HEADER,
 };
+pub use template::{BuildInfo, BuildOptions, LogEntry, ReadyCmd, Template};
 
 /// The types most programs need: `use e2b::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         CommandEvent, CommandResult, ConnectionConfig, Error, PtyOptions, PtySize, Result,
-        RunOptions, Sandbox, SandboxQuery, WatchOptions, WriteEntry,
+        RunOptions, Sandbox, SandboxQuery, Template, WatchOptions, WriteEntry,
     };
 }

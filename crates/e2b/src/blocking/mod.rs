@@ -30,11 +30,13 @@ mod commands;
 mod files;
 mod pty;
 mod sandbox;
+mod template;
 
 pub use commands::{CommandControl, CommandHandle, Commands};
 pub use files::{FileReader, Filesystem, WatchEvents, WatchHandle};
 pub use pty::Pty;
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxGuard, SandboxPaginator};
+pub use template::Template;
 
 use std::future::Future;
 use std::sync::Mutex;

@@ -27,7 +27,7 @@ type ApiResult<T> = std::result::Result<e2b_api::ResponseValue<T>, e2b_api::Erro
 
 /// Sends the request `send` builds, again while the answer allows a retry (module docs).
 /// `send` builds the whole request each time, so a create must reuse its idempotency key.
-pub(super) async fn send_with_retries<T, F, Fut>(
+pub(crate) async fn send_with_retries<T, F, Fut>(
     request_timeout: Option<Duration>,
     mut send: F,
 ) -> ApiResult<T>
@@ -127,7 +127,7 @@ pub(super) fn timeout_secs(timeout: Duration, what: &str) -> Result<i32> {
 
 /// Maps a control-plane failure as E2B's SDKs do (`docs/control-plane.md`); `not_found` is
 /// the message for a 404.
-pub(super) async fn api_error(
+pub(crate) async fn api_error(
     err: e2b_api::Error<types::Error>,
     what: &str,
     not_found: Option<String>,

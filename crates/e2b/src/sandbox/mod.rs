@@ -1,7 +1,7 @@
 //! Sandboxes: create, connect, list, inspect, time out, pause and kill; their network; signed
 //! file URLs.
 
-mod api;
+pub(crate) mod api;
 mod builder;
 mod info;
 mod list;
@@ -666,7 +666,7 @@ impl Drop for SandboxGuard {
 
 /// The environment's configuration; with the `local` feature, the embedded host's when the
 /// environment names neither an API key nor an API URL.
-fn default_config() -> Result<ConnectionConfig> {
+pub(crate) fn default_config() -> Result<ConnectionConfig> {
     #[cfg(feature = "local")]
     {
         crate::local::default_config()

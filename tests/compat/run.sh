@@ -143,12 +143,7 @@ trap 'exit 143' TERM
 
 # --- the SDKs ----------------------------------------------------------------------------
 for v in "${PY_VERSIONS[@]}"; do
-  venv="$CACHE/py-$v"
-  if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('e2b') == '$v'" 2>/dev/null; then
-    rm -rf "$venv"
-    timeout 600 python3 -m venv "$venv" && timeout 600 "$venv/bin/pip" install -q "e2b==$v" ||
-      setup_failed "could not install e2b==$v into $venv"
-  fi
+  "$HERE/py-sdk-venv.sh" "$v" "$CACHE/py-$v" || setup_failed "could not install e2b==$v into $CACHE/py-$v"
 done
 js="$CACHE/js"
 if ! [ "$(node -p "require('$js/node_modules/e2b/package.json').version" 2>/dev/null)" = "$JS_VERSION" ]; then

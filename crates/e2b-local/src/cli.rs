@@ -268,6 +268,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 if network == NetworkMode::Nat && rootless {
                     eprintln!("e2b-local: unavailable: {ROOTLESS_NETWORK}");
                 }
+                let lacks = crate::template::base_lacks(std::path::Path::new("/"));
+                if !lacks.is_empty() {
+                    eprintln!(
+                        "e2b-local: template base lacks {} (it is made from this host's /usr; E2B's base image has them): build a template with them, see docs/templates.md",
+                        lacks.join(", ")
+                    );
+                }
                 // Shell syntax: `eval "$(e2b-local serve ...)"`-friendly output. A reader
                 // that stops reading (`| head -3`) must not take the server down: write
                 // errors are ignored (println! would panic).

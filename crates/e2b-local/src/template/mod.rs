@@ -97,6 +97,8 @@ pub const ETC_COPIED: &[&str] = &[
     "environment",
     "pam.d",
     "security",
+    "pip.conf",
+    "npmrc",
     "python3",
     "python3.11",
     "python3.12",
@@ -107,6 +109,27 @@ pub const ETC_COPIED: &[&str] = &[
     "mke2fs.conf",
     "terminfo",
 ];
+
+/// Commands E2B's base image has, which programs written against E2B expect.
+pub const E2B_BASE_COMMANDS: &[&str] = &[
+    "python", "python3", "pip", "node", "npm", "git", "curl", "sudo",
+];
+
+/// The commands of [`E2B_BASE_COMMANDS`] that `base` built from `host_root` lacks (looked
+/// up where `base` has them: the host's `/usr/bin`, `/usr/local/bin`, `/bin`, and the
+/// `python` link `base` adds).
+pub fn base_lacks(host_root: &Path) -> Vec<&'static str> {
+    let has = |cmd: &str| {
+        ["usr/bin", "usr/local/bin", "bin"]
+            .iter()
+            .any(|d| host_root.join(d).join(cmd).exists())
+    };
+    E2B_BASE_COMMANDS
+        .iter()
+        .copied()
+        .filter(|c| !(has(c) || (*c == "python" && has("python3"))))
+        .collect()
+}
 
 /// The base's additions to the host's `/usr` (a lower layer above it), e.g. `python`.
 const USR_EXTRA: &str = "usr-extra";
@@ -495,6 +518,20 @@ mod tests {
         }
         let tmp = std::fs::metadata(root.join("tmp")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
+    }
+
+    #[test]
+    fn base_lacks_what_the_host_does_not_have() {
+        let host = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for (dir, cmd) in [
+            ("usr/bin", "python3"),
+            ("usr/local/bin", "node"),
+            ("bin", "sudo"),
+        ] {
+            std::fs::create_dir_all(host.path().join(dir)).unwrap_or_default();
+            std::fs::write(host.path().join(dir).join(cmd), "").unwrap_or_default();
+        }
+        assert_eq!(base_lacks(host.path()), ["pip", "npm", "git", "curl"]);
     }
 
     #[test]

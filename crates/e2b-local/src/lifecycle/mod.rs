@@ -419,7 +419,7 @@ impl Manager {
             }
         }
         let (network, init) = tokio::join!(
-            self.attach_network(&handle, rules),
+            self.attach_network(&handle, rules, &log),
             envd_client::init(&handle, token, env_vars)
         );
         match (network, init) {
@@ -450,16 +450,27 @@ impl Manager {
         &self,
         handle: &SandboxHandle,
         rules: &EgressRules,
+        log: &Arc<SandboxLog>,
     ) -> Result<Option<SandboxNetwork>, crate::network::NetworkError> {
         let Some(networks) = &self.networks else {
             return Ok(None);
         };
+        // Weak: the proxy keeps the logger until the network is detached, the log is closed.
+        let log = Arc::downgrade(log);
         let netns = handle
             .netns()
             .map_err(|e| crate::network::NetworkError::Host("opening its network namespace", e))?;
         Ok(Some(
             networks
-                .attach(std::os::fd::AsFd::as_fd(&netns), rules)
+                .attach(
+                    std::os::fd::AsFd::as_fd(&netns),
+                    rules,
+                    Arc::new(move |level, line| {
+                        if let Some(log) = log.upgrade() {
+                            log.server_line(level, line);
+                        }
+                    }),
+                )
                 .await?,
         ))
     }

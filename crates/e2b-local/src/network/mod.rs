@@ -24,7 +24,7 @@ use dns::DnsForwarder;
 use firewall::{Firewall, FirewallError, SandboxRules};
 use link::{LinkError, Netlink};
 use pool::{Pool, PoolError, Slot};
-use proxy::{EgressProxy, InterceptCa, Policies};
+use proxy::{EgressProxy, InterceptCa, Policies, SandboxLogger};
 use rules::EgressRules;
 
 /// The default address pool: 16,383 sandboxes, in a block home and office networks, Docker
@@ -40,7 +40,8 @@ pub struct NetworkOptions {
     /// `/etc/resolv.conf`).
     pub dns_upstreams: Vec<SocketAddr>,
     /// Certificate authorities the egress proxy trusts, besides the host's, when it
-    /// connects to a destination for a header rule over HTTPS (e.g. a private CA).
+    /// connects to a destination for a header rule over HTTPS (e.g. a private CA), or to an
+    /// `egressProxy` over TLS that brings no `caCert`.
     pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
@@ -195,12 +196,17 @@ impl Networks {
         let upstream = upstream_tls(options.upstream_roots.clone())?;
         let policies = Arc::new(Policies::new());
         let forbidden = firewall.forbidden();
-        let proxy = tokio::spawn(EgressProxy::new().intercept_https(&ca, &upstream).serve(
-            proxy,
-            policies.clone(),
-            proxy::so_original_dst,
-            move |dst| forbidden.iter().any(|net| net.contains(&dst)),
-        ));
+        let proxy = tokio::spawn(
+            EgressProxy::new()
+                .intercept_https(&ca, &upstream)
+                .tunnel_tls(&upstream)
+                .serve(
+                    proxy,
+                    policies.clone(),
+                    proxy::so_original_dst,
+                    move |dst| forbidden.iter().any(|net| net.contains(&dst)),
+                ),
+        );
         Ok(Networks {
             pool,
             firewall,
@@ -222,7 +228,8 @@ impl Networks {
         self.pool.dns_address()
     }
 
-    /// Gives the sandbox behind `netns` an address and its rules. On failure everything
+    /// Gives the sandbox behind `netns` an address and its rules; what its owner should know
+    /// about its network (an `egressProxy` failing) goes to `log`. On failure everything
     /// made is removed.
     ///
     /// # Errors
@@ -232,6 +239,7 @@ impl Networks {
         &self,
         netns: BorrowedFd<'_>,
         rules: &EgressRules,
+        log: SandboxLogger,
     ) -> Result<SandboxNetwork, NetworkError> {
         let slot = self.pool.take()?;
         let ifname = format!("{}{}", self.firewall.ifprefix, slot.index());
@@ -240,7 +248,7 @@ impl Networks {
             ifname,
             state: tokio::sync::Mutex::new(NetState::default()),
         };
-        match self.connect(&net, netns, rules).await {
+        match self.connect(&net, netns, rules, log).await {
             Ok(()) => Ok(net),
             Err(e) => {
                 self.detach(&net).await;
@@ -254,9 +262,11 @@ impl Networks {
         net: &SandboxNetwork,
         netns: BorrowedFd<'_>,
         rules: &EgressRules,
+        log: SandboxLogger,
     ) -> Result<(), NetworkError> {
         // Rules first: no packet leaves before they hold.
         self.update(net, rules).await?;
+        self.policies.set_logger(net.address(), log);
         self.netlink.add_veth(&net.ifname, netns, net.slot).await?;
         Netlink::open_in(netns)?.address_sandbox(net.slot).await?;
         Ok(())
@@ -386,6 +396,7 @@ fn firewall_rules(rules: &EgressRules) -> SandboxRules {
         allowed: rules.allowed_cidrs().to_vec(),
         denied: rules.denied_cidrs().to_vec(),
         proxied: rules.needs_proxy(),
+        tunneled: rules.egress_proxy().is_some(),
     }
 }
 

@@ -272,7 +272,7 @@ pub struct Servers {
 }
 
 /// What the SOCKS servers tunneled, one line per connection.
-type SocksLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+pub type SocksLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl Servers {
     /// Every tunnel the SOCKS servers opened, oldest first, as
@@ -372,7 +372,7 @@ fn tls_acceptor(ca: &FakeCa, names: &[&str]) -> tokio_rustls::TlsAcceptor {
 /// A SOCKS5 server (fast-socks5's protocol, CONNECT only), with RFC 1929 credentials when
 /// `auth`, inside TLS when `tls` is given. Names are resolved with [`zone`] only, so a tunnel
 /// never leaves the fake internet; each tunnel opened is recorded in `log`.
-async fn socks_server(
+pub async fn socks_server(
     listener: tokio::net::TcpListener,
     auth: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,

@@ -34,6 +34,7 @@ async fn start(net: &FakeInternet) -> TestServer {
             pool: e2b_local::network::DEFAULT_POOL.parse().unwrap(),
             dns_upstreams: vec![fake_internet::at(DNS, 53)],
             upstream_roots: vec![net.ca.cert.clone()],
+            unreachable: Vec::new(),
         })
         .start()
         .await

@@ -69,6 +69,7 @@ async fn server(
                 .map_err(|e| format!("{e}"))?,
             dns_upstreams: vec![fake_internet::at(DNS, 53)],
             upstream_roots: Vec::new(),
+            unreachable: Vec::new(),
         });
     }
     b.start().await.map_err(|e| e.to_string())

@@ -38,6 +38,8 @@ pub struct Firewall {
     pub dns_port: u16,
     /// Where tcp 80/443 of proxied sandboxes, and all tcp of tunneled ones, goes.
     pub proxy_port: u16,
+    /// Forbidden to sandboxes besides [`FORBIDDEN`] and the pool (`NetworkOptions::unreachable`).
+    pub unreachable: Vec<Ipv4Net>,
 }
 
 /// One sandbox's egress rules as nftables sees them.
@@ -87,9 +89,10 @@ impl Firewall {
             dns_address,
             dns_port,
             proxy_port,
+            unreachable: _,
         } = self;
         let sbx = format!("\"{ifprefix}*\"");
-        let forbidden = join(&FORBIDDEN);
+        let forbidden = join(&self.forbidden());
         format!(
             "table inet {table}
 delete table inet {table}
@@ -123,7 +126,7 @@ table inet {table} {{
         type filter hook forward priority filter; policy accept;
         oifname {sbx} ct state established,related accept
         oifname {sbx} reject with icmpx type admin-prohibited
-        iifname {sbx} ip daddr {{ {forbidden}, {pool} }} reject with icmpx type admin-prohibited
+        iifname {sbx} ip daddr {{ {forbidden} }} reject with icmpx type admin-prohibited
         iifname {sbx} ip saddr @tunneled meta l4proto tcp reject with tcp reset
         iifname {sbx} ip saddr @tunneled reject with icmpx type admin-prohibited
         iifname {sbx} ip saddr vmap @egress
@@ -138,9 +141,14 @@ table inet {table} {{
         )
     }
 
-    /// Every destination no sandbox may reach: [`FORBIDDEN`] and the pool.
+    /// Every destination no sandbox may reach: [`FORBIDDEN`], the pool and `unreachable`.
     pub fn forbidden(&self) -> Vec<Ipv4Net> {
-        FORBIDDEN.iter().copied().chain([self.pool]).collect()
+        FORBIDDEN
+            .iter()
+            .copied()
+            .chain([self.pool])
+            .chain(self.unreachable.iter().copied())
+            .collect()
     }
 
     /// Installs (or replaces) the table.
@@ -237,6 +245,12 @@ table inet {table} {{
     }
 }
 
+/// A tool the network code runs (`nft`, `conntrack`): found in the sbin directories too,
+/// which a rootless server's `PATH` may lack; else the bare name (the spawn error names it).
+pub(super) fn tool(name: &str) -> std::path::PathBuf {
+    crate::isolation::rootless::find_in_path(name).unwrap_or_else(|| name.into())
+}
+
 fn join(nets: &[Ipv4Net]) -> String {
     nets.iter()
         .map(ToString::to_string)
@@ -246,7 +260,7 @@ fn join(nets: &[Ipv4Net]) -> String {
 
 /// Runs one script through `nft -f -`: all of it applies, or none.
 fn run_nft(script: &str, what: &str) -> Result<(), FirewallError> {
-    let mut child = Command::new("nft")
+    let mut child = Command::new(tool("nft"))
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -281,6 +295,7 @@ mod tests {
             dns_address: "10.9.0.1".parse().unwrap(),
             dns_port: 5353,
             proxy_port: 15001,
+            unreachable: vec!["192.0.2.7/32".parse().unwrap()],
         }
     }
 
@@ -352,5 +367,7 @@ mod tests {
         assert!(table.contains(
             "iifname \"e2bt*\" ip saddr @tunneled reject with icmpx type admin-prohibited"
         ));
+        // The extra unreachable addresses are fenced like the fixed ones.
+        assert!(table.contains("240.0.0.0/4, 10.9.0.0/16, 192.0.2.7/32 } reject"));
     }
 }

@@ -43,6 +43,10 @@ pub struct NetworkOptions {
     /// connects to a destination for a header rule over HTTPS (e.g. a private CA), or to an
     /// `egressProxy` over TLS that brings no `caCert`.
     pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Destinations no sandbox may reach, besides the fixed ones (loopback, link-local, the
+    /// pool, the server's own addresses): in rootless mode the host's addresses, which
+    /// pasta would otherwise connect to like any other.
+    pub unreachable: Vec<Ipv4Net>,
 }
 
 impl NetworkOptions {
@@ -60,6 +64,7 @@ impl NetworkOptions {
                 .unwrap_or_else(|_| unreachable!("the default pool parses")),
             dns_upstreams: dns::upstreams_from_resolv_conf(&text),
             upstream_roots: Vec::new(),
+            unreachable: Vec::new(),
         })
     }
 }
@@ -190,6 +195,7 @@ impl Networks {
             dns_address: pool.dns_address(),
             dns_port,
             proxy_port,
+            unreachable: options.unreachable.clone(),
         };
         firewall.install()?;
         let ca = load_or_make_ca(&data_dir.join(CA_KEY_FILE))?;
@@ -403,7 +409,7 @@ fn firewall_rules(rules: &EgressRules) -> SandboxRules {
 /// Deletes the connection tracking entries of a sandbox's address, so that NAT state of a
 /// killed sandbox never applies to a later one.
 async fn forget_connections(addr: std::net::Ipv4Addr) {
-    let out = tokio::process::Command::new("conntrack")
+    let out = tokio::process::Command::new(firewall::tool("conntrack"))
         .args(["--delete", "--orig-src", &addr.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

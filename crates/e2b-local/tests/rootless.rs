@@ -972,7 +972,7 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
 #[test]
 #[ignore = "needs root: creates a user and switches to it, and network namespaces"]
 fn rootless_sandboxes_reach_the_fake_internet_through_pasta_with_the_same_rules() {
-    use fake_internet::{DNS, FakeInternet, SERVER_A, UPLINK};
+    use fake_internet::{DNS, FakeInternet, SERVER_A, SOCKS, SOCKS_OPEN_PORT, UPLINK};
     let _one = ONE_AT_A_TIME.blocking_lock();
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -986,7 +986,7 @@ fn rootless_sandboxes_reach_the_fake_internet_through_pasta_with_the_same_rules(
         std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666)).unwrap();
     }
     let net = FakeInternet::new();
-    let _servers = net.serve();
+    let servers = net.serve();
     // Another address of the "host" (the uplink namespace, where pasta's sockets live), with
     // a listener: pasta would connect to it like to any destination.
     const HOST_EXTRA: &str = "192.0.2.1";
@@ -1014,14 +1014,13 @@ fn rootless_sandboxes_reach_the_fake_internet_through_pasta_with_the_same_rules(
         Some(&net.uplink),
         &["--listen", "127.0.0.1:3000", "--dns-upstream", &dns],
     );
-    assert!(
-        t.notices().contains(&format!(
-            "e2b-local: limited: {}",
-            e2b_local::cli::ROOTLESS_NETWORK
-        )),
-        "{:?}",
-        t.notices()
-    );
+    // Printed before the exports, but read from stderr on another thread: waited for.
+    let limited = format!("e2b-local: limited: {}", e2b_local::cli::ROOTLESS_NETWORK);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !t.notices().contains(&limited) {
+        assert!(Instant::now() < deadline, "{:?}", t.notices());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     net.block_on(async {
         let host_listener = tokio::net::TcpListener::bind((HOST_EXTRA, 8080))
             .await
@@ -1078,6 +1077,32 @@ fn rootless_sandboxes_reach_the_fake_internet_through_pasta_with_the_same_rules(
         )
         .await;
         assert_eq!(out.status, "exit status 7", "{out:?}");
+        // egressProxy too: the tunnel is dialed from the server's namespace, through pasta.
+        let r = http
+            .put(format!("{}/sandboxes/{id}/network", t.url))
+            .header("X-API-Key", &t.key)
+            .body(
+                json!({"egressProxy": {"address": format!("{SOCKS}:{SOCKS_OPEN_PORT}")}})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let out = run(
+            &t,
+            &http,
+            &id,
+            &token,
+            "user",
+            &curl(&format!("http://{SERVER_A}/hello")),
+        )
+        .await;
+        assert_eq!(out.status, "exit status 0", "{out:?}");
+        assert_eq!(
+            servers.socks_tunneled(),
+            [format!("{SOCKS_OPEN_PORT} - {SERVER_A}:80 ({SERVER_A}:80)")]
+        );
     });
     // Killed, the bootstrap takes pasta with it (and the server, its sandboxes).
     drop(t);

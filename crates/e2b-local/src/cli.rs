@@ -57,7 +57,8 @@ pub enum Command {
         #[arg(long, default_value_t = crate::server::DEFAULT_DISK_MIB, value_parser = parse_disk_mib)]
         disk_mib: u64,
         /// Sandbox networking: `nat` (an address each, NAT out of the host, E2B's egress
-        /// rules) or `none` (loopback only). Rootless mode has `none` only.
+        /// rules) or `none` (loopback only). Rootless mode's `nat` goes through pasta
+        /// (package `passt`; needs a fixed --listen port and a usable /dev/net/tun).
         #[arg(long, value_enum, default_value_t = NetworkMode::Nat)]
         network: NetworkMode,
         /// Address pool of sandbox networks (a /30 each), checked against the host's routes.
@@ -102,9 +103,45 @@ pub enum Command {
     },
 }
 
-/// What rootless mode prints about `--network nat`.
-pub const ROOTLESS_NETWORK: &str = "sandbox networking: in rootless mode sandboxes have \
-     loopback only (no veth or nftables without root; user-mode networking is not built yet)";
+/// What rootless mode prints about `--network nat`: what user-mode networking cannot enforce.
+pub const ROOTLESS_NETWORK: &str = "sandbox networking in rootless mode goes through pasta: \
+     sandboxes' connections leave from sockets of the invoking user (the host's firewall sees \
+     that user, not the sandbox); the host's own addresses are refused as they were at \
+     start-up (an address the host gains later is reachable); ICMP leaves as pasta's ping \
+     sockets only where net.ipv4.ping_group_range allows the user; sandboxes lose their \
+     network if pasta dies";
+
+/// What rootless mode prints when it cannot give sandboxes user-mode networking.
+pub fn rootless_network_unavailable(reason: &str) -> String {
+    format!("sandbox networking: sandboxes have loopback only: {reason}")
+}
+
+/// Rootless mode's user-mode networking for `serve --listen listen`, or why there is none.
+fn user_mode_network(listen: &str) -> Result<crate::isolation::rootless::UserModeNetwork, String> {
+    let addr = listen.parse().map_err(|_| {
+        format!("user-mode networking forwards the API port from the host: --listen {listen:?} is not IP:PORT")
+    })?;
+    crate::isolation::rootless::UserModeNetwork::for_listen(addr).map_err(|e| e.to_string())
+}
+
+/// Rootless mode's network options: the host's addresses (through pasta, ordinary
+/// destinations) are forbidden, and resolvers on the host's loopback are reached through
+/// pasta's DNS forwarding.
+fn user_mode_options(options: &mut crate::network::NetworkOptions) {
+    use crate::isolation::rootless::{HOST_ADDRESSES_ENV, PASTA_DNS};
+    let host = std::env::var(HOST_ADDRESSES_ENV).unwrap_or_default();
+    options.unreachable.extend(
+        host.split(',')
+            .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .map(ipnet::Ipv4Net::from),
+    );
+    for upstream in &mut options.dns_upstreams {
+        if upstream.ip().is_loopback() {
+            upstream.set_ip(PASTA_DNS.into());
+        }
+    }
+    options.dns_upstreams.dedup();
+}
 
 /// `serve --network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -185,7 +222,16 @@ pub fn run(cli: Cli) -> ExitCode {
     if matches!(cli.command, Command::Serve { .. })
         && crate::isolation::rootless::needs_user_namespace()
     {
-        return match crate::isolation::rootless::enter_user_namespace() {
+        // Without it the server says why at start-up (`rootless_network_unavailable`).
+        let network = match &cli.command {
+            Command::Serve {
+                network: NetworkMode::Nat,
+                listen,
+                ..
+            } => user_mode_network(listen).ok(),
+            _ => None,
+        };
+        return match crate::isolation::rootless::enter_user_namespace(network.as_ref()) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => fail("serve", &e),
         };
@@ -220,7 +266,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 .try_init();
             runtime.block_on(async move {
                 let mut b = Server::builder()
-                    .listen(listen)
+                    .listen(listen.clone())
                     .cgroup_parent(cgroup_parent)
                     .disk_mib(disk_mib)
                     .max_lifetime(std::time::Duration::from_secs(max_lifetime));
@@ -239,7 +285,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     b = b.domain(d);
                 }
                 let rootless = crate::isolation::rootless::in_user_namespace();
-                if network == NetworkMode::Nat && !rootless {
+                // The bootstrap made the server's network namespace and attached pasta.
+                let user_mode = rootless
+                    && std::env::var_os(crate::isolation::rootless::HOST_ADDRESSES_ENV).is_some();
+                if network == NetworkMode::Nat && (!rootless || user_mode) {
                     let mut options = match crate::network::NetworkOptions::from_host() {
                         Ok(o) => o,
                         Err(e) => return fail("serve", &e),
@@ -247,6 +296,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     options.pool = network_pool;
                     if !dns_upstreams.is_empty() {
                         options.dns_upstreams = dns_upstreams;
+                    }
+                    if user_mode {
+                        user_mode_options(&mut options);
                     }
                     b = b.network(options);
                 }
@@ -265,8 +317,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 for u in server.unavailable() {
                     eprintln!("e2b-local: unavailable: {u}");
                 }
-                if network == NetworkMode::Nat && rootless {
-                    eprintln!("e2b-local: unavailable: {ROOTLESS_NETWORK}");
+                if network == NetworkMode::Nat && user_mode {
+                    eprintln!("e2b-local: limited: {ROOTLESS_NETWORK}");
+                } else if network == NetworkMode::Nat && rootless {
+                    let reason = user_mode_network(&listen).err().unwrap_or_else(|| {
+                        "the server was not started by e2b-local's rootless bootstrap".into()
+                    });
+                    eprintln!(
+                        "e2b-local: unavailable: {}",
+                        rootless_network_unavailable(&reason)
+                    );
                 }
                 let lacks = crate::template::base_lacks(std::path::Path::new("/"));
                 if !lacks.is_empty() {

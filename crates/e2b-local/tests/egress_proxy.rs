@@ -4,6 +4,8 @@
 //! client's port, as `SO_ORIGINAL_DST` would after an nftables redirect.
 #![cfg(target_os = "linux")]
 
+mod fake_internet;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -25,6 +27,8 @@ use tokio::time::timeout;
 const HTTP_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 1);
 const TLS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 2);
 const ECHO_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 3);
+const SOCKS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 4);
+const BANNER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 5);
 const SANDBOX: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const OTHER_SANDBOX: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const WAIT: Duration = Duration::from_secs(5);
@@ -748,4 +752,71 @@ async fn https_interception_refuses_a_destination_it_cannot_verify() {
             .is_err()
     );
     assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn through_an_egress_proxy_servers_that_speak_first_are_not_held_up_and_failures_are_logged()
+{
+    let h = default_harness().await;
+    let socks_listener = TcpListener::bind((SOCKS_IP, 0)).await.unwrap();
+    let socks = socks_listener.local_addr().unwrap();
+    let tunneled = fake_internet::SocksLog::default();
+    tokio::spawn(fake_internet::socks_server(
+        socks_listener,
+        false,
+        None,
+        tunneled.clone(),
+    ));
+    // A server that speaks first, as SSH does.
+    let banner_listener = TcpListener::bind((BANNER_IP, 0)).await.unwrap();
+    let SocketAddr::V4(banner) = banner_listener.local_addr().unwrap() else {
+        unreachable!()
+    };
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = banner_listener.accept().await {
+            let _ = stream.write_all(b"SSH-2.0-banner\r\n").await;
+        }
+    });
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let sink = logged.clone();
+    h.policies.set_logger(
+        SANDBOX,
+        Arc::new(move |level, line| sink.lock().unwrap().push((level, line.to_owned()))),
+    );
+    h.set(
+        SANDBOX,
+        None,
+        &format!(r#"{{"egressProxy": {{"address": "{socks}"}}}}"#),
+    );
+    // Not a named port: relayed at once, not after the 10 s preamble timeout.
+    let mut stream = h.connect(SANDBOX, banner).await;
+    let mut line = [0; 16];
+    timeout(Duration::from_secs(2), stream.read_exact(&mut line))
+        .await
+        .expect("the banner came late: the proxy waited for the client")
+        .unwrap();
+    assert_eq!(&line, b"SSH-2.0-banner\r\n");
+    assert_eq!(
+        *tunneled.lock().unwrap(),
+        [format!("{} - {banner} ({banner})", socks.port())]
+    );
+    assert!(logged.lock().unwrap().is_empty());
+    // A proxy nobody listens on: reset, and the sandbox's logger hears why.
+    h.set(
+        SANDBOX,
+        None,
+        &format!(r#"{{"egressProxy": {{"address": "{SOCKS_IP}:1"}}}}"#),
+    );
+    let mut stream = h.connect(SANDBOX, banner).await;
+    assert!(closed(&mut stream).await);
+    assert_eq!(
+        *logged.lock().unwrap(),
+        [(
+            tracing::Level::ERROR,
+            format!(
+                "egress proxy: connection to {banner} reset: egressProxy {SOCKS_IP}:1 failed: connecting: Connection refused (os error 111)"
+            )
+        )]
+    );
+    assert_eq!(tunneled.lock().unwrap().len(), 1);
 }

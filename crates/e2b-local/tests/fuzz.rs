@@ -249,6 +249,49 @@ fn network_entry() -> impl Strategy<Value = Value> {
     .prop_map(Value::String)
 }
 
+/// An `egressProxy`, valid or not. Addresses are loopback or `.test` names only: the fuzzed
+/// server has no sandbox networks, and nothing may be dialed outside this machine anyway.
+fn egress_proxy_value() -> impl Strategy<Value = Value> {
+    let credential = || {
+        proptest::option::of(prop_oneof![
+            4 => "[a-z0-9]{1,12}",
+            1 => Just(String::new()),
+            1 => Just("x".repeat(256)),
+        ])
+    };
+    let tls = prop_oneof![
+        2 => (any::<bool>(), proptest::option::of("[a-z.!]{0,20}"), proptest::option::of("\\PC{0,40}"))
+            .prop_map(|(enabled, name, ca)| json!({"enabled": enabled, "serverName": name, "caCert": ca})),
+        1 => json_value(),
+    ];
+    prop_oneof![
+        4 => (
+            prop_oneof![
+                Just("127.0.0.1:1080".to_owned()),
+                Just("proxy.test:1080".to_owned()),
+                Just("[::1]:1".to_owned()),
+                "[a-z0-9.:\\[\\]*]{0,24}",
+            ],
+            credential(),
+            credential(),
+            proptest::option::weighted(0.3, tls),
+        )
+            .prop_map(|(address, username, password, tls)| {
+                let mut proxy = json!({"address": address});
+                for (k, v) in [("username", username), ("password", password)] {
+                    if let Some(v) = v {
+                        proxy[k] = json!(v);
+                    }
+                }
+                if let Some(tls) = tls {
+                    proxy["tls"] = tls;
+                }
+                proxy
+            }),
+        1 => json_value(),
+    ]
+}
+
 /// A `network` object of create or `PUT .../network`: every field, valid or not.
 fn network_value() -> impl Strategy<Value = Value> {
     let entries = || {
@@ -282,9 +325,9 @@ fn network_value() -> impl Strategy<Value = Value> {
         proptest::option::of(rules),
         proptest::option::of(any::<bool>()),
         proptest::option::weighted(0.2, "\\PC{0,30}"),
-        proptest::option::weighted(0.1, json_value()),
+        proptest::option::weighted(0.3, egress_proxy_value()),
     )
-        .prop_map(|(allow, deny, dns, rules, public, mask, other)| {
+        .prop_map(|(allow, deny, dns, rules, public, mask, proxy)| {
             let mut m = serde_json::Map::new();
             let mut put = |k: &str, v: Option<Value>| {
                 if let Some(v) = v {
@@ -297,7 +340,7 @@ fn network_value() -> impl Strategy<Value = Value> {
             put("rules", rules);
             put("allowPublicTraffic", public.map(Value::Bool));
             put("maskRequestHost", mask.map(Value::String));
-            put("egressProxy", other);
+            put("egressProxy", proxy);
             Value::Object(m)
         })
 }

@@ -7,7 +7,10 @@ mod support;
 
 use e2b_local::isolation::ExecOptions;
 use e2b_local::network::NetworkOptions;
-use fake_internet::{DNS, FakeInternet, SERVER_A, SERVER_B};
+use fake_internet::{
+    DNS, FakeInternet, SERVER_A, SERVER_B, SOCKS, SOCKS_OPEN_PORT, SOCKS_PASSWORD, SOCKS_PORT,
+    SOCKS_TLS_NAME, SOCKS_TLS_PORT, SOCKS_USER, UDP_LOG_PORT,
+};
 use support::TestServer;
 
 /// Starts a server with networking whose uplink is the fake internet (whose CA its egress
@@ -31,6 +34,7 @@ async fn start(net: &FakeInternet) -> TestServer {
             pool: e2b_local::network::DEFAULT_POOL.parse().unwrap(),
             dns_upstreams: vec![fake_internet::at(DNS, 53)],
             upstream_roots: vec![net.ca.cert.clone()],
+            unreachable: Vec::new(),
         })
         .start()
         .await
@@ -295,17 +299,17 @@ fn invalid_rules_are_400s_naming_the_entry() {
             (r#"{"allowOut":["a..b"]}"#, "a..b"),
             (r#"{"denyOut":["example.com"]}"#, "example.com"),
         ];
-        // Not built yet: refused by name rather than ignored.
+        // An egressProxy RFC 1929 cannot express.
         let r = t
             .post(
                 "/v2/sandboxes",
-                r#"{"templateID":"base","network":{"egressProxy":{"address":"proxy.test:1080"}}}"#,
+                r#"{"templateID":"base","network":{"egressProxy":{"address":"proxy.test:1080","username":"u"}}}"#,
             )
             .await;
         assert_eq!(r.status, 400, "{}", r.text);
         assert_eq!(
             r.json()["message"],
-            "network: egressProxy (SOCKS5 egress) is not supported by e2b-local"
+            "network: egressProxy: a username needs a password (RFC 1929 sends both)"
         );
         // envd's port cannot be an https port.
         let r = t
@@ -897,6 +901,276 @@ PY"#,
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let got: Vec<String> = servers.udp_received().into_iter().map(|(_, p)| p).collect();
         assert_eq!(got, ["honest"], "what reached the internet");
+        t.shutdown().await;
+    });
+}
+
+/// One line to and from the echo server at `ip:7`: prints the echo, or a failure.
+fn echo(ip: std::net::Ipv4Addr) -> String {
+    format!("exec 3<>/dev/tcp/{ip}/7 && echo ping >&3 && timeout 5 head -n1 <&3")
+}
+
+/// The message of every line of sandbox `id`'s log.
+async fn log_messages(t: &TestServer, id: &str) -> Vec<(String, String)> {
+    let logs = t.get(&format!("/v2/sandboxes/{id}/logs")).await.json();
+    logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["level"].as_str().unwrap().to_owned(),
+                l["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn egress_proxy_tunnels_allowed_tcp_with_credentials_and_never_denied_traffic() {
+    let net = FakeInternet::new();
+    let servers = net.serve();
+    net.block_on(async {
+        let t = start(&net).await;
+        let network = serde_json::json!({
+            "allowOut": ["a.test"],
+            "denyOut": [format!("{SERVER_B}/32")],
+            "egressProxy": {
+                "address": format!("{SOCKS}:{SOCKS_PORT}"),
+                "username": SOCKS_USER,
+                "password": SOCKS_PASSWORD,
+            },
+        });
+        let sb = t
+            .create(&serde_json::json!({"templateID": "base", "network": network}).to_string())
+            .await;
+        let id = id_of(&sb);
+        // HTTP to an allowed domain: the CONNECT names it (the SOCKS server resolves it).
+        let (code, out) = sh(&t, &id, &curl("http://a.test/hello"), ExecOptions::user()).await;
+        assert_eq!(code, 0, "{out}");
+        let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((&body["host"], &body["path"]), (&"a.test".into(), &"/hello".into()));
+        // Raw TCP on another port, by address.
+        let (code, out) = sh(&t, &id, &echo(SERVER_A), ExecOptions::default()).await;
+        assert_eq!((code, out.as_str()), (0, "ping\n"));
+        assert_eq!(
+            servers.socks_tunneled(),
+            [
+                format!("{SOCKS_PORT} {SOCKS_USER} a.test:80 ({SERVER_A}:80)"),
+                format!("{SOCKS_PORT} {SOCKS_USER} {SERVER_A}:7 ({SERVER_A}:7)"),
+            ]
+        );
+        // Denied destinations never reach the SOCKS server: by address (a reset) and by name
+        // on a denied address (the proxy's 403).
+        let (code, out) = sh(&t, &id, &echo(SERVER_B), ExecOptions::default()).await;
+        assert_ne!(code, 0, "{out}");
+        let (code, out) = sh(
+            &t,
+            &id,
+            "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://c.test/",
+            ExecOptions::default(),
+        )
+        .await;
+        assert_eq!((code, out.as_str()), (0, "403"));
+        // UDP is not tunneled: it does not leave at all (DNS to the gateway still works, as
+        // the names above show).
+        let (code, out) = sh(
+            &t,
+            &id,
+            &format!("echo hello >/dev/udp/{SERVER_A}/{UDP_LOG_PORT}; sleep 0.5"),
+            ExecOptions::default(),
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(servers.udp_received(), []);
+        assert_eq!(servers.socks_tunneled().len(), 2);
+        // The report shows the proxy without its password.
+        let got = t.get(&format!("/sandboxes/{id}")).await.json();
+        assert_eq!(
+            got["network"]["egressProxy"],
+            serde_json::json!({"address": format!("{SOCKS}:{SOCKS_PORT}"), "username": SOCKS_USER})
+        );
+
+        // Without credentials, or with wrong ones, the proxy refuses: the connection is
+        // reset and the sandbox's log says why.
+        for (proxy, why) in [
+            (
+                serde_json::json!({"address": format!("{SOCKS}:{SOCKS_PORT}")}),
+                "it accepts none of the offered authentication methods (it may need credentials)",
+            ),
+            (
+                serde_json::json!({
+                    "address": format!("{SOCKS}:{SOCKS_PORT}"),
+                    "username": SOCKS_USER,
+                    "password": "wrong",
+                }),
+                "it refused the username and password",
+            ),
+        ] {
+            let body = serde_json::json!({"templateID": "base", "network": {"egressProxy": proxy}});
+            let id = id_of(&t.create(&body.to_string()).await);
+            let (code, out) = sh(&t, &id, &echo(SERVER_A), ExecOptions::default()).await;
+            assert_ne!(code, 0, "{out}");
+            let expected = format!(
+                "egress proxy: connection to {SERVER_A}:7 reset: egressProxy {SOCKS}:{SOCKS_PORT} failed: {why}"
+            );
+            assert!(
+                log_messages(&t, &id).await.contains(&("error".into(), expected.clone())),
+                "{expected} not in {:?}",
+                log_messages(&t, &id).await
+            );
+        }
+        assert_eq!(servers.socks_tunneled().len(), 2);
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn egress_proxy_over_tls_verifies_the_proxy_with_its_ca() {
+    let net = FakeInternet::new();
+    let servers = net.serve();
+    net.block_on(async {
+        let t = start(&net).await;
+        let proxy = |ca: &str| {
+            serde_json::json!({"templateID": "base", "network": {"egressProxy": {
+                "address": format!("{SOCKS}:{SOCKS_TLS_PORT}"),
+                "username": SOCKS_USER,
+                "password": SOCKS_PASSWORD,
+                "tls": {"enabled": true, "serverName": SOCKS_TLS_NAME, "caCert": ca},
+            }}})
+            .to_string()
+        };
+        let id = id_of(&t.create(&proxy(&net.ca.cert_pem)).await);
+        let (code, out) = sh(&t, &id, &echo(SERVER_B), ExecOptions::default()).await;
+        assert_eq!((code, out.as_str()), (0, "ping\n"));
+        assert_eq!(
+            servers.socks_tunneled(),
+            [format!("{SOCKS_TLS_PORT} {SOCKS_USER} {SERVER_B}:7 ({SERVER_B}:7)")]
+        );
+        // The CA certificate is never shown.
+        let got = t.get(&format!("/sandboxes/{id}")).await.json();
+        assert_eq!(
+            got["network"]["egressProxy"]["tls"],
+            serde_json::json!({"enabled": true, "serverName": SOCKS_TLS_NAME})
+        );
+        // A proxy whose certificate the given CA did not sign is never used.
+        let other_ca = rcgen::CertificateParams::default()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem();
+        let id = id_of(&t.create(&proxy(&other_ca)).await);
+        let (code, out) = sh(&t, &id, &echo(SERVER_B), ExecOptions::default()).await;
+        assert_ne!(code, 0, "{out}");
+        let logs = log_messages(&t, &id).await;
+        assert!(
+            logs.iter().any(|(level, m)| level == "error"
+                && m.starts_with(&format!(
+                    "egress proxy: connection to {SERVER_B}:7 reset: egressProxy {SOCKS}:{SOCKS_TLS_PORT} failed: TLS: invalid peer certificate"
+                ))),
+            "{logs:?}"
+        );
+        assert_eq!(servers.socks_tunneled().len(), 1);
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn an_unreachable_egress_proxy_resets_the_connection_and_says_so_in_the_sandbox_log() {
+    let net = FakeInternet::new();
+    let _servers = net.serve();
+    net.block_on(async {
+        let t = start(&net).await;
+        // Nothing listens there: the fake internet refuses the connection.
+        let body = serde_json::json!({"templateID": "base", "network": {
+            "egressProxy": {"address": format!("{SOCKS}:9")},
+        }});
+        let id = id_of(&t.create(&body.to_string()).await);
+        let (code, out) = sh(&t, &id, &curl(&format!("http://{SERVER_A}/")), ExecOptions::default()).await;
+        // Accepted by the egress proxy, then reset: curl's "Recv failure: Connection reset".
+        assert_eq!(code, 56, "{out}");
+        assert!(out.contains("Connection reset by peer"), "{out}");
+        assert!(
+            log_messages(&t, &id).await.contains(&(
+                "error".into(),
+                format!(
+                    "egress proxy: connection to {SERVER_A}:80 reset: egressProxy {SOCKS}:9 failed: connecting: Connection refused (os error 111)"
+                )
+            )),
+            "{:?}",
+            log_messages(&t, &id).await
+        );
+        t.shutdown().await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, nftables and sandboxes"]
+fn update_network_switches_the_egress_proxy_on_and_off() {
+    let net = FakeInternet::new();
+    let servers = net.serve();
+    net.block_on(async {
+        let t = start(&net).await;
+        let id = id_of(&t.create(r#"{"templateID":"base"}"#).await);
+        let put = |body: String| {
+            let t = &t;
+            let path = format!("/sandboxes/{id}/network");
+            async move {
+                let r = t.call(reqwest::Method::PUT, &path, Some(&body)).await;
+                assert_eq!(r.status, 204, "{}", r.text);
+            }
+        };
+        let (code, out) = sh(&t, &id, &echo(SERVER_A), ExecOptions::default()).await;
+        assert_eq!((code, out.as_str()), (0, "ping\n"));
+        assert_eq!(servers.socks_tunneled(), Vec::<String>::new());
+        // A direct connection open when the tunnel is switched on is cut.
+        let live = t.server().manager().get(&id).unwrap();
+        let pinger = tokio::task::spawn_blocking(move || {
+            live.handle.exec_in(
+                &[
+                    "/bin/bash",
+                    "-c",
+                    &format!(
+                        "exec 3<>/dev/tcp/{SERVER_A}/7 || exit 9
+                         for i in $(seq 1 30); do
+                           echo ping$i >&3 2>/dev/null || {{ echo cut; exit 0; }}
+                           read -r -t 3 line <&3 || {{ echo cut; exit 0; }}
+                           echo $line; sleep 0.2
+                         done; echo never-cut"
+                    ),
+                ],
+                &ExecOptions::default(),
+            )
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        put(
+            serde_json::json!({"egressProxy": {"address": format!("{SOCKS}:{SOCKS_OPEN_PORT}")}})
+                .to_string(),
+        )
+        .await;
+        let out = pinger.await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("ping1\n") && text.ends_with("cut\n"),
+            "{text}"
+        );
+        let (code, out) = sh(&t, &id, &echo(SERVER_A), ExecOptions::default()).await;
+        assert_eq!((code, out.as_str()), (0, "ping\n"));
+        assert_eq!(
+            servers.socks_tunneled(),
+            [format!("{SOCKS_OPEN_PORT} - {SERVER_A}:7 ({SERVER_A}:7)")]
+        );
+        // An update that leaves it out sends the traffic out directly again.
+        put("{}".into()).await;
+        let (code, out) = sh(&t, &id, &echo(SERVER_A), ExecOptions::default()).await;
+        assert_eq!((code, out.as_str()), (0, "ping\n"));
+        assert_eq!(servers.socks_tunneled().len(), 1);
+        assert_eq!(
+            t.get(&format!("/sandboxes/{id}")).await.json()["network"]["egressProxy"],
+            serde_json::Value::Null
+        );
         t.shutdown().await;
     });
 }

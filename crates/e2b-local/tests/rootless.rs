@@ -4,6 +4,7 @@
 //! from inside. Needs root (to create the user and switch to it) and `newuidmap`/`newgidmap`
 //! (Debian package `uidmap`); CI runs it as root through `scripts/test`.
 
+mod fake_internet;
 mod support;
 
 use std::io::{BufRead, BufReader, Read};
@@ -34,6 +35,18 @@ fn rootless_notice(uid: u32, subuid: SubIdRange) -> String {
         subuid.count,
         subuid.start,
         subuid.start + subuid.count - 1
+    )
+}
+
+/// What a rootless server listening on port 0 says about sandbox networking (pasta needs a
+/// fixed port to forward).
+fn no_network_notice() -> String {
+    let reason =
+        e2b_local::isolation::rootless::UserModeNetwork::for_listen("127.0.0.1:0".parse().unwrap())
+            .unwrap_err();
+    format!(
+        "e2b-local: unavailable: {}",
+        e2b_local::cli::rootless_network_unavailable(&reason.to_string())
     )
 }
 
@@ -145,26 +158,44 @@ impl Rootless {
     }
 
     fn start(data: &Path, home: &Path) -> Self {
-        Self::start_with(data, home, CGROUP_PARENT)
+        Self::start_with(
+            data,
+            home,
+            CGROUP_PARENT,
+            None,
+            &["--listen", "127.0.0.1:0"],
+        )
     }
 
-    fn start_with(data: &Path, home: &Path, cgroup_parent: &str) -> Self {
+    /// `serve` with `args`, in the network namespace `netns` (a name under /run/netns) if
+    /// given.
+    fn start_with(
+        data: &Path,
+        home: &Path,
+        cgroup_parent: &str,
+        netns: Option<&str>,
+        args: &[&str],
+    ) -> Self {
         let exe = exe_for(USER);
         let exe = exe.as_path();
-        let mut child = Command::new("setpriv")
+        let mut command = match netns {
+            Some(ns) => {
+                // Enters only the network namespace (`ip netns exec` would remount /sys).
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("setpriv");
+                c
+            }
+            None => Command::new("setpriv"),
+        };
+        let mut child = command
             .args(["--reuid", USER, "--regid", USER, "--init-groups"])
             .args(["env", "-i"])
             .arg(format!("HOME={}", home.display()))
             .arg("PATH=/usr/local/bin:/usr/bin:/bin")
             .arg("RUST_LOG=warn")
             .arg(exe)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--cgroup-parent",
-                cgroup_parent,
-            ])
+            .args(["serve", "--cgroup-parent", cgroup_parent])
+            .args(args)
             .arg("--data-dir")
             .arg(data)
             .stdin(Stdio::null())
@@ -315,6 +346,7 @@ fn v1_cpu_mount() -> String {
         .unwrap()
 }
 
+#[derive(Debug)]
 struct Out {
     stdout: String,
     stderr: String,
@@ -454,10 +486,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
             OOM_NOTICE.to_owned(),
             DISK_NOTICE.to_owned(),
             SUDO_NOTICE.to_owned(),
-            format!(
-                "e2b-local: unavailable: {}",
-                e2b_local::cli::ROOTLESS_NETWORK
-            ),
+            no_network_notice(),
         ]
     );
     let mounts_before = mount_points(server);
@@ -804,7 +833,13 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
     }
     let data = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(data.path(), Some(uid), Some(gid)).unwrap();
-    let mut t = Rootless::start_with(data.path(), &home, DELEGATED_PARENT);
+    let mut t = Rootless::start_with(
+        data.path(),
+        &home,
+        DELEGATED_PARENT,
+        None,
+        &["--listen", "127.0.0.1:0"],
+    );
     let http = http();
     let deadline = Instant::now() + Duration::from_secs(5);
     while t.notices().len() < 5 && Instant::now() < deadline {
@@ -818,10 +853,7 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
             OOM_NOTICE.to_owned(),
             DISK_NOTICE.to_owned(),
             SUDO_NOTICE.to_owned(),
-            format!(
-                "e2b-local: unavailable: {}",
-                e2b_local::cli::ROOTLESS_NETWORK
-            ),
+            no_network_notice(),
         ]
     );
     let api = |m: Method, path: &str| {
@@ -935,4 +967,153 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
         "e2b-local: serve failed: rootless mode: a subordinate uid range of at least 1000 ids for user e2b-nosubid in /etc/subuid is unavailable: add one as root: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 e2b-nosubid` (pick a range no other user has); or run e2b-local as root\n"
     );
     assert!(!data.path().join("data").exists());
+}
+
+#[test]
+#[ignore = "needs root: creates a user and switches to it, and network namespaces"]
+fn rootless_sandboxes_reach_the_fake_internet_through_pasta_with_the_same_rules() {
+    use fake_internet::{DNS, FakeInternet, SERVER_A, SOCKS, SOCKS_OPEN_PORT, UPLINK};
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test creates a user and switches to it: run it as root"
+    );
+    let (uid, gid, home, _, _) = ensure_user();
+    // pasta needs the tun device, which distributions leave usable by every user (0666);
+    // some hosts (this CI's machine image) make it root's only.
+    let tun = std::fs::metadata("/dev/net/tun").expect("/dev/net/tun is missing");
+    if tun.mode() & 0o006 != 0o006 {
+        std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let net = FakeInternet::new();
+    let servers = net.serve();
+    // Another address of the "host" (the uplink namespace, where pasta's sockets live), with
+    // a listener: pasta would connect to it like to any destination.
+    const HOST_EXTRA: &str = "192.0.2.1";
+    let out = sh(
+        "ip",
+        &[
+            "-n",
+            &net.uplink,
+            "addr",
+            "add",
+            &format!("{HOST_EXTRA}/32"),
+            "dev",
+            "lo",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(data.path(), Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dns = format!("{DNS}");
+    let t = Rootless::start_with(
+        data.path(),
+        &home,
+        CGROUP_PARENT,
+        Some(&net.uplink),
+        &["--listen", "127.0.0.1:3000", "--dns-upstream", &dns],
+    );
+    // Printed before the exports, but read from stderr on another thread: waited for.
+    let limited = format!("e2b-local: limited: {}", e2b_local::cli::ROOTLESS_NETWORK);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !t.notices().contains(&limited) {
+        assert!(Instant::now() < deadline, "{:?}", t.notices());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    net.block_on(async {
+        let host_listener = tokio::net::TcpListener::bind((HOST_EXTRA, 8080))
+            .await
+            .unwrap();
+        let http = http();
+        let (id, token) = t.create(&http).await;
+        let curl = |url: &str| format!("curl -sS --max-time 5 {url}");
+        for user in ["root", "user"] {
+            // By address and by name (DNS through the gateway's forwarder, then pasta).
+            for url in [
+                format!("http://{SERVER_A}/hello"),
+                "http://a.test/hello".into(),
+            ] {
+                let out = run(&t, &http, &id, &token, user, &curl(&url)).await;
+                assert_eq!(out.status, "exit status 0", "{user} {url}: {}", out.stderr);
+                let body: Value = serde_json::from_str(&out.stdout).unwrap();
+                assert_eq!(body["path"], "/hello", "{user} {url}");
+            }
+        }
+        // The host's addresses: its uplink (the server's namespace has a copy: local there),
+        // the extra one (forbidden from the list taken at start-up), and the API port.
+        for url in [
+            format!("http://{UPLINK}:3000/health"),
+            format!("http://{HOST_EXTRA}:8080/"),
+        ] {
+            let out = run(&t, &http, &id, &token, "root", &curl(&url)).await;
+            assert_eq!(out.status, "exit status 7", "{url}: {out:?}");
+        }
+        assert!(
+            tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                host_listener.accept()
+            )
+            .await
+            .is_err(),
+            "a sandbox reached the host's address"
+        );
+        // The rules hold as in root mode.
+        let r = http
+            .put(format!("{}/sandboxes/{id}/network", t.url))
+            .header("X-API-Key", &t.key)
+            .body(r#"{"allow_internet_access":false}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let out = run(
+            &t,
+            &http,
+            &id,
+            &token,
+            "root",
+            &curl(&format!("http://{SERVER_A}/")),
+        )
+        .await;
+        assert_eq!(out.status, "exit status 7", "{out:?}");
+        // egressProxy too: the tunnel is dialed from the server's namespace, through pasta.
+        let r = http
+            .put(format!("{}/sandboxes/{id}/network", t.url))
+            .header("X-API-Key", &t.key)
+            .body(
+                json!({"egressProxy": {"address": format!("{SOCKS}:{SOCKS_OPEN_PORT}")}})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let out = run(
+            &t,
+            &http,
+            &id,
+            &token,
+            "user",
+            &curl(&format!("http://{SERVER_A}/hello")),
+        )
+        .await;
+        assert_eq!(out.status, "exit status 0", "{out:?}");
+        assert_eq!(
+            servers.socks_tunneled(),
+            [format!("{SOCKS_OPEN_PORT} - {SERVER_A}:80 ({SERVER_A}:80)")]
+        );
+    });
+    // Killed, the bootstrap takes pasta with it (and the server, its sandboxes).
+    drop(t);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = sh("ps", &["-u", &uid.to_string(), "-o", "pid=,comm="]);
+        let left = text(&left.stdout);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left running: {left}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

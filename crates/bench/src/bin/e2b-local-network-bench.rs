@@ -11,7 +11,9 @@
 //! * 50 concurrent creates with and without networking, p50/p99 of each request;
 //! * TCP throughput of a 1 GiB HTTP upload (a Python sender) to the fake internet: from the uplink
 //!   namespace itself (the veth-to-veth floor), from a sandbox directly (veth, NAT, veth) and
-//!   from a sandbox whose port 80 goes through the egress proxy (a domain rule); median of 3;
+//!   from a sandbox whose port 80 goes through the egress proxy (a domain rule), and from a
+//!   sandbox whose TCP is tunneled through the fake internet's SOCKS5 server (`egressProxy`,
+//!   with credentials: the egress proxy, then the SOCKS server's relay); median of 3;
 //! * host memory per idle sandbox with 200 alive, with and without networking.
 
 #[path = "../../../e2b-local/tests/fake_internet/mod.rs"]
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bench::local_api::{Api, mem_available, pct, report};
 use e2b_local::network::NetworkOptions;
-use fake_internet::{DNS, FakeInternet, SERVER_A};
+use fake_internet::{DNS, FakeInternet, SERVER_A, SOCKS, SOCKS_PASSWORD, SOCKS_PORT, SOCKS_USER};
 
 const UPLOAD_BYTES: u64 = 1 << 30;
 
@@ -67,6 +69,7 @@ async fn server(
                 .map_err(|e| format!("{e}"))?,
             dns_upstreams: vec![fake_internet::at(DNS, 53)],
             upstream_roots: Vec::new(),
+            unreachable: Vec::new(),
         });
     }
     b.start().await.map_err(|e| e.to_string())
@@ -167,29 +170,46 @@ PY"#
     )
 }
 
+/// A sandbox with `network`.
+async fn create_with_network(
+    api: &Api,
+    network: serde_json::Value,
+) -> Result<bench::local_api::Created, String> {
+    let body = serde_json::json!({"templateID": "base", "timeout": 3600, "network": network});
+    let (s, body) = api
+        .call(http::Method::POST, "/sandboxes", &body.to_string())
+        .await?;
+    if s != 201 {
+        return Err(format!("create: {s}: {}", String::from_utf8_lossy(&body)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok(bench::local_api::Created {
+        id: v["sandboxID"].as_str().unwrap_or_default().to_owned(),
+        token: v["envdAccessToken"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
 async fn throughput(api: &Api) -> Result<(), String> {
     let ip = SERVER_A.to_string();
     let direct = api.create().await?;
-    let proxied = {
-        let (s, body) = api
-            .call(
-                http::Method::POST,
-                "/sandboxes",
-                r#"{"templateID":"base","timeout":3600,"network":{"allowOut":["a.test"],"denyOut":["0.0.0.0/0"]}}"#,
-            )
-            .await?;
-        if s != 201 {
-            return Err(format!("create: {s}: {}", String::from_utf8_lossy(&body)));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        bench::local_api::Created {
-            id: v["sandboxID"].as_str().unwrap_or_default().to_owned(),
-            token: v["envdAccessToken"].as_str().unwrap_or_default().to_owned(),
-        }
-    };
+    let proxied = create_with_network(
+        api,
+        serde_json::json!({"allowOut": ["a.test"], "denyOut": ["0.0.0.0/0"]}),
+    )
+    .await?;
+    let tunneled = create_with_network(
+        api,
+        serde_json::json!({"egressProxy": {
+            "address": format!("{SOCKS}:{SOCKS_PORT}"),
+            "username": SOCKS_USER,
+            "password": SOCKS_PASSWORD,
+        }}),
+    )
+    .await?;
     let mut floor = Vec::new();
     let mut from_sandbox = Vec::new();
     let mut through_proxy = Vec::new();
+    let mut through_socks = Vec::new();
     for _ in 0..3 {
         let out = tokio::process::Command::new("bash")
             .args(["-c", &upload_script(&ip, &ip)])
@@ -199,16 +219,18 @@ async fn throughput(api: &Api) -> Result<(), String> {
         floor.push(parse_speed(&String::from_utf8_lossy(&out.stdout))?);
         from_sandbox.push(speed_in(api, &direct, &upload_script(&ip, &ip)).await?);
         through_proxy.push(speed_in(api, &proxied, &upload_script("a.test", "a.test")).await?);
+        through_socks.push(speed_in(api, &tunneled, &upload_script(&ip, &ip)).await?);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let gbit = |bps: f64| bps * 8.0 / 1e9;
-    let (f, d, p) = (
+    let (f, d, p, s) = (
         median(&mut floor),
         median(&mut from_sandbox),
         median(&mut through_proxy),
+        median(&mut through_socks),
     );
     println!(
         "TCP upload, veth-to-veth floor (uplink namespace):  {:>6.2} Gbit/s",
@@ -224,8 +246,14 @@ async fn throughput(api: &Api) -> Result<(), String> {
         gbit(p),
         p / f
     );
+    println!(
+        "TCP upload from a sandbox, through SOCKS5 (egressProxy): {:>6.2} Gbit/s ({:.2} of the floor)",
+        gbit(s),
+        s / f
+    );
     api.kill(&direct.id).await?;
     api.kill(&proxied.id).await?;
+    api.kill(&tunneled.id).await?;
     Ok(())
 }
 

@@ -29,16 +29,6 @@ fn request_of<T: serde::Serialize>(wire: &T) -> Result<NetworkRequest, ApiError>
         .map_err(|e| ApiError::bad_request(format!("network: {e}")))
 }
 
-/// What e2b-local does not do yet: refused, never silently ignored.
-fn check_supported(request: &NetworkRequest) -> Result<(), ApiError> {
-    if request.egress_proxy.is_some() {
-        return Err(ApiError::bad_request(
-            "network: egressProxy (SOCKS5 egress) is not supported by e2b-local",
-        ));
-    }
-    Ok(())
-}
-
 /// Validates a create's `network` and `allow_internet_access`.
 ///
 /// # Errors
@@ -49,20 +39,22 @@ pub(super) fn create_rules(
     network: Option<&types::SandboxNetworkConfig>,
 ) -> Result<(Option<NetworkRequest>, EgressRules), ApiError> {
     let request = network.map(request_of).transpose()?;
-    if let Some(request) = &request {
-        check_supported(request)?;
-    }
     let rules =
         EgressRules::from_request(allow_internet_access, &request.clone().unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("network: {e}")))?;
     Ok((request, rules))
 }
 
-/// The `network` of `GET /sandboxes/{id}`: as given, without the egress proxy's password.
+/// The `network` of `GET /sandboxes/{id}`: as given, without the egress proxy's password and
+/// CA certificate (E2B never returns them) and with its `tls` only when TLS is on.
 pub(super) fn network_info(request: &NetworkRequest) -> Option<types::SandboxNetworkConfig> {
     let mut shown = request.clone();
     if let Some(proxy) = &mut shown.egress_proxy {
         proxy.password = None;
+        proxy.tls = proxy.tls.take().filter(|tls| tls.enabled);
+        if let Some(tls) = &mut proxy.tls {
+            tls.ca_cert = None;
+        }
     }
     serde_json::to_value(&shown)
         .and_then(serde_json::from_value)
@@ -80,7 +72,6 @@ pub(super) async fn update_network(
     let id = sandbox_id(&id)?;
     let update: types::SandboxNetworkUpdateConfig = parse_body(&body, UPDATE_FIELDS, false)?;
     let mut request = request_of(&update)?;
-    check_supported(&request)?;
     let live = m.live(&id)?;
     // The update carries the egress rules only: what else the sandbox was created with stays.
     if let Some(old) = live.record().network {

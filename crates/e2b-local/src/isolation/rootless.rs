@@ -17,11 +17,19 @@
 //! `/etc/subgid`), then lets the child re-execute the program with [`ROOTLESS_ENV`] set.
 //! The exec'd server is uid 0 in the namespace with a full capability set. The parent
 //! forwards `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` to it and exits with its status.
+//!
+//! With [`UserModeNetwork`] the child also unshares a network namespace, and the parent
+//! (still the invoking user on the host) attaches `pasta` (Debian package `passt`) to it:
+//! the namespace gets a copy of the host's uplink address and default route, its traffic
+//! leaves through pasta's sockets of the invoking user, and the API port is forwarded in.
+//! The server then runs its sandbox networks (veths, nftables, DNS forwarder, egress proxy)
+//! in that namespace exactly as a root server does on the host (`docs/network.md`).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -36,6 +44,128 @@ use super::error::{Error, Result};
 /// Set (to `1`) in the environment of the server that [`enter_user_namespace`] started, so
 /// it does not bootstrap again.
 pub const ROOTLESS_ENV: &str = "E2B_LOCAL_ROOTLESS";
+
+/// Set in the environment of a rootless server with [`UserModeNetwork`]: the host's IPv4
+/// addresses when it started, comma-separated. Through pasta they are ordinary destinations,
+/// so the server forbids them to sandboxes.
+pub const HOST_ADDRESSES_ENV: &str = "E2B_LOCAL_HOST_ADDRESSES";
+
+/// Where a rootless server with [`UserModeNetwork`] sends DNS queries meant for a resolver on
+/// the host's loopback (e.g. systemd-resolved's 127.0.0.53): pasta forwards what is sent to
+/// it to the host's first resolver (`--dns-forward`). Link-local, so never a real server.
+pub const PASTA_DNS: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 53);
+
+/// How long the server's start waits for pasta to configure its namespace.
+const PASTA_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// User-mode networking for the rootless server: pasta connects the server's own network
+/// namespace to the host's network and forwards the API's port into it.
+#[derive(Debug, Clone)]
+pub struct UserModeNetwork {
+    pasta: PathBuf,
+    listen: SocketAddr,
+}
+
+impl UserModeNetwork {
+    /// Checks that pasta can run for a server listening on `listen`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] naming what is missing: `pasta`, access to `/dev/net/tun`, or a
+    /// fixed port (pasta forwards the port it is given; `0` is not known in advance).
+    pub fn for_listen(listen: SocketAddr) -> Result<Self> {
+        let unsupported = |feature: &str, hint: &str| Error::Unsupported {
+            feature: format!("user-mode networking: {feature}"),
+            hint: hint.to_owned(),
+        };
+        // First: it does not depend on the host.
+        if listen.port() == 0 {
+            return Err(unsupported(
+                "a fixed API port (pasta forwards it from the host)",
+                "pass --listen with a port other than 0",
+            ));
+        }
+        let pasta = find_in_path("pasta").ok_or_else(|| {
+            unsupported(
+                "pasta (user-mode networking)",
+                "install it as root: `apt install passt` (Debian, Ubuntu) or `dnf install passt` (Fedora)",
+            )
+        })?;
+        if let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+        {
+            return Err(unsupported(
+                &format!("opening /dev/net/tun ({e})"),
+                "make it usable by every user as distributions do: `chmod 0666 /dev/net/tun` as root",
+            ));
+        }
+        Ok(Self { pasta, listen })
+    }
+
+    /// pasta attached to the namespaces of `pid`: a copy of the host's uplink (IPv4 only),
+    /// no gateway mapped to the host's loopback, only the API port forwarded in and nothing
+    /// out to the host's loopback, DNS to [`PASTA_DNS`] forwarded to the host's resolver.
+    fn pasta_command(&self, pid: Pid) -> std::process::Command {
+        let forward = match self.listen.ip() {
+            ip if ip.is_unspecified() => self.listen.port().to_string(),
+            ip => format!("{ip}/{}", self.listen.port()),
+        };
+        let mut cmd = std::process::Command::new(&self.pasta);
+        cmd.args([
+            "--config-net",
+            "--no-map-gw",
+            "-4",
+            "--foreground",
+            "--quiet",
+        ])
+        .args(["--dns-forward", &PASTA_DNS.to_string()])
+        .args(["-t", &forward, "-u", "none", "-T", "none", "-U", "none"])
+        .arg(pid.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+        // SAFETY: the closure only calls prctl, which is async-signal-safe, between fork and
+        // exec. pasta outlives its target namespace otherwise: it must end with us, even when
+        // we are killed.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        cmd
+    }
+}
+
+/// The host's IPv4 addresses, comma-separated (for [`HOST_ADDRESSES_ENV`]).
+fn host_addresses() -> String {
+    let mut addresses: Vec<Ipv4Addr> = nix::ifaddrs::getifaddrs()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether this network namespace has a default IPv4 route (`/proc/net/route`).
+fn has_default_route() -> bool {
+    std::fs::read_to_string("/proc/net/route").is_ok_and(|table| {
+        table
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+    })
+}
 
 /// The fewest subordinate ids that still contain the sandbox's `user` (uid/gid 1000).
 pub const MIN_SUBORDINATE_IDS: u32 = 1000;
@@ -103,7 +233,9 @@ pub struct IdMapping {
     pub newgidmap: PathBuf,
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+/// The executable `name` in `PATH`, else in the usual bin and sbin directories (an
+/// unprivileged user's `PATH` often lacks the sbin ones).
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
@@ -208,14 +340,16 @@ const FORWARDED: [Signal; 4] = [
 ];
 
 /// Runs this program again (same argv) as uid 0 of a new user namespace with a private
-/// mount namespace, and returns its exit code (128+signal when it was killed) once it ends.
-/// Call it before any thread is started.
+/// mount namespace (and, with `network`, a network namespace of its own that pasta connects
+/// to the host's network), and returns its exit code (128+signal when it was killed) once it
+/// ends. Call it before any thread is started.
 ///
 /// # Errors
 ///
 /// [`Error::Unsupported`] when `newuidmap`/`newgidmap` or a subordinate id range is
-/// missing, or the kernel refuses the user namespace; [`Error::Fork`] and pipe errors.
-pub fn enter_user_namespace() -> Result<i32> {
+/// missing, the kernel refuses the user namespace, or pasta cannot start; [`Error::Fork`]
+/// and pipe errors.
+pub fn enter_user_namespace(network: Option<&UserModeNetwork>) -> Result<i32> {
     if thread_count() != 1 {
         return Err(Error::Unsupported {
             feature: "rootless mode from a multi-threaded process".into(),
@@ -242,6 +376,14 @@ pub fn enter_user_namespace() -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     envp.push(to_c(format!("{ROOTLESS_ENV}=1").as_bytes())?);
+    let mut namespaces = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
+    if network.is_some() {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+        envp.retain(|kv| !kv.as_bytes().starts_with(HOST_ADDRESSES_ENV.as_bytes()));
+        envp.push(to_c(
+            format!("{HOST_ADDRESSES_ENV}={}", host_addresses()).as_bytes(),
+        )?);
+    }
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
@@ -269,8 +411,12 @@ pub fn enter_user_namespace() -> Result<i32> {
             drop(go_w);
             let mut ready = File::from(ready_w);
             let code = (|| {
-                nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-                    .map_err(|e| format!("unshare(CLONE_NEWUSER | CLONE_NEWNS): {e}"))?;
+                nix::sched::unshare(namespaces)
+                    .map_err(|e| format!("unshare({namespaces:?}): {e}"))?;
+                if namespaces.contains(CloneFlags::CLONE_NEWNET) {
+                    // The API listens on it; pasta configures the uplink only.
+                    super::namespaces::loopback_up().map_err(|e| e.to_string())?;
+                }
                 // Nothing mounted by the server (disk tmpfs) propagates to the host.
                 nix::mount::mount(
                     None::<&str>,
@@ -304,6 +450,14 @@ pub fn enter_user_namespace() -> Result<i32> {
             if nix::unistd::getppid() != parent {
                 // SAFETY: as above.
                 unsafe { libc::_exit(1) };
+            }
+            if namespaces.contains(CloneFlags::CLONE_NEWNET) {
+                // pasta (started by the parent after 'G') has configured the namespace once
+                // its default route exists; bounded, the server starts regardless.
+                let start = std::time::Instant::now();
+                while !has_default_route() && start.elapsed() < PASTA_READY_TIMEOUT {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
             // SAFETY: argv and envp are NUL-terminated arrays of valid C strings that live
@@ -350,6 +504,12 @@ pub fn enter_user_namespace() -> Result<i32> {
             }
             if let Err(e) = mapping.apply(child) {
                 return Err(abort(e));
+            }
+            // Ours until `supervise` ends: it is killed with the server's other leftovers.
+            if let Some(network) = network
+                && let Err(e) = network.pasta_command(child).spawn()
+            {
+                return Err(abort(Error::SpawnHelper(network.pasta.clone(), e)));
             }
             let mut go = File::from(go_w);
             go.write_all(b"G")

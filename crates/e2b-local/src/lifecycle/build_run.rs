@@ -305,7 +305,19 @@ impl Manager {
             .await
             .map_err(|e| StepFailed(format!("starting the build sandbox: {e}")))?;
         lock(&self.builds.sandboxes).insert(id.clone(), handle.clone());
-        let network = match self.attach_network(&handle, &EgressRules::default()).await {
+        // A build sandbox has no egress proxy settings that could fail: the tracing log is
+        // enough for the rest.
+        let logger: crate::network::proxy::SandboxLogger = Arc::new(|level, line| {
+            if level <= tracing::Level::WARN {
+                tracing::warn!(target: "e2b_local::build", "{line}");
+            } else {
+                tracing::debug!(target: "e2b_local::build", "{line}");
+            }
+        });
+        let network = match self
+            .attach_network(&handle, &EgressRules::default(), logger)
+            .await
+        {
             Ok(n) => n,
             Err(e) => {
                 self.end_build_sandbox(&id, &handle, None).await;

@@ -164,6 +164,31 @@ impl SandboxLog {
         Ok(moved)
     }
 
+    /// Appends one line the server writes about the sandbox (its `egressProxy` failing, say),
+    /// in envd's format (`<RFC 3339> <LEVEL> <message>`), after what the sandbox wrote so far.
+    pub fn server_line(&self, level: tracing::Level, message: &str) {
+        let _ = self.drain();
+        let line = format!(
+            "{} {level} {}\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            message.replace(['\n', '\r'], " ")
+        );
+        let mut sink = lock(&self.sink);
+        let written = (|| {
+            if sink.len + line.len() as u64 > LOG_ROTATE_BYTES {
+                std::fs::rename(&self.current, &self.rotated)?;
+                sink.file = open_append(&self.current)?;
+                sink.len = 0;
+            }
+            sink.file.write_all(line.as_bytes())?;
+            sink.len += line.len() as u64;
+            Ok::<_, std::io::Error>(())
+        })();
+        if let Err(e) = written {
+            tracing::warn!("log {}: {e}", self.current.display());
+        }
+    }
+
     /// The log's lines, oldest first, read as they are asked for (what the sandbox wrote
     /// until now is included). Each line is decoded lossily, without its line ending.
     pub fn lines(&self) -> impl Iterator<Item = String> + use<> {

@@ -502,7 +502,7 @@ impl Manager {
             }
         }
         let (network, init) = tokio::join!(
-            self.attach_network(&handle, rules),
+            self.attach_network(&handle, rules, Self::sandbox_logger(&log)),
             envd_client::init(
                 &handle,
                 token,
@@ -549,11 +549,13 @@ impl Manager {
         }
     }
 
-    /// Connects a just-spawned sandbox to its network (nothing without networking).
+    /// Connects a just-spawned sandbox to its network (nothing without networking); what
+    /// the egress proxy reports about its connections goes to `log`.
     async fn attach_network(
         &self,
         handle: &SandboxHandle,
         rules: &EgressRules,
+        log: crate::network::proxy::SandboxLogger,
     ) -> Result<Option<SandboxNetwork>, crate::network::NetworkError> {
         let Some(networks) = &self.networks else {
             return Ok(None);
@@ -563,9 +565,20 @@ impl Manager {
             .map_err(|e| crate::network::NetworkError::Host("opening its network namespace", e))?;
         Ok(Some(
             networks
-                .attach(std::os::fd::AsFd::as_fd(&netns), rules)
+                .attach(std::os::fd::AsFd::as_fd(&netns), rules, log)
                 .await?,
         ))
+    }
+
+    /// A logger writing into a sandbox's log while it is open. Weak: the proxy keeps the
+    /// logger until the network is detached, the log is closed before.
+    fn sandbox_logger(log: &Arc<SandboxLog>) -> crate::network::proxy::SandboxLogger {
+        let log = Arc::downgrade(log);
+        Arc::new(move |level, line| {
+            if let Some(log) = log.upgrade() {
+                log.server_line(level, line);
+            }
+        })
     }
 
     /// Creates a sandbox: spawns it with envd, waits until envd listens, applies `/init`

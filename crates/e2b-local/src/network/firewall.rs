@@ -36,8 +36,10 @@ pub struct Firewall {
     pub dns_address: Ipv4Addr,
     /// Where udp/tcp 53 to `dns_address` goes (the forwarder, on the sandbox's gateway).
     pub dns_port: u16,
-    /// Where tcp 80/443 of proxied sandboxes goes.
+    /// Where tcp 80/443 of proxied sandboxes, and all tcp of tunneled ones, goes.
     pub proxy_port: u16,
+    /// Forbidden to sandboxes besides [`FORBIDDEN`] and the pool (`NetworkOptions::unreachable`).
+    pub unreachable: Vec<Ipv4Net>,
 }
 
 /// One sandbox's egress rules as nftables sees them.
@@ -49,12 +51,15 @@ pub struct SandboxRules {
     pub denied: Vec<Ipv4Net>,
     /// TCP 80 and 443 go through the egress proxy (domain entries or header rules).
     pub proxied: bool,
+    /// Every TCP connection goes through the egress proxy (to its `egressProxy`), and every
+    /// other packet that would leave the host is refused.
+    pub tunneled: bool,
 }
 
 impl SandboxRules {
     /// No chain is needed: everything goes out directly.
     pub fn is_open(&self) -> bool {
-        self.allowed.is_empty() && self.denied.is_empty() && !self.proxied
+        self.allowed.is_empty() && self.denied.is_empty() && !self.proxied && !self.tunneled
     }
 }
 
@@ -84,14 +89,16 @@ impl Firewall {
             dns_address,
             dns_port,
             proxy_port,
+            unreachable: _,
         } = self;
         let sbx = format!("\"{ifprefix}*\"");
-        let forbidden = join(&FORBIDDEN);
+        let forbidden = join(&self.forbidden());
         format!(
             "table inet {table}
 delete table inet {table}
 table inet {table} {{
     set proxied {{ type ipv4_addr; }}
+    set tunneled {{ type ipv4_addr; }}
     map egress {{ type ipv4_addr : verdict; }}
 
     chain spoofing {{
@@ -103,6 +110,7 @@ table inet {table} {{
     chain to_services {{
         type nat hook prerouting priority dstnat; policy accept;
         iifname {sbx} ip daddr {dns_address} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns_port}
+        iifname {sbx} ip saddr @tunneled fib daddr type != local meta l4proto tcp redirect to :{proxy_port}
         iifname {sbx} ip saddr @proxied fib daddr type != local tcp dport {{ 80, 443 }} redirect to :{proxy_port}
     }}
 
@@ -118,7 +126,9 @@ table inet {table} {{
         type filter hook forward priority filter; policy accept;
         oifname {sbx} ct state established,related accept
         oifname {sbx} reject with icmpx type admin-prohibited
-        iifname {sbx} ip daddr {{ {forbidden}, {pool} }} reject with icmpx type admin-prohibited
+        iifname {sbx} ip daddr {{ {forbidden} }} reject with icmpx type admin-prohibited
+        iifname {sbx} ip saddr @tunneled meta l4proto tcp reject with tcp reset
+        iifname {sbx} ip saddr @tunneled reject with icmpx type admin-prohibited
         iifname {sbx} ip saddr vmap @egress
     }}
 
@@ -131,9 +141,14 @@ table inet {table} {{
         )
     }
 
-    /// Every destination no sandbox may reach: [`FORBIDDEN`] and the pool.
+    /// Every destination no sandbox may reach: [`FORBIDDEN`], the pool and `unreachable`.
     pub fn forbidden(&self) -> Vec<Ipv4Net> {
-        FORBIDDEN.iter().copied().chain([self.pool]).collect()
+        FORBIDDEN
+            .iter()
+            .copied()
+            .chain([self.pool])
+            .chain(self.unreachable.iter().copied())
+            .collect()
     }
 
     /// Installs (or replaces) the table.
@@ -172,6 +187,9 @@ table inet {table} {{
         if previous.proxied {
             let _ = writeln!(s, "delete element inet {table} proxied {{ {addr} }}");
         }
+        if previous.tunneled {
+            let _ = writeln!(s, "delete element inet {table} tunneled {{ {addr} }}");
+        }
         if rules.is_open() {
             return s;
         }
@@ -201,6 +219,9 @@ table inet {table} {{
         if rules.proxied {
             let _ = writeln!(s, "add element inet {table} proxied {{ {addr} }}");
         }
+        if rules.tunneled {
+            let _ = writeln!(s, "add element inet {table} tunneled {{ {addr} }}");
+        }
         s
     }
 
@@ -224,6 +245,12 @@ table inet {table} {{
     }
 }
 
+/// A tool the network code runs (`nft`, `conntrack`): found in the sbin directories too,
+/// which a rootless server's `PATH` may lack; else the bare name (the spawn error names it).
+pub(super) fn tool(name: &str) -> std::path::PathBuf {
+    crate::isolation::rootless::find_in_path(name).unwrap_or_else(|| name.into())
+}
+
 fn join(nets: &[Ipv4Net]) -> String {
     nets.iter()
         .map(ToString::to_string)
@@ -233,7 +260,7 @@ fn join(nets: &[Ipv4Net]) -> String {
 
 /// Runs one script through `nft -f -`: all of it applies, or none.
 fn run_nft(script: &str, what: &str) -> Result<(), FirewallError> {
-    let mut child = Command::new("nft")
+    let mut child = Command::new(tool("nft"))
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -268,6 +295,7 @@ mod tests {
             dns_address: "10.9.0.1".parse().unwrap(),
             dns_port: 5353,
             proxy_port: 15001,
+            unreachable: vec!["192.0.2.7/32".parse().unwrap()],
         }
     }
 
@@ -294,6 +322,7 @@ mod tests {
             allowed: vec!["203.0.113.7/32".parse().unwrap()],
             denied: vec!["0.0.0.0/0".parse().unwrap()],
             proxied: true,
+            tunneled: false,
         };
         let s = fw().sandbox_script(
             3,
@@ -308,5 +337,37 @@ mod tests {
             s.contains("add element inet e2b_local_test egress { 10.9.0.14 : jump sandbox_3 }")
         );
         assert!(s.contains("add element inet e2b_local_test proxied { 10.9.0.14 }"));
+    }
+
+    #[test]
+    fn a_tunneled_sandbox_joins_and_leaves_the_tunneled_set() {
+        let addr = "10.9.0.14".parse().unwrap();
+        let tunneled = SandboxRules {
+            tunneled: true,
+            ..SandboxRules::default()
+        };
+        assert_eq!(
+            fw().sandbox_script(3, addr, &tunneled, &SandboxRules::default()),
+            "add chain inet e2b_local_test sandbox_3\n\
+             add element inet e2b_local_test egress { 10.9.0.14 : jump sandbox_3 }\n\
+             add element inet e2b_local_test tunneled { 10.9.0.14 }\n"
+        );
+        assert_eq!(
+            fw().sandbox_script(3, addr, &SandboxRules::default(), &tunneled),
+            "delete element inet e2b_local_test egress { 10.9.0.14 }\n\
+             delete chain inet e2b_local_test sandbox_3\n\
+             delete element inet e2b_local_test tunneled { 10.9.0.14 }\n"
+        );
+        let table = fw().table_script();
+        // All of its TCP goes to the proxy; what still reaches forward (other protocols, and
+        // connections opened before the tunnel was switched on) is refused.
+        assert!(table.contains(
+            "iifname \"e2bt*\" ip saddr @tunneled fib daddr type != local meta l4proto tcp redirect to :15001"
+        ));
+        assert!(table.contains(
+            "iifname \"e2bt*\" ip saddr @tunneled reject with icmpx type admin-prohibited"
+        ));
+        // The extra unreachable addresses are fenced like the fixed ones.
+        assert!(table.contains("240.0.0.0/4, 10.9.0.0/16, 192.0.2.7/32 } reject"));
     }
 }

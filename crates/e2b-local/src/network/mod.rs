@@ -24,7 +24,7 @@ use dns::DnsForwarder;
 use firewall::{Firewall, FirewallError, SandboxRules};
 use link::{LinkError, Netlink};
 use pool::{Pool, PoolError, Slot};
-use proxy::{EgressProxy, InterceptCa, Policies};
+use proxy::{EgressProxy, InterceptCa, Policies, SandboxLogger};
 use rules::EgressRules;
 
 /// The default address pool: 16,383 sandboxes, in a block home and office networks, Docker
@@ -40,8 +40,13 @@ pub struct NetworkOptions {
     /// `/etc/resolv.conf`).
     pub dns_upstreams: Vec<SocketAddr>,
     /// Certificate authorities the egress proxy trusts, besides the host's, when it
-    /// connects to a destination for a header rule over HTTPS (e.g. a private CA).
+    /// connects to a destination for a header rule over HTTPS (e.g. a private CA), or to an
+    /// `egressProxy` over TLS that brings no `caCert`.
     pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Destinations no sandbox may reach, besides the fixed ones (loopback, link-local, the
+    /// pool, the server's own addresses): in rootless mode the host's addresses, which
+    /// pasta would otherwise connect to like any other.
+    pub unreachable: Vec<Ipv4Net>,
 }
 
 impl NetworkOptions {
@@ -59,6 +64,7 @@ impl NetworkOptions {
                 .unwrap_or_else(|_| unreachable!("the default pool parses")),
             dns_upstreams: dns::upstreams_from_resolv_conf(&text),
             upstream_roots: Vec::new(),
+            unreachable: Vec::new(),
         })
     }
 }
@@ -189,18 +195,24 @@ impl Networks {
             dns_address: pool.dns_address(),
             dns_port,
             proxy_port,
+            unreachable: options.unreachable.clone(),
         };
         firewall.install()?;
         let ca = load_or_make_ca(&data_dir.join(CA_KEY_FILE))?;
         let upstream = upstream_tls(options.upstream_roots.clone())?;
         let policies = Arc::new(Policies::new());
         let forbidden = firewall.forbidden();
-        let proxy = tokio::spawn(EgressProxy::new().intercept_https(&ca, &upstream).serve(
-            proxy,
-            policies.clone(),
-            proxy::so_original_dst,
-            move |dst| forbidden.iter().any(|net| net.contains(&dst)),
-        ));
+        let proxy = tokio::spawn(
+            EgressProxy::new()
+                .intercept_https(&ca, &upstream)
+                .tunnel_tls(&upstream)
+                .serve(
+                    proxy,
+                    policies.clone(),
+                    proxy::so_original_dst,
+                    move |dst| forbidden.iter().any(|net| net.contains(&dst)),
+                ),
+        );
         Ok(Networks {
             pool,
             firewall,
@@ -222,7 +234,8 @@ impl Networks {
         self.pool.dns_address()
     }
 
-    /// Gives the sandbox behind `netns` an address and its rules. On failure everything
+    /// Gives the sandbox behind `netns` an address and its rules; what its owner should know
+    /// about its network (an `egressProxy` failing) goes to `log`. On failure everything
     /// made is removed.
     ///
     /// # Errors
@@ -232,6 +245,7 @@ impl Networks {
         &self,
         netns: BorrowedFd<'_>,
         rules: &EgressRules,
+        log: SandboxLogger,
     ) -> Result<SandboxNetwork, NetworkError> {
         let slot = self.pool.take()?;
         let ifname = format!("{}{}", self.firewall.ifprefix, slot.index());
@@ -240,7 +254,7 @@ impl Networks {
             ifname,
             state: tokio::sync::Mutex::new(NetState::default()),
         };
-        match self.connect(&net, netns, rules).await {
+        match self.connect(&net, netns, rules, log).await {
             Ok(()) => Ok(net),
             Err(e) => {
                 self.detach(&net).await;
@@ -254,9 +268,11 @@ impl Networks {
         net: &SandboxNetwork,
         netns: BorrowedFd<'_>,
         rules: &EgressRules,
+        log: SandboxLogger,
     ) -> Result<(), NetworkError> {
         // Rules first: no packet leaves before they hold.
         self.update(net, rules).await?;
+        self.policies.set_logger(net.address(), log);
         self.netlink.add_veth(&net.ifname, netns, net.slot).await?;
         Netlink::open_in(netns)?.address_sandbox(net.slot).await?;
         Ok(())
@@ -386,13 +402,14 @@ fn firewall_rules(rules: &EgressRules) -> SandboxRules {
         allowed: rules.allowed_cidrs().to_vec(),
         denied: rules.denied_cidrs().to_vec(),
         proxied: rules.needs_proxy(),
+        tunneled: rules.egress_proxy().is_some(),
     }
 }
 
 /// Deletes the connection tracking entries of a sandbox's address, so that NAT state of a
 /// killed sandbox never applies to a later one.
 async fn forget_connections(addr: std::net::Ipv4Addr) {
-    let out = tokio::process::Command::new("conntrack")
+    let out = tokio::process::Command::new(firewall::tool("conntrack"))
         .args(["--delete", "--orig-src", &addr.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -17,8 +17,18 @@
 //!   sandbox trusts), opens its own TLS to the destination verifying the real certificate for
 //!   the SNI name, and then relays HTTP/1.1 as above; requests whose `Host` is not the SNI name
 //!   get `421`. Without interception such traffic passes through unmodified.
+//! - A sandbox with an `egressProxy` has all its TCP redirected here. After the rules allowed
+//!   a connection, the proxy opens it through that SOCKS5 proxy (TLS to it and RFC 1929
+//!   credentials when configured) instead of directly: the CONNECT names the destination by
+//!   the `Host`/SNI when an allowOut domain allowed it (the SOCKS proxy resolves it, E2B's
+//!   "remote DNS"), else by the address the sandbox chose. Names are read on ports
+//!   [`NAMED_PORTS`] only, so server-speaks-first protocols on other ports are not held up. A
+//!   denied connection never reaches the SOCKS proxy. When the SOCKS proxy cannot be used
+//!   (unreachable, TLS, credentials, not SOCKS5) the sandbox's connection is reset and the
+//!   error goes to the sandbox's log ([`Policies::set_logger`]); there is no direct fallback.
 //! - Replacing a sandbox's rules ([`Policies::set`]) cuts its open connections the new rules
-//!   deny; [`Policies::remove`] cuts them all.
+//!   deny, and those whose way out (direct, or which `egressProxy`) changed;
+//!   [`Policies::remove`] cuts them all.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -43,7 +53,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
-use super::rules::{EgressRules, Verdict};
+use super::rules::{EgressProxyConfig, EgressRules, Verdict};
 
 /// Most bytes read from a connection to find its `Host` or SNI; past this it is unnamed.
 pub const PREAMBLE_LIMIT: usize = 16 * 1024;
@@ -57,8 +67,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Buffer size per direction of a relayed connection.
 const RELAY_BUFFER: usize = 32 * 1024;
+/// The ports whose connections the proxy names by HTTP `Host` or TLS SNI when it gets every
+/// port of a sandbox (one with an `egressProxy`): where nearly all named traffic is, and
+/// protocols where the server speaks first (SSH, SMTP) are rare.
+pub const NAMED_PORTS: [u16; 2] = [80, 443];
 
 type SandboxRules = Option<Arc<EgressRules>>;
+
+/// Writes one line to a sandbox's own log (what `GET /sandboxes/{id}/logs` shows), at a level.
+pub type SandboxLogger = Arc<dyn Fn(tracing::Level, &str) + Send + Sync>;
 
 /// The egress rules of each sandbox, by the sandbox's source address. Shared by the API (which
 /// sets them) and the proxy (which reads them per connection and watches for changes).
@@ -75,9 +92,18 @@ type SandboxRules = Option<Arc<EgressRules>>;
 /// policies.remove(sandbox);
 /// assert!(policies.get(sandbox).is_none());
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Policies {
     sandboxes: Mutex<HashMap<Ipv4Addr, watch::Sender<SandboxRules>>>,
+    loggers: Mutex<HashMap<Ipv4Addr, SandboxLogger>>,
+}
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("sandboxes", &self.sandboxes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Policies {
@@ -99,11 +125,32 @@ impl Policies {
         }
     }
 
+    /// Where the proxy writes what the sandbox at `sandbox` should know (its `egressProxy`
+    /// failing), until [`Policies::remove`].
+    pub fn set_logger(&self, sandbox: Ipv4Addr, logger: SandboxLogger) {
+        self.loggers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sandbox, logger);
+    }
+
     /// Forgets the sandbox at `sandbox` and cuts all its open connections.
     pub fn remove(&self, sandbox: Ipv4Addr) {
+        self.loggers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&sandbox);
         if let Some(sender) = self.lock().remove(&sandbox) {
             sender.send_replace(None);
         }
+    }
+
+    fn logger(&self, sandbox: Ipv4Addr) -> Option<SandboxLogger> {
+        self.loggers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sandbox)
+            .cloned()
     }
 
     /// The current rules of the sandbox at `sandbox`.
@@ -360,6 +407,8 @@ pub struct EgressProxy {
     preamble_timeout: Duration,
     connect_timeout: Duration,
     interception: Option<Arc<Interception>>,
+    /// Verifies `egressProxy`s reached over TLS that bring no `caCert` of their own.
+    tunnel_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for EgressProxy {
@@ -368,6 +417,7 @@ impl Default for EgressProxy {
             preamble_timeout: PREAMBLE_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             interception: None,
+            tunnel_tls: None,
         }
     }
 }
@@ -415,6 +465,14 @@ impl EgressProxy {
             acceptor: tokio_rustls::TlsAcceptor::from(ca.server_config.clone()),
             connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
         }));
+        self
+    }
+
+    /// How the proxy verifies an `egressProxy` it reaches over TLS whose `tls.caCert` is not
+    /// set: `config` must verify server certificates (e.g. the system's roots). Without it such
+    /// a proxy cannot be used (its connections fail, with the reason in the sandbox's log).
+    pub fn tunnel_tls(mut self, config: &rustls::ClientConfig) -> Self {
+        self.tunnel_tls = Some(Arc::new(config.clone()));
         self
     }
 
@@ -481,6 +539,8 @@ impl EgressProxy {
                 dst,
                 rules,
                 forbidden: forbidden.clone(),
+                logger: policies.logger(source),
+                route: None,
             };
             tokio::spawn(connection.run(stream));
         }
@@ -606,24 +666,51 @@ async fn read_preamble(
     }
 }
 
+/// A connection's way to its destination: a TCP stream, or a SOCKS5 tunnel (maybe in TLS).
+trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpstreamIo for T {}
+type Upstream = Box<dyn UpstreamIo>;
+
+/// Why a connection through a sandbox's `egressProxy` could not be opened.
+#[derive(Debug)]
+enum TunnelError {
+    /// The SOCKS proxy itself failed (unreachable, TLS, credentials, not SOCKS5).
+    Proxy(String),
+    /// The SOCKS proxy answered that it could not open the connection.
+    Destination(String),
+}
+
 struct Connection<F> {
     settings: Arc<EgressProxy>,
     source: Ipv4Addr,
     dst: SocketAddrV4,
     rules: watch::Receiver<SandboxRules>,
     forbidden: Arc<F>,
+    logger: Option<SandboxLogger>,
+    /// The `egressProxy` the connection was opened through (`None`: directly); when the
+    /// sandbox's changes, the connection is cut.
+    route: Option<EgressProxyConfig>,
 }
 
 impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
-    async fn run(self, mut client: TcpStream) {
-        let deadline = Instant::now() + self.settings.preamble_timeout;
-        let (preamble, bytes) = match read_preamble(&mut client, deadline).await {
-            Ok(Some(read)) => read,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(source = %self.source, error = %e, "egress proxy: read failed");
-                return;
+    async fn run(mut self, mut client: TcpStream) {
+        let rules = self.rules.borrow().clone();
+        self.route = rules.as_ref().and_then(|r| r.egress_proxy().cloned());
+        // Without a tunnel only ports 80 and 443 are redirected here; with one every port is,
+        // and the ports where names are rare are decided by address at once.
+        let named = self.route.is_none() || NAMED_PORTS.contains(&self.dst.port());
+        let (preamble, bytes) = if named {
+            let deadline = Instant::now() + self.settings.preamble_timeout;
+            match read_preamble(&mut client, deadline).await {
+                Ok(Some(read)) => read,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(source = %self.source, error = %e, "egress proxy: read failed");
+                    return;
+                }
             }
+        } else {
+            (Preamble::Unknown, Vec::new())
         };
         let name = preamble.name().map(str::to_string);
         let verdict = self.decide(name.as_deref());
@@ -636,24 +723,28 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
             }
             return;
         }
-        let upstream = match timeout(self.settings.connect_timeout, TcpStream::connect(self.dst))
-            .await
-        {
-            Ok(Ok(upstream)) => upstream,
-            Ok(Err(e)) => {
-                tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: connect failed");
-                reset(client);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(source = %self.source, dst = %self.dst, "egress proxy: connect timed out");
-                reset(client);
-                return;
+        // The rules may have changed while the preamble was read: the connection goes the way
+        // they say now.
+        let rules = self.rules.borrow().clone();
+        self.route = rules.as_ref().and_then(|r| r.egress_proxy().cloned());
+        let upstream = match &self.route {
+            None => self.connect_directly().await,
+            Some(proxy) => {
+                // The SOCKS proxy resolves a name only an allowOut domain allowed; any other
+                // connection goes to the address the sandbox chose.
+                let domain = name.as_deref().filter(|n| {
+                    rules
+                        .as_ref()
+                        .is_some_and(|r| r.allowing_domain(n).is_some())
+                });
+                self.connect_through(proxy, domain).await
             }
         };
-        let _ = upstream.set_nodelay(true);
+        let Some(upstream) = upstream else {
+            reset(client);
+            return;
+        };
         let _ = client.set_nodelay(true);
-        let rules = self.rules.borrow().clone();
         let has_header_rules = rules.as_ref().is_some_and(|r| r.has_header_rules());
         let client = ReplayStream {
             replay: bytes,
@@ -675,13 +766,77 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
         }
     }
 
+    /// A TCP connection to the destination, or `None` (logged) when it failed.
+    async fn connect_directly(&self) -> Option<Upstream> {
+        match timeout(self.settings.connect_timeout, TcpStream::connect(self.dst)).await {
+            Ok(Ok(upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                Some(Box::new(upstream))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(source = %self.source, dst = %self.dst, error = %e, "egress proxy: connect failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(source = %self.source, dst = %self.dst, "egress proxy: connect timed out");
+                None
+            }
+        }
+    }
+
+    /// A tunnel to the destination (`domain`, else the address) through the SOCKS5 `proxy`, or
+    /// `None` when it failed: then the reason is in the server's and the sandbox's log.
+    async fn connect_through(
+        &self,
+        proxy: &EgressProxyConfig,
+        domain: Option<&str>,
+    ) -> Option<Upstream> {
+        let target = match domain {
+            Some(name) => format!("{name}:{}", self.dst.port()),
+            None => self.dst.to_string(),
+        };
+        let opened = timeout(
+            self.settings.connect_timeout,
+            tunnel(proxy, self.settings.tunnel_tls.as_ref(), domain, self.dst),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(TunnelError::Proxy(format!(
+                "timed out after {:?}",
+                self.settings.connect_timeout
+            )))
+        });
+        let (level, message) = match opened {
+            Ok(upstream) => return Some(upstream),
+            Err(TunnelError::Proxy(e)) => (
+                tracing::Level::ERROR,
+                format!(
+                    "egress proxy: connection to {target} reset: egressProxy {} failed: {e}",
+                    proxy.address
+                ),
+            ),
+            Err(TunnelError::Destination(e)) => (
+                tracing::Level::WARN,
+                format!(
+                    "egress proxy: connection to {target} reset: egressProxy {} could not open it: {e}",
+                    proxy.address
+                ),
+            ),
+        };
+        tracing::warn!(sandbox = %self.source, "{message}");
+        if let Some(logger) = &self.logger {
+            logger(level, &message);
+        }
+        None
+    }
+
     /// Terminates the sandbox's TLS and opens the proxy's own to the destination, verified for
     /// `sni`, then relays HTTP with header rules.
     async fn intercept(
         self,
         interception: &Interception,
         client: ReplayStream,
-        upstream: TcpStream,
+        upstream: Upstream,
         sni: String,
     ) {
         let Ok(server_name) = ServerName::try_from(sni.clone()) else {
@@ -728,20 +883,18 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
         );
     }
 
-    /// Resolves when the sandbox's rules change so that this connection is denied, or are
-    /// removed; gives the reason.
+    /// Resolves when the sandbox's rules change so that this connection is denied or must
+    /// leave another way (its `egressProxy` changed), or are removed; gives the reason.
     async fn cut(&mut self, name: Option<&str>) -> String {
         loop {
             if self.rules.changed().await.is_err() {
                 return "the sandbox's rules were removed".into();
             }
-            let verdict = decide(
-                &self.rules.borrow_and_update(),
-                &*self.forbidden,
-                *self.dst.ip(),
-                name,
-            );
-            if let Verdict::Deny(reason) = verdict {
+            let rules = self.rules.borrow_and_update().clone();
+            if rules.as_ref().and_then(|r| r.egress_proxy()) != self.route.as_ref() {
+                return "the sandbox's egressProxy changed".into();
+            }
+            if let Verdict::Deny(reason) = decide(&rules, &*self.forbidden, *self.dst.ip(), name) {
                 return reason;
             }
         }
@@ -750,7 +903,7 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Connection<F> {
     async fn relay_bytes(
         mut self,
         mut client: ReplayStream,
-        mut upstream: TcpStream,
+        mut upstream: Upstream,
         name: Option<String>,
     ) {
         let relay = relay(&mut client, &mut upstream);
@@ -949,6 +1102,99 @@ impl<F: Fn(Ipv4Addr) -> bool + Send + Sync + 'static> Exchange<F> {
         }
         response.map(BodyExt::boxed)
     }
+}
+
+/// Opens a connection to `domain` (else `dst`), port `dst`'s, through the SOCKS5 `proxy`:
+/// TCP to its address (a name resolved now), TLS when its `tls` says so (verified with its
+/// `caCert`, else `host_roots`), RFC 1929 credentials when it has them.
+async fn tunnel(
+    proxy: &EgressProxyConfig,
+    host_roots: Option<&Arc<rustls::ClientConfig>>,
+    domain: Option<&str>,
+    dst: SocketAddrV4,
+) -> Result<Upstream, TunnelError> {
+    let tcp = TcpStream::connect(proxy.address.as_str())
+        .await
+        .map_err(|e| TunnelError::Proxy(format!("connecting: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let target: tokio_socks::TargetAddr<'_> = match domain {
+        Some(name) => tokio_socks::TargetAddr::Domain(name.into(), dst.port()),
+        None => tokio_socks::TargetAddr::Ip(SocketAddr::V4(dst)),
+    };
+    match proxy.tls.as_ref().filter(|tls| tls.enabled) {
+        None => Ok(Box::new(socks_connect(tcp, target, proxy).await?)),
+        Some(tls) => {
+            let config = match &tls.ca_cert {
+                // Validated when the rules were made; a failure here is still reported.
+                Some(pem) => Arc::new(
+                    rustls::ClientConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| TunnelError::Proxy(format!("TLS: {e}")))?
+                    .with_root_certificates(
+                        super::rules::proxy_roots(pem).map_err(TunnelError::Proxy)?,
+                    )
+                    .with_no_client_auth(),
+                ),
+                None => host_roots.cloned().ok_or_else(|| {
+                    TunnelError::Proxy("TLS: this server has no trust roots for it".into())
+                })?,
+            };
+            let name = match &tls.server_name {
+                Some(name) => name.clone(),
+                None => proxy_host(&proxy.address).to_owned(),
+            };
+            let server_name = ServerName::try_from(name.clone())
+                .map_err(|e| TunnelError::Proxy(format!("TLS: server name {name:?}: {e}")))?;
+            let tls_stream = tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| TunnelError::Proxy(format!("TLS: {e}")))?;
+            Ok(Box::new(socks_connect(tls_stream, target, proxy).await?))
+        }
+    }
+}
+
+/// The SOCKS5 handshake and CONNECT over `stream`.
+async fn socks_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    target: tokio_socks::TargetAddr<'_>,
+    proxy: &EgressProxyConfig,
+) -> Result<tokio_socks::tcp::Socks5Stream<S>, TunnelError> {
+    use tokio_socks::Error as E;
+    use tokio_socks::tcp::Socks5Stream;
+    let connected = match (&proxy.username, &proxy.password) {
+        (Some(user), Some(password)) => {
+            Socks5Stream::connect_with_password_and_socket(stream, target, user, password).await
+        }
+        _ => Socks5Stream::connect_with_socket(stream, target).await,
+    };
+    connected.map_err(|e| match e {
+        // The proxy's answer to the CONNECT: it could not, or would not, open it.
+        E::GeneralSocksServerFailure
+        | E::ConnectionNotAllowedByRuleset
+        | E::NetworkUnreachable
+        | E::HostUnreachable
+        | E::ConnectionRefused
+        | E::TtlExpired => TunnelError::Destination(e.to_string()),
+        E::NoAcceptableAuthMethods if proxy.username.is_none() => TunnelError::Proxy(
+            "it accepts none of the offered authentication methods (it may need credentials)"
+                .into(),
+        ),
+        E::PasswordAuthFailure(_) => {
+            TunnelError::Proxy("it refused the username and password".into())
+        }
+        other => TunnelError::Proxy(format!("SOCKS5: {other}")),
+    })
+}
+
+/// The host of a validated `host:port` (brackets of an IPv6 literal removed).
+fn proxy_host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// Aborts a task when dropped.

@@ -34,6 +34,10 @@ pub const MAX_HEADERS_PER_DOMAIN: usize = 50;
 pub const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
 /// Longest egress proxy username or password, in bytes (RFC 1929).
 pub const MAX_PROXY_CREDENTIAL_BYTES: usize = 255;
+/// Longest `egressProxy.tls.caCert`, in bytes (E2B's limit).
+pub const MAX_PROXY_CA_CERT_BYTES: usize = 8192;
+/// Longest `egressProxy.tls.serverName` (E2B's limit, a DNS name's).
+pub const MAX_PROXY_SERVER_NAME_BYTES: usize = 253;
 /// The DNS server allowed when `allowOut` holds a domain and `dnsServers` is left out.
 pub const DEFAULT_DNS_SERVER: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
 /// envd's port, which E2B does not let `httpsPorts` list.
@@ -505,11 +509,11 @@ impl EgressRules {
     /// proxy could not read one): a name matching an allowed domain is allowed; else an address
     /// in an allowed CIDR is allowed; else one in a denied CIDR is denied; else it is allowed.
     pub fn decide(&self, dst: Ipv4Addr, name: Option<&str>) -> Verdict {
-        if let Some(name) = name {
+        if let Some(name) = name
+            && let Some(pattern) = self.allowing_domain(name)
+        {
             let name = normalize_name(name);
-            if let Some(pattern) = self.allowed_domains.iter().find(|p| p.matches(&name)) {
-                return Verdict::Allow(format!("{name} matches allowOut entry {pattern}"));
-            }
+            return Verdict::Allow(format!("{name} matches allowOut entry {pattern}"));
         }
         if let Some(net) = self.allowed_cidrs.iter().find(|n| n.contains(&dst)) {
             return Verdict::Allow(format!("{dst} is in allowOut entry {net}"));
@@ -522,6 +526,13 @@ impl EgressRules {
             return Verdict::Deny(format!("{name}{dst} is in denyOut entry {net}"));
         }
         Verdict::Allow(format!("{dst} is in no denyOut entry"))
+    }
+
+    /// The allowOut domain pattern `name` (a Host or SNI) matches, if any: such a name is
+    /// allowed whatever its address.
+    pub fn allowing_domain(&self, name: &str) -> Option<&DomainPattern> {
+        let name = normalize_name(name);
+        self.allowed_domains.iter().find(|p| p.matches(&name))
     }
 
     /// The header transform for requests to `name`: the exact pattern's, else the longest
@@ -798,13 +809,59 @@ fn check_egress_proxy(proxy: &EgressProxyConfig) -> Result<(), RuleError> {
     if proxy.password.is_some() && proxy.username.is_none() {
         return bad("a password is only valid together with a username".into());
     }
-    if let Some(tls) = &proxy.tls
-        && !tls.enabled
-        && (tls.server_name.is_some() || tls.ca_cert.is_some())
-    {
+    // RFC 1929 sends both, each 1 to 255 bytes: a username alone cannot be sent.
+    match (&proxy.username, &proxy.password) {
+        (Some(u), _) if u.is_empty() => return bad("username is empty".into()),
+        (_, Some(p)) if p.is_empty() => return bad("password is empty".into()),
+        (Some(_), None) => {
+            return bad("a username needs a password (RFC 1929 sends both)".into());
+        }
+        _ => {}
+    }
+    let Some(tls) = &proxy.tls else {
+        return Ok(());
+    };
+    if !tls.enabled && (tls.server_name.is_some() || tls.ca_cert.is_some()) {
         return bad("tls.enabled is false, so no other tls field may be set".into());
     }
+    if let Some(name) = &tls.server_name
+        && (name.len() > MAX_PROXY_SERVER_NAME_BYTES
+            || rustls::pki_types::ServerName::try_from(name.as_str()).is_err())
+    {
+        return bad(format!(
+            "tls.serverName {name:?} is not a host name or IP address of at most \
+             {MAX_PROXY_SERVER_NAME_BYTES} bytes"
+        ));
+    }
+    if let Some(pem) = &tls.ca_cert {
+        if pem.len() > MAX_PROXY_CA_CERT_BYTES {
+            return bad(format!(
+                "tls.caCert is {} bytes, more than the limit of {MAX_PROXY_CA_CERT_BYTES}",
+                pem.len()
+            ));
+        }
+        proxy_roots(pem).map_err(RuleError::EgressProxy)?;
+    }
     Ok(())
+}
+
+/// The trust store of `egressProxy.tls.caCert`: every PEM certificate in it (at least one).
+///
+/// # Errors
+/// Why `pem` is not a usable CA list, for a 400.
+pub fn proxy_roots(pem: &str) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("tls.caCert is not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("tls.caCert holds an unusable certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("tls.caCert holds no PEM certificate".into());
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]
@@ -1287,6 +1344,70 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "egressProxy: username is 256 bytes, more than the limit of 255"
+        );
+        assert_eq!(
+            proxy("p.test:1", Some("u"), None).unwrap_err().to_string(),
+            "egressProxy: a username needs a password (RFC 1929 sends both)"
+        );
+        assert_eq!(
+            proxy("p.test:1", Some(""), Some("p"))
+                .unwrap_err()
+                .to_string(),
+            "egressProxy: username is empty"
+        );
+        let tls = |tls: EgressProxyTls| {
+            let req = NetworkRequest {
+                egress_proxy: Some(EgressProxyConfig {
+                    address: "p.test:1".into(),
+                    username: None,
+                    password: None,
+                    tls: Some(tls),
+                }),
+                ..NetworkRequest::default()
+            };
+            EgressRules::from_request(None, &req).map(|_| ())
+        };
+        let ca = rcgen::CertificateParams::default()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem();
+        assert_eq!(
+            tls(EgressProxyTls {
+                enabled: true,
+                server_name: Some("proxy.test".into()),
+                ca_cert: Some(ca),
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            tls(EgressProxyTls {
+                enabled: true,
+                server_name: None,
+                ca_cert: Some("not a certificate".into()),
+            })
+            .unwrap_err()
+            .to_string(),
+            "egressProxy: tls.caCert holds no PEM certificate"
+        );
+        assert_eq!(
+            tls(EgressProxyTls {
+                enabled: true,
+                server_name: Some("bad name!".into()),
+                ca_cert: None,
+            })
+            .unwrap_err()
+            .to_string(),
+            "egressProxy: tls.serverName \"bad name!\" is not a host name or IP address of at most 253 bytes"
+        );
+        assert_eq!(
+            tls(EgressProxyTls {
+                enabled: true,
+                server_name: None,
+                ca_cert: Some("x".repeat(8193)),
+            })
+            .unwrap_err()
+            .to_string(),
+            "egressProxy: tls.caCert is 8193 bytes, more than the limit of 8192"
         );
         let req = NetworkRequest {
             https_ports: vec![3000, ENVD_PORT],

@@ -6,6 +6,8 @@
 //!    default route → 198.51.100.1                                           203.0.113.10 HTTP :80 (+ POST /sink), HTTPS :443, echo :7
 //!                                                                           203.0.113.11 HTTP :80, echo :7
 //!                                                                           203.0.113.53 DNS :53
+//!                                                                           203.0.113.80 SOCKS5 :1080 (credentials),
+//!                                                                             :1081 (none), :1443 (credentials, in TLS)
 //! ```
 //!
 //! The internet namespace has no route anywhere else, and the uplink namespace's only way
@@ -35,6 +37,21 @@ pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 pub const UDP_LOG_PORT: u16 = 9999;
 /// The fake internet's DNS server.
 pub const DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+/// The fake internet's SOCKS5 servers ([`SOCKS_PORT`], [`SOCKS_OPEN_PORT`],
+/// [`SOCKS_TLS_PORT`]); each tunnel it opens is recorded ([`Servers::socks_tunneled`]).
+pub const SOCKS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+/// SOCKS5 requiring [`SOCKS_USER`] and [`SOCKS_PASSWORD`] (RFC 1929).
+pub const SOCKS_PORT: u16 = 1080;
+/// SOCKS5 without authentication.
+pub const SOCKS_OPEN_PORT: u16 = 1081;
+/// SOCKS5 with credentials inside TLS (certificate for [`SOCKS_TLS_NAME`] by [`FakeInternet::ca`]).
+pub const SOCKS_TLS_PORT: u16 = 1443;
+/// The name on the TLS SOCKS server's certificate.
+pub const SOCKS_TLS_NAME: &str = "socks.test";
+/// The SOCKS servers' username.
+pub const SOCKS_USER: &str = "e2b";
+/// The SOCKS servers' password.
+pub const SOCKS_PASSWORD: &str = "s3cret";
 
 /// Names the fake DNS answers (`*.wild.test` too, with SERVER_B).
 pub fn zone() -> BTreeMap<&'static str, Ipv4Addr> {
@@ -63,6 +80,8 @@ pub struct FakeCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     /// Its certificate (what a client must trust).
     pub cert: rustls::pki_types::CertificateDer<'static>,
+    /// The same, PEM.
+    pub cert_pem: String,
 }
 
 impl FakeCa {
@@ -77,6 +96,7 @@ impl FakeCa {
         FakeCa {
             issuer: rcgen::Issuer::new(params, key),
             cert: cert.der().clone(),
+            cert_pem: cert.pem(),
         }
     }
 
@@ -137,7 +157,7 @@ impl FakeInternet {
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
         ip(&["-n", up, "route", "add", "default", "via", "198.51.100.1"]);
-        for a in [SERVER_A, SERVER_B, DNS] {
+        for a in [SERVER_A, SERVER_B, DNS, SOCKS] {
             ip(&["-n", inet, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
         }
         fi
@@ -171,6 +191,8 @@ impl FakeInternet {
         let ca = self.ca.clone();
         let udp_received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let received = udp_received.clone();
+        let socks_tunneled = SocksLog::default();
+        let tunneled = socks_tunneled.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -195,13 +217,22 @@ impl FakeInternet {
                 let tls = tokio::net::TcpListener::bind((SERVER_A, 443))
                     .await
                     .unwrap();
-                tokio::spawn(https_echo(tls, ca));
+                tokio::spawn(https_echo(tls, ca.clone()));
                 let dns = tokio::net::UdpSocket::bind((DNS, 53)).await.unwrap();
                 tokio::spawn(dns_server(dns));
                 let udp = tokio::net::UdpSocket::bind((SERVER_A, UDP_LOG_PORT))
                     .await
                     .unwrap();
                 tokio::spawn(udp_log(udp, received));
+                for (port, auth, tls) in [
+                    (SOCKS_PORT, true, false),
+                    (SOCKS_OPEN_PORT, false, false),
+                    (SOCKS_TLS_PORT, true, true),
+                ] {
+                    let listener = tokio::net::TcpListener::bind((SOCKS, port)).await.unwrap();
+                    let tls = tls.then(|| tls_acceptor(&ca, &[SOCKS_TLS_NAME]));
+                    tokio::spawn(socks_server(listener, auth, tls, tunneled.clone()));
+                }
                 ready_tx.send(()).unwrap();
                 let _ = stopped.await;
             });
@@ -213,6 +244,7 @@ impl FakeInternet {
             stop: Some(stop),
             thread: Some(thread),
             udp_received,
+            socks_tunneled,
         }
     }
 }
@@ -236,9 +268,20 @@ pub struct Servers {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     udp_received: std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, String)>>>,
+    socks_tunneled: SocksLog,
 }
 
+/// What the SOCKS servers tunneled, one line per connection.
+pub type SocksLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 impl Servers {
+    /// Every tunnel the SOCKS servers opened, oldest first, as
+    /// `"<port> <user or -> <target as requested> (<what it connected to>)"`, e.g.
+    /// `"1080 e2b a.test:80 (203.0.113.10:80)"`.
+    pub fn socks_tunneled(&self) -> Vec<String> {
+        self.socks_tunneled.lock().unwrap().clone()
+    }
+
     /// What reached SERVER_A's UDP port [`UDP_LOG_PORT`]: source address and payload.
     pub fn udp_received(&self) -> Vec<(Ipv4Addr, String)> {
         self.udp_received.lock().unwrap().clone()
@@ -311,13 +354,11 @@ async fn tcp_echo(listener: tokio::net::TcpListener) {
     }
 }
 
-/// HTTPS for `a.test` and `b.test` (certificates of the fake CA, chosen by SNI): answers
-/// like the HTTP servers, plus `"tls": true`.
-async fn https_echo(listener: tokio::net::TcpListener, ca: std::sync::Arc<FakeCa>) {
-    use tower::ServiceExt as _;
+/// TLS for `names` (certificates of the fake CA, chosen by SNI).
+fn tls_acceptor(ca: &FakeCa, names: &[&str]) -> tokio_rustls::TlsAcceptor {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
-    for name in ["a.test", "b.test"] {
+    for name in names {
         resolver.add(name, ca.leaf(name)).unwrap();
     }
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -325,7 +366,97 @@ async fn https_echo(listener: tokio::net::TcpListener, ca: std::sync::Arc<FakeCa
         .unwrap()
         .with_no_client_auth()
         .with_cert_resolver(std::sync::Arc::new(resolver));
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+/// A SOCKS5 server (fast-socks5's protocol, CONNECT only), with RFC 1929 credentials when
+/// `auth`, inside TLS when `tls` is given. Names are resolved with [`zone`] only, so a tunnel
+/// never leaves the fake internet; each tunnel opened is recorded in `log`.
+pub async fn socks_server(
+    listener: tokio::net::TcpListener,
+    auth: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    log: SocksLog,
+) {
+    let port = listener.local_addr().unwrap().port();
+    while let Ok((stream, _)) = listener.accept().await {
+        let (tls, log) = (tls.clone(), log.clone());
+        tokio::spawn(async move {
+            match tls {
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        socks_session(stream, port, auth, log).await;
+                    }
+                }
+                None => socks_session(stream, port, auth, log).await,
+            }
+        });
+    }
+}
+
+async fn socks_session<S>(stream: S, port: u16, auth: bool, log: SocksLog)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use fast_socks5::server::Socks5ServerProtocol;
+    use fast_socks5::util::target_addr::TargetAddr;
+    use fast_socks5::{ReplyError, Socks5Command};
+    let (proto, user) = if auth {
+        let mut user = None;
+        let accepted = Socks5ServerProtocol::accept_password_auth(stream, |u, p| {
+            let good = u == SOCKS_USER && p == SOCKS_PASSWORD;
+            user = Some(u);
+            good
+        })
+        .await;
+        match accepted {
+            Ok((proto, _)) => (proto, user.unwrap_or_default()),
+            Err(_) => return,
+        }
+    } else {
+        match Socks5ServerProtocol::accept_no_auth(stream).await {
+            Ok(proto) => (proto, "-".to_owned()),
+            Err(_) => return,
+        }
+    };
+    let Ok((proto, command, target)) = proto.read_command().await else {
+        return;
+    };
+    if command != Socks5Command::TCPConnect {
+        let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
+        return;
+    }
+    let (requested, addr) = match &target {
+        TargetAddr::Ip(addr) => (addr.to_string(), Some(*addr)),
+        TargetAddr::Domain(name, port) => (
+            format!("{name}:{port}"),
+            zone()
+                .get(name.as_str())
+                .map(|ip| SocketAddr::from((*ip, *port))),
+        ),
+    };
+    let Some(addr) = addr else {
+        let _ = proto.reply_error(&ReplyError::HostUnreachable).await;
+        return;
+    };
+    let Ok(mut upstream) = tokio::net::TcpStream::connect(addr).await else {
+        let _ = proto.reply_error(&ReplyError::ConnectionRefused).await;
+        return;
+    };
+    log.lock()
+        .unwrap()
+        .push(format!("{port} {user} {requested} ({addr})"));
+    let Ok(mut client) = proto.reply_success(upstream.local_addr().unwrap()).await else {
+        return;
+    };
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// HTTPS for `a.test` and `b.test` (certificates of the fake CA, chosen by SNI): answers
+/// like the HTTP servers, plus `"tls": true`.
+async fn https_echo(listener: tokio::net::TcpListener, ca: std::sync::Arc<FakeCa>) {
+    use tower::ServiceExt as _;
+    let acceptor = tls_acceptor(&ca, &["a.test", "b.test"]);
     let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
         let axum::Json(mut v) = echo_request(req).await;
         v["tls"] = serde_json::Value::Bool(true);

@@ -68,6 +68,12 @@ pub enum Command {
         /// (default: the nameservers of the host's /etc/resolv.conf).
         #[arg(long = "dns-upstream", value_parser = parse_dns_upstream)]
         dns_upstreams: Vec<std::net::SocketAddr>,
+        /// What the template `base` is: `host` (made at once from this host's /usr, default)
+        /// or `debian` (Debian bookworm with what E2B's base image has, built with mmdebstrap
+        /// from Debian's package archive on first use: a few minutes; creates meanwhile get
+        /// 503). The `debian` template exists either way.
+        #[arg(long, value_enum, default_value_t = BaseMode::Host)]
+        base: BaseMode,
     },
     /// Sandboxes of a running server.
     Sandbox {
@@ -141,6 +147,15 @@ fn user_mode_options(options: &mut crate::network::NetworkOptions) {
         }
     }
     options.dns_upstreams.dedup();
+}
+
+/// `serve --base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseMode {
+    /// The host-derived template.
+    Host,
+    /// The `debian` template.
+    Debian,
 }
 
 /// `serve --network`.
@@ -256,6 +271,7 @@ pub fn run(cli: Cli) -> ExitCode {
             network,
             network_pool,
             dns_upstreams,
+            base,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -269,6 +285,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     .listen(listen.clone())
                     .cgroup_parent(cgroup_parent)
                     .disk_mib(disk_mib)
+                    .debian_base(base == BaseMode::Debian)
                     .max_lifetime(std::time::Duration::from_secs(max_lifetime));
                 if let Some(d) = data_dir {
                     b = b.data_dir(d);
@@ -329,9 +346,16 @@ pub fn run(cli: Cli) -> ExitCode {
                     );
                 }
                 let lacks = crate::template::base_lacks(std::path::Path::new("/"));
-                if !lacks.is_empty() {
+                if base == BaseMode::Debian {
                     eprintln!(
-                        "e2b-local: template base lacks {} (it is made from this host's /usr; E2B's base image has them): build a template with them, see docs/templates.md",
+                        "e2b-local: template base is debian ({}), trusting the host's {} extra CAs of {}",
+                        crate::template::debian::SUITE,
+                        crate::template::debian::host_ca_count(),
+                        crate::template::debian::HOST_CA_DIR
+                    );
+                } else if !lacks.is_empty() {
+                    eprintln!(
+                        "e2b-local: template base lacks {} (it is made from this host's /usr; E2B's base image has them): serve --base debian has them, see docs/templates.md",
                         lacks.join(", ")
                     );
                 }

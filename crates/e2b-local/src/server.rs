@@ -153,6 +153,7 @@ pub struct ServerBuilder {
     capacity: Option<crate::lifecycle::Capacity>,
     http_limits: HttpLimits,
     network: Option<crate::network::NetworkOptions>,
+    debian_base: bool,
 }
 
 impl Default for ServerBuilder {
@@ -168,6 +169,7 @@ impl Default for ServerBuilder {
             capacity: None,
             http_limits: HttpLimits::default(),
             network: None,
+            debian_base: false,
         }
     }
 }
@@ -283,6 +285,23 @@ impl ServerBuilder {
         self
     }
 
+    /// Makes `base` the `debian` template: Debian bookworm with what E2B's base image offers
+    /// (`python`, `pip`, `node`, `npm`, `git`, `curl`, passwordless `sudo` for `user`), built
+    /// with `mmdebstrap` from Debian's package archive when the server starts (a few minutes
+    /// the first time; creates meanwhile get 503), instead of the host-derived `base`
+    /// (default). The template is also available as `debian` either way.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = e2b_local::Server::builder().debian_base(true).start().await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn debian_base(mut self, on: bool) -> Self {
+        self.debian_base = on;
+        self
+    }
+
     /// Checks the host, opens the state, reclaims sandboxes of an earlier run, binds the
     /// listener and serves in the background.
     ///
@@ -345,11 +364,16 @@ impl ServerBuilder {
                 capacity: self
                     .capacity
                     .unwrap_or_else(crate::lifecycle::Capacity::from_host),
+                debian_base: self.debian_base,
             },
             networks.clone(),
         )?);
         // Listening does not wait for the earlier run's sandboxes to be reclaimed.
         tokio::spawn(mgr.recover());
+        if self.debian_base {
+            // Starts building it now; `base` creates get 503 until it is ready.
+            let _ = mgr.debian_template();
+        }
         let stop = CancellationToken::new();
         tokio::spawn(mgr.clone().run_evictor(stop.clone()));
         tokio::spawn(mgr.clone().run_reaper(stop.clone()));

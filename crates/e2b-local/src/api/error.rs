@@ -75,6 +75,7 @@ impl From<LifecycleError> for ApiError {
             }
             LifecycleError::HostLimit { .. }
             | LifecycleError::Restoring { .. }
+            | LifecycleError::TemplateBuilding { .. }
             | LifecycleError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -44,6 +44,12 @@ fn template_list(m: &Manager) -> Result<Vec<types::Template>, ApiError> {
         .map(DateTime::<Utc>::from)
         .unwrap_or_else(|_| Utc::now());
     let mut out = vec![template_json(m, crate::template::BASE, base_created)];
+    if let Some(d) = crate::template::debian::built(m.runtime().data_dir()) {
+        let created = std::fs::metadata(&d.layers[0].lowers[0])
+            .and_then(|md| md.modified())
+            .map_or_else(|_| Utc::now(), DateTime::<Utc>::from);
+        out.push(template_json(m, crate::template::debian::NAME, created));
+    }
     for t in m
         .store()
         .templates()

@@ -296,13 +296,14 @@ impl Manager {
                 },
             });
         }
-        // A built-in template (base, or one added with `template add`).
-        self.builtin_template(reference)?;
+        // A built-in template (base, debian, or one added with `template add`), by what it
+        // is: `base` may mean `debian` (`serve --base debian`).
+        let t = self.builtin_template(reference)?;
         Ok(BaseOf {
-            key: format!("template:{reference}"),
+            key: format!("template:{}", t.name),
             build: None,
             image: BuildImage {
-                base: reference.to_owned(),
+                base: t.name,
                 layers: Vec::new(),
                 env: Vec::new(),
                 user: DEFAULT_USER.to_owned(),

@@ -121,6 +121,14 @@ pub enum LifecycleError {
         /// The build id asked for.
         build: String,
     },
+    /// A built-in template is being made (the `debian` template, on first use).
+    #[error(
+        "template '{name}' is being built from Debian's package archive (a few minutes on first use); retry in a moment"
+    )]
+    TemplateBuilding {
+        /// The template.
+        name: String,
+    },
     /// The server is shutting down: no new sandboxes.
     #[error("the server is shutting down")]
     ShuttingDown,

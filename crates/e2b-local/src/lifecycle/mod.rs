@@ -59,6 +59,20 @@ pub struct ManagerConfig {
     pub domain: String,
     /// Admission limits of creates.
     pub capacity: Capacity,
+    /// `base` means the `debian` template (built on first use) instead of the host-derived
+    /// one.
+    pub debian_base: bool,
+}
+
+/// Where the `debian` template is.
+#[derive(Debug)]
+enum Debian {
+    /// Not asked for yet (or its last build failed).
+    Idle,
+    /// Being built in the background.
+    Building,
+    /// Built.
+    Ready(Template),
 }
 
 /// What `create` needs, validated.
@@ -97,6 +111,7 @@ pub struct Manager {
     sandboxes: RwLock<HashMap<String, Arc<Live>>>,
     evict: Notify,
     base: Mutex<Option<Template>>,
+    debian: Arc<Mutex<Debian>>,
     logs_dir: PathBuf,
     idempotency: Mutex<HashMap<String, (String, Instant)>>,
     /// Creates admitted and not yet live or failed: they hold a slot of the capacity.
@@ -176,6 +191,7 @@ impl Manager {
             sandboxes: RwLock::new(HashMap::new()),
             evict: Notify::new(),
             base: Mutex::new(None),
+            debian: Arc::new(Mutex::new(Debian::Idle)),
             logs_dir,
             idempotency: Mutex::new(HashMap::new()),
             creating: Mutex::new(0),
@@ -309,6 +325,10 @@ impl Manager {
     ///
     /// `TemplateNotFound`; `Internal` when building `base` fails; `Store`.
     pub(crate) fn builtin_template(&self, name: &str) -> Result<Template, LifecycleError> {
+        use crate::template::debian;
+        if name == debian::NAME || (name == crate::template::BASE && self.config.debian_base) {
+            return self.debian_template();
+        }
         if name == crate::template::BASE {
             let mut base = lock(&self.base);
             if let Some(t) = base.as_ref() {
@@ -327,6 +347,48 @@ impl Manager {
         })?;
         Template::from_rootfs(&rec.name, &rec.rootfs)
             .map_err(|e| LifecycleError::internal(format!("template '{name}'"), e))
+    }
+
+    /// The `debian` template: built, or being built in the background from now on (a
+    /// create meanwhile gets `TemplateBuilding`, 503).
+    ///
+    /// # Errors
+    ///
+    /// `TemplateBuilding`; `Internal` with the last build's failure (the next call builds
+    /// again).
+    pub(crate) fn debian_template(&self) -> Result<Template, LifecycleError> {
+        use crate::template::debian;
+        let mut state = lock(&self.debian);
+        match &*state {
+            Debian::Ready(t) => return Ok(t.clone()),
+            Debian::Building => {}
+            Debian::Idle => {
+                if let Some(t) = debian::built(self.runtime.data_dir()) {
+                    *state = Debian::Ready(t.clone());
+                    return Ok(t);
+                }
+                *state = Debian::Building;
+                let slot = self.debian.clone();
+                let data_dir = self.runtime.data_dir().to_owned();
+                tracing::info!("building template debian with mmdebstrap");
+                std::thread::spawn(move || {
+                    let built = debian::build(&data_dir);
+                    *lock(&slot) = match built {
+                        Ok(t) => {
+                            tracing::info!("template debian is built");
+                            Debian::Ready(t)
+                        }
+                        Err(e) => {
+                            tracing::error!("template debian: {e}");
+                            Debian::Idle
+                        }
+                    };
+                });
+            }
+        }
+        Err(LifecycleError::TemplateBuilding {
+            name: debian::NAME.to_owned(),
+        })
     }
 
     /// The template a create names: a built-in one, or a built one by `name`, `name:tag`,

@@ -595,3 +595,67 @@ async fn base_has_passwordless_sudo_and_python_where_the_host_has_them() {
     t.kill(id).await;
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds run in sandboxes (namespaces, mounts, cgroups)"]
+async fn concurrent_builds_and_deleting_a_template_in_use() {
+    let t = start().await;
+    let run_steps = |word: &str| {
+        json!({"fromTemplate": "base", "force": false, "steps": [
+            {"type": "RUN", "args": [format!("echo {word} > /word; sleep 0.3"), "root"], "force": false},
+            {"type": "RUN", "args": ["cat /word > /copy", "root"], "force": false},
+        ]})
+    };
+    // Two templates, and two builds of one template, at once.
+    let (a, a1) = request(&t, r#"{"name":"alpha"}"#).await;
+    let (_, a2) = request(&t, r#"{"name":"alpha","tags":["second"]}"#).await;
+    let (b, b1) = request(&t, r#"{"name":"beta"}"#).await;
+    let (ra, ra2, rb) = tokio::join!(
+        build(&t, &a, &a1, run_steps("one")),
+        build(&t, &a, &a2, run_steps("two")),
+        build(&t, &b, &b1, run_steps("three")),
+    );
+    for (end, logs) in [&ra, &ra2, &rb] {
+        assert_eq!(end["status"], "ready", "{end} {logs:?}");
+    }
+    for (template, want) in [("alpha", "one"), ("alpha:second", "two"), ("beta", "three")] {
+        let sb = t
+            .create(&json!({"templateID": template, "timeout": 60}).to_string())
+            .await;
+        let (id, token) = (
+            sb["sandboxID"].as_str().unwrap(),
+            sb["envdAccessToken"].as_str().unwrap(),
+        );
+        assert_eq!(
+            run(&t, id, token, "cat /word /copy").await,
+            format!("{want}\n{want}\n")
+        );
+        t.kill(id).await;
+    }
+
+    // Deleting a template whose sandbox runs: the sandbox keeps its files; the layers go
+    // once nothing uses them (at the next start).
+    let sb = t.create(r#"{"templateID":"beta","timeout":60}"#).await;
+    let (id, token) = (
+        sb["sandboxID"].as_str().unwrap().to_owned(),
+        sb["envdAccessToken"].as_str().unwrap().to_owned(),
+    );
+    let before = layer_count(t.dir.path());
+    let r = t.call(Method::DELETE, "/templates/beta", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        run(&t, &id, &token, "cat /word /copy").await,
+        "three\nthree\n"
+    );
+    assert_eq!(layer_count(t.dir.path()), before);
+    let r = t
+        .post("/sandboxes", r#"{"templateID":"beta","timeout":60}"#)
+        .await;
+    assert_eq!(r.json(), err(404, "template 'beta' not found"));
+    t.kill(&id).await;
+    let TestServer { server, dir, .. } = t;
+    server.unwrap().shutdown().await;
+    let t = start_with(dir, |b| b).await;
+    assert_eq!(layer_count(t.dir.path()), before - 2);
+    t.shutdown().await;
+}

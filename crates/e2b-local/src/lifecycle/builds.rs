@@ -119,11 +119,12 @@ impl Manager {
             .find(|t| t.name == name || t.id == name))
     }
 
-    /// The ready build `reference` (`name`, `name:tag`, `id` or `id:tag`) points at.
+    /// The ready build `reference` (`name`, `name:tag`, `id` or `id:tag`) points at, and
+    /// what it made.
     pub(crate) fn tagged_build(
         &self,
         reference: &str,
-    ) -> Result<Option<(BuiltTemplate, BuildRecord)>, LifecycleError> {
+    ) -> Result<Option<(BuiltTemplate, BuildRecord, BuildImage)>, LifecycleError> {
         let (name, tag) = reference
             .split_once(':')
             .unwrap_or((reference, DEFAULT_TAG));
@@ -137,8 +138,10 @@ impl Manager {
                 format!("template '{name}' has no tag '{tag}'")
             }));
         };
-        let build = self.store.build(&build_id)?.filter(|b| b.image.is_some());
-        Ok(build.map(|b| (t, b)))
+        Ok(self.store.build(&build_id)?.and_then(|b| {
+            let image = b.image.clone()?;
+            Some((t, b, image))
+        }))
     }
 
     /// The runnable template of a ready build.
@@ -284,8 +287,7 @@ impl Manager {
     }
 
     fn base_of(&self, reference: &str) -> Result<BaseOf, LifecycleError> {
-        if let Some((t, b)) = self.tagged_build(reference)? {
-            let image = b.image.unwrap_or_else(|| unreachable_image(&t.name));
+        if let Some((_, b, image)) = self.tagged_build(reference)? {
             return Ok(BaseOf {
                 key: format!("build:{}", b.id),
                 build: Some(b.id.clone()),
@@ -341,7 +343,7 @@ impl Manager {
         }
         let _naming = lock(&self.builds.naming);
         let (name, _) = target.split_once(':').unwrap_or((target, DEFAULT_TAG));
-        let (mut t, b) =
+        let (mut t, b, _) =
             self.tagged_build(target)?
                 .ok_or_else(|| LifecycleError::TemplateNotFound {
                     name: name.to_owned(),
@@ -476,20 +478,6 @@ impl Manager {
             Some(log) => log.entries(),
             None => b.logs.clone(),
         }
-    }
-}
-
-pub(super) fn unreachable_image(name: &str) -> BuildImage {
-    // `tagged_build` only returns builds with an image.
-    tracing::error!(template = name, "a ready build without an image");
-    BuildImage {
-        base: BASE.to_owned(),
-        layers: Vec::new(),
-        env: Vec::new(),
-        user: DEFAULT_USER.to_owned(),
-        workdir: DEFAULT_WORKDIR.to_owned(),
-        start_cmd: None,
-        ready_cmd: None,
     }
 }
 

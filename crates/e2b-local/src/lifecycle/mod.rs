@@ -408,14 +408,11 @@ impl Manager {
                 });
             }
         }
-        let (t, b) = self
-            .tagged_build(name)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound {
-                name: name.to_owned(),
-            })?;
-        let image = b
-            .image
-            .unwrap_or_else(|| builds::unreachable_image(&t.name));
+        let (t, _, image) =
+            self.tagged_build(name)?
+                .ok_or_else(|| LifecycleError::TemplateNotFound {
+                    name: name.to_owned(),
+                })?;
         let mut limits = self.config.limits;
         if let Some(cpus) = t.cpu_count {
             limits.cpu_millis = Some(cpus.saturating_mul(1000));

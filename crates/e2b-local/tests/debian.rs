@@ -6,9 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use reqwest::StatusCode;
-use serde_json::Value;
 use support::{err, start_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,23 +51,8 @@ async fn debian_as_base_has_what_e2b_base_has() {
         . /etc/os-release; echo $VERSION_CODENAME; pwd; \
         python -c 'import ssl; print(ssl.get_default_verify_paths().openssl_cafile)'; \
         grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt | sed 's/^[1-9][0-9]*$/certs/'";
-    let mut resp = support::start_process(&t, id, token, script).await;
-    let mut raw = Vec::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        raw.extend_from_slice(&c);
-    }
-    let mut out = Vec::new();
-    let mut rest = &raw[..];
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        let msg: Value = serde_json::from_slice(&rest[5..5 + len]).unwrap();
-        if let Some(s) = msg["event"]["data"]["stdout"].as_str() {
-            out.extend(base64::engine::general_purpose::STANDARD.decode(s).unwrap());
-        }
-        rest = &rest[5 + len..];
-    }
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        support::stdout_of(&t, id, token, script).await,
         "user\nroot\n3\n/usr/bin/pip\n/usr/bin/node\n/usr/bin/npm\n/usr/bin/git\n/usr/bin/curl\n\
          bookworm\n/home/user\n/usr/lib/ssl/cert.pem\ncerts\n"
     );

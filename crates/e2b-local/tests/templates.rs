@@ -8,10 +8,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{TestServer, err, start, start_with};
+use support::{TestServer, err, start, start_with, stdout_of};
 
 /// A `.tar.gz` of `files` (relative path, content, mode) as the SDKs upload a COPY's files.
 fn archive(files: &[(&str, &str, u32)]) -> Vec<u8> {
@@ -102,24 +101,14 @@ fn messages(logs: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Runs `sh -c cmd` in sandbox `id` through envd; returns its stdout.
-async fn run(t: &TestServer, id: &str, token: &str, cmd: &str) -> String {
-    let mut resp = support::start_process(t, id, token, cmd).await;
-    let mut raw = Vec::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        raw.extend_from_slice(&c);
-    }
-    let mut out = Vec::new();
-    let mut rest = &raw[..];
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        let msg: Value = serde_json::from_slice(&rest[5..5 + len]).unwrap();
-        if let Some(s) = msg["event"]["data"]["stdout"].as_str() {
-            out.extend(base64::engine::general_purpose::STANDARD.decode(s).unwrap());
-        }
-        rest = &rest[5 + len..];
-    }
-    String::from_utf8(out).unwrap()
+/// After a restart's recovery: no sandbox directory and no layer is left.
+async fn assert_nothing_left(t: &TestServer, data: &Path) {
+    t.server().manager().recovered().await;
+    assert_eq!(
+        std::fs::read_dir(data.join("sandboxes")).unwrap().count(),
+        0
+    );
+    assert_eq!(layer_count(data), 0);
 }
 
 fn layer_count(dir: &Path) -> usize {
@@ -199,7 +188,7 @@ async fn a_multi_step_build_is_what_its_sandboxes_see_and_is_cached() {
     let sid = sb["sandboxID"].as_str().unwrap();
     let token = sb["envdAccessToken"].as_str().unwrap();
     assert_eq!(sb["templateID"], "app:v1");
-    let got = run(
+    let got = stdout_of(
         &t,
         sid,
         token,
@@ -485,12 +474,7 @@ async fn builds_cut_by_a_shutdown_or_a_crash_fail_and_leave_nothing() {
         v["reason"]["message"],
         "the server shut down during the build"
     );
-    t.server().manager().recovered().await;
-    assert_eq!(
-        std::fs::read_dir(path.join("sandboxes")).unwrap().count(),
-        0
-    );
-    assert_eq!(layer_count(&path), 0);
+    assert_nothing_left(&t, &path).await;
     let TestServer { server, dir, .. } = t;
     server.unwrap().shutdown().await;
 
@@ -560,12 +544,7 @@ async fn builds_cut_by_a_shutdown_or_a_crash_fail_and_leave_nothing() {
         v["reason"]["message"],
         "the server restarted during the build"
     );
-    t.server().manager().recovered().await;
-    assert_eq!(
-        std::fs::read_dir(path.join("sandboxes")).unwrap().count(),
-        0
-    );
-    assert_eq!(layer_count(&path), 0);
+    assert_nothing_left(&t, &path).await;
     t.shutdown().await;
 }
 
@@ -579,11 +558,11 @@ async fn base_has_passwordless_sudo_and_python_where_the_host_has_them() {
         sb["envdAccessToken"].as_str().unwrap(),
     );
     if Path::new("/usr/bin/sudo").exists() {
-        let got = run(&t, id, token, "id -un; sudo -n id -un").await;
+        let got = stdout_of(&t, id, token, "id -un; sudo -n id -un").await;
         assert_eq!(got, "user\nroot\n");
     }
     if Path::new("/usr/bin/python3").exists() && !Path::new("/usr/bin/python").exists() {
-        let got = run(
+        let got = stdout_of(
             &t,
             id,
             token,
@@ -627,7 +606,7 @@ async fn concurrent_builds_and_deleting_a_template_in_use() {
             sb["envdAccessToken"].as_str().unwrap(),
         );
         assert_eq!(
-            run(&t, id, token, "cat /word /copy").await,
+            stdout_of(&t, id, token, "cat /word /copy").await,
             format!("{want}\n{want}\n")
         );
         t.kill(id).await;
@@ -644,7 +623,7 @@ async fn concurrent_builds_and_deleting_a_template_in_use() {
     let r = t.call(Method::DELETE, "/templates/beta", None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        run(&t, &id, &token, "cat /word /copy").await,
+        stdout_of(&t, &id, &token, "cat /word /copy").await,
         "three\nthree\n"
     );
     assert_eq!(layer_count(t.dir.path()), before);

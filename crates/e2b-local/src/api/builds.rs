@@ -81,11 +81,7 @@ fn usize_param(q: &QueryPairs, key: &str, default: usize) -> Result<usize, ApiEr
 
 /// The build `build_id` of template `template` (id or name).
 fn build_of(m: &Manager, template: &str, build_id: &str) -> Result<BuildRecord, ApiError> {
-    let t = m
-        .built_template(template)?
-        .ok_or_else(|| LifecycleError::TemplateNotFound {
-            name: template.to_owned(),
-        })?;
+    let t = m.existing_template(template)?;
     m.store()
         .build(build_id)
         .map_err(LifecycleError::from)?
@@ -145,10 +141,7 @@ pub(super) async fn upload_link(
     Path((template, hash)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<types::TemplateBuildFileUpload>), ApiError> {
-    m.built_template(&template)?
-        .ok_or_else(|| LifecycleError::TemplateNotFound {
-            name: template.clone(),
-        })?;
+    m.existing_template(&template)?;
     if !is_files_hash(&hash) {
         return Err(ApiError::bad_request(format!(
             "hash '{hash}' is not a files hash (64 lowercase hex digits)"
@@ -427,9 +420,7 @@ pub(super) async fn tags(
     State(m): State<AppState>,
     Path(template): Path<String>,
 ) -> Result<Json<Vec<types::TemplateTag>>, ApiError> {
-    let t = m
-        .built_template(&template)?
-        .ok_or(LifecycleError::TemplateNotFound { name: template })?;
+    let t = m.existing_template(&template)?;
     let mut out = Vec::new();
     for (tag, build_id) in &t.tags {
         let created_at = m

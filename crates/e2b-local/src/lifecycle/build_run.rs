@@ -386,14 +386,19 @@ impl Manager {
     }
 
     /// Kills every build sandbox (at shutdown) and waits (up to 10 s) until their builds
-    /// have recorded that they failed.
+    /// have recorded that they failed. A sandbox a build was spawning meanwhile is killed
+    /// once it is registered; no new one starts (`closing` is set).
     pub(crate) async fn kill_builds(&self) {
-        let all: Vec<Arc<SandboxHandle>> = lock(&self.builds.sandboxes).values().cloned().collect();
-        for h in all {
-            let _ = tokio::task::spawn_blocking(move || h.kill()).await;
-        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !lock(&self.builds.logs).is_empty() && std::time::Instant::now() < deadline {
+        loop {
+            let all: Vec<Arc<SandboxHandle>> =
+                lock(&self.builds.sandboxes).values().cloned().collect();
+            for h in all {
+                let _ = tokio::task::spawn_blocking(move || h.kill()).await;
+            }
+            if lock(&self.builds.logs).is_empty() || std::time::Instant::now() > deadline {
+                return;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

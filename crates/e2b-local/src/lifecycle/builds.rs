@@ -119,6 +119,18 @@ impl Manager {
             .find(|t| t.name == name || t.id == name))
     }
 
+    /// The built template named `name` or with id `name`, which must exist.
+    ///
+    /// # Errors
+    ///
+    /// `TemplateNotFound`; `Store`.
+    pub(crate) fn existing_template(&self, name: &str) -> Result<BuiltTemplate, LifecycleError> {
+        self.built_template(name)?
+            .ok_or_else(|| LifecycleError::TemplateNotFound {
+                name: name.to_owned(),
+            })
+    }
+
     /// The ready build `reference` (`name`, `name:tag`, `id` or `id:tag`) points at, and
     /// what it made.
     pub(crate) fn tagged_build(
@@ -225,7 +237,7 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` naming what is wrong; `TemplateNotFound` for an unknown base.
+    /// `InvalidBuild` naming what is wrong; `TemplateNotFound` for an unknown base.
     pub(crate) fn plan_build(&self, req: BuildRequest) -> Result<BuildPlan, LifecycleError> {
         let BuildRequest {
             from_template,
@@ -363,11 +375,7 @@ impl Manager {
     /// `TemplateNotFound`, `InvalidBuild` for a tag it does not have, `Store`.
     pub(crate) fn remove_tags(&self, name: &str, tags: &[String]) -> Result<(), LifecycleError> {
         let _naming = lock(&self.builds.naming);
-        let mut t = self
-            .built_template(name)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound {
-                name: name.to_owned(),
-            })?;
+        let mut t = self.existing_template(name)?;
         if let Some(missing) = tags.iter().find(|tag| !t.tags.contains_key(*tag)) {
             return Err(LifecycleError::InvalidBuild(format!(
                 "template '{name}' has no tag '{missing}'"
@@ -392,11 +400,7 @@ impl Manager {
         public: Option<bool>,
     ) -> Result<BuiltTemplate, LifecycleError> {
         let _naming = lock(&self.builds.naming);
-        let mut t = self
-            .built_template(name)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound {
-                name: name.to_owned(),
-            })?;
+        let mut t = self.existing_template(name)?;
         if let Some(p) = public {
             t.public = p;
             t.updated_at = Utc::now();
@@ -413,11 +417,7 @@ impl Manager {
     /// `TemplateNotFound`, `BuildConflict` naming the templates built on it, `Store`.
     pub(crate) fn delete_built_template(&self, name: &str) -> Result<(), LifecycleError> {
         let _naming = lock(&self.builds.naming);
-        let t = self
-            .built_template(name)?
-            .ok_or_else(|| LifecycleError::TemplateNotFound {
-                name: name.to_owned(),
-            })?;
+        let t = self.existing_template(name)?;
         let builds = self.store.builds()?;
         let ours: HashSet<&str> = builds
             .iter()

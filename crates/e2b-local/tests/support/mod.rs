@@ -179,3 +179,24 @@ pub async fn start_process(t: &TestServer, id: &str, token: &str, cmd: &str) -> 
     assert_eq!(resp.status(), StatusCode::OK);
     resp
 }
+
+/// Runs `bash -c cmd` in sandbox `id` through envd's Start RPC and returns its whole stdout.
+pub async fn stdout_of(t: &TestServer, id: &str, token: &str, cmd: &str) -> String {
+    use base64::Engine as _;
+    let mut resp = start_process(t, id, token, cmd).await;
+    let mut raw = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        raw.extend_from_slice(&c);
+    }
+    let mut out = Vec::new();
+    let mut rest = &raw[..];
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let msg: Value = serde_json::from_slice(&rest[5..5 + len]).unwrap();
+        if let Some(s) = msg["event"]["data"]["stdout"].as_str() {
+            out.extend(base64::engine::general_purpose::STANDARD.decode(s).unwrap());
+        }
+        rest = &rest[5 + len..];
+    }
+    String::from_utf8(out).unwrap()
+}

@@ -330,10 +330,14 @@ impl Manager {
             .await;
         let result = match ran {
             Ok(()) => self.capture(&handle, template, &identity).await,
+            Err(e) => Err(e),
+        };
+        // Shutdown kills build sandboxes: whatever failed then failed because of it.
+        let result = match result {
             Err(_) if self.closing.load(std::sync::atomic::Ordering::SeqCst) => {
                 Err(StepFailed(SHUT_DOWN.into()))
             }
-            Err(e) => Err(e),
+            other => other,
         };
         self.end_build_sandbox(&id, &handle, network).await;
         result

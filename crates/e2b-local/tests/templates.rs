@@ -209,6 +209,23 @@ async fn a_multi_step_build_is_what_its_sandboxes_see_and_is_cached() {
     // The same build again runs no step.
     let layers = layer_count(t.dir.path());
     assert_eq!(layers, 5, "one layer per COPY, WORKDIR and RUN");
+    // No layer keeps what every sandbox gets at start, nor a part for a target the step did
+    // not change (only `/` changed here).
+    for layer in std::fs::read_dir(t.dir.path().join("layers")).unwrap() {
+        let layer = layer.unwrap().path();
+        let parts: Vec<String> = std::fs::read_dir(&layer)
+            .unwrap()
+            .map(|p| p.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(parts, ["rootfs"], "{}", layer.display());
+        for f in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {
+            assert!(
+                !layer.join("rootfs").join(f).exists(),
+                "{f} in {}",
+                layer.display()
+            );
+        }
+    }
     let (_, b2) = request(&t, r#"{"name":"app"}"#).await;
     let (end, logs) = build(&t, &id, &b2, steps(HASH_A)).await;
     assert_eq!(end["status"], "ready");

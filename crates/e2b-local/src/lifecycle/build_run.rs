@@ -324,12 +324,12 @@ impl Manager {
                 return Err(StepFailed(format!("the build sandbox's network: {e}")));
             }
         };
-        let identity = per_sandbox_files(&handle);
+        let spawned = spawn_writes(&handle.upper_dir());
         let ran = self
             .step_in(&handle, template, step, state, log, step_name)
             .await;
         let result = match ran {
-            Ok(()) => self.capture(&handle, template, &identity).await,
+            Ok(()) => self.capture(&handle, template, &spawned).await,
             Err(e) => Err(e),
         };
         // Shutdown kills build sandboxes: whatever failed then failed because of it.
@@ -484,7 +484,7 @@ impl Manager {
         &self,
         handle: &Arc<SandboxHandle>,
         template: &Template,
-        identity: &[(PathBuf, Option<Vec<u8>>)],
+        spawned: &SpawnWrites,
     ) -> Result<PathBuf, StepFailed> {
         let partial = self
             .layers
@@ -501,11 +501,13 @@ impl Manager {
             let _ = std::fs::remove_dir_all(&partial);
             return Err(StepFailed(format!("taking the step's changes: {e}")));
         }
-        let root = Layers::part(&partial, Path::new("/"));
-        for (rel, before) in identity {
-            let p = root.join(rel);
-            if std::fs::read(&p).ok() == *before {
-                let _ = std::fs::remove_file(&p);
+        spawned.remove_from(&Layers::part(&partial, Path::new("/")));
+        // A part with nothing in it is no change: not stacking it saves every lookup under
+        // its target a directory.
+        for layer in &template.layers {
+            let part = Layers::part(&partial, &layer.target);
+            if std::fs::read_dir(&part).is_ok_and(|mut d| d.next().is_none()) {
+                let _ = std::fs::remove_dir(&part);
             }
         }
         Ok(partial)
@@ -528,23 +530,70 @@ fn resolve(cwd: &str, dir: &str) -> String {
     }
 }
 
-/// The files spawn writes into every sandbox's root upper directory, with their content
-/// right after spawn (relative paths).
-fn per_sandbox_files(handle: &SandboxHandle) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    [
-        "etc/hostname",
-        "etc/hosts",
-        "etc/resolv.conf",
-        "etc/ssl/certs/ca-certificates.crt",
-    ]
-    .into_iter()
-    .map(|rel| {
-        let rel = PathBuf::from(rel);
-        let content = std::fs::read(handle.upper_dir().join(&rel)).ok();
-        (rel, content)
-    })
-    .filter(|(_, c)| c.is_some())
-    .collect()
+/// What spawn wrote into a build sandbox's root upper directory, as it was right after
+/// spawn: the per-sandbox files (relative path, content) and the directories made for them
+/// (relative path, inode, mtime). A step that does not touch them leaves them as they were,
+/// and they are removed from its layer: every sandbox gets its own.
+#[derive(Debug, Default)]
+struct SpawnWrites {
+    files: Vec<(PathBuf, Vec<u8>)>,
+    dirs: Vec<(PathBuf, u64, i64, i64)>,
+}
+
+/// The files spawn writes, deepest directories last so they are pruned first when reversed.
+const SPAWN_FILES: &[&str] = &[
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/ssl/certs/ca-certificates.crt",
+];
+const SPAWN_DIRS: &[&str] = &["etc", "etc/ssl", "etc/ssl/certs"];
+
+fn dir_stamp(p: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::symlink_metadata(p).ok().filter(|m| m.is_dir())?;
+    Some((md.ino(), md.mtime(), md.mtime_nsec()))
+}
+
+fn spawn_writes(upper: &Path) -> SpawnWrites {
+    SpawnWrites {
+        files: SPAWN_FILES
+            .iter()
+            .filter_map(|rel| Some((PathBuf::from(rel), std::fs::read(upper.join(rel)).ok()?)))
+            .collect(),
+        dirs: SPAWN_DIRS
+            .iter()
+            .filter_map(|rel| {
+                let (ino, s, ns) = dir_stamp(&upper.join(rel))?;
+                Some((PathBuf::from(rel), ino, s, ns))
+            })
+            .collect(),
+    }
+}
+
+impl SpawnWrites {
+    /// Removes from `root` (a layer's `/` part) what spawn wrote and the step left alone,
+    /// then the part itself when nothing is left: an empty part is no change.
+    fn remove_from(&self, root: &Path) {
+        // Directories the step did not touch (same inode, same mtime), decided before our
+        // own removals change their mtime.
+        let untouched: Vec<&PathBuf> = self
+            .dirs
+            .iter()
+            .filter(|(rel, ino, s, ns)| dir_stamp(&root.join(rel)) == Some((*ino, *s, *ns)))
+            .map(|(rel, ..)| rel)
+            .collect();
+        for (rel, before) in &self.files {
+            let p = root.join(rel);
+            if std::fs::read(&p).ok().as_ref() == Some(before) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        for rel in untouched.into_iter().rev() {
+            // Fails (and is kept) when not empty.
+            let _ = std::fs::remove_dir(root.join(rel));
+        }
+    }
 }
 
 /// A `/etc/passwd` line's uid, gid and home.

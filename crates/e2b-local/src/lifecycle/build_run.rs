@@ -18,6 +18,7 @@ use crate::network::rules::EgressRules;
 use crate::state::{BuildFailure, BuildImage, BuildLogEntry, BuildRecord, BuildStatus};
 use crate::template::Template;
 use crate::template::layers::Layers;
+use crate::template::oci;
 use crate::template::steps::{self, RawStep, Step};
 
 /// Why a build failed when the server stopped it.
@@ -201,9 +202,26 @@ impl Manager {
     async fn run_build(
         self: &Arc<Self>,
         b: &BuildRecord,
-        plan: BuildPlan,
+        mut plan: BuildPlan,
         log: &BuildLog,
     ) -> Result<BuildImage, BuildFailure> {
+        if let Some(source) = plan.base.pull.take() {
+            let pin = |key: &str| {
+                lock(&self.builds.pinned)
+                    .entry(b.id.clone())
+                    .or_default()
+                    .insert(key.to_owned());
+            };
+            let say = |line: String| log.push("info", Some(BASE_STEP), line);
+            let pulled = oci::pull(&self.layers, self.runtime.data_dir(), &source, &say, &pin)
+                .await
+                .map_err(|e| failure(Some(BASE_STEP), e))?;
+            plan.base.key = format!("image:{}", pulled.digest);
+            plan.base.image.layers = pulled.layers;
+            plan.base.image.env = pulled.env;
+            plan.base.image.user = pulled.user;
+            plan.base.image.workdir = pulled.workdir;
+        }
         let n = plan.steps.len();
         log.push(
             "info",

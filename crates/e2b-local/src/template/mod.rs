@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod layers;
+pub mod oci;
 pub mod steps;
 
 use crate::isolation::{Error, Result};

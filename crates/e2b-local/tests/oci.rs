@@ -47,7 +47,7 @@ fn registry(login: Option<(&str, &str)>) -> Registry {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut config = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
         dir.path().join("storage").display()
     );
     if let Some((user, password)) = login {
@@ -83,13 +83,21 @@ fn registry(login: Option<(&str, &str)>) -> Registry {
     }
 }
 
-/// A tar of `entries`: (path, kind, link target or contents, mode).
+/// A tar of `entries`: (path, kind, link target or contents, mode); `home/app` and
+/// `opt/kept.txt` are owned by `app` (1000:1000), the rest by root.
 fn tar(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, kind, data, mode) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(*kind);
         h.set_mode(*mode);
+        let owner = if ["home/app", "opt/kept.txt"].contains(path) {
+            1000
+        } else {
+            0
+        };
+        h.set_uid(owner);
+        h.set_gid(owner);
         h.set_mtime(1_700_000_000);
         match kind {
             tar::EntryType::Symlink => {
@@ -325,12 +333,12 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
         token,
         Some("root"),
         "id -un; ls /etc/doomed 2>&1; ls /opt/old; cat /opt/old/new.txt /opt/kept.txt; \
-         stat -c '%a' /opt/kept.txt; echo written > /root/by-root; cat /root/by-root",
+         stat -c '%U:%G %a' /opt/kept.txt; echo written > /root/by-root; cat /root/by-root",
     )
     .await;
     assert_eq!(
         got,
-        "root\nls: /etc/doomed: No such file or directory\nnew.txt\nnew\nkept\n600\nwritten\n"
+        "root\nls: /etc/doomed: No such file or directory\nnew.txt\nnew\nkept\napp:app 600\nwritten\n"
     );
     // The files API reads and writes in the image's filesystem.
     let r = t

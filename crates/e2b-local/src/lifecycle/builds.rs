@@ -154,7 +154,7 @@ impl Manager {
         image: &BuildImage,
     ) -> Result<Template, LifecycleError> {
         let base = if image.base == oci::IMAGE_ROOT {
-            oci::image_root(self.runtime.data_dir())
+            oci::image_root(self.runtime.data_dir(), &self.runtime.config().helper_exe)
                 .map_err(|e| LifecycleError::internal("making the image root", e))?
         } else {
             self.builtin_template(&image.base)?

@@ -24,6 +24,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
+use xattr::FileExt as _;
 
 use super::layers::Layers;
 
@@ -33,8 +34,11 @@ pub const MAX_LAYER_BYTES: u64 = 8 << 30;
 pub const MAX_IMAGE_BYTES: u64 = 32 << 30;
 /// Largest image config accepted (configs are a few KiB).
 const MAX_CONFIG_BYTES: i64 = 4 << 20;
-/// The built-in root under an image's layers: the directories and accounts a sandbox needs.
-pub const IMAGE_ROOT: &str = "image-root";
+/// The name of the built-in root under an image's layers (the directories and accounts a
+/// sandbox needs) as a build records it; `@` keeps it apart from every template name.
+pub const IMAGE_ROOT: &str = "@image-root";
+/// Its directory under `<data_dir>/templates`.
+const IMAGE_ROOT_DIR: &str = "image-root";
 /// Bump when the generated image root changes.
 const IMAGE_ROOT_VERSION: &str = "1";
 /// The prefix of an image layer's key in the layer store.
@@ -457,8 +461,9 @@ fn unpack(input: impl Read, root: &Path, cap: u64) -> Result<u64, String> {
             open_parents(&root_fd, rel.parent().unwrap_or(Path::new(""))).map_err(|e| bad(&e))?;
         let header = entry.header();
         let mode = Mode::from_bits_truncate(header.mode().map_err(|e| bad(&e))? & 0o7777);
-        let uid = header.uid().map_err(|e| bad(&e))?;
-        let gid = header.gid().map_err(|e| bad(&e))?;
+        // Empty owner fields are 0, as Go's archive/tar (Docker's) reads them.
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
         let mtime = header.mtime().unwrap_or(0);
         let kind = header.entry_type();
         let name_str = name.to_string_lossy();
@@ -588,8 +593,6 @@ fn unpack(input: impl Read, root: &Path, cap: u64) -> Result<u64, String> {
     Ok(written)
 }
 
-use xattr::FileExt as _;
-
 /// `path` as a relative path of normal components; refuses `..` and absolute paths.
 fn relative(path: &Path) -> Result<PathBuf, String> {
     let mut out = PathBuf::new();
@@ -671,35 +674,44 @@ fn fchown(fd: &impl AsFd, uid: u64, gid: u64) -> Result<(), String> {
 
 /// The root under an image's layers, generated under `<data_dir>/templates/image-root` on
 /// first use: the mount points a sandbox needs (`/dev`, `/proc`, `/sys`, `/tmp`, `/run`),
-/// `/root`, and an `/etc` with `root` as the only account (an image's own `/etc/passwd`
-/// hides it).
+/// `/root`, an `/etc` with `root` as the only account (an image's own `/etc/passwd` hides
+/// it), and the dynamic loader and libraries of `helper_exe` at their host paths: a
+/// sandbox's init and envd are that host binary run inside, and an image (busybox, Alpine)
+/// may have no glibc of its own. An image with files at those paths uses its own.
 ///
 /// # Errors
 ///
 /// The failing file operation's variant, naming the path.
-pub fn image_root(data_dir: &Path) -> crate::isolation::Result<super::Template> {
-    let dir = data_dir.join("templates").join(IMAGE_ROOT);
+pub fn image_root(data_dir: &Path, helper_exe: &Path) -> crate::isolation::Result<super::Template> {
+    let dir = data_dir.join("templates").join(IMAGE_ROOT_DIR);
     let root = dir.join("root");
     let stamp = dir.join("version");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(IMAGE_ROOT_VERSION) {
         let tmp = data_dir
             .join("templates")
-            .join(format!(".{IMAGE_ROOT}-{}", crate::state::random_hex(8)));
-        let made = populate_image_root(&tmp.join("root"))
+            .join(format!(".{IMAGE_ROOT_DIR}-{}", crate::state::random_hex(8)));
+        let made = populate_image_root(&tmp.join("root"), helper_exe)
             .and_then(|()| super::write(&tmp.join("version"), IMAGE_ROOT_VERSION, 0o644));
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        // An older version is moved aside, not deleted: sandboxes may still use it.
-        if dir.exists() {
+        let current =
+            || std::fs::read_to_string(&stamp).ok().as_deref() == Some(IMAGE_ROOT_VERSION);
+        // An older version is moved aside, not deleted: sandboxes may still use it. One
+        // another build made meanwhile is kept.
+        if current() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        } else if dir.exists() {
             let _ = std::fs::rename(
                 &dir,
-                dir.with_file_name(format!(".{IMAGE_ROOT}-old-{}", crate::state::random_hex(8))),
+                dir.with_file_name(format!(
+                    ".{IMAGE_ROOT_DIR}-old-{}",
+                    crate::state::random_hex(8)
+                )),
             );
         }
-        if std::fs::rename(&tmp, &dir).is_err() {
-            // Another build made it meanwhile.
+        if tmp.exists() && std::fs::rename(&tmp, &dir).is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
     }
@@ -709,7 +721,7 @@ pub fn image_root(data_dir: &Path) -> crate::isolation::Result<super::Template> 
     })
 }
 
-fn populate_image_root(root: &Path) -> crate::isolation::Result<()> {
+fn populate_image_root(root: &Path, helper_exe: &Path) -> crate::isolation::Result<()> {
     for (d, mode) in [
         ("", 0o755),
         ("dev", 0o755),
@@ -727,7 +739,34 @@ fn populate_image_root(root: &Path) -> crate::isolation::Result<()> {
         "root:x:0:0:root:/root:/bin/sh\n",
         0o644,
     )?;
-    super::write(&root.join("etc/group"), "root:x:0:\n", 0o644)
+    super::write(&root.join("etc/group"), "root:x:0:\n", 0o644)?;
+    for lib in runtime_libraries(helper_exe)? {
+        let to = root.join(lib.strip_prefix("/").unwrap_or(&lib));
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| crate::isolation::Error::CreateDir(dir.to_owned(), e))?;
+        }
+        // Follows the host's symlinks (ld-linux → the versioned file): a plain copy.
+        super::copy_file(&lib, &to, 0o755)?;
+    }
+    Ok(())
+}
+
+/// The absolute paths `ldd` lists for `exe` (its loader and libraries); none for a static
+/// executable.
+fn runtime_libraries(exe: &Path) -> crate::isolation::Result<Vec<PathBuf>> {
+    let out = std::process::Command::new("ldd")
+        .arg(exe)
+        .output()
+        .map_err(|e| crate::isolation::Error::CopyHostFile(exe.to_owned(), e))?;
+    if !out.status.success() {
+        return Ok(Vec::new()); // "not a dynamic executable"
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|t| t.starts_with('/')))
+        .map(PathBuf::from)
+        .collect())
 }
 
 #[cfg(test)]

@@ -169,8 +169,9 @@ fn layers() -> Vec<ImageLayer> {
     vec![base, change]
 }
 
-/// Pushes the test image to `reference` on the loopback registry `addr`.
-async fn push(addr: &str, reference: &str, auth: &RegistryAuth) {
+/// Pushes the test image, with `GREETING` in its config, to `reference` on the loopback
+/// registry `addr`.
+async fn push(addr: &str, reference: &str, greeting: &str, auth: &RegistryAuth) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = oci_client::Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(vec![addr.to_owned()]),
@@ -180,7 +181,7 @@ async fn push(addr: &str, reference: &str, auth: &RegistryAuth) {
         "architecture": "amd64",
         "os": "linux",
         "config": {
-            "Env": ["PATH=/bin", "GREETING=hello from the image"],
+            "Env": ["PATH=/bin", format!("GREETING={greeting}")],
             "User": "app",
             "WorkingDir": "/home/app"
         },
@@ -281,7 +282,13 @@ fn oci_layers(data_dir: &Path) -> usize {
 async fn an_image_from_a_loopback_registry_is_a_template_base() {
     let reg = registry(None);
     let image = format!("{}/test/img:1", reg.addr);
-    push(&reg.addr, &image, &RegistryAuth::Anonymous).await;
+    push(
+        &reg.addr,
+        &image,
+        "hello from the image",
+        &RegistryAuth::Anonymous,
+    )
+    .await;
     let t = start().await;
 
     let steps = json!([{"type": "RUN", "args": ["echo built > made-by-run; id -un >> made-by-run"], "force": false}]);
@@ -375,6 +382,39 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
     );
     assert_eq!(oci_layers(t.dir.path()), 2);
 
+    // Another image with the same layers (another config): its layers are stored once.
+    let other = format!("{}/test/other:1", reg.addr);
+    push(
+        &reg.addr,
+        &other,
+        "hello from the other",
+        &RegistryAuth::Anonymous,
+    )
+    .await;
+    let (end, logs) = build(
+        &t,
+        "other",
+        json!({"fromImage": other, "force": false, "steps": []}),
+    )
+    .await;
+    assert_eq!(end["status"], "ready", "{end} {logs:?}");
+    assert_eq!(
+        logs.iter()
+            .filter(|m| m.starts_with("Layer sha256:") && m.ends_with(" is already here"))
+            .count(),
+        2,
+        "{logs:?}"
+    );
+    assert_eq!(oci_layers(t.dir.path()), 2);
+    let sb = t.create(r#"{"templateID":"other","timeout":120}"#).await;
+    let sid = sb["sandboxID"].as_str().unwrap();
+    let token = sb["envdAccessToken"].as_str().unwrap();
+    assert_eq!(
+        run(&t, sid, token, None, "echo \"$GREETING\"").await,
+        "hello from the other\n"
+    );
+    t.kill(sid).await;
+
     // An unknown tag fails the build with the registry's answer.
     let missing = format!("{}/test/img:nope", reg.addr);
     let (end, _) = build(
@@ -433,6 +473,7 @@ async fn a_registry_login_is_used_and_a_wrong_password_fails_the_build() {
     push(
         &reg.addr,
         &image,
+        "hello",
         &RegistryAuth::Basic("tester".into(), "right".into()),
     )
     .await;

@@ -433,6 +433,19 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
     );
     assert_eq!(end["reason"]["step"], "base");
 
+    // So does a registry nobody answers on (port 1 of loopback is closed).
+    let (end, _) = build(
+        &t,
+        "unreachable",
+        json!({"fromImage": "127.0.0.1:1/test/img:1", "force": false, "steps": []}),
+    )
+    .await;
+    assert_eq!(end["status"], "error");
+    assert_eq!(
+        end["reason"]["message"],
+        "pulling image '127.0.0.1:1/test/img:1' from 127.0.0.1:1: the manifest: error sending request for url (http://127.0.0.1:1/v2/test/img/manifests/1): client error (Connect): tcp connect error: Connection refused (os error 111)"
+    );
+
     // Bad input is a 400 at start.
     let (id, b) = request(&t, "bad").await;
     for (body, msg) in [

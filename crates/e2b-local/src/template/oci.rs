@@ -164,7 +164,7 @@ pub async fn pull(
     let (manifest, digest) = client
         .pull_image_manifest(&source.reference, &auth)
         .await
-        .map_err(|e| failed("the manifest", &e))?;
+        .map_err(|e| failed("the manifest", &causes(&e)))?;
     let cache = image_cache_path(data_dir, &digest)?;
     if let Some(cached) = read_cached(&cache) {
         cached.layers.iter().for_each(|k| pin(k));
@@ -186,7 +186,7 @@ pub async fn pull(
     client
         .pull_blob(&source.reference, &manifest.config, &mut config)
         .await
-        .map_err(|e| failed("the config", &e))?;
+        .map_err(|e| failed("the config", &causes(&e)))?;
     let config: ImageConfig =
         serde_json::from_slice(&config).map_err(|e| failed("the config", &e))?;
     log(format!(
@@ -250,6 +250,22 @@ pub async fn pull(
     };
     write_cached(&cache, &image).map_err(|e| format!("recording the pulled image: {e}"))?;
     Ok(image)
+}
+
+/// `e` and its causes, `: `-separated (the registry client's errors say "error sending
+/// request" and leave "connection refused" to their sources); a cause its parent already
+/// quotes is not repeated.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The parts of an OCI image config a template uses.
@@ -333,11 +349,11 @@ async fn fetch_layer(
     let mut stream = client
         .pull_blob_stream(&source.reference, layer)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| causes(&e))?;
     let mut hasher = sha2::Sha256::new();
     let mut downloaded = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("downloading: {e}"))?;
+        let chunk = chunk.map_err(|e| format!("downloading: {}", causes(&e)))?;
         downloaded += chunk.len() as u64;
         *image_bytes += chunk.len() as u64;
         check_caps(downloaded, *image_bytes, "downloaded")?;

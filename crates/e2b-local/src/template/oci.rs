@@ -436,12 +436,16 @@ fn zstd_decompress(file: std::fs::File, to: &Path, cap: u64) -> Result<(), Strin
         written += std::io::copy(&mut decoder.take(cap + 1 - written), &mut out)
             .map_err(|e| format!("zstd: {e}"))?;
         if written > cap {
-            return Err(format!(
-                "more than {cap} bytes unpacked: a layer may take at most that"
-            ));
+            return Err(too_large(cap));
         }
     }
     out.flush().map_err(|e| e.to_string())
+}
+
+fn too_large(cap: u64) -> String {
+    format!(
+        "more than {cap} bytes unpacked: a layer may take at most {MAX_LAYER_BYTES} bytes, an image {MAX_IMAGE_BYTES}"
+    )
 }
 
 /// The overlayfs xattr marking a directory opaque (lower layers' entries hidden).
@@ -532,9 +536,7 @@ fn unpack(input: impl Read, root: &Path, cap: u64) -> Result<u64, String> {
                 written += std::io::copy(&mut (&mut entry).take(cap + 1 - written), &mut file)
                     .map_err(|e| bad(&e))?;
                 if written > cap {
-                    return Err(format!(
-                        "more than {cap} bytes unpacked: a layer may take at most {MAX_LAYER_BYTES} bytes, an image {MAX_IMAGE_BYTES}"
-                    ));
+                    return Err(too_large(cap));
                 }
                 fchown(&file, uid, gid).map_err(|e| bad(&e))?;
                 // After chown, which clears set-id bits.
@@ -939,6 +941,36 @@ mod tests {
                 "more than 1000 bytes unpacked: a layer may take at most {MAX_LAYER_BYTES} bytes, an image {MAX_IMAGE_BYTES}"
             ))
         );
+    }
+
+    #[test]
+    fn zstd_layers_of_several_frames_unpack() {
+        let data = tar_of(|b| {
+            put_raw(b, "one", tar::EntryType::Regular, None, &[1; 3000]);
+            put_raw(b, "two", tar::EntryType::Regular, None, b"2\n");
+        });
+        let (head, tail) = data.split_at(1500);
+        let level = ruzstd::encoding::CompressionLevel::Fastest;
+        let mut blob = ruzstd::encoding::compress_to_vec(head, level);
+        blob.extend(ruzstd::encoding::compress_to_vec(tail, level));
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.path().join("blob"), blob).unwrap_or_else(|e| panic!("{e}"));
+        let root = tmp.path().join("rootfs");
+        let written = unpack_blob(&tmp.path().join("blob"), &root, u64::MAX)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(written, 3002);
+        assert_eq!(
+            std::fs::read(root.join("one")).unwrap_or_default(),
+            [1; 3000]
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("two")).unwrap_or_default(),
+            "2\n"
+        );
+        // Capped while decompressing, too.
+        let small = tmp.path().join("small");
+        let got = unpack_blob(&tmp.path().join("blob"), &small, 100);
+        assert_eq!(got, Err(too_large(100)));
     }
 
     #[test]

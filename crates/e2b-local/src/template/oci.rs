@@ -519,7 +519,7 @@ fn unpack(input: impl Read, root: &Path, cap: u64) -> Result<u64, String> {
                 fchown(&dir, uid, gid).map_err(|e| bad(&e))?;
                 continue;
             }
-            T::Regular | T::Continuous => {
+            T::Regular | T::Continuous | T::GNUSparse => {
                 replace(&parent, name.as_os_str()).map_err(|e| bad(&e))?;
                 let fd = openat(
                     &parent,

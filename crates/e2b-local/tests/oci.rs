@@ -169,9 +169,9 @@ fn layers() -> Vec<ImageLayer> {
     vec![base, change]
 }
 
-/// Pushes the test image, with `GREETING` in its config, to `reference` on the loopback
-/// registry `addr`.
-async fn push(addr: &str, reference: &str, greeting: &str, auth: &RegistryAuth) {
+/// Pushes the test image, with `GREETING` and `User` in its config, to `reference` on the
+/// loopback registry `addr`.
+async fn push(addr: &str, reference: &str, (greeting, user): (&str, &str), auth: &RegistryAuth) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = oci_client::Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(vec![addr.to_owned()]),
@@ -182,7 +182,7 @@ async fn push(addr: &str, reference: &str, greeting: &str, auth: &RegistryAuth) 
         "os": "linux",
         "config": {
             "Env": ["PATH=/bin", format!("GREETING={greeting}")],
-            "User": "app",
+            "User": user,
             "WorkingDir": "/home/app"
         },
         "rootfs": {"type": "layers", "diff_ids": []}
@@ -285,7 +285,7 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
     push(
         &reg.addr,
         &image,
-        "hello from the image",
+        ("hello from the image", "app"),
         &RegistryAuth::Anonymous,
     )
     .await;
@@ -382,12 +382,13 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
     );
     assert_eq!(oci_layers(t.dir.path()), 2);
 
-    // Another image with the same layers (another config): its layers are stored once.
+    // Another image with the same layers (another config, a numeric user): its layers are
+    // stored once.
     let other = format!("{}/test/other:1", reg.addr);
     push(
         &reg.addr,
         &other,
-        "hello from the other",
+        ("hello from the other", "1000:1000"),
         &RegistryAuth::Anonymous,
     )
     .await;
@@ -410,8 +411,8 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
     let sid = sb["sandboxID"].as_str().unwrap();
     let token = sb["envdAccessToken"].as_str().unwrap();
     assert_eq!(
-        run(&t, sid, token, None, "echo \"$GREETING\"").await,
-        "hello from the other\n"
+        run(&t, sid, token, None, "echo \"$GREETING\"; id -un").await,
+        "hello from the other\napp\n"
     );
     t.kill(sid).await;
 
@@ -486,7 +487,7 @@ async fn a_registry_login_is_used_and_a_wrong_password_fails_the_build() {
     push(
         &reg.addr,
         &image,
-        "hello",
+        ("hello", "app"),
         &RegistryAuth::Basic("tester".into(), "right".into()),
     )
     .await;

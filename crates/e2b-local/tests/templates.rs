@@ -318,8 +318,8 @@ async fn failures_bad_input_tags_aliases_and_delete() {
          format!("steps[0] (COPY): the files {HASH_A} were never uploaded (GET /templates/{{templateID}}/files/{HASH_A} gives the upload link)")),
         (json!({"fromTemplate": "base", "force": false, "steps": [{"type": "COPY", "args": ["../x", "/a"], "force": false, "filesHash": HASH_A}]}),
          "steps[0] (COPY): source '../x' is outside the build context (it must be a relative path without '..')".to_owned()),
-        (json!({"fromImage": "python:3.12", "force": false, "steps": []}),
-         "fromImage 'python:3.12': e2b-local does not pull OCI images yet; build from a template (fromTemplate, e.g. \"base\") instead".to_owned()),
+        (json!({"fromImage": "Not A Reference", "force": false, "steps": []}),
+         "fromImage 'Not A Reference' is not a valid image reference: invalid reference format".to_owned()),
         (json!({"fromTemplate": "nope", "force": false, "steps": []}), "template 'nope' not found".to_owned()),
     ] {
         let r = t.post(&start_path, &body.to_string()).await;

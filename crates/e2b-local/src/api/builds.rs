@@ -263,14 +263,14 @@ pub(super) async fn start_build(
         false,
     )?;
     let b = build_of(&m, &template, &build_id)?;
-    if req.from_image_registry.is_some() {
-        return Err(ApiError::bad_request(
-            "fromImageRegistry: e2b-local does not pull OCI images yet",
-        ));
-    }
+    let from_image_registry = req
+        .from_image_registry
+        .map(registry_credentials)
+        .transpose()?;
     let plan = m.plan_build(BuildRequest {
         from_template: req.from_template,
         from_image: req.from_image,
+        from_image_registry,
         steps: req
             .steps
             .into_iter()
@@ -287,6 +287,27 @@ pub(super) async fn start_build(
     })?;
     m.start_build(b, plan)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// The login `fromImageRegistry` gives: a general registry's user and password; AWS and
+/// GCP logins (which need their clouds' token exchanges) are refused.
+fn registry_credentials(
+    registry: types::FromImageRegistry,
+) -> Result<crate::template::oci::Credentials, ApiError> {
+    match registry {
+        types::FromImageRegistry::GeneralRegistry(r) => {
+            Ok(crate::template::oci::Credentials::Basic {
+                username: r.username,
+                password: r.password,
+            })
+        }
+        types::FromImageRegistry::AwsRegistry(_) => Err(ApiError::bad_request(
+            "fromImageRegistry: type 'aws' is not supported by e2b-local yet (use type 'registry' with a username and password)",
+        )),
+        types::FromImageRegistry::GcpRegistry(_) => Err(ApiError::bad_request(
+            "fromImageRegistry: type 'gcp' is not supported by e2b-local yet (use type 'registry' with a username and password)",
+        )),
+    }
 }
 
 /// `GET /templates/{templateID}/builds/{buildID}/status`.

@@ -18,6 +18,7 @@ use crate::network::rules::EgressRules;
 use crate::state::{BuildFailure, BuildImage, BuildLogEntry, BuildRecord, BuildStatus};
 use crate::template::Template;
 use crate::template::layers::Layers;
+use crate::template::oci;
 use crate::template::steps::{self, RawStep, Step};
 
 /// Why a build failed when the server stopped it.
@@ -201,9 +202,41 @@ impl Manager {
     async fn run_build(
         self: &Arc<Self>,
         b: &BuildRecord,
-        plan: BuildPlan,
+        mut plan: BuildPlan,
         log: &BuildLog,
     ) -> Result<BuildImage, BuildFailure> {
+        if let Some(source) = plan.base.pull.take() {
+            let pin = |key: &str| {
+                lock(&self.builds.pinned)
+                    .entry(b.id.clone())
+                    .or_default()
+                    .insert(key.to_owned());
+            };
+            let say = |line: String| log.push("info", Some(BASE_STEP), line);
+            let pulled = oci::pull(&self.layers, self.runtime.data_dir(), &source, &say, &pin)
+                .await
+                .map_err(|e| failure(Some(BASE_STEP), e))?;
+            plan.base.key = format!("image:{}", pulled.digest);
+            plan.base.image.layers = pulled.layers;
+            plan.base.image.env = pulled.env;
+            plan.base.image.user = pulled.user;
+            plan.base.image.workdir = pulled.workdir;
+            // A numeric `User` (`1000`): envd and the steps run commands as a named user.
+            let uid = plan.base.image.user.clone();
+            if uid.bytes().all(|c| c.is_ascii_digit()) {
+                let template = self
+                    .template_of_build(&b.template_id, &plan.base.image)
+                    .map_err(|e| failure(Some(BASE_STEP), e.to_string()))?;
+                plan.base.image.user = passwd_text_on_host(&template)
+                    .and_then(|text| passwd_name_of(&text, &uid))
+                    .ok_or_else(|| {
+                        failure(
+                            Some(BASE_STEP),
+                            format!("the image's User '{uid}' has no account in its /etc/passwd (commands run as a named user)"),
+                        )
+                    })?;
+            }
+        }
         let n = plan.steps.len();
         log.push(
             "info",
@@ -619,6 +652,19 @@ fn passwd_lookup(passwd: &str, user: &str) -> Option<PasswdEntry> {
 /// per step. `None` when it cannot be read that way (a whiteout, a link, no such user); the
 /// caller then asks the sandbox.
 fn passwd_on_host(template: &Template, user: &str) -> Option<PasswdEntry> {
+    passwd_text_on_host(template).and_then(|text| passwd_lookup(&text, user))
+}
+
+/// The name of the account with uid `uid` in `passwd` text.
+fn passwd_name_of(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.get(2) == Some(&uid)).then(|| f[0].to_owned())
+    })
+}
+
+/// The topmost root layer's `etc/passwd` (see [`passwd_on_host`]).
+fn passwd_text_on_host(template: &Template) -> Option<String> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
     let root = template
         .layers
@@ -640,7 +686,7 @@ fn passwd_on_host(template: &Template, user: &str) -> Option<PasswdEntry> {
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut std::io::Read::take(file, 1 << 20), &mut text)
                     .ok()?;
-                return passwd_lookup(&text, user);
+                return Some(text);
             }
             Err(nix::errno::Errno::ENOENT) => {}
             Err(_) => return None,
@@ -860,6 +906,14 @@ pub(super) async fn start_and_wait_ready(
 mod tests {
     use super::*;
     use crate::template::TemplateLayer;
+
+    #[test]
+    fn a_numeric_user_is_named_by_its_passwd_entry() {
+        let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+        assert_eq!(passwd_name_of(passwd, "1000"), Some("app".to_owned()));
+        assert_eq!(passwd_name_of(passwd, "0"), Some("root".to_owned()));
+        assert_eq!(passwd_name_of(passwd, "7"), None);
+    }
 
     #[test]
     fn passwd_is_read_from_the_topmost_layer_without_following_links() {

@@ -17,6 +17,7 @@ use crate::state::{
     BuildImage, BuildLogEntry, BuildRecord, BuildStatus, BuiltTemplate, DEFAULT_TAG,
 };
 use crate::template::layers::Layers;
+use crate::template::oci::{self, Credentials, ImageSource};
 use crate::template::steps::{self, RawStep, Step};
 use crate::template::{BASE, Template};
 
@@ -64,6 +65,8 @@ pub(crate) struct BuildRequest {
     pub(crate) from_template: Option<String>,
     /// `fromImage`.
     pub(crate) from_image: Option<String>,
+    /// `fromImageRegistry`'s login, when given.
+    pub(crate) from_image_registry: Option<Credentials>,
     /// `steps`.
     pub(crate) steps: Vec<RawStepOwned>,
     /// `force`.
@@ -93,6 +96,9 @@ pub(crate) struct BaseOf {
     pub(crate) key: String,
     /// The build of another template it is, if it is one.
     pub(crate) build: Option<String>,
+    /// The OCI image to pull first (its layers and config then complete `image`, and its
+    /// manifest digest `key`).
+    pub(crate) pull: Option<ImageSource>,
 }
 
 /// Builds under way: their logs, and the build sandboxes to kill at shutdown.
@@ -162,7 +168,12 @@ impl Manager {
         name: &str,
         image: &BuildImage,
     ) -> Result<Template, LifecycleError> {
-        let base = self.builtin_template(&image.base)?;
+        let base = if image.base == oci::IMAGE_ROOT {
+            oci::image_root(self.runtime.data_dir(), &self.runtime.config().helper_exe)
+                .map_err(|e| LifecycleError::internal("making the image root", e))?
+        } else {
+            self.builtin_template(&image.base)?
+        };
         Ok(self.layers.stack(base, name, &image.layers))
     }
 
@@ -242,6 +253,7 @@ impl Manager {
         let BuildRequest {
             from_template,
             from_image,
+            from_image_registry,
             steps: raw_steps,
             force,
             start_cmd,
@@ -260,15 +272,23 @@ impl Manager {
                     "give fromTemplate or fromImage, not both".into(),
                 ));
             }
+            (Some(_), None) | (None, None) if from_image_registry.is_some() => {
+                return Err(LifecycleError::InvalidBuild(
+                    "fromImageRegistry: the registry login is for fromImage, which is not given"
+                        .into(),
+                ));
+            }
             (Some(t), None) => self.base_of(t)?,
             (None, Some(image)) => {
                 let repo = image.split([':', '@']).next().unwrap_or(image);
-                if repo != E2B_BASE_IMAGE && repo != format!("docker.io/{E2B_BASE_IMAGE}") {
-                    return Err(LifecycleError::InvalidBuild(format!(
-                        "fromImage '{image}': e2b-local does not pull OCI images yet; build from a template (fromTemplate, e.g. \"base\") instead"
-                    )));
+                if repo == E2B_BASE_IMAGE || repo == format!("docker.io/{E2B_BASE_IMAGE}") {
+                    self.base_of(BASE)?
+                } else {
+                    image_base(
+                        ImageSource::parse(image, from_image_registry.unwrap_or_default())
+                            .map_err(LifecycleError::InvalidBuild)?,
+                    )
                 }
-                self.base_of(BASE)?
             }
             (None, None) => {
                 return Err(LifecycleError::InvalidBuild(
@@ -303,6 +323,7 @@ impl Manager {
             return Ok(BaseOf {
                 key: format!("build:{}", b.id),
                 build: Some(b.id.clone()),
+                pull: None,
                 image: BuildImage {
                     start_cmd: None,
                     ready_cmd: None,
@@ -316,6 +337,7 @@ impl Manager {
         Ok(BaseOf {
             key: format!("template:{}", t.name),
             build: None,
+            pull: None,
             image: BuildImage {
                 base: t.name,
                 layers: Vec::new(),
@@ -478,6 +500,25 @@ impl Manager {
             Some(log) => log.entries(),
             None => b.logs.clone(),
         }
+    }
+}
+
+/// The base of a build from an OCI image, before the pull: the image root with the image's
+/// defaults (E2B's for images: `root`, in `/`); the pull fills in layers, config and key.
+fn image_base(source: ImageSource) -> BaseOf {
+    BaseOf {
+        image: BuildImage {
+            base: oci::IMAGE_ROOT.to_owned(),
+            layers: Vec::new(),
+            env: Vec::new(),
+            user: "root".to_owned(),
+            workdir: "/".to_owned(),
+            start_cmd: None,
+            ready_cmd: None,
+        },
+        key: format!("image:{}", source.reference),
+        build: None,
+        pull: Some(source),
     }
 }
 

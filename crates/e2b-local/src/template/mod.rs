@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod debian;
 pub mod layers;
+pub mod oci;
 pub mod steps;
 
 use crate::isolation::{Error, Result};

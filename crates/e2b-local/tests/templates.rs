@@ -655,3 +655,33 @@ async fn concurrent_builds_and_deleting_a_template_in_use() {
     assert_eq!(layer_count(t.dir.path()), before - 2);
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds run in sandboxes (namespaces, mounts, cgroups)"]
+async fn a_template_deeper_than_one_page_of_mount_options_starts() {
+    let t = start().await;
+    // 70 layers of ~100-byte paths: well past mount(2)'s 4 KiB of overlay options.
+    let steps: Vec<Value> = (0..70)
+        .map(|i| json!({"type": "RUN", "args": [format!("echo {i} > /f-{i}"), "root"], "force": false}))
+        .collect();
+    let (id, b) = request(&t, r#"{"name":"deep"}"#).await;
+    let (end, _) = build(
+        &t,
+        &id,
+        &b,
+        json!({"fromTemplate": "base", "force": false, "steps": steps}),
+    )
+    .await;
+    assert_eq!(end["status"], "ready", "{end}");
+    let sb = t.create(r#"{"templateID":"deep","timeout":60}"#).await;
+    let (sid, token) = (
+        sb["sandboxID"].as_str().unwrap(),
+        sb["envdAccessToken"].as_str().unwrap(),
+    );
+    assert_eq!(
+        stdout_of(&t, sid, token, "cat /f-0 /f-35 /f-69").await,
+        "0\n35\n69\n"
+    );
+    t.kill(sid).await;
+    t.shutdown().await;
+}

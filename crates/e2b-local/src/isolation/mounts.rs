@@ -105,15 +105,51 @@ pub fn mount_overlays(plan: &RootfsPlan) -> Result<()> {
         if plan.userxattr {
             opts.push_str(",userxattr");
         }
-        mount(
-            Some("overlay"),
-            &target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(&opts),
-        )
-        .map_err(|e| Error::MountOverlay(target.clone(), e))?;
+        let mounted = if opts.len() < MOUNT_DATA_MAX {
+            mount(
+                Some("overlay"),
+                &target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&opts),
+            )
+        } else {
+            mount_overlay_appending(layer, &target, plan.userxattr)
+        };
+        mounted.map_err(|e| Error::MountOverlay(target.clone(), e))?;
     }
+    Ok(())
+}
+
+/// What `mount(2)` takes as options: one page, NUL included.
+const MOUNT_DATA_MAX: usize = 4095;
+
+/// An overlay whose options do not fit in a page (a deep template: a built one with many
+/// layers), with the new mount API: each lower directory is its own `lowerdir+` (Linux 6.8;
+/// overlayfs stacks up to 500).
+fn mount_overlay_appending(layer: &LayerPlan, target: &Path, userxattr: bool) -> io::Result<()> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for lower in &layer.lowers {
+        fsconfig_set_string(&fs, "lowerdir+", lower)?;
+    }
+    fsconfig_set_string(&fs, "upperdir", &layer.upper)?;
+    fsconfig_set_string(&fs, "workdir", &layer.work)?;
+    if userxattr {
+        fsconfig_set_flag(&fs, "userxattr")?;
+    }
+    fsconfig_create(&fs)?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
     Ok(())
 }
 

@@ -252,6 +252,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 for u in server.unavailable() {
                     eprintln!("e2b-local: unavailable: {u}");
                 }
+                if let Some(n) = server.manager().config().capacity.inotify_notice() {
+                    eprintln!("e2b-local: capacity: {n}");
+                }
                 if network == NetworkMode::Nat && rootless {
                     eprintln!("e2b-local: unavailable: {ROOTLESS_NETWORK}");
                 }

@@ -253,7 +253,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     eprintln!("e2b-local: unavailable: {u}");
                 }
                 if let Some(n) = server.manager().config().capacity.inotify_notice() {
-                    eprintln!("e2b-local: capacity: {n}");
+                    tracing::warn!("capacity: {n}");
                 }
                 if network == NetworkMode::Nat && rootless {
                     eprintln!("e2b-local: unavailable: {ROOTLESS_NETWORK}");

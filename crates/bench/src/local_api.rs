@@ -109,6 +109,17 @@ impl Api {
     /// (as the SDKs' `commands.run` does) and returns the whole response stream once the
     /// process has ended (JSON envelopes; output is base64 in them).
     pub async fn run(&self, sb: &Created, script: &str) -> Result<String, String> {
+        self.run_as(sb, None, script).await
+    }
+
+    /// [`Api::run`] as `user` (`Authorization: Basic base64(user:)`, as the SDKs send it);
+    /// `None` is the sandbox's default user.
+    pub async fn run_as(
+        &self,
+        sb: &Created,
+        user: Option<&str>,
+        script: &str,
+    ) -> Result<String, String> {
         let msg = serde_json::json!({
             "process": {"cmd": "/bin/bash", "args": ["-l", "-c", script]}
         })
@@ -116,7 +127,13 @@ impl Api {
         let mut body = vec![0u8];
         body.extend_from_slice(&u32::try_from(msg.len()).unwrap_or(0).to_be_bytes());
         body.extend_from_slice(msg.as_bytes());
-        let req = http::Request::post(format!("{}/process.Process/Start", self.url))
+        let mut req = http::Request::post(format!("{}/process.Process/Start", self.url));
+        if let Some(user) = user {
+            use base64::Engine as _;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
+            req = req.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+        }
+        let req = req
             .header(headers::SANDBOX_ID, &sb.id)
             .header(headers::SANDBOX_PORT, e2b_envd::ENVD_PORT)
             .header(headers::ACCESS_TOKEN, &sb.token)

@@ -334,6 +334,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 for u in server.unavailable() {
                     eprintln!("e2b-local: unavailable: {u}");
                 }
+                if let Some(n) = server.manager().config().capacity.inotify_notice() {
+                    tracing::warn!("capacity: {n}");
+                }
                 if network == NetworkMode::Nat && user_mode {
                     eprintln!("e2b-local: limited: {ROOTLESS_NETWORK}");
                 } else if network == NetworkMode::Nat && rootless {

@@ -64,6 +64,8 @@ pub fn run_envd() -> ExitCode {
             Err(e) => return fail("bind", &format!("{addr}: {e}")),
         };
         tracing::info!(%addr, version = envd::ENVD_VERSION, "envd started");
+        // Normally inherited from the helper already; logged once when the host denies it.
+        envd::process::protect_from_oom();
         // TCP_NODELAY: streamed process events are small writes that would otherwise wait
         // for the proxy's delayed ACK.
         use axum::serve::ListenerExt as _;

@@ -82,6 +82,9 @@ fn main() {
         let _ = std::io::stdout().flush();
         tracing::info!(%local, version = envd::ENVD_VERSION, "envd started");
 
+        // Phase: OOM protection (best effort, logged when denied).
+        envd::process::protect_from_oom();
+
         // Phase: serve.
         if let Err(e) = envd::serve(listener, config).await {
             fail("serve", &e);

@@ -490,7 +490,8 @@ impl fpb::filesystem_server::Filesystem for Service {
             allow_network_mounts: m.allow_network_mounts,
         };
         let names = self.state.accounts.names();
-        let watcher = Self::blocking(move || DirWatcher::start(&spec, names)).await?;
+        let state = self.state.clone();
+        let watcher = Self::blocking(move || state.watchers.watch(&spec, names)).await?;
         Ok(watch_stream(watcher, interval))
     }
 

@@ -33,7 +33,7 @@ pub struct State {
     token: RwLock<Option<String>>,
     /// Live and recently ended processes.
     pub processes: Arc<Processes>,
-    /// Polled (CreateWatcher) watchers.
+    /// Directory watchers (WatchDir and CreateWatcher), on one inotify instance.
     pub watchers: Watchers,
     /// Previous CPU sample for `/metrics`.
     pub cpu_sample: Mutex<Option<crate::http::misc::CpuSample>>,

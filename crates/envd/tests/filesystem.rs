@@ -617,3 +617,187 @@ async fn watchers_see_an_upload_as_create_chmod_write_of_the_target() {
         ]
     );
 }
+
+/// The inotify instances process `pid` holds.
+fn inotify_instances(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify")
+        })
+        .count()
+}
+
+/// Issue 15: every sandbox's envd runs as the same host uid, whose inotify instances
+/// (`fs.inotify.max_user_instances`) all sandboxes share. A client opening watchers without
+/// end costs the host one instance, is refused with `resource_exhausted` naming the limit
+/// past 64 watchers, and leaves another envd able to watch.
+#[tokio::test]
+async fn watchers_share_one_inotify_instance_and_are_capped() {
+    let envd = Envd::start(&[]);
+    let other = Envd::start(&[]);
+    let c = client(&envd);
+    let d = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    let path = root.to_str().unwrap().to_owned();
+    assert_eq!(inotify_instances(envd.pid), 0, "no watcher, no instance");
+    let mut streams = Vec::new();
+    for _ in 0..32 {
+        let mut s = c
+            .watch_dir(pb::WatchDirRequest {
+                path: path.clone(),
+                recursive: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.next().await.unwrap().unwrap().event,
+            Some(W::Start(_))
+        ));
+        streams.push(s);
+    }
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        ids.push(
+            c.create_watcher(pb::CreateWatcherRequest {
+                path: path.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .watcher_id,
+        );
+    }
+    assert_eq!(inotify_instances(envd.pid), 1);
+    let e = c
+        .create_watcher(pb::CreateWatcherRequest {
+            path: path.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::ResourceExhausted,
+            "watcher error: this sandbox has 64 watchers, envd's limit; remove one first"
+        )
+    );
+    let e = match c
+        .watch_dir(pb::WatchDirRequest {
+            path: path.clone(),
+            ..Default::default()
+        })
+        .await
+    {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // Every watcher still works, on the one instance.
+    std::fs::write(root.join("f"), b"").unwrap();
+    for s in &mut streams {
+        assert_eq!(next_events(s, 1).await, [ev("f", pb::EventType::Create)]);
+    }
+    // Another sandbox's envd watches as usual.
+    let mut s = client(&other)
+        .watch_dir(pb::WatchDirRequest {
+            path: path.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.next().await.unwrap().unwrap().event,
+        Some(W::Start(_))
+    ));
+    std::fs::write(root.join("g"), b"").unwrap();
+    assert_eq!(
+        next_events(&mut s, 1).await,
+        [ev("g", pb::EventType::Create)]
+    );
+    // Freed slots can be used again; the last watcher gone, the instance closes.
+    c.remove_watcher(pb::RemoveWatcherRequest {
+        watcher_id: ids.pop().unwrap(),
+    })
+    .await
+    .unwrap();
+    ids.push(
+        c.create_watcher(pb::CreateWatcherRequest {
+            path: path.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .watcher_id,
+    );
+    for watcher_id in ids {
+        c.remove_watcher(pb::RemoveWatcherRequest { watcher_id })
+            .await
+            .unwrap();
+    }
+    drop(streams);
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = inotify_instances(envd.pid);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0);
+}
+
+/// A recursive watch of a tree larger than envd's 8,192 watched directories is refused
+/// whole with `resource_exhausted` naming the limit; a smaller one then works.
+#[tokio::test]
+async fn watching_more_directories_than_the_limit_is_resource_exhausted() {
+    let envd = Envd::start(&[]);
+    let c = client(&envd);
+    let d = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(d.path()).unwrap();
+    for i in 0..90 {
+        for j in 0..92 {
+            std::fs::create_dir_all(root.join(format!("big/{i}/{j}"))).unwrap();
+        }
+    }
+    std::fs::create_dir(root.join("small")).unwrap();
+    let e = match c
+        .watch_dir(pb::WatchDirRequest {
+            path: root.join("big").to_str().unwrap().into(),
+            recursive: true,
+            ..Default::default()
+        })
+        .await
+    {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::ResourceExhausted,
+            "watcher error: this sandbox watches 8192 directories, envd's limit (a recursive \
+             watch takes one per directory)"
+        )
+    );
+    let mut s = c
+        .watch_dir(pb::WatchDirRequest {
+            path: root.join("small").to_str().unwrap().into(),
+            recursive: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.next().await.unwrap().unwrap().event,
+        Some(W::Start(_))
+    ));
+    std::fs::write(root.join("small/f"), b"").unwrap();
+    assert_eq!(
+        next_events(&mut s, 1).await,
+        [ev("f", pb::EventType::Create)]
+    );
+}

@@ -12,19 +12,23 @@
 //! per-sandbox limits. Sandbox B runs `echo ok` (`bash -l -c` through envd's
 //! `process.Process/Start`, as the SDKs' `commands.run` does) back to back. Each phase lasts
 //! `PHASE_SECS` (default 20): first B alone (its baseline), then with a fresh sandbox A running
-//! one workload as `user`, after which A is killed; a new baseline precedes each workload, so
-//! every ratio compares B against itself under the same machine load:
+//! one workload as `user` (the log flood as root), after which A is killed; a new baseline
+//! precedes each workload, so every ratio compares B against itself under the same machine
+//! load:
 //! * fork bomb: `timeout 20 bash -c ':(){ :|:& };:'` (defect 14);
 //! * fork bomb without back-off: a Python loop of `os.fork()` ignoring errors (bash sleeps
 //!   1 to 8 s after a failed fork; this one retries at once);
 //! * CPU burn: two busy loops;
 //! * memory balloon: `tail /dev/zero` in a loop, each growing beyond the memory limit until
 //!   the OOM killer ends it;
-//! * disk writer: `dd` of 1 GiB with `conv=fsync` to a file in the upper directory, in a loop.
+//! * disk writer: `dd` of 1 GiB with `conv=fsync` to a file in the upper directory, in a loop;
+//! * log flood: root in A writes lines straight into envd's stdout (`/proc/2/fd/1`), 1 GB
+//!   at a time in a loop, which the server drains into A's size-capped log (defect 3).
 //!
 //! Per phase: B's p50/p99 and failures, the ratio of p50 to the baseline just before, the
 //! host's load average, A's tasks and failed forks (pids limit hits), how long killing A
-//! took, and the server's RSS.
+//! took, and the server's RSS after reading a page of A's logs (`logs?limit=10`); at the end
+//! the server's peak RSS over the run (`VmHWM`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,8 +44,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// balloon its first OOM kill).
 const RAMP_UP: Duration = Duration::from_secs(2);
 
-/// The workloads run in sandbox A, as `user`.
-const WORKLOADS: [(&str, &str); 5] = [
+/// The workloads run in sandbox A, as `user` but for the log flood (as root).
+const WORKLOADS: [(&str, &str); 6] = [
     (
         "fork bomb",
         "timeout 20 bash -c ':(){ :|:& };:' >/dev/null 2>&1",
@@ -62,6 +66,10 @@ const WORKLOADS: [(&str, &str); 5] = [
     (
         "disk writer (dd)",
         "while :; do dd if=/dev/zero of=$HOME/noisy bs=1M count=1024 conv=fsync 2>/dev/null; rm -f $HOME/noisy; done",
+    ),
+    (
+        "log flood (1 GB loop)",
+        "while :; do yes attacker line | head -c 1000000000 > /proc/2/fd/1; done",
     ),
 ];
 
@@ -156,6 +164,19 @@ async fn measure(api: &Api, b: &Created, d: Duration) -> Samples {
     s
 }
 
+/// This process's (the server's) peak resident memory, `VmHWM`, in bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -238,7 +259,12 @@ async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
         // shell returns); its result is irrelevant.
         let workload = {
             let api = Arc::clone(&api);
-            tokio::spawn(async move { api.run(&a, script).await })
+            let user = if name.starts_with("log flood") {
+                "root"
+            } else {
+                "user"
+            };
+            tokio::spawn(async move { api.run_as(&a, Some(user), script).await })
         };
         tokio::time::sleep(RAMP_UP).await;
         let a_stats = || {
@@ -254,6 +280,16 @@ async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
         let a_cpus =
             stats.cpu_usage_ns.saturating_sub(cpu0) as f64 / t0.elapsed().as_nanos() as f64;
         let load = load_average();
+        let (status, _) = api
+            .call(
+                http::Method::GET,
+                &format!("/sandboxes/{a_id}/logs?limit=10"),
+                "",
+            )
+            .await?;
+        if status != 200 {
+            return Err(format!("logs of A: {status}"));
+        }
         let t = Instant::now();
         api.kill(&a_id).await?;
         let kill = t.elapsed();
@@ -283,11 +319,12 @@ async fn run(phase: Duration, only: &[String]) -> Result<(), String> {
         );
     }
     println!(
-        "baseline over the run: p50 {:.2} ms, p99 {:.2} ms (n={}); server RSS max {:.1} MiB",
+        "baseline over the run: p50 {:.2} ms, p99 {:.2} ms (n={}); server RSS max {:.1} MiB, peak (VmHWM) {:.1} MiB",
         ms(pct(&mut all_baseline, 0.5)),
         ms(pct(&mut all_baseline, 0.99)),
         all_baseline.len(),
-        max_rss as f64 / 1048576.0
+        max_rss as f64 / 1048576.0,
+        peak_rss() as f64 / 1048576.0
     );
     api.kill(&b.id).await?;
     server.shutdown().await;

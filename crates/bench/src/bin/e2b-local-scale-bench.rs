@@ -162,6 +162,15 @@ async fn create_rounds(api: &Api, rounds: usize) -> Result<Vec<Duration>, String
 }
 
 async fn run(n: usize, rounds: usize) -> Result<(), String> {
+    // Every sandbox's envd may hold an inotify instance of this uid: past the host's limit
+    // the server refuses creates (503), so say how to lift it before starting.
+    let wanted = e2b_local::lifecycle::Capacity {
+        max_sandboxes: n.saturating_add(1),
+        max_memory_bytes: u64::MAX,
+    };
+    if let Some(notice) = wanted.inotify_notice() {
+        return Err(notice);
+    }
     let dir = std::env::temp_dir().join("e2b-local-scale-bench");
     let mounts_before = mountinfo();
     // Before the server raises its soft limit.

@@ -1,6 +1,6 @@
 //! Admission control: how many sandboxes, how much memory they commit, and the host's own
-//! limits (open files, tasks, disk, available memory), all checked before a create spawns
-//! anything, so a refused create leaves nothing behind.
+//! limits (open files, tasks, disk, available memory, inotify instances), all checked before
+//! a create spawns anything, so a refused create leaves nothing behind.
 
 use std::path::Path;
 
@@ -23,6 +23,20 @@ const MEMORY_OVERCOMMIT: u64 = 8;
 /// Free disk space (on the data directory's filesystem) a create needs: its directories and
 /// up to 8 MiB of log, with room to spare.
 const DISK_RESERVE: u64 = 64 << 20;
+
+/// Where the kernel keeps the most inotify instances one uid may hold. Every sandbox's envd
+/// runs as the server's uid and holds one (shared by all its watchers, opened with the
+/// first), so this caps the sandboxes of a server.
+const MAX_USER_INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
+
+/// inotify instances left to the host's other programs of the server's uid (systemd, udev,
+/// desktop tools hold a few each): sandboxes may use `max_user_instances` minus these.
+const INOTIFY_INSTANCES_RESERVE: u64 = 16;
+
+/// How many sandboxes the host's `fs.inotify.max_user_instances` leaves room for.
+fn inotify_sandboxes(max_user_instances: u64) -> u64 {
+    max_user_instances.saturating_sub(INOTIFY_INSTANCES_RESERVE)
+}
 
 /// How much of the host's memory is never committed to sandboxes and must stay available:
 /// an eighth of `MemTotal`, at least 512 MiB.
@@ -63,6 +77,32 @@ impl Capacity {
                 .max(1),
         }
     }
+
+    /// What to print at start-up when the host's `fs.inotify.max_user_instances` leaves
+    /// room for fewer sandboxes than `max_sandboxes` (creates past that get 503), with the
+    /// `sysctl` that lifts it; `None` when it does not.
+    ///
+    /// ```
+    /// let c = e2b_local::lifecycle::Capacity { max_sandboxes: 1, max_memory_bytes: 1 << 30 };
+    /// assert!(c.inotify_notice().is_none());
+    /// ```
+    pub fn inotify_notice(&self) -> Option<String> {
+        inotify_notice(read_u64(MAX_USER_INSTANCES)?, self.max_sandboxes)
+    }
+}
+
+fn inotify_notice(max_user_instances: u64, max_sandboxes: usize) -> Option<String> {
+    let room = inotify_sandboxes(max_user_instances);
+    (room < max_sandboxes as u64).then(|| {
+        format!(
+            "the host's fs.inotify.max_user_instances ({max_user_instances}) leaves room for \
+             {room} sandboxes, fewer than the maximum of {max_sandboxes}: each sandbox's envd \
+             holds one inotify instance of the server's uid and {INOTIFY_INSTANCES_RESERVE} are \
+             left to other programs; creates past {room} get 503 (raise it: sysctl \
+             fs.inotify.max_user_instances={})",
+            (max_sandboxes as u64).saturating_add(INOTIFY_INSTANCES_RESERVE)
+        )
+    })
 }
 
 /// What a create would be refused for, as `(limit, detail)`: `None` when it fits.
@@ -101,6 +141,8 @@ pub(super) struct HostUsage {
     pub(super) disk_free: u64,
     /// `MemAvailable` and `MemTotal`.
     pub(super) memory: (u64, u64),
+    /// The host's `fs.inotify.max_user_instances`.
+    pub(super) inotify_instances: u64,
 }
 
 impl HostUsage {
@@ -132,7 +174,22 @@ impl HostUsage {
                 meminfo("MemAvailable:").unwrap_or(u64::MAX),
                 meminfo("MemTotal:").unwrap_or(u64::MAX),
             ),
+            inotify_instances: read_u64(MAX_USER_INSTANCES).unwrap_or(u64::MAX),
         }
+    }
+
+    /// The inotify shortage a new sandbox would hit with `alive` sandboxes holding a slot
+    /// (each one's envd may hold an instance), if any.
+    pub(super) fn inotify_shortage(&self, alive: usize) -> Option<super::LifecycleError> {
+        let room = inotify_sandboxes(self.inotify_instances);
+        (alive as u64 >= room).then(|| super::LifecycleError::HostLimit {
+            limit: "inotify instances",
+            detail: format!(
+                "{alive} sandboxes hold one each, fs.inotify.max_user_instances is {} and {} \
+                 are left to other programs",
+                self.inotify_instances, INOTIFY_INSTANCES_RESERVE
+            ),
+        })
     }
 
     /// The host limit a new sandbox with `limits` would hit, if any.
@@ -248,8 +305,24 @@ mod tests {
             tasks: (500, 32_768),
             disk_free: 10 << 30,
             memory: (8 << 30, 16 << 30),
+            inotify_instances: 128,
         };
         assert!(fine.shortage(&LIMITS).is_none());
+        assert!(fine.inotify_shortage(111).is_none());
+        assert_eq!(
+            fine.inotify_shortage(112).unwrap().to_string(),
+            "the host cannot take another sandbox (inotify instances: 112 sandboxes hold one \
+             each, fs.inotify.max_user_instances is 128 and 16 are left to other programs); \
+             nothing was created"
+        );
+        assert_eq!(inotify_notice(128, 112), None);
+        assert_eq!(
+            inotify_notice(128, 1000).unwrap(),
+            "the host's fs.inotify.max_user_instances (128) leaves room for 112 sandboxes, \
+             fewer than the maximum of 1000: each sandbox's envd holds one inotify instance of \
+             the server's uid and 16 are left to other programs; creates past 112 get 503 \
+             (raise it: sysctl fs.inotify.max_user_instances=1016)"
+        );
         let cases = [
             (
                 HostUsage {

@@ -301,6 +301,7 @@ impl Manager {
             + lock(&self.restoring).len()
             + *creating;
         if let Some(e) = capacity::over_capacity(&self.config.capacity, &self.config.limits, alive)
+            .or_else(|| usage.inotify_shortage(alive))
         {
             return Err(e);
         }

@@ -39,6 +39,27 @@ pub const PTY_CHUNK: usize = 16 * 1024;
 pub const EXIT_RETENTION: Duration = Duration::from_secs(30);
 /// Events a subscriber may have queued before the readers wait for it.
 const SUBSCRIBER_QUEUE: usize = 16;
+/// The `oom_score_adj` every process envd starts (commands and PTYs) gets, as upstream's
+/// children do: raising a score needs no privilege, so at the memory limit the OOM killer
+/// picks a user process before envd (0, or [`ENVD_OOM_SCORE_ADJ`]) and the sandbox's init.
+pub const USER_OOM_SCORE_ADJ: &str = "100";
+/// The `oom_score_adj` envd asks for itself ([`protect_from_oom`]), upstream's
+/// `OOMScoreAdjust=-1000`: never the OOM killer's choice.
+pub const ENVD_OOM_SCORE_ADJ: &str = "-1000";
+
+/// Lowers envd's own `oom_score_adj` to [`ENVD_OOM_SCORE_ADJ`]. That needs
+/// `CAP_SYS_RESOURCE` (or a parent that set it with the capability); without it the score
+/// stays where it was and this logs one warning, while the processes envd starts still get
+/// [`USER_OOM_SCORE_ADJ`] and so are chosen first. Call it once at start-up.
+pub fn protect_from_oom() {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", ENVD_OOM_SCORE_ADJ) {
+        tracing::warn!(
+            "could not lower envd's oom_score_adj to {ENVD_OOM_SCORE_ADJ} ({e}; needs \
+             CAP_SYS_RESOURCE): envd keeps its score, the processes it starts get \
+             {USER_OOM_SCORE_ADJ} and are killed first at the memory limit"
+        );
+    }
+}
 
 /// How a process ended (`EndEvent`).
 #[derive(Debug, Clone, PartialEq, Eq)]

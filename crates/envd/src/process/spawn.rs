@@ -421,7 +421,8 @@ unsafe fn prepare_and_exec(args: &ChildArgs) -> (Stage, c_int) {
             libc::O_WRONLY | libc::O_CLOEXEC,
         );
         if fd >= 0 {
-            libc::write(fd, b"100".as_ptr().cast(), 3);
+            let adj = super::USER_OOM_SCORE_ADJ;
+            libc::write(fd, adj.as_ptr().cast(), adj.len());
             libc::close(fd);
         }
         // User processes run at nice 0 whatever envd's own priority is (best effort).

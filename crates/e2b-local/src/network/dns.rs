@@ -445,9 +445,14 @@ mod tests {
 
     /// A DNS server on 127.0.0.1 (UDP and TCP, one port) counting the queries it gets.
     async fn upstream(kind: Upstream) -> (SocketAddr, Arc<AtomicUsize>) {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // The UDP port's TCP twin may be taken by another test: try other ports.
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                break (udp, addr, tcp);
+            }
+        };
         let count = Arc::new(AtomicUsize::new(0));
         let udp_count = count.clone();
         tokio::spawn(async move {

@@ -38,7 +38,11 @@ fn templates_are_listed_and_added() {
     assert!(out.status.success());
     assert_eq!(
         text(&out.stdout),
-        "NAME                     ROOTFS\nbase                     (host /usr, /bin, /lib*; filtered /etc)\n"
+        format!(
+            "NAME                     ID                     STATUS     SOURCE\n\
+             base                     base                   ready      host /usr, /bin, /lib*; filtered /etc\n\
+             layers: 0 MiB in {d}/layers\n"
+        )
     );
     // Not a root filesystem: the error names it.
     let empty = tempfile::tempdir().unwrap();
@@ -81,10 +85,16 @@ fn templates_are_listed_and_added() {
     );
     let out = run(&["template", "list", "--data-dir", d]);
     assert!(
-        text(&out.stdout).ends_with(&format!("mini                     {}\n", root.display())),
+        text(&out.stdout).contains(&format!(
+            "\nmini                     mini                   ready      {}\n",
+            root.display()
+        )),
         "{}",
         text(&out.stdout)
     );
+    // Nothing to collect in a fresh data directory.
+    let out = run(&["template", "gc", "--data-dir", d]);
+    assert_eq!(text(&out.stdout), "removed 0 unused layers\n");
 }
 
 #[test]

@@ -186,10 +186,18 @@ async fn a_process_ballooning_past_the_memory_limit_is_killed_and_envd_lives() {
     let mut sleeper =
         support::start_process(&t, &id, sb["envdAccessToken"].as_str().unwrap(), "sleep 60").await;
     let _ = sleeper.chunk().await.unwrap();
-    let sleeping: Vec<u32> = processes_of(&id)
-        .into_iter()
-        .filter(|pid| !envd_pids.contains(pid))
-        .collect();
+    // The start event can come before the process shows in the sandbox's cgroup.
+    let mut sleeping: Vec<u32> = Vec::new();
+    for _ in 0..50 {
+        sleeping = processes_of(&id)
+            .into_iter()
+            .filter(|pid| !envd_pids.contains(pid))
+            .collect();
+        if !sleeping.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(sleeping.len(), 1, "{sleeping:?}");
     let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", sleeping[0])).unwrap();
     assert_eq!(adj.trim(), "100");

@@ -354,6 +354,18 @@ impl ServerBuilder {
             .domain
             .clone()
             .unwrap_or_else(|| format!("localhost:{}", local.port()));
+        let capacity = self
+            .capacity
+            .unwrap_or_else(crate::lifecycle::Capacity::from_host);
+        if nix::unistd::geteuid().is_root()
+            && !crate::isolation::rootless::in_user_namespace()
+            && let Some((from, to)) = capacity.raise_inotify_limit()
+        {
+            tracing::info!(
+                "raised fs.inotify.max_user_instances from {from} to {to}: each sandbox's \
+                     envd holds one inotify instance of the server's uid"
+            );
+        }
         let mgr = Arc::new(Manager::new(
             runtime,
             store,
@@ -361,9 +373,7 @@ impl ServerBuilder {
                 max_lifetime: self.max_lifetime,
                 limits,
                 domain: domain.clone(),
-                capacity: self
-                    .capacity
-                    .unwrap_or_else(crate::lifecycle::Capacity::from_host),
+                capacity,
                 debian_base: self.debian_base,
             },
             networks.clone(),

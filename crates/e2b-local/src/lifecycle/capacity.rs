@@ -89,6 +89,30 @@ impl Capacity {
     pub fn inotify_notice(&self) -> Option<String> {
         inotify_notice(read_u64(MAX_USER_INSTANCES)?, self.max_sandboxes)
     }
+
+    /// As root on the host: raises `fs.inotify.max_user_instances` to what `max_sandboxes`
+    /// needs (at most 131,072), as networking enables `ip_forward`;
+    /// the default (128) would cap a server at 112 sandboxes. Returns `(from, to)` when it
+    /// raised it; `None` when it was high enough or cannot be written (then
+    /// [`inotify_notice`](Self::inotify_notice) says what to do).
+    pub fn raise_inotify_limit(&self) -> Option<(u64, u64)> {
+        raise_inotify_limit_at(Path::new(MAX_USER_INSTANCES), self.max_sandboxes)
+    }
+}
+
+/// The highest `fs.inotify.max_user_instances` the server sets by itself.
+const INOTIFY_INSTANCES_CEILING: u64 = 1 << 17;
+
+fn raise_inotify_limit_at(path: &Path, max_sandboxes: usize) -> Option<(u64, u64)> {
+    let now: u64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let wanted = (max_sandboxes as u64)
+        .saturating_add(INOTIFY_INSTANCES_RESERVE)
+        .min(INOTIFY_INSTANCES_CEILING);
+    if now >= wanted {
+        return None;
+    }
+    std::fs::write(path, wanted.to_string()).ok()?;
+    Some((now, wanted))
 }
 
 fn inotify_notice(max_user_instances: u64, max_sandboxes: usize) -> Option<String> {
@@ -316,6 +340,18 @@ mod tests {
              nothing was created"
         );
         assert_eq!(inotify_notice(128, 112), None);
+        // Root raises a short limit to what the maximum needs, never lowers it, and stops at
+        // the ceiling.
+        let dir = tempfile::tempdir().unwrap();
+        let knob = dir.path().join("max_user_instances");
+        std::fs::write(&knob, "128\n").unwrap();
+        assert_eq!(raise_inotify_limit_at(&knob, 1000), Some((128, 1016)));
+        assert_eq!(std::fs::read_to_string(&knob).unwrap(), "1016");
+        assert_eq!(raise_inotify_limit_at(&knob, 500), None);
+        assert_eq!(
+            raise_inotify_limit_at(&knob, usize::MAX),
+            Some((1016, INOTIFY_INSTANCES_CEILING))
+        );
         assert_eq!(
             inotify_notice(128, 1000).unwrap(),
             "the host's fs.inotify.max_user_instances (128) leaves room for 112 sandboxes, \

@@ -1039,6 +1039,19 @@ pub mod types {
         }
     }
 
+    /// `NewVolume`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NewVolume {
+        /// Letters, digits, `_` and `-` (upstream's `pattern`, left out here because a pattern makes the generated client depend on a regex crate; the server checks it).
+        pub name: ::std::string::String,
+    }
+
+    impl NewVolume {
+        pub fn builder() -> builder::NewVolume {
+            Default::default()
+        }
+    }
+
     /// Sort direction.
     #[derive(
         ::serde::Deserialize,
@@ -1462,6 +1475,47 @@ pub mod types {
 
     impl SandboxEgressProxyTlsConfigInner {
         pub fn builder() -> builder::SandboxEgressProxyTlsConfigInner {
+            Default::default()
+        }
+    }
+
+    /// `SandboxForkRequest`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct SandboxForkRequest {
+        /// How many forks to start. The state is captured once; each fork succeeds or fails on its own.
+        #[serde(default = "defaults::default_nzu64::<::std::num::NonZeroU32, 1>")]
+        pub count: ::std::num::NonZeroU32,
+        /// Time to live of the forks, in seconds.
+        #[serde(default = "defaults::default_u64::<i32, 15>")]
+        pub timeout: i32,
+    }
+
+    impl ::std::default::Default for SandboxForkRequest {
+        fn default() -> Self {
+            Self {
+                count: defaults::default_nzu64::<::std::num::NonZeroU32, 1>(),
+                timeout: defaults::default_u64::<i32, 15>(),
+            }
+        }
+    }
+
+    impl SandboxForkRequest {
+        pub fn builder() -> builder::SandboxForkRequest {
+            Default::default()
+        }
+    }
+
+    /// One fork's outcome; exactly one of `sandbox` and `error` is set.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct SandboxForkResult {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub error: ::std::option::Option<Error>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub sandbox: ::std::option::Option<Sandbox>,
+    }
+
+    impl SandboxForkResult {
+        pub fn builder() -> builder::SandboxForkResult {
             Default::default()
         }
     }
@@ -1941,6 +1995,20 @@ pub mod types {
         }
     }
 
+    /// `SandboxSnapshotRequest`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct SandboxSnapshotRequest {
+        /// Name of the snapshot template; a snapshot with a name already in use becomes a new build of that template.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub name: ::std::option::Option<::std::string::String>,
+    }
+
+    impl SandboxSnapshotRequest {
+        pub fn builder() -> builder::SandboxSnapshotRequest {
+            Default::default()
+        }
+    }
+
     /// State of the sandbox.
     #[derive(
         ::serde::Deserialize,
@@ -2034,6 +2102,22 @@ pub mod types {
 
     impl SandboxesWithMetrics {
         pub fn builder() -> builder::SandboxesWithMetrics {
+            Default::default()
+        }
+    }
+
+    /// `SnapshotInfo`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct SnapshotInfo {
+        /// Full names of the snapshot, tag-qualified.
+        pub names: ::std::vec::Vec<::std::string::String>,
+        /// The snapshot's template, tag-qualified (`name:default`, or `id:default`).
+        #[serde(rename = "snapshotID")]
+        pub snapshot_id: ::std::string::String,
+    }
+
+    impl SnapshotInfo {
+        pub fn builder() -> builder::SnapshotInfo {
             Default::default()
         }
     }
@@ -2621,6 +2705,39 @@ pub mod types {
 
     impl TemplateWithBuilds {
         pub fn builder() -> builder::TemplateWithBuilds {
+            Default::default()
+        }
+    }
+
+    /// `Volume`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct Volume {
+        pub name: ::std::string::String,
+        #[serde(rename = "volumeID")]
+        pub volume_id: ::std::string::String,
+    }
+
+    impl Volume {
+        pub fn builder() -> builder::Volume {
+            Default::default()
+        }
+    }
+
+    /// `VolumeAndToken`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct VolumeAndToken {
+        /// Domain of the volume content API when it is not the default one.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub domain: ::std::option::Option<::std::string::String>,
+        pub name: ::std::string::String,
+        /// Bearer token of the volume content API for this volume.
+        pub token: ::std::string::String,
+        #[serde(rename = "volumeID")]
+        pub volume_id: ::std::string::String,
+    }
+
+    impl VolumeAndToken {
+        pub fn builder() -> builder::VolumeAndToken {
             Default::default()
         }
     }
@@ -4077,6 +4194,49 @@ pub mod types {
         }
 
         #[derive(Clone, Debug)]
+        pub struct NewVolume {
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for NewVolume {
+            fn default() -> Self {
+                Self {
+                    name: Err("no value supplied for name".to_string()),
+                }
+            }
+        }
+
+        impl NewVolume {
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for name: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<NewVolume> for super::NewVolume {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: NewVolume,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { name: value.name? })
+            }
+        }
+
+        impl ::std::convert::From<super::NewVolume> for NewVolume {
+            fn from(value: super::NewVolume) -> Self {
+                Self {
+                    name: Ok(value.name),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
         pub struct ResumedSandbox {
             auto_pause: ::std::result::Result<::std::option::Option<bool>, ::std::string::String>,
             memory: ::std::result::Result<::std::option::Option<bool>, ::std::string::String>,
@@ -4843,6 +5003,126 @@ pub mod types {
                     ca_cert: Ok(value.ca_cert),
                     enabled: Ok(value.enabled),
                     server_name: Ok(value.server_name),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct SandboxForkRequest {
+            count: ::std::result::Result<::std::num::NonZeroU32, ::std::string::String>,
+            timeout: ::std::result::Result<i32, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for SandboxForkRequest {
+            fn default() -> Self {
+                Self {
+                    count: Ok(super::defaults::default_nzu64::<::std::num::NonZeroU32, 1>()),
+                    timeout: Ok(super::defaults::default_u64::<i32, 15>()),
+                }
+            }
+        }
+
+        impl SandboxForkRequest {
+            pub fn count<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::num::NonZeroU32>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.count = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for count: {e}"));
+                self
+            }
+            pub fn timeout<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<i32>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.timeout = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for timeout: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<SandboxForkRequest> for super::SandboxForkRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SandboxForkRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    count: value.count?,
+                    timeout: value.timeout?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::SandboxForkRequest> for SandboxForkRequest {
+            fn from(value: super::SandboxForkRequest) -> Self {
+                Self {
+                    count: Ok(value.count),
+                    timeout: Ok(value.timeout),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct SandboxForkResult {
+            error:
+                ::std::result::Result<::std::option::Option<super::Error>, ::std::string::String>,
+            sandbox:
+                ::std::result::Result<::std::option::Option<super::Sandbox>, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for SandboxForkResult {
+            fn default() -> Self {
+                Self {
+                    error: Ok(Default::default()),
+                    sandbox: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl SandboxForkResult {
+            pub fn error<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::Error>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.error = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for error: {e}"));
+                self
+            }
+            pub fn sandbox<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::Sandbox>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.sandbox = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for sandbox: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<SandboxForkResult> for super::SandboxForkResult {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SandboxForkResult,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    error: value.error?,
+                    sandbox: value.sandbox?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::SandboxForkResult> for SandboxForkResult {
+            fn from(value: super::SandboxForkResult) -> Self {
+                Self {
+                    error: Ok(value.error),
+                    sandbox: Ok(value.sandbox),
                 }
             }
         }
@@ -5927,6 +6207,52 @@ pub mod types {
         }
 
         #[derive(Clone, Debug)]
+        pub struct SandboxSnapshotRequest {
+            name: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+        }
+
+        impl ::std::default::Default for SandboxSnapshotRequest {
+            fn default() -> Self {
+                Self {
+                    name: Ok(Default::default()),
+                }
+            }
+        }
+
+        impl SandboxSnapshotRequest {
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for name: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<SandboxSnapshotRequest> for super::SandboxSnapshotRequest {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SandboxSnapshotRequest,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { name: value.name? })
+            }
+        }
+
+        impl ::std::convert::From<super::SandboxSnapshotRequest> for SandboxSnapshotRequest {
+            fn from(value: super::SandboxSnapshotRequest) -> Self {
+                Self {
+                    name: Ok(value.name),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
         pub struct SandboxTimeoutRequest {
             timeout: ::std::result::Result<i32, ::std::string::String>,
         }
@@ -6076,6 +6402,68 @@ pub mod types {
             fn from(value: super::SandboxesWithMetrics) -> Self {
                 Self {
                     sandboxes: Ok(value.sandboxes),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct SnapshotInfo {
+            names: ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            >,
+            snapshot_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for SnapshotInfo {
+            fn default() -> Self {
+                Self {
+                    names: Err("no value supplied for names".to_string()),
+                    snapshot_id: Err("no value supplied for snapshot_id".to_string()),
+                }
+            }
+        }
+
+        impl SnapshotInfo {
+            pub fn names<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.names = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for names: {e}"));
+                self
+            }
+            pub fn snapshot_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.snapshot_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for snapshot_id: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<SnapshotInfo> for super::SnapshotInfo {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: SnapshotInfo,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    names: value.names?,
+                    snapshot_id: value.snapshot_id?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::SnapshotInfo> for SnapshotInfo {
+            fn from(value: super::SnapshotInfo) -> Self {
+                Self {
+                    names: Ok(value.names),
+                    snapshot_id: Ok(value.snapshot_id),
                 }
             }
         }
@@ -7754,6 +8142,155 @@ pub mod types {
                 }
             }
         }
+
+        #[derive(Clone, Debug)]
+        pub struct Volume {
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            volume_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for Volume {
+            fn default() -> Self {
+                Self {
+                    name: Err("no value supplied for name".to_string()),
+                    volume_id: Err("no value supplied for volume_id".to_string()),
+                }
+            }
+        }
+
+        impl Volume {
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for name: {e}"));
+                self
+            }
+            pub fn volume_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.volume_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for volume_id: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<Volume> for super::Volume {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: Volume,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    name: value.name?,
+                    volume_id: value.volume_id?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::Volume> for Volume {
+            fn from(value: super::Volume) -> Self {
+                Self {
+                    name: Ok(value.name),
+                    volume_id: Ok(value.volume_id),
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct VolumeAndToken {
+            domain: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            token: ::std::result::Result<::std::string::String, ::std::string::String>,
+            volume_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+
+        impl ::std::default::Default for VolumeAndToken {
+            fn default() -> Self {
+                Self {
+                    domain: Ok(Default::default()),
+                    name: Err("no value supplied for name".to_string()),
+                    token: Err("no value supplied for token".to_string()),
+                    volume_id: Err("no value supplied for volume_id".to_string()),
+                }
+            }
+        }
+
+        impl VolumeAndToken {
+            pub fn domain<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.domain = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for domain: {e}"));
+                self
+            }
+            pub fn name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.name = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for name: {e}"));
+                self
+            }
+            pub fn token<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.token = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for token: {e}"));
+                self
+            }
+            pub fn volume_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.volume_id = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for volume_id: {e}"));
+                self
+            }
+        }
+
+        impl ::std::convert::TryFrom<VolumeAndToken> for super::VolumeAndToken {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: VolumeAndToken,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    domain: value.domain?,
+                    name: value.name?,
+                    token: value.token?,
+                    volume_id: value.volume_id?,
+                })
+            }
+        }
+
+        impl ::std::convert::From<super::VolumeAndToken> for VolumeAndToken {
+            fn from(value: super::VolumeAndToken) -> Self {
+                Self {
+                    domain: Ok(value.domain),
+                    name: Ok(value.name),
+                    token: Ok(value.token),
+                    volume_id: Ok(value.volume_id),
+                }
+            }
+        }
     }
 
     /// Generation of default values for serde.
@@ -7768,6 +8305,14 @@ pub mod types {
             <T as ::std::convert::TryFrom<u64>>::Error: ::std::fmt::Debug,
         {
             T::try_from(V).unwrap()
+        }
+
+        pub(super) fn default_nzu64<T, const V: u64>() -> T
+        where
+            T: ::std::convert::TryFrom<::std::num::NonZeroU64>,
+            <T as ::std::convert::TryFrom<::std::num::NonZeroU64>>::Error: ::std::fmt::Debug,
+        {
+            T::try_from(::std::num::NonZeroU64::try_from(V).unwrap()).unwrap()
         }
     }
 
@@ -7805,7 +8350,7 @@ pub mod types {
 #[derive(Clone, Debug)]
 /// Client for E2B API
 ///
-/// Control plane of E2B sandboxes: create, list, inspect, connect to, pause, time out and kill sandboxes, replace their network rules, read their metrics and logs; build templates from steps (upload their files by hash, start a build, poll its status and logs), list, update and delete them, and manage their tags.
+/// Control plane of E2B sandboxes: create, list, inspect, connect to, pause, time out and kill sandboxes, replace their network rules, read their metrics and logs, fork them and snapshot them; create, list and delete volumes; build templates from steps (upload their files by hash, start a build, poll its status and logs), list, update and delete them, and manage their tags.
 ///
 /// Version: 0.1.0
 pub struct Client {
@@ -8173,6 +8718,40 @@ pub trait ClientSandboxesExt {
     ///    .await;
     /// ```
     fn put_sandbox_network(&self) -> builder::PutSandboxNetwork<'_>;
+    /// Fork a sandbox
+    ///
+    /// Capture the sandbox's current state once and start `count` new sandboxes from it. The source keeps its id, end time and processes. One result per requested fork, each carrying the new sandbox or the error that kept it from starting; a non-201 status means no fork was attempted.
+    ///
+    /// Sends a `POST` request to `/sandboxes/{sandboxID}/fork`
+    ///
+    /// Arguments:
+    /// - `sandbox_id`: Identifier of the sandbox
+    /// - `body`
+    /// ```ignore
+    /// let response = client.post_sandbox_fork()
+    ///    .sandbox_id(sandbox_id)
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn post_sandbox_fork(&self) -> builder::PostSandboxFork<'_>;
+    /// Snapshot a sandbox
+    ///
+    /// Make a template (the snapshot) from the sandbox's current state. Sandboxes can be created from it, and it outlives the sandbox it came from.
+    ///
+    /// Sends a `POST` request to `/sandboxes/{sandboxID}/snapshots`
+    ///
+    /// Arguments:
+    /// - `sandbox_id`: Identifier of the sandbox
+    /// - `body`
+    /// ```ignore
+    /// let response = client.post_sandbox_snapshots()
+    ///    .sandbox_id(sandbox_id)
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn post_sandbox_snapshots(&self) -> builder::PostSandboxSnapshots<'_>;
 }
 
 impl ClientSandboxesExt for Client {
@@ -8242,6 +8821,45 @@ impl ClientSandboxesExt for Client {
 
     fn put_sandbox_network(&self) -> builder::PutSandboxNetwork<'_> {
         builder::PutSandboxNetwork::new(self)
+    }
+
+    fn post_sandbox_fork(&self) -> builder::PostSandboxFork<'_> {
+        builder::PostSandboxFork::new(self)
+    }
+
+    fn post_sandbox_snapshots(&self) -> builder::PostSandboxSnapshots<'_> {
+        builder::PostSandboxSnapshots::new(self)
+    }
+}
+
+/// Snapshots of sandboxes (templates made from a sandbox's state).
+pub trait ClientSnapshotsExt {
+    /// List snapshots
+    ///
+    /// List the team's snapshots, newest first.
+    ///
+    /// Sends a `GET` request to `/snapshots`
+    ///
+    /// Arguments:
+    /// - `limit`: Maximum number of items per page, 1 to 100 (100 when absent).
+    /// - `name`: Only snapshots with this name or id, optionally tag-qualified (`my-snapshot`, `my-snapshot:v1`).
+    /// - `next_token`: Cursor from the previous page's `X-Next-Token` header.
+    /// - `sandbox_id`: Only snapshots made from this sandbox.
+    /// ```ignore
+    /// let response = client.get_snapshots()
+    ///    .limit(limit)
+    ///    .name(name)
+    ///    .next_token(next_token)
+    ///    .sandbox_id(sandbox_id)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_snapshots(&self) -> builder::GetSnapshots<'_>;
+}
+
+impl ClientSnapshotsExt for Client {
+    fn get_snapshots(&self) -> builder::GetSnapshots<'_> {
+        builder::GetSnapshots::new(self)
     }
 }
 
@@ -8550,6 +9168,83 @@ impl ClientTemplatesExt for Client {
 
     fn get_template_alias(&self) -> builder::GetTemplateAlias<'_> {
         builder::GetTemplateAlias::new(self)
+    }
+}
+
+/// Storage that outlives sandboxes.
+pub trait ClientVolumesExt {
+    /// List volumes
+    ///
+    /// List the team's volumes.
+    ///
+    /// Sends a `GET` request to `/volumes`
+    ///
+    /// ```ignore
+    /// let response = client.get_volumes()
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_volumes(&self) -> builder::GetVolumes<'_>;
+    /// Create a volume
+    ///
+    /// Create a volume: storage that outlives sandboxes, mounted into them with `volumeMounts` and reachable without a sandbox through the volume content API.
+    ///
+    /// Sends a `POST` request to `/volumes`
+    ///
+    /// ```ignore
+    /// let response = client.post_volumes()
+    ///    .body(body)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn post_volumes(&self) -> builder::PostVolumes<'_>;
+    /// Get a volume
+    ///
+    /// A volume and the token of its content API.
+    ///
+    /// Sends a `GET` request to `/volumes/{volumeID}`
+    ///
+    /// Arguments:
+    /// - `volume_id`: Identifier (or name) of the volume
+    /// ```ignore
+    /// let response = client.get_volume()
+    ///    .volume_id(volume_id)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn get_volume(&self) -> builder::GetVolume<'_>;
+    /// Delete a volume
+    ///
+    /// Delete a volume and its data. A volume mounted by a sandbox is kept (409).
+    ///
+    /// Sends a `DELETE` request to `/volumes/{volumeID}`
+    ///
+    /// Arguments:
+    /// - `volume_id`: Identifier (or name) of the volume
+    /// ```ignore
+    /// let response = client.delete_volume()
+    ///    .volume_id(volume_id)
+    ///    .send()
+    ///    .await;
+    /// ```
+    fn delete_volume(&self) -> builder::DeleteVolume<'_>;
+}
+
+impl ClientVolumesExt for Client {
+    fn get_volumes(&self) -> builder::GetVolumes<'_> {
+        builder::GetVolumes::new(self)
+    }
+
+    fn post_volumes(&self) -> builder::PostVolumes<'_> {
+        builder::PostVolumes::new(self)
+    }
+
+    fn get_volume(&self) -> builder::GetVolume<'_> {
+        builder::GetVolume::new(self)
+    }
+
+    fn delete_volume(&self) -> builder::DeleteVolume<'_> {
+        builder::DeleteVolume::new(self)
     }
 }
 
@@ -10414,6 +11109,363 @@ pub mod builder {
         }
     }
 
+    /// Builder for [`ClientSandboxesExt::post_sandbox_fork`]
+    ///
+    /// [`ClientSandboxesExt::post_sandbox_fork`]: super::ClientSandboxesExt::post_sandbox_fork
+    #[derive(Debug, Clone)]
+    pub struct PostSandboxFork<'a> {
+        client: &'a super::Client,
+        sandbox_id: Result<::std::string::String, String>,
+        body: Result<types::builder::SandboxForkRequest, String>,
+    }
+
+    impl<'a> PostSandboxFork<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                sandbox_id: Err("sandbox_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn sandbox_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.sandbox_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for sandbox_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SandboxForkRequest>,
+            <V as std::convert::TryInto<types::SandboxForkRequest>>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| format!("conversion to `SandboxForkRequest` for body failed: {}", s));
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::SandboxForkRequest,
+                ) -> types::builder::SandboxForkRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `POST` request to `/sandboxes/{sandboxID}/fork`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::SandboxForkResult>>, Error<types::Error>>
+        {
+            let Self {
+                client,
+                sandbox_id,
+                body,
+            } = self;
+            let sandbox_id = sandbox_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| types::SandboxForkRequest::try_from(v).map_err(|e| e.to_string()))
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/sandboxes/{}/fork",
+                client.baseurl,
+                encode_path(&sandbox_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "post_sandbox_fork",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                409u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                503u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientSandboxesExt::post_sandbox_snapshots`]
+    ///
+    /// [`ClientSandboxesExt::post_sandbox_snapshots`]: super::ClientSandboxesExt::post_sandbox_snapshots
+    #[derive(Debug, Clone)]
+    pub struct PostSandboxSnapshots<'a> {
+        client: &'a super::Client,
+        sandbox_id: Result<::std::string::String, String>,
+        body: Result<types::builder::SandboxSnapshotRequest, String>,
+    }
+
+    impl<'a> PostSandboxSnapshots<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                sandbox_id: Err("sandbox_id was not initialized".to_string()),
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn sandbox_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.sandbox_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for sandbox_id failed".to_string()
+            });
+            self
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::SandboxSnapshotRequest>,
+            <V as std::convert::TryInto<types::SandboxSnapshotRequest>>::Error: std::fmt::Display,
+        {
+            self.body = value.try_into().map(From::from).map_err(|s| {
+                format!(
+                    "conversion to `SandboxSnapshotRequest` for body failed: {}",
+                    s
+                )
+            });
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(
+                    types::builder::SandboxSnapshotRequest,
+                ) -> types::builder::SandboxSnapshotRequest,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `POST` request to `/sandboxes/{sandboxID}/snapshots`
+        pub async fn send(self) -> Result<ResponseValue<types::SnapshotInfo>, Error<types::Error>> {
+            let Self {
+                client,
+                sandbox_id,
+                body,
+            } = self;
+            let sandbox_id = sandbox_id.map_err(Error::InvalidRequest)?;
+            let body = body
+                .and_then(|v| types::SandboxSnapshotRequest::try_from(v).map_err(|e| e.to_string()))
+                .map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/sandboxes/{}/snapshots",
+                client.baseurl,
+                encode_path(&sandbox_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "post_sandbox_snapshots",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientSnapshotsExt::get_snapshots`]
+    ///
+    /// [`ClientSnapshotsExt::get_snapshots`]: super::ClientSnapshotsExt::get_snapshots
+    #[derive(Debug, Clone)]
+    pub struct GetSnapshots<'a> {
+        client: &'a super::Client,
+        limit: Result<Option<::std::num::NonZeroU32>, String>,
+        name: Result<Option<::std::string::String>, String>,
+        next_token: Result<Option<::std::string::String>, String>,
+        sandbox_id: Result<Option<::std::string::String>, String>,
+    }
+
+    impl<'a> GetSnapshots<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                limit: Ok(None),
+                name: Ok(None),
+                next_token: Ok(None),
+                sandbox_id: Ok(None),
+            }
+        }
+
+        pub fn limit<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::num::NonZeroU32>,
+        {
+            self.limit = value.try_into().map(Some).map_err(|_| {
+                "conversion to `:: std :: num :: NonZeroU32` for limit failed".to_string()
+            });
+            self
+        }
+
+        pub fn name<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.name = value.try_into().map(Some).map_err(|_| {
+                "conversion to `:: std :: string :: String` for name failed".to_string()
+            });
+            self
+        }
+
+        pub fn next_token<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.next_token = value.try_into().map(Some).map_err(|_| {
+                "conversion to `:: std :: string :: String` for next_token failed".to_string()
+            });
+            self
+        }
+
+        pub fn sandbox_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.sandbox_id = value.try_into().map(Some).map_err(|_| {
+                "conversion to `:: std :: string :: String` for sandbox_id failed".to_string()
+            });
+            self
+        }
+
+        /// Sends a `GET` request to `/snapshots`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::SnapshotInfo>>, Error<types::Error>>
+        {
+            let Self {
+                client,
+                limit,
+                name,
+                next_token,
+                sandbox_id,
+            } = self;
+            let limit = limit.map_err(Error::InvalidRequest)?;
+            let name = name.map_err(Error::InvalidRequest)?;
+            let next_token = next_token.map_err(Error::InvalidRequest)?;
+            let sandbox_id = sandbox_id.map_err(Error::InvalidRequest)?;
+            let url = format!("{}/snapshots", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .query(&progenitor_client::QueryParam::new("limit", &limit))
+                .query(&progenitor_client::QueryParam::new("name", &name))
+                .query(&progenitor_client::QueryParam::new(
+                    "nextToken",
+                    &next_token,
+                ))
+                .query(&progenitor_client::QueryParam::new(
+                    "sandboxID",
+                    &sandbox_id,
+                ))
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_snapshots",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
     /// Builder for [`ClientTemplatesExt::post_templates_v3`]
     ///
     /// [`ClientTemplatesExt::post_templates_v3`]: super::ClientTemplatesExt::post_templates_v3
@@ -11866,6 +12918,301 @@ pub mod builder {
             }
         }
     }
+
+    /// Builder for [`ClientVolumesExt::get_volumes`]
+    ///
+    /// [`ClientVolumesExt::get_volumes`]: super::ClientVolumesExt::get_volumes
+    #[derive(Debug, Clone)]
+    pub struct GetVolumes<'a> {
+        client: &'a super::Client,
+    }
+
+    impl<'a> GetVolumes<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self { client: client }
+        }
+
+        /// Sends a `GET` request to `/volumes`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::Volume>>, Error<types::Error>> {
+            let Self { client } = self;
+            let url = format!("{}/volumes", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_volumes",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientVolumesExt::post_volumes`]
+    ///
+    /// [`ClientVolumesExt::post_volumes`]: super::ClientVolumesExt::post_volumes
+    #[derive(Debug, Clone)]
+    pub struct PostVolumes<'a> {
+        client: &'a super::Client,
+        body: Result<types::builder::NewVolume, String>,
+    }
+
+    impl<'a> PostVolumes<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                body: Ok(::std::default::Default::default()),
+            }
+        }
+
+        pub fn body<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<types::NewVolume>,
+            <V as std::convert::TryInto<types::NewVolume>>::Error: std::fmt::Display,
+        {
+            self.body = value
+                .try_into()
+                .map(From::from)
+                .map_err(|s| format!("conversion to `NewVolume` for body failed: {}", s));
+            self
+        }
+
+        pub fn body_map<F>(mut self, f: F) -> Self
+        where
+            F: std::ops::FnOnce(types::builder::NewVolume) -> types::builder::NewVolume,
+        {
+            self.body = self.body.map(f);
+            self
+        }
+
+        /// Sends a `POST` request to `/volumes`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::VolumeAndToken>, Error<types::Error>> {
+            let Self { client, body } = self;
+            let body = body
+                .and_then(|v| types::NewVolume::try_from(v).map_err(|e| e.to_string()))
+                .map_err(Error::InvalidRequest)?;
+            let url = format!("{}/volumes", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .post(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .json(&body)
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "post_volumes",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                201u16 => ResponseValue::from_response(response).await,
+                400u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                409u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientVolumesExt::get_volume`]
+    ///
+    /// [`ClientVolumesExt::get_volume`]: super::ClientVolumesExt::get_volume
+    #[derive(Debug, Clone)]
+    pub struct GetVolume<'a> {
+        client: &'a super::Client,
+        volume_id: Result<::std::string::String, String>,
+    }
+
+    impl<'a> GetVolume<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                volume_id: Err("volume_id was not initialized".to_string()),
+            }
+        }
+
+        pub fn volume_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.volume_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for volume_id failed".to_string()
+            });
+            self
+        }
+
+        /// Sends a `GET` request to `/volumes/{volumeID}`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::VolumeAndToken>, Error<types::Error>> {
+            let Self { client, volume_id } = self;
+            let volume_id = volume_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/volumes/{}",
+                client.baseurl,
+                encode_path(&volume_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_volume",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+
+    /// Builder for [`ClientVolumesExt::delete_volume`]
+    ///
+    /// [`ClientVolumesExt::delete_volume`]: super::ClientVolumesExt::delete_volume
+    #[derive(Debug, Clone)]
+    pub struct DeleteVolume<'a> {
+        client: &'a super::Client,
+        volume_id: Result<::std::string::String, String>,
+    }
+
+    impl<'a> DeleteVolume<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                volume_id: Err("volume_id was not initialized".to_string()),
+            }
+        }
+
+        pub fn volume_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.volume_id = value.try_into().map_err(|_| {
+                "conversion to `:: std :: string :: String` for volume_id failed".to_string()
+            });
+            self
+        }
+
+        /// Sends a `DELETE` request to `/volumes/{volumeID}`
+        pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
+            let Self { client, volume_id } = self;
+            let volume_id = volume_id.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/volumes/{}",
+                client.baseurl,
+                encode_path(&volume_id.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map.append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(super::Client::api_version()),
+            );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .delete(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "delete_volume",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                204u16 => Ok(ResponseValue::empty(response)),
+                401u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                404u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                409u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                500u16 => Err(Error::ErrorResponse(
+                    ResponseValue::from_response(response).await?,
+                )),
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
 }
 
 /// Items consumers will typically use such as the Client and
@@ -11874,6 +13221,8 @@ pub mod prelude {
     #[allow(unused_imports)]
     pub use super::Client;
     pub use super::ClientSandboxesExt;
+    pub use super::ClientSnapshotsExt;
     pub use super::ClientTagsExt;
     pub use super::ClientTemplatesExt;
+    pub use super::ClientVolumesExt;
 }

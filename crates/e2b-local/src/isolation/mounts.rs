@@ -290,6 +290,7 @@ pub fn mount_proc(plan: &RootfsPlan) -> Result<()> {
         None,
     )
     .map_err(|e| Error::MountProc(proc_.clone(), e))?;
+    mount_boot_id(&proc_, &plan.rootfs.join("dev"))?;
     let null = plan.rootfs.join("dev/null");
     for name in PROC_MASKED {
         let p = proc_.join(name);
@@ -314,6 +315,31 @@ pub fn mount_proc(plan: &RootfsPlan) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `/proc/sys/kernel/random/boot_id` is the host's (the same in every sandbox and across
+/// every resume); each boot of a sandbox gets its own, as a VM would: a fresh UUID in a file
+/// on `dev` (the sandbox's tmpfs), bind-mounted read-only over it, then unlinked. A
+/// memory-kept resume keeps the mount, so the id; a files-only resume is a new boot.
+fn mount_boot_id(proc_: &Path, dev: &Path) -> Result<()> {
+    let target = proc_.join("sys/kernel/random/boot_id");
+    if !target.exists() {
+        return Ok(());
+    }
+    let source = dev.join(".boot_id");
+    std::fs::write(&source, format!("{}\n", uuid::Uuid::new_v4()))
+        .map_err(|e| Error::WriteFile(source.clone(), e))?;
+    bind(&source, &target, MsFlags::empty())?;
+    bind(
+        &source,
+        &target,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+    )?;
+    std::fs::remove_file(&source).map_err(|e| Error::WriteFile(source, e))
 }
 
 /// Before `pivot_root`, for a host executable run inside: bind-mounts the file behind `fd`

@@ -387,6 +387,7 @@ impl ServerBuilder {
         let stop = CancellationToken::new();
         tokio::spawn(mgr.clone().run_evictor(stop.clone()));
         tokio::spawn(mgr.clone().run_reaper(stop.clone()));
+        tokio::spawn(mgr.clone().run_sampler(stop.clone()));
         let rs = crate::router::RouterState {
             mgr: mgr.clone(),
             client: crate::router::client(&mgr),

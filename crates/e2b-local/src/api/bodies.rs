@@ -2,7 +2,6 @@
 
 use e2b_api::types;
 
-use super::metrics;
 use crate::lifecycle::{Live, Manager};
 use crate::state::{SandboxRecord, SandboxState};
 
@@ -51,7 +50,10 @@ pub(super) fn sizes(m: &Manager) -> Sizes {
         .unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
         });
-    let mem = limits.memory_bytes.unwrap_or_else(metrics::host_mem_total) >> 20;
+    let mem = limits
+        .memory_bytes
+        .unwrap_or_else(crate::lifecycle::host_mem_total)
+        >> 20;
     let disk = limits.disk_bytes.unwrap_or_else(|| {
         nix::sys::statvfs::statvfs(m.runtime().data_dir())
             .map(|v| v.blocks() * v.fragment_size())
@@ -79,7 +81,7 @@ pub(super) fn detail(m: &Manager, live: &Live) -> types::SandboxDetail {
         envd_access_token: live.token.clone(),
         envd_version: rec.envd_version.into(),
         lifecycle: Some(types::SandboxLifecycle {
-            auto_resume: false,
+            auto_resume: rec.auto_resume,
             on_timeout: if rec.auto_pause {
                 types::SandboxOnTimeout::Pause
             } else {

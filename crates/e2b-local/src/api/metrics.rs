@@ -1,108 +1,73 @@
 //! Metrics: `GET /sandboxes/{id}/metrics` and `GET /sandboxes/metrics`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
+use chrono::{DateTime, Timelike as _, Utc};
 use e2b_api::types;
 
 use super::AppState;
 use super::error::ApiError;
 use super::request::{Path, Query, QueryPairs, live, query_get, sandbox_id};
-use crate::envd_client;
-use crate::isolation::Limits;
-use crate::lifecycle::{Live, Manager, lock};
+use crate::lifecycle::MetricSample;
 use crate::state::SandboxState;
 
-/// One metric sample of `live`: cgroup CPU and memory; disk from the sandbox's image, or
-/// without a budget from envd's `/metrics` when reachable.
-pub(crate) async fn sample(m: &Manager, live: &Live) -> types::SandboxMetric {
-    let stats = live.handle.stats();
-    let now = Instant::now();
-    // Without cgroups (rootless mode) the configured limits are not enforced: report
-    // the host's CPUs and memory instead.
-    let limits = if live.handle.cgroup().is_enabled() {
-        m.config().limits
-    } else {
-        Limits::default()
-    };
-    let cpus = i32::try_from(
-        limits
-            .cpu_millis
-            .map(|m| m.div_ceil(1000).max(1) as usize)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-    )
-    .unwrap_or(1);
-    let pct = {
-        let mut prev = lock(&live.cpu_prev);
-        let (t0, c0) = prev.unwrap_or_else(|| {
-            let started = live.record().started_at;
-            let age = (Utc::now() - started).to_std().unwrap_or(Duration::ZERO);
-            (now.checked_sub(age).unwrap_or(now), 0)
-        });
-        *prev = Some((now, stats.cpu_usage_ns));
-        let wall = now.duration_since(t0).as_nanos().max(1) as f64;
-        let used = stats.cpu_usage_ns.saturating_sub(c0) as f64;
-        ((used / wall / f64::from(cpus.max(1))) * 10000.0).round() / 100.0
-    };
-    let mem_total = stats
-        .memory_limit_bytes
-        .or(limits.memory_bytes)
-        .unwrap_or_else(host_mem_total);
-    // With a disk budget, statvfs of the sandbox's mounted image (paused ones too).
-    let (disk_used, disk_total) = match live.handle.disk_usage() {
-        Some(usage) => usage,
-        None if live.record().state == SandboxState::Running => {
-            envd_client::disk_usage(&live.handle, live.token.as_deref())
-                .await
-                .unwrap_or((0, 0))
-        }
-        None => (0, 0),
-    };
-    let ts = Utc::now();
+/// The wire form of a sample.
+fn metric(s: MetricSample) -> types::SandboxMetric {
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     types::SandboxMetric {
-        cpu_count: cpus,
-        cpu_used_pct: pct as f32,
-        disk_total: i64::try_from(disk_total).unwrap_or(i64::MAX),
-        disk_used: i64::try_from(disk_used).unwrap_or(i64::MAX),
+        cpu_count: i32::try_from(s.cpu_count).unwrap_or(i32::MAX),
+        cpu_used_pct: s.cpu_used_pct,
+        disk_total: int(s.disk_total),
+        disk_used: int(s.disk_used),
         mem_cache: 0,
-        mem_total: i64::try_from(mem_total).unwrap_or(i64::MAX),
-        mem_used: i64::try_from(stats.memory_bytes).unwrap_or(i64::MAX),
-        timestamp: ts,
-        timestamp_unix: ts.timestamp(),
+        mem_total: int(s.mem_total),
+        mem_used: int(s.mem_used),
+        timestamp: s.at,
+        timestamp_unix: s.at.timestamp(),
     }
 }
 
-/// Host `MemTotal` in bytes.
-pub(crate) fn host_mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// `GET /sandboxes/{sandboxID}/metrics`: the current sample.
+/// `GET /sandboxes/{sandboxID}/metrics?start&end`: the samples recorded in that range
+/// (unix seconds, both included; from the sandbox's start to now by default), oldest first.
 pub(super) async fn metrics(
     State(m): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<QueryPairs>,
 ) -> Result<Json<Vec<types::SandboxMetric>>, ApiError> {
-    for key in ["start", "end"] {
-        if let Some(v) = query_get(&q, key).filter(|v| v.parse::<i64>().is_err()) {
-            return Err(ApiError::bad_request(format!(
-                "invalid {key} \"{v}\": expected unix seconds"
-            )));
-        }
-    }
+    let bound = |key: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
+        let Some(v) = query_get(&q, key) else {
+            return Ok(None);
+        };
+        v.parse::<i64>()
+            .ok()
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("invalid {key} \"{v}\": expected unix seconds"))
+            })
+    };
+    let (start, end) = (bound("start")?, bound("end")?);
     let l = live(&m, &id)?;
-    Ok(Json(vec![sample(&m, &l).await]))
+    let rec = l.record();
+    // Whole seconds: a sample taken during the start's second is in range.
+    let start = start.unwrap_or(rec.started_at.with_nanosecond(0).unwrap_or(rec.started_at));
+    // The end second is included whole.
+    let end = end.map_or_else(Utc::now, |e| e + chrono::Duration::nanoseconds(999_999_999));
+    if start > end {
+        return Err(ApiError::bad_request(format!(
+            "start ({}) is after end ({})",
+            start.timestamp(),
+            end.timestamp()
+        )));
+    }
+    Ok(Json(
+        m.metrics_between(&rec.id, start, end)
+            .into_iter()
+            .map(metric)
+            .collect(),
+    ))
 }
 
 /// `GET /sandboxes/metrics?sandbox_ids=a,b`.
@@ -127,7 +92,7 @@ pub(super) async fn metrics_many(
             .get(&id)
             .filter(|l| l.record().state == SandboxState::Running)
         {
-            out.insert(id, sample(&m, &l).await);
+            out.insert(id, metric(m.sample(&l).await));
         }
     }
     Ok(Json(types::SandboxesWithMetrics { sandboxes: out }))

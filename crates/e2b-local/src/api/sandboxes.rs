@@ -69,6 +69,14 @@ const NEW_SANDBOX_V2_FIELDS: &[&str] = &[
     "volumeMounts",
 ];
 
+/// What a create asks to happen at its timeout and after (`autoPause`, `autoPauseMemory`,
+/// `autoResume`).
+struct LifecycleRequest {
+    auto_pause: bool,
+    auto_pause_memory: bool,
+    auto_resume: Option<types::SandboxAutoResumeConfig>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn create_params(
     template: String,
@@ -76,7 +84,7 @@ fn create_params(
     metadata: Option<types::SandboxMetadata>,
     env_vars: Option<types::EnvVars>,
     secure: bool,
-    auto_pause: bool,
+    lifecycle: LifecycleRequest,
     allow_internet_access: Option<bool>,
     network: Option<&types::SandboxNetworkConfig>,
     mcp: bool,
@@ -95,6 +103,17 @@ fn create_params(
             "volumeMounts are not supported by e2b-local",
         ));
     }
+    let auto_resume = lifecycle.auto_resume.is_some_and(|a| a.enabled);
+    if auto_resume && !lifecycle.auto_pause {
+        return Err(ApiError::bad_request(
+            "autoResume.enabled needs autoPause: true (a sandbox killed at its timeout cannot be resumed)",
+        ));
+    }
+    if auto_resume && !lifecycle.auto_pause_memory {
+        return Err(ApiError::bad_request(
+            "autoResume.enabled cannot be combined with autoPauseMemory: false (a files-only pause is resumed by connect, which reboots it)",
+        ));
+    }
     let metadata = metadata.map(|m| m.0).unwrap_or_default();
     check_map("metadata", &metadata, MAX_METADATA_BYTES)?;
     let env_vars = env_vars.map(|e| e.0).unwrap_or_default();
@@ -111,7 +130,9 @@ fn create_params(
         metadata,
         env_vars,
         secure,
-        auto_pause,
+        auto_pause: lifecycle.auto_pause,
+        auto_pause_memory: lifecycle.auto_pause_memory,
+        auto_resume,
         allow_internet_access,
         network,
         rules,
@@ -145,7 +166,11 @@ pub(super) async fn create_v1(
         req.metadata,
         req.env_vars,
         req.secure.unwrap_or(true),
-        req.auto_pause,
+        LifecycleRequest {
+            auto_pause: req.auto_pause,
+            auto_pause_memory: req.auto_pause_memory,
+            auto_resume: req.auto_resume,
+        },
         req.allow_internet_access,
         req.network.as_ref(),
         req.mcp.is_some(),
@@ -187,7 +212,11 @@ pub(super) async fn create_v2(
         req.metadata,
         req.env_vars,
         true,
-        req.auto_pause,
+        LifecycleRequest {
+            auto_pause: req.auto_pause,
+            auto_pause_memory: req.auto_pause_memory,
+            auto_resume: req.auto_resume,
+        },
         req.allow_internet_access,
         req.network.as_ref(),
         req.mcp.is_some(),
@@ -249,15 +278,17 @@ pub(super) async fn refresh(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /sandboxes/{sandboxID}/pause`: 204, 409 when already paused.
+/// `POST /sandboxes/{sandboxID}/pause`: 204, 409 when already paused. `memory: false`
+/// keeps only the files (the resume is a new boot).
 pub(super) async fn pause(
     State(m): State<AppState>,
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     let id = sandbox_id(&id)?;
-    let _req: serde_json::Value = parse_body(&body, &["memory", "requireHealthyGuest"], true)?;
-    m.pause(&id).await?;
+    let req: types::SandboxPauseRequest =
+        parse_body(&body, &["memory", "requireHealthyGuest"], true)?;
+    m.pause(&id, req.memory).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

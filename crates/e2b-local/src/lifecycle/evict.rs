@@ -24,16 +24,16 @@ impl Manager {
                     continue;
                 }
                 if rec.end_at <= now {
-                    due.push((rec.id.clone(), rec.auto_pause));
+                    due.push((rec.id.clone(), rec.auto_pause, rec.auto_pause_memory));
                 } else if next.is_none_or(|n| rec.end_at < n) {
                     next = Some(rec.end_at);
                 }
             }
-            for (id, auto_pause) in due {
+            for (id, auto_pause, keep_memory) in due {
                 let this = self.clone();
                 tokio::spawn(async move {
                     let res = if auto_pause {
-                        this.pause(&id).await
+                        this.pause(&id, keep_memory).await
                     } else {
                         this.kill(&id).await
                     };

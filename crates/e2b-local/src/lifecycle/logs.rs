@@ -76,8 +76,20 @@ impl SandboxLog {
     ///
     /// Creating the FIFO or the file, or registering the FIFO with the tokio runtime.
     pub(super) fn open(dir: &Path, id: &str) -> std::io::Result<Arc<Self>> {
-        let [current, rotated, fifo_path] = paths(dir, id);
         remove_files(dir, id);
+        Self::continue_in(dir, id)
+    }
+
+    /// Like [`open`](Self::open), but appends to the log files already there: a sandbox
+    /// booted again on its own files (a files-only pause) keeps its earlier lines. Stop
+    /// the earlier [`SandboxLog`] first ([`stop`](Self::stop)).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub(super) fn continue_in(dir: &Path, id: &str) -> std::io::Result<Arc<Self>> {
+        let [current, rotated, fifo_path] = paths(dir, id);
+        let _ = std::fs::remove_file(&fifo_path);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
         // Read-write: the FIFO never reports end-of-file (there is always a writer: us), and
         // the sandbox's open for writing does not block.
@@ -85,12 +97,13 @@ impl SandboxLog {
             .read_write(true)
             .open_receiver(&fifo_path)?;
         let file = open_append(&current)?;
+        let len = file.metadata()?.len();
         let log = Arc::new(SandboxLog {
             current,
             rotated,
             fifo_path,
             fifo,
-            sink: Mutex::new(Sink { file, len: 0 }),
+            sink: Mutex::new(Sink { file, len }),
             pump: Mutex::new(None),
         });
         let task = tokio::spawn(log.clone().pump());
@@ -101,6 +114,13 @@ impl SandboxLog {
     /// The FIFO the sandbox writes to.
     pub(super) fn fifo(&self) -> &Path {
         &self.fifo_path
+    }
+
+    /// Stops draining the FIFO; the files stay.
+    pub(super) fn stop(&self) {
+        if let Some(pump) = lock(&self.pump).take() {
+            pump.abort();
+        }
     }
 
     /// Moves whatever the sandbox writes into the files until [`close`](Self::close).
@@ -226,9 +246,7 @@ impl SandboxLog {
 
     /// Stops draining and removes the files.
     pub(super) fn close(&self) {
-        if let Some(pump) = lock(&self.pump).take() {
-            pump.abort();
-        }
+        self.stop();
         for p in [&self.current, &self.rotated, &self.fifo_path] {
             let _ = std::fs::remove_file(p);
         }

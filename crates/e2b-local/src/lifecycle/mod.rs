@@ -14,6 +14,7 @@ mod evict;
 mod ids;
 mod live;
 mod logs;
+mod metrics;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +34,8 @@ use ids::{access_token, new_sandbox_id, traffic_token};
 pub use live::Live;
 pub(crate) use live::lock;
 pub use logs::{LOG_ROTATE_BYTES, SandboxLog};
+pub(crate) use metrics::host_mem_total;
+pub use metrics::{HISTORY_SAMPLES, MetricSample, SAMPLE_INTERVAL};
 
 use crate::envd_client;
 use crate::isolation::{InitProgram, Limits, Runtime, SandboxHandle, SandboxSpec};
@@ -90,6 +93,10 @@ pub(crate) struct CreateParams {
     pub(crate) secure: bool,
     /// Pause instead of kill on timeout.
     pub(crate) auto_pause: bool,
+    /// Whether that pause keeps memory (`false`: files only, the resume is a new boot).
+    pub(crate) auto_pause_memory: bool,
+    /// Resume a paused sandbox on the first request to its envd or ports.
+    pub(crate) auto_resume: bool,
     /// `allow_internet_access` as requested.
     pub(crate) allow_internet_access: Option<bool>,
     /// `network` as requested.
@@ -126,6 +133,8 @@ pub struct Manager {
     layers: crate::template::layers::Layers,
     /// Template builds under way.
     builds: builds::Builds,
+    /// Recorded metric samples of live sandboxes.
+    history: metrics::History,
 }
 
 /// A template ready to boot: its layers, and for a built one the settings its build gave
@@ -200,6 +209,7 @@ impl Manager {
             closing: AtomicBool::new(false),
             layers,
             builds: builds::Builds::default(),
+            history: metrics::History::default(),
         })
     }
 
@@ -478,8 +488,13 @@ impl Manager {
         rules: &EgressRules,
         restore: Option<PathBuf>,
     ) -> Result<Booted, LifecycleError> {
-        let log = SandboxLog::open(&self.logs_dir, id)
-            .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its log"), e))?;
+        // A sandbox booted again on its files keeps its log.
+        let log = if restore.is_some() {
+            SandboxLog::continue_in(&self.logs_dir, id)
+        } else {
+            SandboxLog::open(&self.logs_dir, id)
+        }
+        .map_err(|e| LifecycleError::internal(format!("sandbox {id}: its log"), e))?;
         let Resolved {
             template,
             image,
@@ -686,6 +701,9 @@ impl Manager {
             env_vars: p.env_vars,
             secure: p.secure,
             auto_pause: p.auto_pause,
+            auto_pause_memory: p.auto_pause_memory,
+            auto_resume: p.auto_resume,
+            timeout: p.timeout,
             allow_internet_access: p.allow_internet_access,
             network: p.network,
             envd_version: booted.envd_version.clone(),
@@ -697,6 +715,8 @@ impl Manager {
         let live = self.insert_live(booted, token, rec);
         drop(slot);
         self.evict.notify_one();
+        // The series starts at the create, not one interval later (a cgroup read).
+        self.record_sample(&live).await;
         Ok(live)
     }
 
@@ -751,16 +771,23 @@ impl Manager {
         *lock(&live.rec) = rec.clone();
         let _ = self.store.put_sandbox(&rec);
         live.log.close();
+        self.history.forget(id);
         res.map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))
     }
 
-    /// Pauses (freezes) a running sandbox and cuts its streams.
+    /// Pauses a running sandbox and cuts its streams. With `keep_memory` its processes are
+    /// frozen (a resume thaws them where they stopped); without, only its files are kept
+    /// ([`pause_files_only`](Self::pause_files_only)).
     ///
     /// # Errors
     ///
     /// `SandboxNotFound` when not live, `AlreadyPaused`, `FreezerUnavailable` when this server
     /// cannot pause (rootless mode without cgroups), `Internal` when freezing fails, `Store`.
-    pub(crate) async fn pause(&self, id: &str) -> Result<(), LifecycleError> {
+    pub(crate) async fn pause(
+        self: &Arc<Self>,
+        id: &str,
+        keep_memory: bool,
+    ) -> Result<(), LifecycleError> {
         let live = self.live(id)?;
         if !self.runtime.can_freeze() {
             return Err(LifecycleError::FreezerUnavailable {
@@ -774,6 +801,9 @@ impl Manager {
             }
         }
         live.cut_streams();
+        if !keep_memory {
+            return self.pause_files_only(live).await;
+        }
         let h = live.handle.clone();
         tokio::task::spawn_blocking(move || h.freeze())
             .await
@@ -819,6 +849,24 @@ impl Manager {
         self.store.put_sandbox(&rec)?;
         self.evict.notify_one();
         Ok(live)
+    }
+
+    /// `autoResume`: resumes paused sandbox `id` for a request to its envd or ports, for the
+    /// timeout its create asked for. `None` when it is gone or cannot be resumed (logged).
+    pub(crate) async fn auto_resume(&self, id: &str) -> Option<Arc<Live>> {
+        let timeout = self.get(id)?.record().timeout;
+        match self.resume(id, timeout).await {
+            Ok(live) => {
+                tracing::info!("sandbox {id}: resumed by a request (autoResume)");
+                Some(live)
+            }
+            // Another request resumed it first.
+            Err(LifecycleError::AlreadyRunning { .. }) => self.get(id),
+            Err(e) => {
+                tracing::warn!("sandbox {id}: autoResume failed: {e}");
+                None
+            }
+        }
     }
 
     /// Connect: resumes a paused sandbox (`true`), or extends a running one's end time to at

@@ -63,7 +63,18 @@ impl Manager {
             let _ = std::fs::remove_file(entry.path());
         }
         let this = self.clone();
+        let saved_dir = self.runtime.data_dir().join("paused");
         async move {
+            // Saved files a crash left half-deleted (see `remove_saved`).
+            for entry in std::fs::read_dir(&saved_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if entry.path().extension().is_some_and(|e| e == "removing") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
             // Paused ones first: they are the ones clients wait for.
             let paused_ids: Vec<String> = paused.iter().map(|r| r.id.clone()).collect();
             for rec in paused {
@@ -131,11 +142,7 @@ impl Manager {
         if saved {
             match self.restore_paused(&rec, to.clone()).await {
                 Ok(()) => {
-                    // A saved image (now also linked as the sandbox's disk) or directory.
-                    let _ = tokio::task::spawn_blocking(move || {
-                        std::fs::remove_file(&to).or_else(|_| std::fs::remove_dir_all(&to))
-                    })
-                    .await;
+                    let _ = tokio::task::spawn_blocking(move || remove_saved(&to)).await;
                     lock(&self.restoring).remove(&rec.id);
                     return;
                 }
@@ -151,6 +158,88 @@ impl Manager {
             tracing::warn!("recover {}: {e}", rec.id);
         }
         lock(&self.restoring).remove(&rec.id);
+    }
+
+    /// Pauses `live` keeping only its files (`memory: false`, `autoPauseMemory: false`):
+    /// its processes end, its files are saved as a restart saves them, and it is booted
+    /// again on them, frozen, so a resume finds fresh processes and a new boot id, as after
+    /// a reboot. Its id, end time, settings and log stay. Meanwhile requests naming it get
+    /// `Restoring` (503, retry). The record says paused before anything moves, so a crash at
+    /// any point leaves a sandbox the next start restores from its files.
+    ///
+    /// # Errors
+    ///
+    /// `Store`; `Internal` when saving or booting fails (the sandbox is then killed and its
+    /// files stay in `paused/<id>`).
+    pub(super) async fn pause_files_only(
+        self: &Arc<Self>,
+        live: Arc<super::Live>,
+    ) -> Result<(), LifecycleError> {
+        let mut rec = live.record();
+        rec.state = SandboxState::Paused;
+        self.store.put_sandbox(&rec)?;
+        let id = rec.id.clone();
+        lock(&self.restoring).insert(id.clone(), rec.clone());
+        self.sandboxes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        live.log.stop();
+        if let (Some(networks), Some(net)) = (&self.networks, live.take_network()) {
+            networks.detach(&net).await;
+        }
+        let saved_root = self.runtime.data_dir().join("paused");
+        let to = saved_root.join(&id);
+        let saved = {
+            let this = self.clone();
+            let (id, to, h) = (id.clone(), to.clone(), live.handle.clone());
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                std::fs::create_dir_all(&saved_root).map_err(|e| e.to_string())?;
+                this.runtime
+                    .save_upper(&id, &to)
+                    .map_err(|e| e.to_string())?;
+                h.kill().map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+        };
+        let res = match saved {
+            Err(e) => Err(LifecycleError::internal(
+                format!("pausing sandbox {id} to its files"),
+                e,
+            )),
+            // Shutting down: the record stays paused with its files saved, for the next run.
+            Ok(()) if self.closing.load(std::sync::atomic::Ordering::SeqCst) => {
+                lock(&self.restoring).remove(&id);
+                return Ok(());
+            }
+            Ok(()) => self.restore_paused(&rec, to.clone()).await,
+        };
+        match res {
+            Ok(()) => {
+                let _ = tokio::task::spawn_blocking(move || remove_saved(&to)).await;
+                lock(&self.restoring).remove(&id);
+                self.evict.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "sandbox {id}: pausing it to its files failed ({e}); its files stay in {}",
+                    to.display()
+                );
+                let _ = tokio::task::spawn_blocking({
+                    let h = live.handle.clone();
+                    move || h.kill()
+                })
+                .await;
+                rec.state = SandboxState::Killed;
+                let _ = self.store.put_sandbox(&rec);
+                lock(&self.restoring).remove(&id);
+                live.log.close();
+                Err(e)
+            }
+        }
     }
 
     async fn restore_paused(
@@ -203,6 +292,19 @@ impl Manager {
             let _ = self.kill(&rec_id).await;
         }
         Ok(())
+    }
+}
+
+/// Removes a paused sandbox's saved files once it is booted on them: a saved image (now
+/// also linked as the sandbox's disk) or directory. The directory is renamed away first, so
+/// a crash while deleting it never leaves a partial copy where the next start looks.
+fn remove_saved(saved: &std::path::Path) -> std::io::Result<()> {
+    if saved.is_dir() {
+        let doomed = saved.with_extension("removing");
+        std::fs::rename(saved, &doomed)?;
+        std::fs::remove_dir_all(doomed)
+    } else {
+        std::fs::remove_file(saved)
     }
 }
 

@@ -567,16 +567,24 @@ async fn proxy(rs: &RouterState, id: String, port: u16, req: Request) -> Respons
     if port == ENVD_PORT && INTERNAL_ROUTES.contains(&req.uri().path()) {
         return internal_route(req.uri().path());
     }
-    let Some(live) = rs.mgr.get(&id) else {
+    let Some(mut live) = rs.mgr.get(&id) else {
         return not_found(&id);
     };
-    if live.record().state != SandboxState::Running {
+    let rec = live.record();
+    if rec.state != SandboxState::Running && !rec.auto_resume {
         return not_found(&id);
     }
     if port != ENVD_PORT
         && let Some(refused) = check_traffic_token(&live, &id, req.headers())
     {
         return refused;
+    }
+    if rec.state != SandboxState::Running {
+        // `autoResume`: this request wakes it and is then served.
+        match rs.mgr.auto_resume(&id).await {
+            Some(resumed) => live = resumed,
+            None => return not_found(&id),
+        }
     }
     let host_mask = mask_request_host(&live, port);
     let cancel = live.cancel_token();

@@ -82,7 +82,8 @@ pub type Result<T, E = StateError> = std::result::Result<T, E>;
 pub enum SandboxState {
     /// Processes run; envd is reachable.
     Running,
-    /// Processes are frozen; envd traffic gets 502.
+    /// Processes are frozen (after a files-only pause: freshly booted ones); envd traffic
+    /// gets 502, or resumes it with `auto_resume`.
     Paused,
     /// Gone; kept for the record only.
     Killed,
@@ -119,6 +120,16 @@ pub struct SandboxRecord {
     pub secure: bool,
     /// Pause instead of kill when the timeout passes.
     pub auto_pause: bool,
+    /// Whether that pause keeps memory (`autoPauseMemory`); `false` pauses to files only.
+    #[serde(default = "keep_memory")]
+    pub auto_pause_memory: bool,
+    /// Whether the first request to a paused sandbox's envd or ports resumes it
+    /// (`autoResume.enabled`).
+    #[serde(default)]
+    pub auto_resume: bool,
+    /// Seconds the create asked for; an auto-resume runs the sandbox this long again.
+    #[serde(default = "default_timeout")]
+    pub timeout: i64,
     /// `allow_internet_access` as requested (or as last updated).
     pub allow_internet_access: Option<bool>,
     /// `network` as requested (or as last updated); restored with the sandbox.
@@ -126,6 +137,15 @@ pub struct SandboxRecord {
     pub network: Option<crate::network::rules::NetworkRequest>,
     /// envd's version, from `/init`'s `X-Envd-Version`.
     pub envd_version: String,
+}
+
+fn keep_memory() -> bool {
+    true
+}
+
+/// E2B's default sandbox timeout, for records written before `timeout` was kept.
+fn default_timeout() -> i64 {
+    300
 }
 
 /// A template registered with `template add` (the default `base` is implicit).
@@ -394,6 +414,20 @@ mod tests {
     }
 
     #[test]
+    fn records_of_earlier_versions_get_the_lifecycle_defaults() {
+        let rec: SandboxRecord = serde_json::from_value(serde_json::json!({
+            "id": "iabc", "template": "base", "state": "paused",
+            "started_at": "2026-01-01T00:00:00Z", "end_at": "2026-01-01T00:05:00Z",
+            "metadata": {}, "env_vars": {}, "secure": true, "auto_pause": true,
+            "allow_internet_access": null, "envd_version": "0.6.13"
+        }))
+        .unwrap();
+        assert!(rec.auto_pause_memory);
+        assert!(!rec.auto_resume);
+        assert_eq!(rec.timeout, 300);
+    }
+
+    #[test]
     fn sandbox_records_round_trip_and_filter_killed() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
@@ -407,6 +441,9 @@ mod tests {
             env_vars: BTreeMap::new(),
             secure: true,
             auto_pause: false,
+            auto_pause_memory: true,
+            auto_resume: false,
+            timeout: 300,
             allow_internet_access: Some(true),
             network: None,
             envd_version: "0.6.13".into(),

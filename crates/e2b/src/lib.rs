@@ -34,9 +34,9 @@ pub use files::{
 pub use pty::{Pty, PtyOptions, PtySize};
 pub use sandbox::{
     ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,
-    NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate, Sandbox, SandboxBuilder,
-    SandboxGuard, SandboxInfo, SandboxMetrics, SandboxPaginator, SandboxQuery, SandboxState,
-    TRAFFIC_ACCESS_TOKEN_HEADER,
+    NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate, OnTimeout, PauseMode, Sandbox,
+    SandboxBuilder, SandboxGuard, SandboxInfo, SandboxLifecycle, SandboxMetrics, SandboxPaginator,
+    SandboxQuery, SandboxState, TRAFFIC_ACCESS_TOKEN_HEADER,
 };
 pub use template::{BuildInfo, BuildOptions, LogEntry, ReadyCmd, Template};
 

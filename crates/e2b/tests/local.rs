@@ -8,7 +8,9 @@ mod support;
 use std::time::Duration;
 
 use e2b::local::LocalServer;
-use e2b::{ConnectionConfig, RunOptions, Sandbox, SandboxQuery, SandboxState};
+use e2b::{
+    ConnectionConfig, OnTimeout, PauseMode, RunOptions, Sandbox, SandboxQuery, SandboxState,
+};
 use futures_util::TryStreamExt as _;
 
 /// The process-wide embedded host's configuration.
@@ -223,6 +225,77 @@ async fn pause_and_resume_through_connect() {
         .unwrap();
     assert_eq!(r.stdout, "back\n");
     assert!(resumed.kill().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
+async fn auto_resume_and_a_files_only_pause() {
+    let config = local();
+    let sbx = Sandbox::builder()
+        .config(config.clone())
+        .lifecycle(OnTimeout::Pause(PauseMode::Full), true)
+        .create()
+        .await
+        .unwrap();
+    let lifecycle = sbx.get_info().await.unwrap().lifecycle.unwrap();
+    assert!(lifecycle.pauses_on_timeout && lifecycle.auto_resume);
+    let boot_id = || async {
+        sbx.files()
+            .read("/proc/sys/kernel/random/boot_id")
+            .await
+            .unwrap()
+    };
+    let first = boot_id().await;
+    sbx.files()
+        .write("/home/user/kept.txt", "kept")
+        .await
+        .unwrap();
+    // Paused with memory: the next command wakes it, same boot.
+    assert!(sbx.pause().await.unwrap());
+    let r = sbx
+        .commands()
+        .run("echo awake", RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "awake\n");
+    assert_eq!(sbx.get_info().await.unwrap().state, SandboxState::Running);
+    assert_eq!(boot_id().await, first);
+    // Paused to files: connect boots it again on them (`/tmp` is a tmpfs, so it starts
+    // empty, as after a reboot).
+    assert!(sbx.pause_with(PauseMode::Filesystem).await.unwrap());
+    assert_eq!(sbx.get_info().await.unwrap().state, SandboxState::Paused);
+    let resumed = Sandbox::builder()
+        .config(config.clone())
+        .connect(sbx.sandbox_id())
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.files().read("/home/user/kept.txt").await.unwrap(),
+        "kept"
+    );
+    assert_ne!(boot_id().await, first);
+    assert!(resumed.kill().await.unwrap());
+
+    // What E2B refuses is refused before any request.
+    for (on_timeout, message) in [
+        (
+            OnTimeout::Kill,
+            "auto_resume can only be true when the timeout pauses the sandbox",
+        ),
+        (
+            OnTimeout::Pause(PauseMode::Filesystem),
+            "auto_resume cannot be combined with PauseMode::Filesystem: a files-only pause is resumed with connect",
+        ),
+    ] {
+        let e = Sandbox::builder()
+            .config(config.clone())
+            .lifecycle(on_timeout, true)
+            .create()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, e2b::Error::InvalidArgument(_)), "{e:?}");
+        assert_eq!(e.to_string(), message);
+    }
 }
 
 #[test]

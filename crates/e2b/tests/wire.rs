@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use e2b::{
     ALL_TRAFFIC, ConnectionConfig, EgressProxy, EgressProxyTls, NetworkConfig, NetworkRule,
-    NetworkUpdate, RunOptions, Sandbox, SandboxQuery, SandboxState, WriteEntry,
+    NetworkUpdate, OnTimeout, PauseMode, RunOptions, Sandbox, SandboxQuery, SandboxState,
+    WriteEntry,
 };
 use futures_util::TryStreamExt as _;
+use serde_json::json;
 
 const UA: &str = concat!("e2b-rust-sdk/", env!("CARGO_PKG_VERSION"));
 
@@ -57,6 +59,43 @@ async fn create_sends_new_sandbox_json_with_key_and_user_agent() {
     assert_eq!(body["metadata"], serde_json::json!({"k": "v"}));
     assert_eq!(body["envVars"], serde_json::json!({"A": "1"}));
     assert_eq!(body["autoPause"], false);
+}
+
+#[tokio::test]
+async fn lifecycle_options_become_auto_pause_fields_and_pause_sends_memory() {
+    let server = support::recording::start().await;
+    let create = |on_timeout, auto_resume| {
+        Sandbox::builder()
+            .config(config(&server))
+            .lifecycle(on_timeout, auto_resume)
+            .create()
+    };
+    let sbx = create(OnTimeout::Pause(PauseMode::Full), true)
+        .await
+        .unwrap();
+    let body = server.log.find("POST", "/v2/sandboxes").json();
+    assert_eq!(
+        (
+            &body["autoPause"],
+            &body["autoPauseMemory"],
+            &body["autoResume"]
+        ),
+        (&json!(true), &json!(true), &json!({"enabled": true}))
+    );
+    server.log.clear();
+    create(OnTimeout::Pause(PauseMode::Filesystem), false)
+        .await
+        .unwrap();
+    let body = server.log.find("POST", "/v2/sandboxes").json();
+    assert_eq!(
+        (&body["autoPause"], &body["autoPauseMemory"]),
+        (&json!(true), &json!(false))
+    );
+    assert!(body.get("autoResume").is_none(), "{body}");
+    server.log.clear();
+    sbx.pause_with(PauseMode::Filesystem).await.unwrap();
+    let r = server.log.find("POST", "/sandboxes/sbx1/pause");
+    assert_eq!(r.json(), json!({"memory": false}));
 }
 
 /// The create body's `network` and `allow_internet_access`, byte for byte as e2b 2.63 (PyPI)

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use super::{Commands, Filesystem, Pty, Runtime};
 use crate::config::ConnectionConfig;
 use crate::error::Result;
-use crate::sandbox::{NetworkConfig, NetworkUpdate, SandboxInfo, SandboxMetrics, SandboxQuery};
+use crate::sandbox::{
+    NetworkConfig, NetworkUpdate, OnTimeout, PauseMode, SandboxInfo, SandboxMetrics, SandboxQuery,
+};
 
 /// A sandbox, used synchronously: the twin of [`crate::Sandbox`].
 ///
@@ -88,6 +90,25 @@ impl SandboxBuilder {
         debug(debug: bool);
         /// Overrides the request timeout.
         request_timeout(timeout: Option<Duration>);
+    }
+
+    /// What happens at the timeout, and whether traffic resumes the paused sandbox. See
+    /// [`crate::SandboxBuilder::lifecycle`].
+    ///
+    /// ```no_run
+    /// # fn main() -> e2b::Result<()> {
+    /// use e2b::{OnTimeout, PauseMode};
+    ///
+    /// let sandbox = e2b::blocking::Sandbox::builder()
+    ///     .lifecycle(OnTimeout::Pause(PauseMode::Full), true)
+    ///     .create()?;
+    /// # let _ = sandbox;
+    /// # Ok(()) }
+    /// ```
+    pub fn lifecycle(self, on_timeout: OnTimeout, auto_resume: bool) -> Self {
+        Self {
+            inner: self.inner.lifecycle(on_timeout, auto_resume),
+        }
     }
 
     /// The connection configuration this builder uses. See
@@ -431,6 +452,16 @@ impl Sandbox {
     pub fn pause(&self) -> Result<bool> {
         let inner = self.inner.clone();
         self.rt.run(async move { inner.pause().await })
+    }
+
+    /// Pauses the sandbox keeping what `mode` says; `false` when it was already paused.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Sandbox::pause_with`].
+    pub fn pause_with(&self, mode: PauseMode) -> Result<bool> {
+        let inner = self.inner.clone();
+        self.rt.run(async move { inner.pause_with(mode).await })
     }
 
     /// [`pause`](Self::pause) by id.

@@ -8,7 +8,10 @@ use e2b_api::prelude::*;
 use e2b_api::types;
 
 use super::api::{api_error, check_id, idempotency_key, send_with_retries, timeout_secs};
-use super::{DEFAULT_SANDBOX_TIMEOUT, DEFAULT_TEMPLATE, NetworkConfig, Sandbox, default_config};
+use super::{
+    DEFAULT_SANDBOX_TIMEOUT, DEFAULT_TEMPLATE, NetworkConfig, OnTimeout, PauseMode, Sandbox,
+    default_config,
+};
 use crate::config::ConnectionConfig;
 use crate::envd::parse_version;
 use crate::error::{Error, Result};
@@ -23,7 +26,8 @@ pub struct SandboxBuilder {
     envs: BTreeMap<String, String>,
     allow_internet_access: Option<bool>,
     network: Option<NetworkConfig>,
-    auto_pause: bool,
+    on_timeout: OnTimeout,
+    auto_resume: bool,
     config: Option<ConnectionConfig>,
     overrides: Vec<Override>,
 }
@@ -47,7 +51,8 @@ impl Default for SandboxBuilder {
             envs: BTreeMap::new(),
             allow_internet_access: None,
             network: None,
-            auto_pause: false,
+            on_timeout: OnTimeout::Kill,
+            auto_resume: false,
             config: None,
             overrides: Vec::new(),
         }
@@ -121,9 +126,39 @@ impl SandboxBuilder {
         self
     }
 
-    /// Pause instead of kill when the timeout passes (default false).
+    /// Pause (keeping memory) instead of kill when the timeout passes (default false); the
+    /// short form of [`lifecycle`](Self::lifecycle) without auto-resume.
     pub fn auto_pause(mut self, auto_pause: bool) -> Self {
-        self.auto_pause = auto_pause;
+        self.on_timeout = if auto_pause {
+            OnTimeout::Pause(PauseMode::Full)
+        } else {
+            OnTimeout::Kill
+        };
+        self.auto_resume = false;
+        self
+    }
+
+    /// What happens at the timeout, and whether a request to the paused sandbox's envd or
+    /// ports resumes it (`auto_resume`: only with [`OnTimeout::Pause`] of
+    /// [`PauseMode::Full`], as E2B allows; [`create`](Self::create) refuses other
+    /// combinations).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> e2b::Result<()> {
+    /// use e2b::{OnTimeout, PauseMode, Sandbox};
+    ///
+    /// // Paused after 60 s idle; the next command wakes it.
+    /// let sandbox = Sandbox::builder()
+    ///     .timeout(std::time::Duration::from_secs(60))
+    ///     .lifecycle(OnTimeout::Pause(PauseMode::Full), true)
+    ///     .create()
+    ///     .await?;
+    /// # let _ = sandbox;
+    /// # Ok(()) }
+    /// ```
+    pub fn lifecycle(mut self, on_timeout: OnTimeout, auto_resume: bool) -> Self {
+        self.on_timeout = on_timeout;
+        self.auto_resume = auto_resume;
         self
     }
 
@@ -217,6 +252,20 @@ impl SandboxBuilder {
         if self.template.trim().is_empty() {
             return Err(Error::invalid_argument("the template must not be empty"));
         }
+        let (auto_pause, keep_memory) = match self.on_timeout {
+            OnTimeout::Kill => (false, true),
+            OnTimeout::Pause(mode) => (true, mode.keeps_memory()),
+        };
+        if self.auto_resume && !auto_pause {
+            return Err(Error::invalid_argument(
+                "auto_resume can only be true when the timeout pauses the sandbox",
+            ));
+        }
+        if self.auto_resume && !keep_memory {
+            return Err(Error::invalid_argument(
+                "auto_resume cannot be combined with PauseMode::Filesystem: a files-only pause is resumed with connect",
+            ));
+        }
         let network = match &self.network {
             Some(network) => network.to_api()?,
             None => None,
@@ -227,9 +276,11 @@ impl SandboxBuilder {
         let client = config.api_client()?;
         let body = types::NewSandboxV2 {
             allow_internet_access: self.allow_internet_access,
-            auto_pause: self.auto_pause,
-            auto_pause_memory: true,
-            auto_resume: None,
+            auto_pause,
+            auto_pause_memory: keep_memory,
+            auto_resume: self
+                .auto_resume
+                .then_some(types::SandboxAutoResumeConfig { enabled: true }),
             env_vars: Some(types::EnvVars(self.envs)),
             iam: None,
             mcp: None,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use e2b_api::types;
 
-use super::NetworkInfo;
+use super::{NetworkInfo, SandboxLifecycle};
 use crate::config::ConnectionConfig;
 
 /// Whether a sandbox runs or is paused.
@@ -44,6 +44,9 @@ pub struct SandboxInfo {
     /// Its network configuration, when the API reports one (`GET /sandboxes/{id}` does;
     /// listings do not).
     pub network: Option<NetworkInfo>,
+    /// Its lifecycle policy, when the API reports one (`GET /sandboxes/{id}` does;
+    /// listings do not).
+    pub lifecycle: Option<SandboxLifecycle>,
 }
 
 impl SandboxInfo {
@@ -66,6 +69,7 @@ impl SandboxInfo {
                 .unwrap_or_else(|| config.domain().to_owned()),
             allow_internet_access: d.allow_internet_access,
             network: d.network.map(NetworkInfo::from_api),
+            lifecycle: d.lifecycle.map(SandboxLifecycle::from_api),
         }
     }
 
@@ -85,6 +89,7 @@ impl SandboxInfo {
             sandbox_domain: config.domain().to_owned(),
             allow_internet_access: None,
             network: None,
+            lifecycle: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub(crate) mod api;
 mod builder;
 mod info;
+mod lifecycle;
 mod list;
 mod network;
 
@@ -27,6 +28,7 @@ use api::{api_error, check_id, send_with_retries, timeout_secs};
 
 pub use builder::SandboxBuilder;
 pub use info::{SandboxInfo, SandboxMetrics, SandboxState};
+pub use lifecycle::{OnTimeout, PauseMode, SandboxLifecycle};
 pub use list::{SandboxPaginator, SandboxQuery};
 pub use network::{
     ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,
@@ -548,7 +550,23 @@ impl Sandbox {
     ///
     /// [`Error::NotFound`] when it is gone.
     pub async fn pause(&self) -> Result<bool> {
-        Self::pause_by_id(&self.inner.config, &self.inner.sandbox_id).await
+        self.pause_with(PauseMode::Full).await
+    }
+
+    /// Pauses the sandbox keeping what `mode` says: with [`PauseMode::Filesystem`] the
+    /// resume boots it again on its files. `false` when it was already paused.
+    ///
+    /// # Errors
+    ///
+    /// As [`pause`](Self::pause).
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: e2b::Sandbox) -> e2b::Result<()> {
+    /// sandbox.pause_with(e2b::PauseMode::Filesystem).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pause_with(&self, mode: PauseMode) -> Result<bool> {
+        Self::pause_by_id_with(&self.inner.config, &self.inner.sandbox_id, mode).await
     }
 
     /// [`pause`](Self::pause) by id.
@@ -557,13 +575,28 @@ impl Sandbox {
     ///
     /// As [`pause`](Self::pause).
     pub async fn pause_by_id(config: &ConnectionConfig, sandbox_id: &str) -> Result<bool> {
+        Self::pause_by_id_with(config, sandbox_id, PauseMode::Full).await
+    }
+
+    /// [`pause_with`](Self::pause_with) by id.
+    ///
+    /// # Errors
+    ///
+    /// As [`pause`](Self::pause).
+    pub async fn pause_by_id_with(
+        config: &ConnectionConfig,
+        sandbox_id: &str,
+        mode: PauseMode,
+    ) -> Result<bool> {
         check_id(sandbox_id)?;
         let client = config.api_client()?;
         let send = || {
             client
                 .post_sandbox_pause()
                 .sandbox_id(sandbox_id)
-                .body(types::SandboxPauseRequest { memory: true })
+                .body(types::SandboxPauseRequest {
+                    memory: mode.keeps_memory(),
+                })
                 .send()
         };
         match send_with_retries(config.request_timeout(), send).await {

@@ -134,6 +134,32 @@ check('sandbox_set_timeout_and_get_info', () =>
   })
 )
 
+check('sandbox_lifecycle_auto_resume', () =>
+  withSandbox({ lifecycle: { onTimeout: 'pause', autoResume: true } }, async (sbx) => {
+    const info = await Sandbox.getInfo(sbx.sandboxId)
+    assert.deepEqual(info.lifecycle, { onTimeout: 'pause', autoResume: true })
+    await sbx.files.write('/home/user/a.txt', 'woken')
+    assert.equal(await sbx.pause(), true)
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused')
+    // The next envd call resumes it and is served.
+    assert.equal((await sbx.commands.run('cat /home/user/a.txt')).stdout, 'woken')
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running')
+  }))
+
+check('sandbox_pause_filesystem_only_is_a_new_boot', () =>
+  withSandbox({}, async (sbx) => {
+    const bootId = '/proc/sys/kernel/random/boot_id'
+    const first = await sbx.files.read(bootId)
+    await sbx.files.write('/home/user/f.txt', 'files kept')
+    await sbx.commands.run('sleep 1000', { background: true })
+    assert.equal(await sbx.pause({ keepMemory: false }), true)
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused')
+    const resumed = await Sandbox.connect(sbx.sandboxId)
+    assert.notEqual(await resumed.files.read(bootId), first)
+    assert.equal(await resumed.files.read('/home/user/f.txt'), 'files kept')
+    assert.equal((await resumed.commands.run('pgrep -x sleep || echo none')).stdout, 'none\n')
+  }))
+
 check('sandbox_pause_resume_is_running', () =>
   withSandbox({}, async (sbx) => {
     await sbx.files.write('/home/user/keep.txt', 'kept across pause')

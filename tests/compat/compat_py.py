@@ -183,6 +183,58 @@ def sandbox_pause_resume_is_running():
 
 
 @check
+def sandbox_lifecycle_auto_resume():
+    sbx = new_sandbox(lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        info = Sandbox.get_info(sbx.sandbox_id)
+        assert info.lifecycle == {"on_timeout": "pause", "auto_resume": True}, info.lifecycle
+        sbx.files.write("/home/user/a.txt", "woken")
+        assert sbx.pause() is True
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        # The next envd call resumes it and is served.
+        assert sbx.commands.run("cat /home/user/a.txt").stdout == "woken"
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.RUNNING
+    finally:
+        sbx.kill()
+
+
+@check
+def sandbox_pause_filesystem_only_is_a_new_boot():
+    sbx = new_sandbox()
+    try:
+        boot_id = "/proc/sys/kernel/random/boot_id"
+        first = sbx.files.read(boot_id)
+        sbx.files.write("/home/user/f.txt", "files kept")
+        sbx.commands.run("sleep 1000", background=True)
+        assert sbx.pause(keep_memory=False) is True
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        resumed = Sandbox.connect(sbx.sandbox_id)
+        assert resumed.files.read(boot_id) != first
+        assert resumed.files.read("/home/user/f.txt") == "files kept"
+        assert resumed.commands.run("pgrep -x sleep || echo none").stdout == "none\n"
+    finally:
+        sbx.kill()
+
+
+@check
+def sandbox_metrics_are_a_series():
+    from datetime import datetime, timezone
+
+    sbx = new_sandbox()
+    try:
+        # One sample at the create, then one every 5 s.
+        samples = wait_until(lambda: len(sbx.get_metrics()) >= 2 and sbx.get_metrics(), "two samples", 12)
+        first, second = samples[0].timestamp, samples[1].timestamp
+        assert 4 <= (second - first).total_seconds() <= 6, (first, second)
+        # `end` is a whole second: the first sample's second holds only it.
+        only = sbx.get_metrics(start=first, end=first.replace(microsecond=0))
+        assert [m.timestamp for m in only] == [first], only
+        assert sbx.get_metrics(end=datetime(2000, 1, 1, tzinfo=timezone.utc)) == []
+    finally:
+        sbx.kill()
+
+
+@check
 def sandbox_get_host():
     sbx = new_sandbox()
     try:

@@ -74,6 +74,11 @@ pub enum Command {
         /// 503). The `debian` template exists either way.
         #[arg(long, value_enum, default_value_t = BaseMode::Host)]
         base: BaseMode,
+        /// Do not add the host's extra CAs (`/usr/local/share/ca-certificates/*.crt`) to every
+        /// sandbox's CA bundle, nor point pip and npm at it (by default they are, so that
+        /// behind a TLS-intercepting proxy `pip`, `npm` and `apt` work inside too).
+        #[arg(long)]
+        no_host_cas: bool,
     },
     /// Sandboxes of a running server.
     Sandbox {
@@ -272,6 +277,7 @@ pub fn run(cli: Cli) -> ExitCode {
             network_pool,
             dns_upstreams,
             base,
+            no_host_cas,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -286,6 +292,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     .cgroup_parent(cgroup_parent)
                     .disk_mib(disk_mib)
                     .debian_base(base == BaseMode::Debian)
+                    .trust_host_cas(!no_host_cas)
                     .max_lifetime(std::time::Duration::from_secs(max_lifetime));
                 if let Some(d) = data_dir {
                     b = b.data_dir(d);
@@ -349,12 +356,17 @@ pub fn run(cli: Cli) -> ExitCode {
                     );
                 }
                 let lacks = crate::template::base_lacks(std::path::Path::new("/"));
+                let cas = crate::template::trust::host_ca_count();
+                if !no_host_cas && cas > 0 {
+                    eprintln!(
+                        "e2b-local: every sandbox trusts the host's {cas} extra CAs of {} (pip and npm pointed at them); --no-host-cas to stop",
+                        crate::template::trust::HOST_CA_DIR
+                    );
+                }
                 if base == BaseMode::Debian {
                     eprintln!(
-                        "e2b-local: template base is debian ({}), trusting the host's {} extra CAs of {}",
-                        crate::template::debian::SUITE,
-                        crate::template::debian::host_ca_count(),
-                        crate::template::debian::HOST_CA_DIR
+                        "e2b-local: template base is debian ({})",
+                        crate::template::debian::SUITE
                     );
                 } else if !lacks.is_empty() {
                     eprintln!(

@@ -154,6 +154,7 @@ pub struct ServerBuilder {
     http_limits: HttpLimits,
     network: Option<crate::network::NetworkOptions>,
     debian_base: bool,
+    trust_host_cas: bool,
 }
 
 impl Default for ServerBuilder {
@@ -170,6 +171,7 @@ impl Default for ServerBuilder {
             http_limits: HttpLimits::default(),
             network: None,
             debian_base: false,
+            trust_host_cas: true,
         }
     }
 }
@@ -302,6 +304,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether every sandbox and build step trusts the host's extra CAs (those of
+    /// `/usr/local/share/ca-certificates/`, appended to the template's CA bundle, with pip
+    /// and npm pointed at it): on by default, so that where the host reaches package
+    /// registries through a TLS-intercepting proxy, `pip`, `npm` and `apt` work inside too.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = e2b_local::Server::builder().trust_host_cas(false).start().await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn trust_host_cas(mut self, on: bool) -> Self {
+        self.trust_host_cas = on;
+        self
+    }
+
     /// Checks the host, opens the state, reclaims sandboxes of an earlier run, binds the
     /// listener and serves in the background.
     ///
@@ -375,6 +393,7 @@ impl ServerBuilder {
                 domain: domain.clone(),
                 capacity,
                 debian_base: self.debian_base,
+                trust_host_cas: self.trust_host_cas,
             },
             networks.clone(),
         )?);

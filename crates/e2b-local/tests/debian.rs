@@ -57,7 +57,7 @@ async fn debian_as_base_has_what_e2b_base_has() {
          bookworm\n/home/user\n/usr/lib/ssl/cert.pem\ncerts\n"
     );
     // The host's extra CAs are in the template's trust store.
-    for entry in std::fs::read_dir(e2b_local::template::debian::HOST_CA_DIR)
+    for entry in std::fs::read_dir(e2b_local::template::trust::HOST_CA_DIR)
         .into_iter()
         .flatten()
         .flatten()

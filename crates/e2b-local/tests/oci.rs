@@ -347,6 +347,28 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
         got,
         "root\nls: /etc/doomed: No such file or directory\nnew.txt\nnew\nkept\napp:app 600\nwritten\n"
     );
+    // The host's extra CAs are trusted (the image has no bundle of its own) and pip and npm
+    // are pointed at the bundle.
+    let host_cas =
+        e2b_local::template::trust::extra_cas(Path::new(e2b_local::template::trust::HOST_CA_DIR));
+    let bundle = run(
+        &t,
+        sid,
+        token,
+        None,
+        "cat /etc/ssl/certs/ca-certificates.crt",
+    )
+    .await;
+    assert_eq!(bundle, host_cas);
+    let settings = run(&t, sid, token, None, "cat /etc/pip.conf /etc/npmrc").await;
+    if host_cas.is_empty() {
+        assert_eq!(settings, "");
+    } else {
+        assert_eq!(
+            settings,
+            "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\ncafile=/etc/ssl/certs/ca-certificates.crt\n"
+        );
+    }
     // The files API reads and writes in the image's filesystem.
     let r = t
         .envd(
@@ -476,6 +498,28 @@ async fn an_image_from_a_loopback_registry_is_a_template_base() {
             "{body}"
         );
     }
+
+    // `serve --no-host-cas`: the image's own trust store and settings (it has none).
+    let mut t = t;
+    let dir = std::mem::replace(&mut t.dir, tempfile::tempdir().unwrap());
+    t.shutdown().await;
+    let t = support::start_with(dir, |b| b.trust_host_cas(false)).await;
+    let sb = t
+        .create(r#"{"templateID":"from-image","timeout":60}"#)
+        .await;
+    let (sid, token) = (
+        sb["sandboxID"].as_str().unwrap(),
+        sb["envdAccessToken"].as_str().unwrap(),
+    );
+    let got = run(
+        &t,
+        sid,
+        token,
+        None,
+        "test -e /etc/ssl/certs/ca-certificates.crt || echo no bundle; test -e /etc/pip.conf || echo no pip.conf",
+    )
+    .await;
+    assert_eq!(got, "no bundle\nno pip.conf\n");
     t.shutdown().await;
 }
 

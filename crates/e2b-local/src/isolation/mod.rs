@@ -49,6 +49,7 @@ pub use exec::{EXEC_ROLE, Executable, INIT_ROLE, ProgramSpec, run_helper_if_requ
 pub use handle::SandboxHandle;
 pub use runtime::{Runtime, RuntimeConfig, Unavailable, validate_id};
 pub use spawn::layer_name;
+pub(crate) use spawn::{SPAWN_DIRS, SPAWN_FILES};
 
 use crate::template::Template;
 

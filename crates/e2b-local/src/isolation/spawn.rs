@@ -349,13 +349,66 @@ fn write_identity(
 /// The system CA bundle (Debian's path, which OpenSSL, curl, Python's `ssl` and Go read).
 const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
-/// Writes the template's CA bundle with `ca_pem` appended into the upper directory.
+/// Every file spawn may write into a sandbox's root upper directory (its identity, DNS and
+/// trust), relative to `/`: a build step's layer leaves them out unless the step changed
+/// them, since every sandbox gets its own.
+pub(crate) const SPAWN_FILES: &[&str] = &[
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+    CA_BUNDLE,
+    CA_SETTINGS[0].0,
+    CA_SETTINGS[1].0,
+    CA_SETTINGS[2].0,
+];
+
+/// The directories spawn may make for [`SPAWN_FILES`], parents first.
+pub(crate) const SPAWN_DIRS: &[&str] = &[
+    "etc",
+    "etc/ssl",
+    "etc/ssl/certs",
+    "usr",
+    "usr/local",
+    "usr/local/etc",
+];
+
+/// pip's and npm's settings pointing at [`CA_BUNDLE`], written where the template has none
+/// of its own (npm reads `etc/npmrc` under its prefix: `/usr` for Debian's, `/usr/local` for
+/// Node's images).
+const CA_SETTINGS: &[(&str, &str)] = &[
+    (
+        "etc/pip.conf",
+        "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n",
+    ),
+    ("etc/npmrc", "cafile=/etc/ssl/certs/ca-certificates.crt\n"),
+    (
+        "usr/local/etc/npmrc",
+        "cafile=/etc/ssl/certs/ca-certificates.crt\n",
+    ),
+];
+
+/// Writes the template's CA bundle with `ca_pem` appended into the upper directory, and
+/// pip's and npm's CA settings where the template has none.
 fn add_trusted_ca(upper: &Path, template: &crate::template::Template, ca_pem: &str) -> Result<()> {
-    let root = template
-        .layers
-        .iter()
-        .find(|l| l.target == Path::new("/"))
-        .and_then(|l| l.find(Path::new(CA_BUNDLE)));
+    let in_template = |path: &str| {
+        template
+            .layers
+            .iter()
+            .find(|l| l.target == Path::new("/"))
+            .and_then(|l| l.find(Path::new(path)))
+    };
+    for (path, settings) in CA_SETTINGS {
+        // npm's `/usr/local` prefix only where an npm lives there.
+        let wanted = !path.starts_with("usr/local/") || in_template("usr/local/bin/npm").is_some();
+        if wanted && in_template(path).is_none() {
+            let path = upper.join(path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::CreateDir(dir.to_owned(), e))?;
+            }
+            std::fs::write(&path, settings).map_err(|e| Error::WriteFile(path, e))?;
+        }
+    }
+    let root = in_template(CA_BUNDLE);
     // A template without a bundle (or with one we cannot read) trusts just this CA.
     let mut bundle = root
         .and_then(|p| std::fs::read_to_string(p).ok())

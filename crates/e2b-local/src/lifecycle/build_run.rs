@@ -396,7 +396,7 @@ impl Manager {
             // Layers are renamed out of the upper directories: no disk image.
             spec.limits.disk_bytes = None;
             spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
-            spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
+            spec.trusted_ca = this.trusted_ca.clone();
             this.runtime
                 .spawn(spec)
                 .map(Arc::new)
@@ -573,14 +573,7 @@ struct SpawnWrites {
     dirs: Vec<(PathBuf, u64, i64, i64)>,
 }
 
-/// The files spawn writes, deepest directories last so they are pruned first when reversed.
-const SPAWN_FILES: &[&str] = &[
-    "etc/hostname",
-    "etc/hosts",
-    "etc/resolv.conf",
-    "etc/ssl/certs/ca-certificates.crt",
-];
-const SPAWN_DIRS: &[&str] = &["etc", "etc/ssl", "etc/ssl/certs"];
+use crate::isolation::{SPAWN_DIRS, SPAWN_FILES};
 
 fn dir_stamp(p: &Path) -> Option<(u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt as _;

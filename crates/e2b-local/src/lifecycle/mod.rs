@@ -65,6 +65,9 @@ pub struct ManagerConfig {
     /// `base` means the `debian` template (built on first use) instead of the host-derived
     /// one.
     pub debian_base: bool,
+    /// Every sandbox (and build step) trusts the host's extra CAs
+    /// ([`crate::template::trust`]).
+    pub trust_host_cas: bool,
 }
 
 /// Where the `debian` template is.
@@ -135,6 +138,9 @@ pub struct Manager {
     builds: builds::Builds,
     /// Recorded metric samples of live sandboxes.
     history: metrics::History,
+    /// PEM text appended to every sandbox's CA bundle: the host's extra CAs (with
+    /// `trust_host_cas`) and the egress proxy's CA (with networks).
+    trusted_ca: Option<String>,
 }
 
 /// A template ready to boot: its layers, and for a built one the settings its build gave
@@ -190,7 +196,17 @@ impl Manager {
         if removed > 0 {
             tracing::info!(removed, "removed unused template layers");
         }
+        let mut trusted_ca = String::new();
+        if config.trust_host_cas {
+            trusted_ca.push_str(&crate::template::trust::extra_cas(std::path::Path::new(
+                crate::template::trust::HOST_CA_DIR,
+            )));
+        }
+        if let Some(n) = &networks {
+            trusted_ca.push_str(n.ca_pem());
+        }
         Ok(Manager {
+            trusted_ca: (!trusted_ca.is_empty()).then_some(trusted_ca),
             runtime,
             networks,
             store,
@@ -531,7 +547,7 @@ impl Manager {
                 spec.limits = limits;
                 spec.log = Some(fifo);
                 spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
-                spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
+                spec.trusted_ca = this.trusted_ca.clone();
                 spec.disk_image = image;
                 this.runtime.spawn(spec)
             })

@@ -32,8 +32,6 @@ pub const PACKAGES: &[&str] = &[
 ];
 /// Bump when what goes into the template changes, so old data dirs build it again.
 const VERSION: &str = "1";
-/// The host's extra CAs, added to the template's trust store.
-pub const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
 
 /// Run by mmdebstrap on the host after the packages are installed (`$1` is the new root):
 /// the `user` account with passwordless sudo, the host's extra CAs, pip's and npm's CA
@@ -64,17 +62,6 @@ pub fn built(data_dir: &Path) -> Option<Template> {
             layers: vec![TemplateLayer::single("/", dir.join("root"))],
         }
     })
-}
-
-/// How many extra CAs of the host the template gets.
-pub fn host_ca_count() -> usize {
-    std::fs::read_dir(HOST_CA_DIR)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "crt"))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// Builds the template with `mmdebstrap` (a few minutes: it downloads about 150 MB of

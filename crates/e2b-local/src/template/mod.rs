@@ -17,6 +17,7 @@ pub mod debian;
 pub mod layers;
 pub mod oci;
 pub mod steps;
+pub mod trust;
 
 use crate::isolation::{Error, Result};
 

@@ -50,10 +50,7 @@ async fn timed(api: &Api, path: &str, body: &str, expected: u16) -> Result<Durat
     let t = Instant::now();
     let (s, answer) = api.call(http::Method::POST, path, body).await?;
     if s != expected {
-        return Err(format!(
-            "{path}: {s}: {}",
-            String::from_utf8_lossy(&answer)
-        ));
+        return Err(format!("{path}: {s}: {}", String::from_utf8_lossy(&answer)));
     }
     Ok(t.elapsed())
 }

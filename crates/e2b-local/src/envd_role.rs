@@ -38,6 +38,9 @@ pub fn run_envd() -> ExitCode {
         eprintln!("envd: {phase} failed: {e}");
         ExitCode::FAILURE
     };
+    // Started through the host's loader (`isolation::host_runtime`), the process would be
+    // named after it in `ps`: named as E2B's envd is.
+    let _ = nix::sys::prctl::set_name(c"envd");
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)

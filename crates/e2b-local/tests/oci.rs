@@ -116,7 +116,8 @@ fn tar(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
 
 const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
 
-/// The image's layers: a busybox root (gzip) and a change over it (zstd).
+/// The image's layers: a busybox root (gzip), with a broken loader and C library at the
+/// host's paths, and a change over it (zstd).
 fn layers() -> Vec<ImageLayer> {
     use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
     let busybox = std::fs::read("/bin/busybox")
@@ -141,6 +142,18 @@ fn layers() -> Vec<ImageLayer> {
         ("opt/old/a.txt", F, b"a\n", 0o644),
         ("opt/old/b.txt", F, b"b\n", 0o644),
         ("opt/kept.txt", F, b"kept\n", 0o600),
+        // A C library of its own that cannot run the server's executable (as an older
+        // glibc cannot): envd must start on the host's loader and libraries anyway.
+        ("lib64", D, b"", 0o755),
+        ("lib64/ld-linux-x86-64.so.2", F, b"not a loader", 0o755),
+        ("lib", D, b"", 0o755),
+        ("lib/x86_64-linux-gnu", D, b"", 0o755),
+        (
+            "lib/x86_64-linux-gnu/libc.so.6",
+            F,
+            b"not a C library",
+            0o755,
+        ),
     ];
     for a in &applets {
         root.push((a, L, b"busybox", 0o777));

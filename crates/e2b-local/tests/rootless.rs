@@ -267,6 +267,7 @@ impl Rootless {
     }
 
     /// The `e2b-local: ` lines of stderr (tracing output has other prefixes).
+    /// Start-up lines of `serve` (`e2b-local: ...`).
     fn notices(&self) -> Vec<String> {
         self.stderr
             .lock()
@@ -276,6 +277,15 @@ impl Rootless {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// `serve`'s line saying sandboxes trust the host's extra CAs, when the host has any.
+fn host_cas_notice() -> Vec<String> {
+    let n = e2b_local::template::trust::host_ca_count();
+    (n > 0)
+        .then(|| format!("e2b-local: every sandbox trusts the host's {n} extra CAs of /usr/local/share/ca-certificates (pip and npm pointed at them); --no-host-cas to stop"))
+        .into_iter()
+        .collect()
 }
 
 impl Drop for Rootless {
@@ -462,7 +472,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
 
     // Start-up names what is unavailable, on stderr.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 7 && Instant::now() < deadline {
+    while t.notices().len() < 7 + host_cas_notice().len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cgroup_problem = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -488,6 +498,9 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
             SUDO_NOTICE.to_owned(),
             no_network_notice(),
         ]
+        .into_iter()
+        .chain(host_cas_notice())
+        .collect::<Vec<_>>()
     );
     let mounts_before = mount_points(server);
 
@@ -616,7 +629,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
         .collect();
     assert_eq!(procs.len(), 3, "{}", o.stdout);
     assert_eq!(procs[0], ["1", "root", "e2b-local"]);
-    assert_eq!(procs[1], ["2", "root", "e2b-local"]);
+    assert_eq!(procs[1], ["2", "root", "envd"]);
     assert_eq!(procs[2][1..], ["user", "ps"]);
 
     // sudo: the host's /usr/bin/sudo is owned by an id outside the namespace, so its setuid
@@ -842,7 +855,7 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
     );
     let http = http();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 5 && Instant::now() < deadline {
+    while t.notices().len() < 5 + host_cas_notice().len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Only what a cgroup cannot fix is reported, with the network notice.
@@ -855,6 +868,9 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
             SUDO_NOTICE.to_owned(),
             no_network_notice(),
         ]
+        .into_iter()
+        .chain(host_cas_notice())
+        .collect::<Vec<_>>()
     );
     let api = |m: Method, path: &str| {
         http.request(m, format!("{}{path}", t.url))

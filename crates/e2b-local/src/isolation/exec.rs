@@ -193,6 +193,9 @@ fn redirect_stdio(log: Option<&Path>) -> Result<()> {
 struct Prepared {
     exe_fd: Option<OwnedFd>,
     exe_path: PathBuf,
+    /// The host's loader inside the sandbox, to start the host executable with (see
+    /// [`host_runtime`](super::host_runtime)).
+    loader: Option<CString>,
     argv: Vec<CString>,
     envp: Vec<CString>,
     cwd: PathBuf,
@@ -207,7 +210,11 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::NulByte(s.to_owned()))
 }
 
-fn prepare(program: &ProgramSpec, no_new_privs: bool) -> Result<Prepared> {
+fn prepare(
+    program: &ProgramSpec,
+    no_new_privs: bool,
+    host_runtime: Option<&super::host_runtime::HostRuntime>,
+) -> Result<Prepared> {
     let argv = program
         .argv
         .iter()
@@ -228,9 +235,17 @@ fn prepare(program: &ProgramSpec, no_new_privs: bool) -> Result<Prepared> {
         }
         Executable::Sandbox(p) => (None, p.clone()),
     };
+    // Only the server's own executable: the copied libraries are what it links.
+    let loader = match (&program.exe, host_runtime) {
+        (Executable::Host(p), Some(rt)) if p == Path::new("/proc/self/exe") => {
+            Some(cstring(&rt.loader_in_sandbox())?)
+        }
+        _ => None,
+    };
     Ok(Prepared {
         exe_fd,
         exe_path,
+        loader,
         argv,
         envp,
         cwd: program.cwd.clone(),
@@ -298,8 +313,46 @@ fn exec_program(p: &Prepared) -> Error {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
-    match &p.exe_fd {
-        Some(fd) => {
+    match (&p.exe_fd, &p.loader) {
+        (Some(fd), Some(loader)) => {
+            // The host's loader runs the host executable (by its descriptor, kept open
+            // across the exec for that) with the host's libraries: the template's C library
+            // may be older than the host's, or missing.
+            if let Err(e) = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            ) {
+                return Error::Exec(p.exe_path.clone(), e.into());
+            }
+            let Some(argv0) = p.argv.first() else {
+                return Error::Exec(p.exe_path.clone(), std::io::Error::other("empty argv"));
+            };
+            let (Ok(lib_dir), Ok(exe)) = (
+                CString::new(super::host_runtime::IN_SANDBOX),
+                CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            ) else {
+                return Error::NulByte(super::host_runtime::IN_SANDBOX.to_owned());
+            };
+            let mut args: Vec<*const libc::c_char> = vec![
+                argv0.as_ptr(),
+                c"--inhibit-cache".as_ptr(),
+                c"--library-path".as_ptr(),
+                lib_dir.as_ptr(),
+                c"--argv0".as_ptr(),
+                argv0.as_ptr(),
+                exe.as_ptr(),
+            ];
+            args.extend(p.argv.iter().skip(1).map(|a| a.as_ptr()));
+            args.push(std::ptr::null());
+            // SAFETY: args and envp are NUL-terminated arrays of valid C strings that outlive
+            // the call.
+            unsafe { libc::execve(loader.as_ptr(), args.as_ptr(), envp.as_ptr()) };
+            Error::Exec(
+                PathBuf::from(super::host_runtime::IN_SANDBOX),
+                std::io::Error::last_os_error(),
+            )
+        }
+        (Some(fd), None) => {
             // SAFETY: argv and envp are NUL-terminated arrays of valid C strings that outlive
             // the call; the path is the empty C string with AT_EMPTY_PATH.
             unsafe {
@@ -314,7 +367,7 @@ fn exec_program(p: &Prepared) -> Error {
             };
             Error::Exec(p.exe_path.clone(), std::io::Error::last_os_error())
         }
-        None => {
+        (None, _) => {
             let path = resolve(&p.exe_path, &p.envp);
             let c = match CString::new(path.as_os_str().as_bytes()) {
                 Ok(c) => c,
@@ -388,8 +441,13 @@ fn init_helper() -> i32 {
     };
     let mut prepared = match redirect_stdio(cfg.log.as_deref())
         .and_then(|()| protect_from_oom(cfg.oom_protected))
-        .and_then(|()| prepare(&cfg.program, cfg.no_new_privs))
-    {
+        .and_then(|()| {
+            prepare(
+                &cfg.program,
+                cfg.no_new_privs,
+                cfg.rootfs.host_runtime.as_ref(),
+            )
+        }) {
         Ok(p) => p,
         Err(e) => {
             report(&mut status, &format!("ERR {e}\n"));
@@ -548,7 +606,8 @@ fn exec_helper() -> i32 {
             .iter()
             .map(|(name, _)| namespaces::open_ns(cfg.init_pid, name))
             .collect::<Result<Vec<_>>>()?;
-        let prepared = prepare(&cfg.program, cfg.no_new_privs)?;
+        // Programs run in a sandbox through this helper are the sandbox's own.
+        let prepared = prepare(&cfg.program, cfg.no_new_privs, None)?;
         for ((name, flag), fd) in namespaces::JOIN_ORDER.iter().zip(&fds) {
             namespaces::join(name, fd.as_fd(), *flag)?;
         }

@@ -35,6 +35,7 @@ pub mod rootless;
 pub mod seccomp;
 
 mod handle;
+pub mod host_runtime;
 mod runtime;
 mod spawn;
 

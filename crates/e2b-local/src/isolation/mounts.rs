@@ -41,6 +41,11 @@ pub struct RootfsPlan {
     /// An empty host file on which a host executable is bind-mounted read-only before it
     /// is opened for exec (see [`read_only_exe`]).
     pub exe_mount: PathBuf,
+    /// The host's loader and libraries, mounted read-only at
+    /// [`host_runtime::IN_SANDBOX`](super::host_runtime::IN_SANDBOX) (`None`: a static
+    /// server, host executables are exec'd directly).
+    #[serde(default)]
+    pub host_runtime: Option<super::host_runtime::HostRuntime>,
 }
 
 /// Host device nodes recreated (same numbers) in the sandbox's `/dev`.
@@ -266,6 +271,22 @@ pub fn mount_dev(plan: &RootfsPlan) -> Result<()> {
         Some(&format!("mode=1777{}", size_opt(plan.tmp_bytes))),
     )
     .map_err(|e| Error::MountTmpfs(shm, e))?;
+    if let Some(rt) = &plan.host_runtime {
+        let to = plan
+            .rootfs
+            .join(super::host_runtime::IN_SANDBOX.trim_start_matches('/'));
+        mkdir(&to)?;
+        bind(&rt.dir, &to, MsFlags::empty())?;
+        bind(
+            &to,
+            &to,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | kept_flags(&rt.dir),
+        )?;
+    }
     symlink("/proc/self/fd", dev.join("fd"))?;
     symlink("/proc/self/fd/0", dev.join("stdin"))?;
     symlink("/proc/self/fd/1", dev.join("stdout"))?;

@@ -60,6 +60,9 @@ pub struct Runtime {
     pub(super) disks: std::result::Result<Arc<Disks>, String>,
     /// The thread keeping disks ready and unlinking removed images.
     disk_worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The helper executable's loader and libraries, for sandboxes
+    /// ([`host_runtime`](super::host_runtime)).
+    pub(super) host_runtime: Option<super::host_runtime::HostRuntime>,
 }
 
 /// A feature this runtime cannot offer on this host, and why: see [`Runtime::unavailable`].
@@ -144,12 +147,20 @@ impl Runtime {
             }
             Err(_) => None,
         };
+        // Without it envd runs on the template's own C library (as before): a template with
+        // an older glibc than the host's cannot start, which a create then says.
+        let host_runtime = super::host_runtime::prepare(&config.data_dir, &config.helper_exe)
+            .unwrap_or_else(|e| {
+                tracing::warn!("copying the host's loader for sandboxes: {e}");
+                None
+            });
         Ok(Runtime {
             config,
             no_cgroup,
             oom_protection,
             disks,
             disk_worker: Mutex::new(disk_worker),
+            host_runtime,
         })
     }
 

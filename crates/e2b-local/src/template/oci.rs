@@ -758,7 +758,7 @@ fn populate_image_root(root: &Path, helper_exe: &Path) -> crate::isolation::Resu
         0o644,
     )?;
     super::write(&root.join("etc/group"), "root:x:0:\n", 0o644)?;
-    for lib in runtime_libraries(helper_exe)? {
+    for lib in crate::isolation::host_runtime::libraries(helper_exe)? {
         let to = root.join(lib.strip_prefix("/").unwrap_or(&lib));
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir)
@@ -768,23 +768,6 @@ fn populate_image_root(root: &Path, helper_exe: &Path) -> crate::isolation::Resu
         super::copy_file(&lib, &to, 0o755)?;
     }
     Ok(())
-}
-
-/// The absolute paths `ldd` lists for `exe` (its loader and libraries); none for a static
-/// executable.
-fn runtime_libraries(exe: &Path) -> crate::isolation::Result<Vec<PathBuf>> {
-    let out = std::process::Command::new("ldd")
-        .arg(exe)
-        .output()
-        .map_err(|e| crate::isolation::Error::CopyHostFile(exe.to_owned(), e))?;
-    if !out.status.success() {
-        return Ok(Vec::new()); // "not a dynamic executable"
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| line.split_whitespace().find(|t| t.starts_with('/')))
-        .map(PathBuf::from)
-        .collect())
 }
 
 #[cfg(test)]

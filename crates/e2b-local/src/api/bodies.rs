@@ -64,6 +64,16 @@ pub(super) fn sizes(m: &Manager) -> Sizes {
     }
 }
 
+/// `volumeMounts` of a sandbox's bodies.
+fn mounts(m: &[crate::state::VolumeMount]) -> Vec<types::SandboxVolumeMount> {
+    m.iter()
+        .map(|m| types::SandboxVolumeMount {
+            name: m.name.clone(),
+            path: m.path.clone(),
+        })
+        .collect()
+}
+
 /// The body of `GET /sandboxes/{id}`.
 pub(super) fn detail(m: &Manager, live: &Live) -> types::SandboxDetail {
     let rec = live.record();
@@ -93,7 +103,7 @@ pub(super) fn detail(m: &Manager, live: &Live) -> types::SandboxDetail {
         started_at: rec.started_at,
         state: api_state(rec.state),
         template_id: rec.template,
-        volume_mounts: Vec::new(),
+        volume_mounts: mounts(&rec.volume_mounts),
     }
 }
 
@@ -113,6 +123,6 @@ pub(super) fn listed(m: &Manager, rec: SandboxRecord) -> types::ListedSandbox {
         started_at: rec.started_at,
         state: api_state(rec.state),
         template_id: rec.template,
-        volume_mounts: Vec::new(),
+        volume_mounts: mounts(&rec.volume_mounts),
     }
 }

@@ -71,6 +71,7 @@ const NEW_SANDBOX_V2_FIELDS: &[&str] = &[
 
 #[allow(clippy::too_many_arguments)]
 fn create_params(
+    m: &Manager,
     template: String,
     timeout: i32,
     metadata: Option<types::SandboxMetadata>,
@@ -80,7 +81,7 @@ fn create_params(
     allow_internet_access: Option<bool>,
     network: Option<&types::SandboxNetworkConfig>,
     mcp: bool,
-    volume_mounts: usize,
+    volume_mounts: &[types::SandboxVolumeMount],
 ) -> Result<CreateParams, ApiError> {
     if template.is_empty() {
         return Err(ApiError::bad_request("templateID must not be empty"));
@@ -90,16 +91,17 @@ fn create_params(
             "mcp is not supported by e2b-local (no MCP gateway template)",
         ));
     }
-    if volume_mounts > 0 {
-        return Err(ApiError::bad_request(
-            "volumeMounts are not supported by e2b-local",
-        ));
-    }
     let metadata = metadata.map(|m| m.0).unwrap_or_default();
     check_map("metadata", &metadata, MAX_METADATA_BYTES)?;
     let env_vars = env_vars.map(|e| e.0).unwrap_or_default();
     check_env_vars(&env_vars)?;
     let (network, rules) = super::network::create_rules(allow_internet_access, network)?;
+    let volume_mounts = m.check_volume_mounts(
+        &volume_mounts
+            .iter()
+            .map(|v| (v.name.clone(), v.path.clone()))
+            .collect::<Vec<_>>(),
+    )?;
     // `namespace/alias:tag` references: the tag `default` (or none) names the template.
     let template = match template.split_once(':') {
         Some((name, "default")) => name.to_owned(),
@@ -115,6 +117,7 @@ fn create_params(
         allow_internet_access,
         network,
         rules,
+        volume_mounts,
     })
 }
 
@@ -140,6 +143,7 @@ pub(super) async fn create_v1(
     fields.push("secure");
     let req: types::NewSandbox = parse_body(&body, &fields, false)?;
     let p = create_params(
+        &m,
         req.template_id,
         req.timeout,
         req.metadata,
@@ -149,7 +153,7 @@ pub(super) async fn create_v1(
         req.allow_internet_access,
         req.network.as_ref(),
         req.mcp.is_some(),
-        req.volume_mounts.len(),
+        &req.volume_mounts,
     )?;
     let live = create_detached(&m, p).await?;
     Ok((StatusCode::CREATED, Json(sandbox_body(&m, &live))).into_response())
@@ -182,6 +186,7 @@ pub(super) async fn create_v2(
     }
     let req: types::NewSandboxV2 = parse_body(&body, NEW_SANDBOX_V2_FIELDS, false)?;
     let p = create_params(
+        &m,
         req.template_id,
         req.timeout,
         req.metadata,
@@ -191,7 +196,7 @@ pub(super) async fn create_v2(
         req.allow_internet_access,
         req.network.as_ref(),
         req.mcp.is_some(),
-        req.volume_mounts.len(),
+        &req.volume_mounts,
     )?;
     let live = create_detached(&m, p).await?;
     if let Some(k) = key {

@@ -179,6 +179,7 @@ impl Runtime {
                 tmp_bytes: tmpfs_bytes(&spec.limits),
                 userxattr: self.config.rootless,
                 exe_mount: self.config.data_dir.join("exe"),
+                binds: spec.binds.clone(),
             },
             program: ProgramSpec {
                 exe: spec.init.exe.clone(),

@@ -15,6 +15,7 @@ mod ids;
 mod live;
 mod logs;
 mod recover;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ pub struct ManagerConfig {
     /// `base` means the `debian` template (built on first use) instead of the host-derived
     /// one.
     pub debian_base: bool,
+    /// Size of new volumes in bytes.
+    pub volume_bytes: u64,
 }
 
 /// Where the `debian` template is.
@@ -96,6 +99,8 @@ pub(crate) struct CreateParams {
     pub(crate) network: Option<NetworkRequest>,
     /// Both, validated.
     pub(crate) rules: EgressRules,
+    /// `volumeMounts`, checked.
+    pub(crate) volume_mounts: Vec<crate::state::VolumeMount>,
 }
 
 /// The sandbox manager shared by handlers, the router and the evictor.
@@ -126,6 +131,8 @@ pub struct Manager {
     layers: crate::template::layers::Layers,
     /// Template builds under way.
     builds: builds::Builds,
+    /// Volumes' images and mounts.
+    volumes: crate::volumes::Volumes,
 }
 
 /// A template ready to boot: its layers, and for a built one the settings its build gave
@@ -136,6 +143,8 @@ pub(crate) struct Resolved {
     image: Option<crate::state::BuildImage>,
     /// The server's limits, with the template's CPU and memory when it sets them.
     limits: Limits,
+    /// Volumes bind-mounted into the sandbox.
+    binds: Vec<crate::isolation::mounts::BindMount>,
 }
 
 /// What [`Manager::boot`] made: a sandbox with envd answering.
@@ -181,6 +190,7 @@ impl Manager {
         if removed > 0 {
             tracing::info!(removed, "removed unused template layers");
         }
+        let volumes = volumes::open(&runtime, &store, config.volume_bytes);
         Ok(Manager {
             runtime,
             networks,
@@ -200,6 +210,7 @@ impl Manager {
             closing: AtomicBool::new(false),
             layers,
             builds: builds::Builds::default(),
+            volumes,
         })
     }
 
@@ -406,6 +417,7 @@ impl Manager {
                     template,
                     image: None,
                     limits: self.config.limits,
+                    binds: Vec::new(),
                 });
             }
         }
@@ -425,6 +437,7 @@ impl Manager {
             template: self.template_of_build(&t.name, &image)?,
             image: Some(image),
             limits,
+            binds: Vec::new(),
         })
     }
 
@@ -484,6 +497,7 @@ impl Manager {
             template,
             image,
             limits,
+            binds,
         } = resolved;
         // The template's ENV steps, under what the create asked for.
         let mut env_vars = env_vars.clone();
@@ -518,6 +532,7 @@ impl Manager {
                 spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
                 spec.trusted_ca = this.networks.as_ref().map(|n| n.ca_pem().to_owned());
                 spec.disk_image = image;
+                spec.binds = binds;
                 this.runtime.spawn(spec)
             })
             .await
@@ -660,7 +675,9 @@ impl Manager {
                 action: "autoPause".to_owned(),
             });
         }
-        let template = self.template(&p.template)?;
+        let mut template = self.template(&p.template)?;
+        let (_volumes, binds) = self.hold_volumes(&p.volume_mounts)?;
+        template.binds = binds;
         let slot = self.admit()?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
@@ -689,6 +706,7 @@ impl Manager {
             allow_internet_access: p.allow_internet_access,
             network: p.network,
             envd_version: booted.envd_version.clone(),
+            volume_mounts: p.volume_mounts,
         };
         if let Err(e) = self.store.put_sandbox(&rec) {
             self.discard(booted).await;
@@ -947,5 +965,6 @@ impl Manager {
             }
         }
         self.kill_builds().await;
+        self.detach_volumes();
     }
 }

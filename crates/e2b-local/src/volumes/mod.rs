@@ -116,7 +116,7 @@ impl Drop for MountHold<'_> {
 impl Volumes {
     /// The volumes under `data_dir/volumes`, made `size_bytes` large with `mkfs` (or
     /// refused with its error's reason).
-    pub(crate) fn new(data_dir: &Path, mkfs: Result<PathBuf, String>, size_bytes: u64) -> Self {
+    pub fn new(data_dir: &Path, mkfs: Result<PathBuf, String>, size_bytes: u64) -> Self {
         Volumes {
             root: data_dir.join("volumes"),
             mkfs,
@@ -188,7 +188,7 @@ impl Volumes {
     /// # Errors
     ///
     /// [`VolumeError::Unavailable`], [`VolumeError::Host`].
-    pub(crate) fn make(&self, id: &str) -> Result<(), VolumeError> {
+    pub fn make(&self, id: &str) -> Result<(), VolumeError> {
         let mkfs = self
             .mkfs
             .as_ref()
@@ -280,7 +280,7 @@ impl Volumes {
     /// # Errors
     ///
     /// [`VolumeError::Host`] (e.g. still busy after a few seconds).
-    pub(crate) fn remove(&self, id: &str) -> Result<(), VolumeError> {
+    pub fn remove(&self, id: &str) -> Result<(), VolumeError> {
         let dir = self.dir(id);
         let host = |e: String| VolumeError::Host(id.to_owned(), e);
         if disk::mounted_image(&dir) {

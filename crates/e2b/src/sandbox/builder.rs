@@ -24,6 +24,7 @@ pub struct SandboxBuilder {
     allow_internet_access: Option<bool>,
     network: Option<NetworkConfig>,
     auto_pause: bool,
+    volume_mounts: Vec<types::SandboxVolumeMount>,
     config: Option<ConnectionConfig>,
     overrides: Vec<Override>,
 }
@@ -48,6 +49,7 @@ impl Default for SandboxBuilder {
             allow_internet_access: None,
             network: None,
             auto_pause: false,
+            volume_mounts: Vec::new(),
             config: None,
             overrides: Vec::new(),
         }
@@ -124,6 +126,28 @@ impl SandboxBuilder {
     /// Pause instead of kill when the timeout passes (default false).
     pub fn auto_pause(mut self, auto_pause: bool) -> Self {
         self.auto_pause = auto_pause;
+        self
+    }
+
+    /// Mounts the volume named `volume` (read-write, writable by `user`) at the absolute
+    /// `path` inside the sandbox; repeat for more. Several sandboxes may mount one volume.
+    ///
+    /// ```no_run
+    /// # async fn demo(config: e2b::ConnectionConfig) -> e2b::Result<()> {
+    /// let volume = e2b::Volume::create(&config, "cache").await?;
+    /// let sandbox = e2b::Sandbox::builder()
+    ///     .config(config)
+    ///     .volume_mount(volume.name(), "/mnt/cache")
+    ///     .create()
+    ///     .await?;
+    /// # let _ = sandbox;
+    /// # Ok(()) }
+    /// ```
+    pub fn volume_mount(mut self, volume: impl AsRef<str>, path: impl Into<String>) -> Self {
+        self.volume_mounts.push(types::SandboxVolumeMount {
+            name: volume.as_ref().to_owned(),
+            path: path.into(),
+        });
         self
     }
 
@@ -237,7 +261,7 @@ impl SandboxBuilder {
             network,
             template_id: self.template,
             timeout,
-            volume_mounts: Vec::new(),
+            volume_mounts: self.volume_mounts,
         };
         let key = idempotency_key();
         let send = || {

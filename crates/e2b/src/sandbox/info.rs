@@ -44,6 +44,8 @@ pub struct SandboxInfo {
     /// Its network configuration, when the API reports one (`GET /sandboxes/{id}` does;
     /// listings do not).
     pub network: Option<NetworkInfo>,
+    /// The volumes mounted into it.
+    pub volume_mounts: Vec<crate::volume::VolumeMount>,
 }
 
 impl SandboxInfo {
@@ -66,6 +68,11 @@ impl SandboxInfo {
                 .unwrap_or_else(|| config.domain().to_owned()),
             allow_internet_access: d.allow_internet_access,
             network: d.network.map(NetworkInfo::from_api),
+            volume_mounts: d
+                .volume_mounts
+                .into_iter()
+                .map(crate::volume::VolumeMount::from_api)
+                .collect(),
         }
     }
 
@@ -85,6 +92,11 @@ impl SandboxInfo {
             sandbox_domain: config.domain().to_owned(),
             allow_internet_access: None,
             network: None,
+            volume_mounts: d
+                .volume_mounts
+                .into_iter()
+                .map(crate::volume::VolumeMount::from_api)
+                .collect(),
         }
     }
 }

@@ -416,9 +416,16 @@ mod tests {
         assert_eq!(c.envd_direct_url("x", None), "http://127.0.0.1:5000");
         assert_eq!(c.get_host("x", None, 3000), "localhost:3000");
 
+        assert_eq!(c.volume_api_url(), DEBUG_VOLUME_API_URL);
+
         let c = from(&[(E2B_API_URL, "http://127.0.0.1:3000")]).unwrap();
         assert_eq!(c.api_url(), "http://127.0.0.1:3000");
         assert!(c.has_api_key_or_url());
+        // As the official SDKs: the API URL does not move the volume content API.
+        assert_eq!(c.volume_api_url(), "https://api.e2b.app");
+        let c = from(&[(E2B_VOLUME_API_URL, "http://127.0.0.1:3000/")]).unwrap();
+        assert_eq!(c.volume_api_url(), "http://127.0.0.1:3000");
+        assert!(from(&[(E2B_VOLUME_API_URL, "not a url")]).is_err());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
 //! let http = reqwest::Client::builder().default_headers(headers).build()?;
 //! let client = Client::new_with_client("https://api.e2b.app", http);
-//! for entry in client.list_volume_dir().volume_id("vol-id").path("/").send().await?.into_inner() {
+//! let listing = client.list_volume_dir().volume_id("vol-id").path("/").send().await?;
+//! for entry in listing.into_inner().iter() {
 //!     println!("{} {:?} {}", entry.path, entry.type_, entry.size);
 //! }
 //! # Ok(())

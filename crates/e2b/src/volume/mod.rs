@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> e2b::Result<()> {
-//! use e2b::{ConnectionConfig, Sandbox, Volume, VolumeWriteOptions};
+//! use e2b::{ConnectionConfig, RunOptions, Sandbox, Volume, VolumeWriteOptions};
 //!
 //! let config = ConnectionConfig::from_env()?;
 //! let volume = Volume::create(&config, "datasets").await?;
@@ -26,7 +26,10 @@
 //!     .volume_mount(volume.name(), "/mnt/datasets")
 //!     .create()
 //!     .await?;
-//! let out = sandbox.commands().run("cat /mnt/datasets/raw/a.csv").await?;
+//! let out = sandbox
+//!     .commands()
+//!     .run("cat /mnt/datasets/raw/a.csv", RunOptions::new())
+//!     .await?;
 //! assert_eq!(out.stdout, "x,y\n1,2\n");
 //! sandbox.kill().await?;
 //! Volume::destroy(&config, volume.volume_id()).await?;

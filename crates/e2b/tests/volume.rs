@@ -49,7 +49,11 @@ async fn volumes_are_managed_and_their_files_read_and_written() {
         .await
         .unwrap();
     assert_eq!(
-        (info.name.as_str(), info.token.as_str(), info.domain.as_deref()),
+        (
+            info.name.as_str(),
+            info.token.as_str(),
+            info.domain.as_deref()
+        ),
         (name.as_str(), vol.token(), None)
     );
     assert!(!format!("{info:?}").contains(vol.token()));

@@ -918,7 +918,7 @@ def template_build_failure_names_the_step():
 
 
 def volume_api():
-    """The SDK's Volume class, or None when this version has none (2.45)."""
+    """The SDK's Volume class, or None when this version has none."""
     try:
         from e2b import Volume
     except ImportError:

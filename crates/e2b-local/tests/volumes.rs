@@ -2,7 +2,7 @@
 //! and bodies, `volumeMounts` shared by two sandboxes, the content API (every operation,
 //! its token, paths that try to leave the volume), a full volume (ENOSPC inside, 507
 //! through the API, usable again after a delete), and data kept across kill, restart and a
-//! SIGKILLed server. Needs root: ignored unless run with `-- --ignored`.
+//! SIGKILLed server (whose paused sandbox comes back with its mount). Needs root: ignored unless run with `-- --ignored`.
 
 mod support;
 
@@ -825,6 +825,30 @@ async fn volume_data_survives_kill_restart_and_a_crashed_server() {
         assert!(Instant::now() < deadline, "serve did not listen");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A paused sandbox with the volume mounted: the next start restores it with its mount.
+    let key = e2b_local::state::Store::open(&path)
+        .unwrap()
+        .api_key()
+        .unwrap();
+    let created: Value = http
+        .post(format!("{url}/sandboxes"))
+        .header("x-api-key", &key)
+        .json(&json!({"templateID": "base", "timeout": 300, "volumeMounts": [{"name": "keep", "path": "/keep"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paused = created["sandboxID"].as_str().unwrap().to_owned();
+    let paused_token = created["envdAccessToken"].as_str().unwrap().to_owned();
+    let r = http
+        .post(format!("{url}/sandboxes/{paused}/pause"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     serve.kill().unwrap();
     serve.wait().unwrap();
     // The crashed server's mount is still there; the next start keeps using it.
@@ -840,6 +864,32 @@ async fn volume_data_survives_kill_restart_and_a_crashed_server() {
     );
     let r = t.get("/volumes").await;
     assert_eq!(r.json(), json!([{"volumeID": id, "name": "keep"}]));
+    t.server().manager().recovered().await;
+    let d = t.get(&format!("/sandboxes/{paused}")).await.json();
+    assert_eq!(
+        (d["state"].clone(), d["volumeMounts"].clone()),
+        (json!("paused"), json!([{"name": "keep", "path": "/keep"}]))
+    );
+    let r = t.call(Method::DELETE, "/volumes/keep", None).await;
+    assert_eq!(
+        r.json(),
+        err(
+            409,
+            &format!("volume 'keep' is mounted by sandboxes {paused}; kill them first")
+        )
+    );
+    let r = t
+        .post(
+            &format!("/sandboxes/{paused}/connect"),
+            r#"{"timeout": 60}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        stdout_of(&t, &paused, &paused_token, "cat /keep/crash.txt").await,
+        "before the crash"
+    );
+    t.kill(&paused).await;
     let r = t.call(Method::DELETE, "/volumes/keep", None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     assert!(!path.join("volumes").join(&id).exists());

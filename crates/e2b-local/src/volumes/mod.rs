@@ -155,8 +155,9 @@ impl Volumes {
             .map_err(|e| VolumeError::Host(id.to_owned(), format!("opening its files: {e}")))
     }
 
-    /// Holds `ids` for a create (see [`MountHold`]); `in_use` runs under the same lock as
-    /// deletes, so a delete either sees the hold or has already removed the volume.
+    /// Holds `ids` for a create (see [`MountHold`]) once `check` (that they still exist)
+    /// passes; both run under the lock deletes take, so a delete either sees the hold or
+    /// has already removed the volume, which `check` then reports.
     pub(crate) fn hold<T>(
         &self,
         ids: Vec<String>,

@@ -46,6 +46,12 @@ const SPECS: &[Spec] = &[
         hooks: HooksMode::Expected,
     },
     Spec {
+        input: "openapi/volume-content.yml",
+        output: "crates/e2b-api/src/volume_content/generated.rs",
+        types_output: None,
+        hooks: HooksMode::Optional,
+    },
+    Spec {
         input: "openapi/envd.yml",
         output: "crates/e2b-envd/src/generated/http/client.rs",
         types_output: Some("crates/e2b-envd/src/generated/http/types.rs"),

@@ -1,7 +1,8 @@
 // E2B's official JS SDK (npm `e2b`) against e2b-local, one check per feature row.
 //
 // Usage: node compat_js.mjs <path to node_modules/e2b/dist/index.mjs>
-// Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN and
+// Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY, E2B_DOMAIN and
+// E2B_VOLUME_API_URL and
 // runs this in the namespace of a `serve --network nat` whose only uplink is run.sh's fake
 // internet (fake_internet.py: HTTP on 203.0.113.10 and .11, DNS a.test/b.test -> .10,
 // c.test -> .11).
@@ -729,6 +730,130 @@ check('template_build_failure_names_the_step', async () => {
     return true
   })
   assert.equal(await Template.exists(`compat-missing-${TAG}`), false)
+})
+
+// --- volumes -----------------------------------------------------------------------------
+
+const V = await import(pathToFileURL(entry).href)
+// Volume names are letters, digits, '_' and '-'.
+const volumeName = (what) => `compat-${LABEL}-${what}-${TAG}`.replaceAll('.', '-')
+
+check('volume_create_list_get_connect_destroy', async () => {
+  assert.equal(process.env.E2B_VOLUME_API_URL, process.env.E2B_API_URL)
+  const name = volumeName('crud')
+  const vol = await V.Volume.create(name)
+  try {
+    assert.equal(vol.name, name)
+    assert.equal(vol.token.length, 64)
+    assert.ok((await V.Volume.list()).some((v) => v.volumeId === vol.volumeId && v.name === name))
+    assert.deepEqual(await V.Volume.getInfo(vol.volumeId), { volumeId: vol.volumeId, name, token: vol.token, domain: undefined })
+    assert.equal((await V.Volume.connect(vol.volumeId)).token, vol.token)
+    await assert.rejects(V.Volume.create(name), (e) => {
+      assert.ok(e instanceof V.VolumeError, String(e))
+      assert.equal(e.message, `409: a volume named '${name}' already exists`)
+      return true
+    })
+    await assert.rejects(V.Volume.getInfo(`missing-${TAG}`), (e) => {
+      assert.ok(e instanceof V.VolumeNotFoundError, String(e))
+      assert.equal(e.message, `Volume missing-${TAG} not found`)
+      return true
+    })
+  } finally {
+    assert.equal(await V.Volume.destroy(vol.volumeId), true)
+  }
+  assert.equal(await V.Volume.destroy(vol.volumeId), false)
+})
+
+check('volume_files_read_write_list_stat_remove', async () => {
+  const vol = await V.Volume.create(volumeName('files'))
+  try {
+    await assert.rejects(vol.writeFile('/dir/a.txt', 'alpha'), (e) => {
+      assert.ok(e instanceof V.VolumePathNotFoundError, String(e))
+      assert.equal(e.message, 'Path /dir/a.txt not found')
+      return true
+    })
+    const st = await vol.writeFile('/dir/a.txt', 'alpha', { force: true })
+    assert.deepEqual(
+      [st.name, st.type, st.path, st.size, st.mode, st.uid, st.gid],
+      ['a.txt', V.VolumeFileType.FILE, '/dir/a.txt', 5, 0o644, 1000, 1000],
+    )
+    assert.ok(st.mtime instanceof Date && !Number.isNaN(st.mtime.getTime()), String(st.mtime))
+    assert.equal(await vol.readFile('/dir/a.txt'), 'alpha')
+    assert.deepEqual(Buffer.from(await vol.readFile('/dir/a.txt', { format: 'bytes' })), Buffer.from('alpha'))
+    const data = Buffer.alloc(1 << 20, 7)
+    const stream = new ReadableStream({
+      start(c) {
+        c.enqueue(new Uint8Array(data.subarray(0, 1 << 19)))
+        c.enqueue(new Uint8Array(data.subarray(1 << 19)))
+        c.close()
+      },
+    })
+    assert.equal((await vol.writeFile('/dir/b.bin', stream, { mode: 0o600 })).size, data.length)
+    const chunks = []
+    for await (const c of await vol.readFile('/dir/b.bin', { format: 'stream' })) chunks.push(Buffer.from(c))
+    assert.equal(createHash('sha256').update(Buffer.concat(chunks)).digest('hex'), createHash('sha256').update(data).digest('hex'))
+    const d = await vol.makeDir('/dir/sub')
+    assert.deepEqual([d.type, d.mode], [V.VolumeFileType.DIRECTORY, 0o755])
+    await assert.rejects(vol.makeDir('/dir/sub'), (e) => {
+      assert.ok(e instanceof V.VolumeError, String(e))
+      assert.equal(e.message, "409: path '/dir/sub' already exists")
+      return true
+    })
+    assert.deepEqual((await vol.list('/', { depth: 2 })).map((e) => e.path), ['/dir', '/dir/a.txt', '/dir/b.bin', '/dir/sub'])
+    assert.equal(await vol.exists('/dir/sub'), true)
+    assert.equal(await vol.exists('/nope'), false)
+    const changed = await vol.updateMetadata('/dir/a.txt', { mode: 0o640 })
+    assert.equal(changed.mode, 0o640)
+    assert.equal((await vol.getInfo('/dir/b.bin')).size, data.length)
+    await vol.remove('/dir/sub')
+    assert.equal(await vol.exists('/dir/sub'), false)
+    await assert.rejects(vol.readFile('/../etc/passwd'), (e) => {
+      assert.ok(e instanceof V.VolumeError, String(e))
+      assert.equal(e.message, "400: invalid path '/../etc/passwd': '..' is not allowed in a volume path")
+      return true
+    })
+    const forged = new V.Volume(vol.volumeId, vol.name, 'wrong')
+    await assert.rejects(forged.list('/'), (e) => {
+      assert.equal(e.name, 'AuthenticationError', String(e))
+      assert.equal(e.message, `Unauthorized, please check your credentials. - invalid token for volume '${vol.volumeId}'`)
+      return true
+    })
+  } finally {
+    await V.Volume.destroy(vol.volumeId)
+  }
+})
+
+check('volume_mounts_shared_by_two_sandboxes', async () => {
+  const name = volumeName('shared')
+  const vol = await V.Volume.create(name)
+  try {
+    const a = await newSandbox({ volumeMounts: { '/mnt/shared': vol } })
+    const b = await newSandbox({ volumeMounts: { '/home/user/data': name } })
+    try {
+      assert.equal((await a.commands.run("echo from-a > /mnt/shared/note && stat -c '%U %a' /mnt/shared")).stdout, 'user 755\n')
+      assert.equal((await b.commands.run('cat /home/user/data/note')).stdout, 'from-a\n')
+      assert.equal(await vol.readFile('/note'), 'from-a\n')
+      await vol.writeFile('/from-api.txt', 'api')
+      assert.equal((await a.commands.run('cat /mnt/shared/from-api.txt')).stdout, 'api')
+      assert.deepEqual((await a.getInfo()).volumeMounts, [{ name, path: '/mnt/shared' }])
+      const both = [a.sandboxId, b.sandboxId].sort().join(', ')
+      await assert.rejects(V.Volume.destroy(vol.volumeId), (e) => {
+        assert.ok(e instanceof V.VolumeError, String(e))
+        assert.equal(e.message, `409: volume '${name}' is mounted by sandboxes ${both}; kill them first`)
+        return true
+      })
+    } finally {
+      await Sandbox.kill(a.sandboxId).catch(() => {})
+      await Sandbox.kill(b.sandboxId).catch(() => {})
+    }
+    await assert.rejects(newSandbox({ volumeMounts: { '/mnt/x': `missing-${TAG}` } }), (e) => {
+      assert.ok(e instanceof SandboxError, String(e))
+      assert.equal(e.message, `400: volumeMounts[0].name: volume 'missing-${TAG}' not found`)
+      return true
+    })
+  } finally {
+    assert.equal(await V.Volume.destroy(vol.volumeId), true)
+  }
 })
 
 let passed = 0

@@ -1,6 +1,7 @@
 """E2B's official Python SDK (any 2.x from PyPI) against e2b-local, one check per feature row.
 
-Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and E2B_DOMAIN and
+Run by run.sh, which exports E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY, E2B_DOMAIN and
+E2B_VOLUME_API_URL and
 runs this in the namespace of a `serve --network nat` whose only uplink is run.sh's fake
 internet (fake_internet.py: HTTP on 203.0.113.10 and .11, DNS a.test/b.test -> .10,
 c.test -> .11).
@@ -964,6 +965,173 @@ def template_build_failure_names_the_step():
     else:
         raise AssertionError("a failing step must fail the build")
     assert Template.exists("compat-missing-" + TAG) is False
+
+
+# --- volumes -----------------------------------------------------------------------------
+
+
+def volume_api():
+    """The SDK's Volume class, or None when this version has none."""
+    try:
+        from e2b import Volume
+    except ImportError:
+        return None
+    return Volume
+
+
+def volume_name(what):
+    # Volume names are letters, digits, '_' and '-'.
+    return f"compat-{LABEL}-{what}-{TAG}".replace(".", "-")
+
+
+@check
+def volume_create_list_get_connect_destroy():
+    Volume = volume_api()
+    if Volume is None:
+        return SKIP
+    from e2b import VolumeException, VolumeNotFoundException
+
+    assert os.environ["E2B_VOLUME_API_URL"] == os.environ["E2B_API_URL"], os.environ["E2B_VOLUME_API_URL"]
+    name = volume_name("crud")
+    vol = Volume.create(name)
+    try:
+        assert vol.name == name and len(vol.token) == 64, (vol.name, vol.token)
+        assert any(v.volume_id == vol.volume_id and v.name == name for v in Volume.list())
+        info = Volume.get_info(vol.volume_id)
+        assert (info.volume_id, info.name, info.token, info.domain) == (vol.volume_id, name, vol.token, None), info
+        again = Volume.connect(vol.volume_id)
+        assert (again.name, again.token) == (name, vol.token)
+        try:
+            Volume.create(name)
+        except VolumeException as e:
+            assert str(e) == f"409: a volume named '{name}' already exists", str(e)
+        else:
+            raise AssertionError("a duplicate name must be refused")
+        try:
+            Volume.create("a/b")
+        except VolumeException as e:
+            assert str(e) == "400: invalid volume name \"a/b\": use 1 to 255 letters, digits, '_' and '-'", str(e)
+        else:
+            raise AssertionError("a name with '/' must be refused")
+        try:
+            Volume.get_info("missing-" + TAG)
+        except VolumeNotFoundException as e:
+            assert str(e) == f"Volume missing-{TAG} not found", str(e)
+        else:
+            raise AssertionError("an unknown volume must be VolumeNotFoundException")
+    finally:
+        assert Volume.destroy(vol.volume_id) is True
+    assert Volume.destroy(vol.volume_id) is False
+
+
+@check
+def volume_files_read_write_list_stat_remove():
+    Volume = volume_api()
+    if Volume is None:
+        return SKIP
+    import datetime
+    import io
+
+    from e2b import VolumeException, VolumeFileType, VolumePathNotFoundException
+
+    vol = Volume.create(volume_name("files"))
+    try:
+        try:
+            vol.write_file("/dir/a.txt", "alpha")
+        except VolumePathNotFoundException as e:
+            assert str(e) == "Path /dir/a.txt not found", str(e)
+        else:
+            raise AssertionError("a missing parent without force must be VolumePathNotFoundException")
+        st = vol.write_file("/dir/a.txt", "alpha", force=True)
+        assert (st.name, st.type, st.path, st.size, st.mode, st.uid, st.gid) == (
+            "a.txt", VolumeFileType.FILE, "/dir/a.txt", 5, 0o644, 1000, 1000), st
+        assert isinstance(st.mtime, datetime.datetime) and st.mtime.tzinfo is not None, st.mtime
+        assert vol.read_file("/dir/a.txt") == "alpha"
+        assert vol.read_file("/dir/a.txt", format="bytes") == b"alpha"
+        assert b"".join(vol.read_file("/dir/a.txt", format="stream")) == b"alpha"
+        data = bytes(range(256)) * 4096  # 1 MiB, streamed from a file object
+        st = vol.write_file("/dir/b.bin", io.BytesIO(data), mode=0o600)
+        assert (st.size, st.mode) == (len(data), 0o600), st
+        assert vol.read_file("/dir/b.bin", format="bytes") == data
+        d = vol.make_dir("/dir/sub")
+        assert (d.type, d.mode) == (VolumeFileType.DIRECTORY, 0o755), d
+        try:
+            vol.make_dir("/dir/sub")
+        except VolumeException as e:
+            assert str(e) == "409: path '/dir/sub' already exists", str(e)
+        else:
+            raise AssertionError("making an existing directory must fail without force")
+        assert vol.make_dir("/dir/sub", force=True).path == "/dir/sub"
+        assert [e.path for e in vol.list("/", depth=2)] == ["/dir", "/dir/a.txt", "/dir/b.bin", "/dir/sub"]
+        assert [e.name for e in vol.list("/dir")] == ["a.txt", "b.bin", "sub"]
+        assert vol.exists("/dir/sub") and not vol.exists("/nope")
+        st = vol.update_metadata("/dir/a.txt", mode=0o640, uid=0)
+        assert (st.mode, st.uid, st.gid) == (0o640, 0, 1000), st
+        assert vol.get_info("/dir/b.bin").size == len(data)
+        vol.remove("/dir/sub")
+        assert not vol.exists("/dir/sub")
+        try:
+            vol.read_file("/nope")
+        except VolumePathNotFoundException as e:
+            assert str(e) == "Path /nope not found", str(e)
+        else:
+            raise AssertionError("reading a missing file must be VolumePathNotFoundException")
+        try:
+            vol.read_file("/../etc/passwd")
+        except VolumeException as e:
+            assert str(e) == "400: invalid path '/../etc/passwd': '..' is not allowed in a volume path", str(e)
+        else:
+            raise AssertionError("'..' must be refused")
+        forged = Volume(vol.volume_id, vol.name, token="wrong")
+        try:
+            forged.list("/")
+        except Exception as e:  # noqa: BLE001 - the class is checked below
+            assert type(e).__name__ == "AuthenticationException", repr(e)
+            assert str(e) == f"401: Unauthorized, please check your credentials. - invalid token for volume '{vol.volume_id}'", str(e)
+        else:
+            raise AssertionError("a wrong token must be refused")
+    finally:
+        Volume.destroy(vol.volume_id)
+
+
+@check
+def volume_mounts_shared_by_two_sandboxes():
+    Volume = volume_api()
+    if Volume is None:
+        return SKIP
+    from e2b import VolumeException
+
+    name = volume_name("shared")
+    vol = Volume.create(name)
+    try:
+        a = new_sandbox(volume_mounts={"/mnt/shared": vol})
+        b = new_sandbox(volume_mounts={"/home/user/data": name})
+        try:
+            r = a.commands.run("echo from-a > /mnt/shared/note && stat -c '%U %a' /mnt/shared")
+            assert r.stdout == "user 755\n", r.stdout
+            assert b.commands.run("cat /home/user/data/note").stdout == "from-a\n"
+            assert vol.read_file("/note") == "from-a\n"
+            vol.write_file("/from-api.txt", "api")
+            assert a.commands.run("cat /mnt/shared/from-api.txt").stdout == "api"
+            assert a.get_info().volume_mounts == [{"name": name, "path": "/mnt/shared"}], a.get_info().volume_mounts
+            try:
+                Volume.destroy(vol.volume_id)
+            except VolumeException as e:
+                both = ", ".join(sorted([a.sandbox_id, b.sandbox_id]))
+                assert str(e) == f"409: volume '{name}' is mounted by sandboxes {both}; kill them first", str(e)
+            else:
+                raise AssertionError("destroying a mounted volume must be refused")
+        finally:
+            a.kill()
+            b.kill()
+        try:
+            new_sandbox(volume_mounts={"/mnt/x": "missing-" + TAG})
+        except SandboxException as e:
+            assert str(e) == f"400: volumeMounts[0].name: volume 'missing-{TAG}' not found", str(e)
+        else:
+            raise AssertionError("an unknown volume must be refused")
+    finally:
+        assert Volume.destroy(vol.volume_id) is True
 
 
 def main():

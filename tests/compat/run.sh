@@ -210,11 +210,12 @@ in_ns "$UPNS" "$BIN" serve --network nat --dns-upstream 203.0.113.53 \
   --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.out" 2>"$DATA/serve.err" &
 PID=$!
 for _ in $(seq 1 300); do
-  grep -q '^export E2B_DOMAIN=' "$DATA/serve.out" 2>/dev/null && break
+  # The last export line: once it is there, all are (the volume content API's URL too).
+  grep -q '^export E2B_VOLUME_API_URL=' "$DATA/serve.out" 2>/dev/null && break
   kill -0 "$PID" 2>/dev/null || break
   sleep 0.1
 done
-if ! grep -q '^export E2B_DOMAIN=' "$DATA/serve.out" 2>/dev/null; then
+if ! grep -q '^export E2B_VOLUME_API_URL=' "$DATA/serve.out" 2>/dev/null; then
   echo "e2b-local serve did not start:"
   cat "$DATA/serve.out" "$DATA/serve.err" || true
   setup_failed "e2b-local serve did not start"

@@ -16,6 +16,8 @@ mod generated;
 
 pub use generated::*;
 
+pub mod volume_content;
+
 use std::fmt;
 use std::time::{Duration, Instant};
 

@@ -56,6 +56,10 @@ pub enum Command {
         /// unbounded). At least 16.
         #[arg(long, default_value_t = crate::server::DEFAULT_DISK_MIB, value_parser = parse_disk_mib)]
         disk_mib: u64,
+        /// Size of each new volume in MiB: a sparse ext4 image (with a journal) on a loop
+        /// device; a write past it gets ENOSPC. At least 16.
+        #[arg(long, default_value_t = crate::volumes::DEFAULT_VOLUME_MIB, value_parser = parse_volume_mib)]
+        volume_mib: u64,
         /// Sandbox networking: `nat` (an address each, NAT out of the host, E2B's egress
         /// rules) or `none` (loopback only). Rootless mode's `nat` goes through pasta
         /// (package `passt`; needs a fixed --listen port and a usable /dev/net/tun).
@@ -185,6 +189,19 @@ fn parse_disk_mib(s: &str) -> Result<u64, String> {
     Ok(mib)
 }
 
+fn parse_volume_mib(s: &str) -> Result<u64, String> {
+    let mib: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of MiB"))?;
+    if mib < crate::volumes::MIN_VOLUME_MIB {
+        return Err(format!(
+            "{mib} MiB is too small for a volume: give at least {} MiB",
+            crate::volumes::MIN_VOLUME_MIB
+        ));
+    }
+    Ok(mib)
+}
+
 fn parse_dns_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse::<std::net::SocketAddr>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
@@ -273,6 +290,7 @@ pub fn run(cli: Cli) -> ExitCode {
             max_sandboxes,
             max_memory_mib,
             disk_mib,
+            volume_mib,
             network,
             network_pool,
             dns_upstreams,
@@ -291,6 +309,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     .listen(listen.clone())
                     .cgroup_parent(cgroup_parent)
                     .disk_mib(disk_mib)
+                    .volume_mib(volume_mib)
                     .debian_base(base == BaseMode::Debian)
                     .trust_host_cas(!no_host_cas)
                     .max_lifetime(std::time::Duration::from_secs(max_lifetime));

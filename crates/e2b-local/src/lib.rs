@@ -22,6 +22,8 @@ pub mod server;
 pub mod state;
 #[cfg(target_os = "linux")]
 pub mod template;
+#[cfg(target_os = "linux")]
+pub mod volumes;
 
 #[cfg(target_os = "linux")]
 pub use server::{RunningServer, Server, ServerBuilder, ServerError};

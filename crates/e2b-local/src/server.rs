@@ -11,6 +11,7 @@
 //! println!("E2B_SANDBOX_URL={}", server.sandbox_url());
 //! println!("E2B_API_KEY={}", server.api_key());
 //! println!("E2B_DOMAIN={}", server.domain());
+//! println!("E2B_VOLUME_API_URL={}", server.volume_api_url());
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -38,6 +39,8 @@ pub const ENV_SANDBOX_URL: &str = "E2B_SANDBOX_URL";
 pub const ENV_API_KEY: &str = "E2B_API_KEY";
 /// See [`ENV_API_URL`].
 pub const ENV_DOMAIN: &str = "E2B_DOMAIN";
+/// See [`ENV_API_URL`]: where the SDKs' `Volume` sends content requests.
+pub const ENV_VOLUME_API_URL: &str = "E2B_VOLUME_API_URL";
 
 /// Default listen address of `e2b-local serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -68,6 +71,12 @@ pub enum ServerError {
         "a disk budget of {0} MiB is too small: give at least {MIN_DISK_MIB} MiB, or 0 for none"
     )]
     DiskBudget(u64),
+    /// The volume size is too small to hold an ext4 filesystem with its journal.
+    #[error(
+        "a volume size of {0} MiB is too small: give at least {min} MiB",
+        min = crate::volumes::MIN_VOLUME_MIB
+    )]
+    VolumeSize(u64),
 }
 
 /// Default disk budget of every sandbox: 10 GiB, E2B's default sandbox disk (Hobby tier).
@@ -155,6 +164,7 @@ pub struct ServerBuilder {
     network: Option<crate::network::NetworkOptions>,
     debian_base: bool,
     trust_host_cas: bool,
+    volume_mib: u64,
 }
 
 impl Default for ServerBuilder {
@@ -172,6 +182,7 @@ impl Default for ServerBuilder {
             network: None,
             debian_base: false,
             trust_host_cas: true,
+            volume_mib: crate::volumes::DEFAULT_VOLUME_MIB,
         }
     }
 }
@@ -228,6 +239,22 @@ impl ServerBuilder {
     /// ```
     pub fn disk_mib(mut self, mib: u64) -> Self {
         self.limits.disk_bytes = (mib > 0).then(|| mib.saturating_mul(1 << 20));
+        self
+    }
+
+    /// Size of each new volume in MiB (`e2b-local serve --volume-mib`; default
+    /// [`DEFAULT_VOLUME_MIB`](crate::volumes::DEFAULT_VOLUME_MIB), at least
+    /// [`MIN_VOLUME_MIB`](crate::volumes::MIN_VOLUME_MIB)): a sparse ext4 image of that
+    /// size, so a volume that fills up gives `ENOSPC`. Volumes made earlier keep their size.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), e2b_local::ServerError> {
+    /// let server = e2b_local::Server::builder().volume_mib(1024).start().await?;
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn volume_mib(mut self, mib: u64) -> Self {
+        self.volume_mib = mib;
         self
     }
 
@@ -340,6 +367,9 @@ impl ServerBuilder {
         {
             return Err(ServerError::DiskBudget(mib));
         }
+        if self.volume_mib < crate::volumes::MIN_VOLUME_MIB {
+            return Err(ServerError::VolumeSize(self.volume_mib));
+        }
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         let mut rc = RuntimeConfig::new(&data_dir);
         rc.pooled_disk_bytes = limits.disk_bytes;
@@ -394,6 +424,7 @@ impl ServerBuilder {
                 capacity,
                 debian_base: self.debian_base,
                 trust_host_cas: self.trust_host_cas,
+                volume_bytes: self.volume_mib.saturating_mul(1 << 20),
             },
             networks.clone(),
         )?);
@@ -459,6 +490,11 @@ impl RunningServer {
         self.api_url()
     }
 
+    /// Base URL of the volume content API (`E2B_VOLUME_API_URL`): the same listener.
+    pub fn volume_api_url(&self) -> String {
+        self.api_url()
+    }
+
     /// The API key (`E2B_API_KEY`).
     pub fn api_key(&self) -> &str {
         &self.api_key
@@ -492,6 +528,7 @@ impl RunningServer {
             (ENV_SANDBOX_URL, self.sandbox_url()),
             (ENV_API_KEY, self.api_key.clone()),
             (ENV_DOMAIN, self.domain.clone()),
+            (ENV_VOLUME_API_URL, self.volume_api_url()),
         ]
     }
 

@@ -268,7 +268,7 @@ async fn bad_input_gets_400_or_404_naming_the_problem() {
             "/sandboxes",
             r#"{"templateID":"base","volumeMounts":[{"name":"v","path":"/v"}]}"#,
             400,
-            "volumeMounts are not supported by e2b-local",
+            "volumeMounts[0].name: volume 'v' not found",
         ),
         (
             "/sandboxes",

@@ -111,6 +111,13 @@ fn usage_errors_exit_2() {
         "{}",
         text(&out.stderr)
     );
+    let out = run(&["serve", "--volume-mib", "15"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("error: invalid value '15' for '--volume-mib <VOLUME_MIB>': 15 MiB is too small for a volume: give at least 16 MiB\n"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Kills the serve process when the test ends.
@@ -159,7 +166,7 @@ fn serve_prints_exports_and_sandbox_commands_use_it() {
     let serve = Serve(child);
     let mut lines = BufReader::new(stdout).lines();
     let mut exports = Vec::new();
-    while exports.len() < 4 {
+    while exports.len() < 5 {
         let line = lines.next().expect("serve ended early").unwrap();
         if let Some(e) = line.strip_prefix("export ") {
             exports.push(e.to_owned());
@@ -175,6 +182,7 @@ fn serve_prints_exports_and_sandbox_commands_use_it() {
             format!("E2B_SANDBOX_URL=http://127.0.0.1:{port}"),
             format!("E2B_API_KEY={key}"),
             format!("E2B_DOMAIN=localhost:{port}"),
+            format!("E2B_VOLUME_API_URL=http://127.0.0.1:{port}"),
         ]
     );
 

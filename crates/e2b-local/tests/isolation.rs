@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{as_root_and_user, default_limits, env, sh, sleeper, spawn, text};
-use e2b_local::isolation::{ExecOptions, InitProgram, Limits, SandboxCgroup};
+use e2b_local::isolation::mounts::BindMount;
+use e2b_local::isolation::{ExecOptions, InitProgram, Limits, SandboxCgroup, SandboxSpec};
+use e2b_local::volumes::Volumes;
 
 const CG: &str = "e2b-local-test";
 
@@ -383,6 +385,72 @@ root_test! {
         assert_eq!(loop_devices_backed_by(&backing), Vec::<String>::new());
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         assert!(!mounts.contains("iso-disk"), "{mounts}");
+    }
+
+    fn a_volume_is_reachable_only_from_sandboxes_that_mount_it() {
+        let env = env(CG);
+        let vols = Volumes::new(
+            &env.dir,
+            env.runtime.mkfs_ext4().map(Path::to_owned).map_err(str::to_owned),
+            32 << 20,
+        );
+        let id = "iso-volume";
+        let _ = vols.remove(id);
+        vols.make(id).unwrap_or_else(|e| panic!("{e}"));
+        let mount_point = vols.mount_point(id);
+        let image = mount_point.with_file_name("disk.img");
+        std::fs::write(mount_point.join("vol-marker"), "volume-secret-data").unwrap();
+        // As the content API leaves it: owned by the sandboxes' `user`.
+        std::os::unix::fs::chown(mount_point.join("vol-marker"), Some(1000), Some(1000)).unwrap();
+        let dev = std::fs::metadata(&mount_point).unwrap().dev();
+        let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+        let mut spec = SandboxSpec::new("iso-vol-in", &env.base, InitProgram::sandbox(["/bin/sleep", "infinity"]));
+        spec.limits = default_limits();
+        spec.binds = vec![BindMount { source: mount_point.clone(), target: "/mnt/vol".into() }];
+        let inside = common::Guard(env.runtime.spawn(spec).unwrap_or_else(|e| panic!("spawn: {e}")));
+        let out = sh(&inside, "cat /mnt/vol/vol-marker && echo appended >> /mnt/vol/vol-marker && stat -c '%U %a' /mnt/vol", &ExecOptions::user());
+        assert_eq!(text(&out.stdout), "volume-secret-datauser 755\n", "{}", text(&out.stderr));
+        // The attack, from a sandbox without the mount: look for the data by name, at the
+        // host's paths of the mount and the image, through another sandbox's root, and
+        // through the block device itself.
+        let outside = sleeper(env, "iso-vol-out");
+        let script = format!(
+            "find / \\( -path /proc -o -path /sys \\) -prune -o -name vol-marker -print 2>/dev/null; echo found-none; \
+             cat {mp}/vol-marker {img} 2>&1 | sed 's/^cat: //'; \
+             grep -c {id} /proc/self/mountinfo; \
+             cat /proc/[0-9]*/root/mnt/vol/vol-marker 2>/dev/null | wc -c; \
+             ls /dev/loop-control /dev/loop{minor} 2>&1 | sed 's/^ls: //'; \
+             mknod /tmp/vol-dev b {major} {minor} 2>&1; \
+             mknod /dev/shm/vol-dev b {major} {minor} 2>&1",
+            mp = mount_point.display(),
+            img = image.display(),
+        );
+        for (who, opts) in as_root_and_user() {
+            let out = sh(&outside, &script, &opts);
+            let stdout = text(&out.stdout);
+            assert!(!stdout.contains("volume-secret-data"), "{who}: {stdout}");
+            assert_eq!(
+                stdout,
+                format!(
+                    "found-none\n\
+                     {mp}/vol-marker: No such file or directory\n{img}: No such file or directory\n\
+                     0\n\
+                     0\n\
+                     cannot access '/dev/loop-control': No such file or directory\n\
+                     cannot access '/dev/loop{minor}': No such file or directory\n\
+                     mknod: /tmp/vol-dev: Operation not permitted\n\
+                     mknod: /dev/shm/vol-dev: Operation not permitted\n",
+                    mp = mount_point.display(),
+                    img = image.display(),
+                ),
+                "{who}"
+            );
+        }
+        drop(inside);
+        drop(outside);
+        assert_eq!(std::fs::read_to_string(mount_point.join("vol-marker")).unwrap(), "volume-secret-dataappended\n");
+        vols.remove(id).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!mount_point.exists());
     }
 
     fn two_sandboxes_see_neither_files_nor_processes_of_each_other() {

@@ -52,6 +52,7 @@ fn no_network_notice() -> String {
 
 const OOM_NOTICE: &str = "e2b-local: unavailable: keeping envd from the OOM killer (oom_score_adj -1000): lowering a score needs CAP_SYS_RESOURCE on the host (rootless mode or a restricted host); envd keeps the server's score and the processes it starts get 100, so they are still chosen first";
 const DISK_NOTICE: &str = "e2b-local: unavailable: a disk budget per sandbox (an ext4 image on a loop device): sandboxes write to the data directory's filesystem without a limit: loop devices and ext4 mounts need root on the host, and rootless mode is root of a user namespace only";
+const VOLUME_NOTICE: &str = "e2b-local: unavailable: volumes (ext4 images on loop devices): creating a volume or mounting one answers 501: loop devices and ext4 mounts need root on the host, and rootless mode is root of a user namespace only";
 const SUDO_NOTICE: &str = "e2b-local: unavailable: sudo and other setuid programs of the host's /usr inside sandboxes: in rootless mode they are owned by the host's root, an id outside the user namespace, so the kernel ignores their setuid bit; root inside also cannot modify such files";
 
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
@@ -472,7 +473,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
 
     // Start-up names what is unavailable, on stderr.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 7 + host_cas_notice().len() && Instant::now() < deadline {
+    while t.notices().len() < 8 + host_cas_notice().len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cgroup_problem = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -495,6 +496,7 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
             "e2b-local: unavailable: pause and resume (the cgroup freezer): pausing answers 501 and autoPause is refused: no cgroup in rootless mode".to_owned(),
             OOM_NOTICE.to_owned(),
             DISK_NOTICE.to_owned(),
+            VOLUME_NOTICE.to_owned(),
             SUDO_NOTICE.to_owned(),
             no_network_notice(),
         ]
@@ -683,6 +685,30 @@ async fn rootless_server_isolates_sandboxes_and_reports_what_it_cannot_do() {
     );
     let o = run(&t, &http, &id, &token, "user", "echo still running").await;
     assert_eq!(o.stdout, "still running\n");
+
+    // Volumes need loop devices: 501 naming why, for a new volume and for a mount.
+    let unavailable = err(
+        501,
+        "volumes are not available on this server: loop devices and ext4 mounts need root on the host, and rootless mode is root of a user namespace only",
+    );
+    let r = api(Method::POST, "/volumes")
+        .header("content-type", "application/json")
+        .body(r#"{"name":"data"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(r.json::<Value>().await.unwrap(), unavailable);
+    let r = api(Method::POST, "/sandboxes")
+        .header("content-type", "application/json")
+        .body(r#"{"templateID":"base","volumeMounts":[{"name":"data","path":"/data"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(r.json::<Value>().await.unwrap(), unavailable);
+    let r = api(Method::GET, "/volumes").send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
     let r = api(Method::POST, "/sandboxes")
         .header("content-type", "application/json")
         .body(r#"{"templateID":"base","autoPause":true}"#)
@@ -855,7 +881,7 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
     );
     let http = http();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.notices().len() < 5 + host_cas_notice().len() && Instant::now() < deadline {
+    while t.notices().len() < 6 + host_cas_notice().len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Only what a cgroup cannot fix is reported, with the network notice.
@@ -865,6 +891,7 @@ async fn rootless_server_with_a_delegated_cgroup_has_limits_and_pause() {
             rootless_notice(uid, subuid),
             OOM_NOTICE.to_owned(),
             DISK_NOTICE.to_owned(),
+            VOLUME_NOTICE.to_owned(),
             SUDO_NOTICE.to_owned(),
             no_network_notice(),
         ]

@@ -16,6 +16,9 @@ pub const E2B_DOMAIN: &str = "E2B_DOMAIN";
 pub const E2B_API_URL: &str = "E2B_API_URL";
 /// Environment variable overriding every sandbox's envd URL.
 pub const E2B_SANDBOX_URL: &str = "E2B_SANDBOX_URL";
+/// Environment variable overriding the volume content API's URL (default
+/// `https://api.<domain>`).
+pub const E2B_VOLUME_API_URL: &str = "E2B_VOLUME_API_URL";
 /// Environment variable turning on debug mode (`true`, case-insensitive).
 pub const E2B_DEBUG: &str = "E2B_DEBUG";
 
@@ -29,6 +32,8 @@ pub use e2b_api::DEFAULT_USER_AGENT as USER_AGENT;
 pub use e2b_envd::ENVD_PORT;
 /// The control-plane URL in debug mode.
 pub const DEBUG_API_URL: &str = "http://localhost:3000";
+/// The volume content API's URL in debug mode (the official SDKs').
+pub const DEBUG_VOLUME_API_URL: &str = "http://localhost:8080";
 /// The sandbox id used in debug mode, where no sandbox is created.
 pub const DEBUG_SANDBOX_ID: &str = "debug_sandbox_id";
 /// The envd version assumed in debug mode (as the official SDKs do).
@@ -78,6 +83,7 @@ pub struct ConnectionConfig {
     domain: String,
     api_url: Option<String>,
     sandbox_url: Option<String>,
+    volume_api_url: Option<String>,
     debug: bool,
     request_timeout: Option<Duration>,
     api_client: Arc<OnceLock<e2b_api::Client>>,
@@ -98,6 +104,7 @@ impl ConnectionConfig {
             domain: DEFAULT_DOMAIN.to_owned(),
             api_url: None,
             sandbox_url: None,
+            volume_api_url: None,
             debug: false,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             api_client: Arc::default(),
@@ -128,6 +135,9 @@ impl ConnectionConfig {
         }
         if let Some(url) = get(E2B_SANDBOX_URL) {
             config.sandbox_url = Some(check_url(E2B_SANDBOX_URL, &url)?);
+        }
+        if let Some(url) = get(E2B_VOLUME_API_URL) {
+            config.volume_api_url = Some(check_url(E2B_VOLUME_API_URL, &url)?);
         }
         if let Some(debug) = get(E2B_DEBUG) {
             config.debug = match debug.trim().to_ascii_lowercase().as_str() {
@@ -173,6 +183,12 @@ impl ConnectionConfig {
     pub fn with_sandbox_url(mut self, sandbox_url: impl Into<String>) -> Self {
         self.api_client = Arc::default();
         self.sandbox_url = Some(sandbox_url.into());
+        self
+    }
+
+    /// Sets the volume content API's URL, e.g. `http://127.0.0.1:3000` for e2b-local.
+    pub fn with_volume_api_url(mut self, url: impl Into<String>) -> Self {
+        self.volume_api_url = Some(url.into());
         self
     }
 
@@ -223,6 +239,17 @@ impl ConnectionConfig {
         match &self.api_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None if self.debug => DEBUG_API_URL.to_owned(),
+            None => format!("https://api.{}", self.domain),
+        }
+    }
+
+    /// The volume content API's URL: the override ([`E2B_VOLUME_API_URL`]), else
+    /// [`DEBUG_VOLUME_API_URL`] in debug mode, else `https://api.<domain>` (as the official
+    /// SDKs: the control-plane URL override does not move it).
+    pub fn volume_api_url(&self) -> String {
+        match &self.volume_api_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.debug => DEBUG_VOLUME_API_URL.to_owned(),
             None => format!("https://api.{}", self.domain),
         }
     }
@@ -319,6 +346,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("domain", &self.domain)
             .field("api_url", &self.api_url)
             .field("sandbox_url", &self.sandbox_url)
+            .field("volume_api_url", &self.volume_api_url)
             .field("debug", &self.debug)
             .field("request_timeout", &self.request_timeout)
             .finish()
@@ -388,9 +416,16 @@ mod tests {
         assert_eq!(c.envd_direct_url("x", None), "http://127.0.0.1:5000");
         assert_eq!(c.get_host("x", None, 3000), "localhost:3000");
 
+        assert_eq!(c.volume_api_url(), DEBUG_VOLUME_API_URL);
+
         let c = from(&[(E2B_API_URL, "http://127.0.0.1:3000")]).unwrap();
         assert_eq!(c.api_url(), "http://127.0.0.1:3000");
         assert!(c.has_api_key_or_url());
+        // As the official SDKs: the API URL does not move the volume content API.
+        assert_eq!(c.volume_api_url(), "https://api.e2b.app");
+        let c = from(&[(E2B_VOLUME_API_URL, "http://127.0.0.1:3000/")]).unwrap();
+        assert_eq!(c.volume_api_url(), "http://127.0.0.1:3000");
+        assert!(from(&[(E2B_VOLUME_API_URL, "not a url")]).is_err());
     }
 
     #[test]

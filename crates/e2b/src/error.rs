@@ -126,6 +126,10 @@ pub enum Error {
     Build(Context),
     /// Uploading a template's files failed (`FileUploadException`).
     FileUpload(Context),
+    /// A volume operation failed (`VolumeException`): `<status>: <message>` of what the API
+    /// refused. A missing volume or path is [`Error::NotFound`] instead
+    /// (`VolumeNotFoundException`, `VolumePathNotFoundException`).
+    Volume(Context),
     /// A foreground command exited with a non-zero code (`CommandExitException`); the result
     /// carries its output.
     CommandExit(Box<CommandResult>),
@@ -143,7 +147,8 @@ impl Error {
             | Error::RateLimit(c)
             | Error::Template(c)
             | Error::Build(c)
-            | Error::FileUpload(c) => Some(c),
+            | Error::FileUpload(c)
+            | Error::Volume(c) => Some(c),
             Error::CommandExit(_) => None,
         }
     }
@@ -209,6 +214,11 @@ impl Error {
     /// Whether this is [`Error::FileUpload`].
     pub fn is_file_upload(&self) -> bool {
         matches!(self, Error::FileUpload(_))
+    }
+
+    /// Whether this is [`Error::Volume`].
+    pub fn is_volume(&self) -> bool {
+        matches!(self, Error::Volume(_))
     }
 
     /// Whether this is [`Error::CommandExit`].

@@ -10,6 +10,7 @@ pub mod files;
 pub mod pty;
 pub mod sandbox;
 pub mod template;
+pub mod volume;
 
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
@@ -39,11 +40,15 @@ pub use sandbox::{
     SandboxQuery, SandboxState, TRAFFIC_ACCESS_TOKEN_HEADER,
 };
 pub use template::{BuildInfo, BuildOptions, LogEntry, ReadyCmd, Template};
+pub use volume::{
+    Volume, VolumeAndToken, VolumeEntryStat, VolumeFileType, VolumeInfo, VolumeMetadata,
+    VolumeMount, VolumeWriteOptions,
+};
 
 /// The types most programs need: `use e2b::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         CommandEvent, CommandResult, ConnectionConfig, Error, PtyOptions, PtySize, Result,
-        RunOptions, Sandbox, SandboxQuery, Template, WatchOptions, WriteEntry,
+        RunOptions, Sandbox, SandboxQuery, Template, Volume, WatchOptions, WriteEntry,
     };
 }

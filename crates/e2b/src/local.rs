@@ -79,6 +79,7 @@ impl LocalServer {
                     let _ = ready_tx.send(Ok((
                         server.api_url(),
                         server.sandbox_url(),
+                        server.volume_api_url(),
                         server.api_key().to_owned(),
                         server.domain().to_owned(),
                     )));
@@ -87,7 +88,7 @@ impl LocalServer {
                 });
             })
             .map_err(|e| Error::sandbox(format!("starting the local E2B server thread: {e}")))?;
-        let (api_url, sandbox_url, api_key, domain) = match ready_rx.recv() {
+        let (api_url, sandbox_url, volume_api_url, api_key, domain) = match ready_rx.recv() {
             Ok(Ok(parts)) => parts,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -105,6 +106,7 @@ impl LocalServer {
         let config = ConnectionConfig::new()
             .with_api_url(api_url)
             .with_sandbox_url(sandbox_url)
+            .with_volume_api_url(volume_api_url)
             .with_api_key(api_key)
             .with_domain(domain);
         Ok(Self {

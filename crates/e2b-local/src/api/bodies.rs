@@ -66,6 +66,16 @@ pub(super) fn sizes(m: &Manager) -> Sizes {
     }
 }
 
+/// `volumeMounts` of a sandbox's bodies.
+fn mounts(m: &[crate::state::VolumeMount]) -> Vec<types::SandboxVolumeMount> {
+    m.iter()
+        .map(|m| types::SandboxVolumeMount {
+            name: m.name.clone(),
+            path: m.path.clone(),
+        })
+        .collect()
+}
+
 /// The body of `GET /sandboxes/{id}`.
 pub(super) fn detail(m: &Manager, live: &Live) -> types::SandboxDetail {
     let rec = live.record();
@@ -95,7 +105,7 @@ pub(super) fn detail(m: &Manager, live: &Live) -> types::SandboxDetail {
         started_at: rec.started_at,
         state: api_state(rec.state),
         template_id: rec.template,
-        volume_mounts: Vec::new(),
+        volume_mounts: mounts(&rec.volume_mounts),
     }
 }
 
@@ -115,6 +125,6 @@ pub(super) fn listed(m: &Manager, rec: SandboxRecord) -> types::ListedSandbox {
         started_at: rec.started_at,
         state: api_state(rec.state),
         template_id: rec.template,
-        volume_mounts: Vec::new(),
+        volume_mounts: mounts(&rec.volume_mounts),
     }
 }

@@ -80,6 +80,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Internal { .. } | LifecycleError::Store(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            LifecycleError::Volume(v) => super::volumes::status(v),
         };
         ApiError::new(status, e.to_string())
     }

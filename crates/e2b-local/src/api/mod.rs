@@ -6,7 +6,7 @@
 //! `e2b_api::types`; every failure is an [`ApiError`].
 //!
 //! One module per resource: `sandboxes` (lifecycle operations), `list`, `logs`, `metrics`,
-//! `templates`; `request` reads bodies, queries and path ids, `bodies` builds responses,
+//! `templates`, `volumes`, `volume_content` (a volume's files, with its own token); `request` reads bodies, queries and path ids, `bodies` builds responses,
 //! `auth` checks the API key.
 
 mod auth;
@@ -20,6 +20,8 @@ mod network;
 mod request;
 mod sandboxes;
 mod templates;
+mod volume_content;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -78,6 +80,8 @@ pub fn router(m: AppState) -> Router {
         )
         .route("/templates/{id}/tags", get(builds::tags))
         .route("/templates/aliases/{alias}", get(builds::alias))
+        .route("/volumes", get(volumes::list).post(volumes::create))
+        .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
         .route_layer(axum::middleware::from_fn_with_state(
             m.clone(),
             auth::require_key,
@@ -87,6 +91,21 @@ pub fn router(m: AppState) -> Router {
         .route("/health", get(health))
         // The signed upload link is the credential, as a presigned URL is.
         .route("/template-files/{hash}", put(builds::upload))
+        // The volume's token is the credential (checked per handler), not the API key.
+        .route(
+            "/volumecontent/{id}/dir",
+            get(volume_content::list_dir).post(volume_content::make_dir),
+        )
+        .route(
+            "/volumecontent/{id}/path",
+            get(volume_content::stat_path)
+                .patch(volume_content::update_path)
+                .delete(volume_content::remove_path),
+        )
+        .route(
+            "/volumecontent/{id}/file",
+            get(volume_content::read_file).put(volume_content::write_file),
+        )
         // Applies to the routes added so far; `authed` has its own.
         .method_not_allowed_fallback(method_not_allowed)
         .merge(authed)

@@ -79,6 +79,7 @@ struct LifecycleRequest {
 
 #[allow(clippy::too_many_arguments)]
 fn create_params(
+    m: &Manager,
     template: String,
     timeout: i32,
     metadata: Option<types::SandboxMetadata>,
@@ -88,7 +89,7 @@ fn create_params(
     allow_internet_access: Option<bool>,
     network: Option<&types::SandboxNetworkConfig>,
     mcp: bool,
-    volume_mounts: usize,
+    volume_mounts: &[types::SandboxVolumeMount],
 ) -> Result<CreateParams, ApiError> {
     if template.is_empty() {
         return Err(ApiError::bad_request("templateID must not be empty"));
@@ -96,11 +97,6 @@ fn create_params(
     if mcp {
         return Err(ApiError::bad_request(
             "mcp is not supported by e2b-local (no MCP gateway template)",
-        ));
-    }
-    if volume_mounts > 0 {
-        return Err(ApiError::bad_request(
-            "volumeMounts are not supported by e2b-local",
         ));
     }
     let auto_resume = lifecycle.auto_resume.is_some_and(|a| a.enabled);
@@ -119,6 +115,12 @@ fn create_params(
     let env_vars = env_vars.map(|e| e.0).unwrap_or_default();
     check_env_vars(&env_vars)?;
     let (network, rules) = super::network::create_rules(allow_internet_access, network)?;
+    let volume_mounts = m.check_volume_mounts(
+        &volume_mounts
+            .iter()
+            .map(|v| (v.name.clone(), v.path.clone()))
+            .collect::<Vec<_>>(),
+    )?;
     // `namespace/alias:tag` references: the tag `default` (or none) names the template.
     let template = match template.split_once(':') {
         Some((name, "default")) => name.to_owned(),
@@ -136,6 +138,7 @@ fn create_params(
         allow_internet_access,
         network,
         rules,
+        volume_mounts,
     })
 }
 
@@ -161,6 +164,7 @@ pub(super) async fn create_v1(
     fields.push("secure");
     let req: types::NewSandbox = parse_body(&body, &fields, false)?;
     let p = create_params(
+        &m,
         req.template_id,
         req.timeout,
         req.metadata,
@@ -174,7 +178,7 @@ pub(super) async fn create_v1(
         req.allow_internet_access,
         req.network.as_ref(),
         req.mcp.is_some(),
-        req.volume_mounts.len(),
+        &req.volume_mounts,
     )?;
     let live = create_detached(&m, p).await?;
     Ok((StatusCode::CREATED, Json(sandbox_body(&m, &live))).into_response())
@@ -207,6 +211,7 @@ pub(super) async fn create_v2(
     }
     let req: types::NewSandboxV2 = parse_body(&body, NEW_SANDBOX_V2_FIELDS, false)?;
     let p = create_params(
+        &m,
         req.template_id,
         req.timeout,
         req.metadata,
@@ -220,7 +225,7 @@ pub(super) async fn create_v2(
         req.allow_internet_access,
         req.network.as_ref(),
         req.mcp.is_some(),
-        req.volume_mounts.len(),
+        &req.volume_mounts,
     )?;
     let live = create_detached(&m, p).await?;
     if let Some(k) = key {

@@ -30,7 +30,7 @@ use super::error::{Error, Result};
 use super::mounts;
 
 /// A sandbox's image file, next to its `disk/` mount point.
-pub(super) const IMAGE: &str = "disk.img";
+pub(crate) const IMAGE: &str = "disk.img";
 
 /// How many disks of the pooled size are kept ready (mounted, empty) in the background: a
 /// burst of this many creates takes no disk set-up; the pool costs this many loop devices,
@@ -278,6 +278,11 @@ impl Disks {
                 .wait(p)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// The `mkfs.ext4` executable (volumes make their images with it too).
+    pub(super) fn mkfs(&self) -> &Path {
+        &self.mkfs
     }
 
     /// Marks the background thread as gone without it having run (it could not start).
@@ -531,7 +536,7 @@ fn attach(image: &Path) -> io::Result<(OwnedFd, PathBuf)> {
 /// # Errors
 ///
 /// [`Error::CreateDir`], [`Error::AttachLoop`], [`Error::MountDisk`], [`Error::Chown`].
-pub(super) fn mount_image(dir: &Path) -> Result<()> {
+pub(crate) fn mount_image(dir: &Path) -> Result<()> {
     let image = dir.join(IMAGE);
     let disk = dir.join("disk");
     match std::fs::create_dir(&disk) {
@@ -557,7 +562,7 @@ pub(super) fn mount_image(dir: &Path) -> Result<()> {
 /// Whether `dir/disk` is the mount of `dir/disk.img` on a loop device (and not, say, a bind
 /// mount on a data directory that is itself on a loop device): its device differs from
 /// `dir`'s and that device's backing file is the image.
-fn mounted_image(dir: &Path) -> bool {
+pub(crate) fn mounted_image(dir: &Path) -> bool {
     let (Ok(disk), Ok(parent)) = (std::fs::metadata(dir.join("disk")), std::fs::metadata(dir))
     else {
         return false;
@@ -638,7 +643,7 @@ fn shutdown(disk: &Path) {
 /// # Errors
 ///
 /// [`Error::UnmountDisk`] (`EBUSY` after [`UNMOUNT_CLEAN_TIMEOUT`]).
-pub(super) fn unmount_clean(dir: &Path) -> Result<()> {
+pub(crate) fn unmount_clean(dir: &Path) -> Result<()> {
     let disk = dir.join("disk");
     let deadline = Instant::now() + UNMOUNT_CLEAN_TIMEOUT;
     loop {

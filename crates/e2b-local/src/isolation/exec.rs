@@ -488,7 +488,8 @@ fn protect_from_oom(enabled: bool) -> Result<()> {
 ///
 /// 1. make the mount tree private; re-open a host executable through a read-only bind
 ///    mount (so `/proc/<pid>/exe` can never be opened for writing);
-/// 2. mount the layer overlays, `/tmp`, `/dev`, `/proc` (masked);
+/// 2. mount the layer overlays, `/tmp`, `/dev`, `/proc` (masked), then the bind mounts
+///    (volumes);
 /// 3. set the hostname, bring loopback up;
 /// 4. `pivot_root` into the overlay and detach the host root;
 /// 5. install the seccomp filter (needs `CAP_SYS_ADMIN` when `no_new_privs` is off);
@@ -507,6 +508,7 @@ fn sandbox_init(cfg: &InitConfig, p: &mut Prepared, status: &mut File) -> Error 
         mounts::mount_tmp(&cfg.rootfs)?;
         mounts::mount_dev(&cfg.rootfs)?;
         mounts::mount_proc(&cfg.rootfs)?;
+        mounts::mount_binds(&cfg.rootfs)?;
         namespaces::set_hostname(&cfg.hostname)?;
         namespaces::loopback_up()?;
         mounts::pivot(&cfg.rootfs.rootfs)?;

@@ -168,6 +168,8 @@ pub struct SandboxSpec<'a> {
     /// `limits.disk_bytes`: a paused sandbox's, kept by [`Runtime::save_upper`]. It is
     /// hard-linked, not copied, so it stays where it is until the caller removes it.
     pub disk_image: Option<PathBuf>,
+    /// Host directories bind-mounted read-write into the sandbox (its volumes).
+    pub binds: Vec<mounts::BindMount>,
 }
 
 impl<'a> SandboxSpec<'a> {
@@ -184,6 +186,7 @@ impl<'a> SandboxSpec<'a> {
             nameserver: None,
             trusted_ca: None,
             disk_image: None,
+            binds: Vec::new(),
         }
     }
 }

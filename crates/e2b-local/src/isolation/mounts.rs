@@ -46,6 +46,18 @@ pub struct RootfsPlan {
     /// server, host executables are exec'd directly).
     #[serde(default)]
     pub host_runtime: Option<super::host_runtime::HostRuntime>,
+    /// Host directories bind-mounted read-write into the sandbox (volumes), in order.
+    #[serde(default)]
+    pub binds: Vec<BindMount>,
+}
+
+/// A host directory bind-mounted into the sandbox (a volume's mount point).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Host directory.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox; missing directories are made (root's, 0755).
+    pub target: PathBuf,
 }
 
 /// Host device nodes recreated (same numbers) in the sandbox's `/dev`.
@@ -436,6 +448,60 @@ fn kept_flags(path: &Path) -> MsFlags {
         }
     }
     out
+}
+
+/// Step 5b: bind-mount each of `plan.binds` on its target inside the root, made when
+/// missing. The target is walked beneath the new root without following any symbolic link
+/// (a template's link at a mount path, say to `/`, would otherwise resolve against the
+/// host's root, which is still this namespace's root here), and the mount is attached to the
+/// walked directory's descriptor with `move_mount`, never by path. The source's mount flags
+/// (`nosuid,nodev` of a volume) carry over to the bind.
+///
+/// # Errors
+///
+/// [`Error::BindMount`] naming the target.
+pub fn mount_binds(plan: &RootfsPlan) -> Result<()> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    for b in &plan.binds {
+        let fail = |e: io::Error| Error::BindMount(b.target.clone(), e);
+        let mut dir = rustix::fs::open(
+            &plan.rootfs,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(e.into()))?;
+        for part in b.target.components().skip(1) {
+            let part = part.as_os_str();
+            match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(fail(e.into())),
+            }
+            dir = rustix::fs::openat2(
+                &dir,
+                part,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            )
+            .map_err(|e| fail(e.into()))?;
+        }
+        let tree = open_tree(
+            rustix::fs::CWD,
+            &b.source,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|e| fail(e.into()))?;
+        move_mount(
+            &tree,
+            "",
+            &dir,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(|e| fail(e.into()))?;
+    }
+    Ok(())
 }
 
 /// Step 6: make the overlay the root and detach the host's root from this namespace.

@@ -171,6 +171,15 @@ impl Runtime {
         self.disks.is_ok()
     }
 
+    /// The `mkfs.ext4` that makes disk images, or why this host cannot make ext4 images on
+    /// loop devices (sandbox disks and volumes need them).
+    pub fn mkfs_ext4(&self) -> std::result::Result<&Path, &str> {
+        match &self.disks {
+            Ok(d) => Ok(d.mkfs()),
+            Err(why) => Err(why),
+        }
+    }
+
     /// Waits until the images of killed sandboxes are unlinked (that happens in the
     /// background, a few ms after a kill returns) and no ready disk is being made.
     pub fn wait_for_disk_cleanup(&self) {
@@ -233,6 +242,10 @@ impl Runtime {
                 reason: format!(
                     "sandboxes write to the data directory's filesystem without a limit: {why}"
                 ),
+            });
+            out.push(Unavailable {
+                feature: "volumes (ext4 images on loop devices)".into(),
+                reason: format!("creating a volume or mounting one answers 501: {why}"),
             });
         }
         if self.config.rootless {

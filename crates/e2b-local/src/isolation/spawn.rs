@@ -180,6 +180,7 @@ impl Runtime {
                 userxattr: self.config.rootless,
                 exe_mount: self.config.data_dir.join("exe"),
                 host_runtime: self.host_runtime.clone(),
+                binds: spec.binds.clone(),
             },
             program: ProgramSpec {
                 exe: spec.init.exe.clone(),

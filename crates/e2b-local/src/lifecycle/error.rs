@@ -144,6 +144,9 @@ pub enum LifecycleError {
     /// Reading or writing the state database failed.
     #[error(transparent)]
     Store(#[from] crate::state::StateError),
+    /// A volume operation failed (or a create's `volumeMounts` were wrong).
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
 }
 
 impl LifecycleError {

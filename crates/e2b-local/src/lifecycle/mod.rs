@@ -16,6 +16,7 @@ mod live;
 mod logs;
 mod metrics;
 mod recover;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ pub struct ManagerConfig {
     /// Every sandbox (and build step) trusts the host's extra CAs
     /// ([`crate::template::trust`]).
     pub trust_host_cas: bool,
+    /// Size of new volumes in bytes.
+    pub volume_bytes: u64,
 }
 
 /// Where the `debian` template is.
@@ -106,6 +109,8 @@ pub(crate) struct CreateParams {
     pub(crate) network: Option<NetworkRequest>,
     /// Both, validated.
     pub(crate) rules: EgressRules,
+    /// `volumeMounts`, checked.
+    pub(crate) volume_mounts: Vec<crate::state::VolumeMount>,
 }
 
 /// The sandbox manager shared by handlers, the router and the evictor.
@@ -141,6 +146,8 @@ pub struct Manager {
     /// PEM text appended to every sandbox's CA bundle: the host's extra CAs (with
     /// `trust_host_cas`) and the egress proxy's CA (with networks).
     trusted_ca: Option<String>,
+    /// Volumes' images and mounts.
+    volumes: crate::volumes::Volumes,
 }
 
 /// A template ready to boot: its layers, and for a built one the settings its build gave
@@ -151,6 +158,8 @@ pub(crate) struct Resolved {
     image: Option<crate::state::BuildImage>,
     /// The server's limits, with the template's CPU and memory when it sets them.
     limits: Limits,
+    /// Volumes bind-mounted into the sandbox.
+    binds: Vec<crate::isolation::mounts::BindMount>,
 }
 
 /// What [`Manager::boot`] made: a sandbox with envd answering.
@@ -205,6 +214,7 @@ impl Manager {
         if let Some(n) = &networks {
             trusted_ca.push_str(n.ca_pem());
         }
+        let volumes = volumes::open(&runtime, &store, config.volume_bytes);
         Ok(Manager {
             trusted_ca: (!trusted_ca.is_empty()).then_some(trusted_ca),
             runtime,
@@ -226,6 +236,7 @@ impl Manager {
             layers,
             builds: builds::Builds::default(),
             history: metrics::History::default(),
+            volumes,
         })
     }
 
@@ -432,6 +443,7 @@ impl Manager {
                     template,
                     image: None,
                     limits: self.config.limits,
+                    binds: Vec::new(),
                 });
             }
         }
@@ -451,6 +463,7 @@ impl Manager {
             template: self.template_of_build(&t.name, &image)?,
             image: Some(image),
             limits,
+            binds: Vec::new(),
         })
     }
 
@@ -515,6 +528,7 @@ impl Manager {
             template,
             image,
             limits,
+            binds,
         } = resolved;
         // The template's ENV steps, under what the create asked for.
         let mut env_vars = env_vars.clone();
@@ -549,6 +563,7 @@ impl Manager {
                 spec.nameserver = this.networks.as_ref().map(|n| n.dns_address());
                 spec.trusted_ca = this.trusted_ca.clone();
                 spec.disk_image = image;
+                spec.binds = binds;
                 this.runtime.spawn(spec)
             })
             .await
@@ -691,7 +706,9 @@ impl Manager {
                 action: "autoPause".to_owned(),
             });
         }
-        let template = self.template(&p.template)?;
+        let mut template = self.template(&p.template)?;
+        let (_volumes, binds) = self.hold_volumes(&p.volume_mounts)?;
+        template.binds = binds;
         let slot = self.admit()?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
@@ -723,6 +740,7 @@ impl Manager {
             allow_internet_access: p.allow_internet_access,
             network: p.network,
             envd_version: booted.envd_version.clone(),
+            volume_mounts: p.volume_mounts,
         };
         if let Err(e) = self.store.put_sandbox(&rec) {
             self.discard(booted).await;
@@ -1011,5 +1029,6 @@ impl Manager {
             }
         }
         self.kill_builds().await;
+        self.detach_volumes();
     }
 }

@@ -247,7 +247,8 @@ impl Manager {
         rec: &SandboxRecord,
         files: PathBuf,
     ) -> Result<(), LifecycleError> {
-        let template = self.template(&rec.template)?;
+        let mut template = self.template(&rec.template)?;
+        template.binds = self.volume_binds(&rec.volume_mounts);
         let token = rec.secure.then(|| access_token(&self.secret, &rec.id));
         // Validated at create; a record that no longer validates restores without rules
         // only if it had none.

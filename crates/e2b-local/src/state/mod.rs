@@ -16,6 +16,8 @@ mod templates;
 pub use templates::{
     BuildFailure, BuildImage, BuildLogEntry, BuildRecord, BuildStatus, BuiltTemplate, DEFAULT_TAG,
 };
+mod volumes;
+pub use volumes::{VolumeMount, VolumeRecord};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "state.db";
@@ -137,6 +139,9 @@ pub struct SandboxRecord {
     pub network: Option<crate::network::rules::NetworkRequest>,
     /// envd's version, from `/init`'s `X-Envd-Version`.
     pub envd_version: String,
+    /// Volumes bind-mounted into it (`volumeMounts`), mounted again when it is restored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 fn keep_memory() -> bool {
@@ -192,6 +197,7 @@ impl Store {
                      id TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL);",
             )?;
             Store::create_template_tables(&conn)?;
+            Store::create_volume_tables(&conn)?;
             Ok(conn)
         };
         let conn = open(&path).map_err(|e| StateError::Open(path.clone(), e))?;
@@ -447,6 +453,11 @@ mod tests {
             allow_internet_access: Some(true),
             network: None,
             envd_version: "0.6.13".into(),
+            volume_mounts: vec![VolumeMount {
+                volume_id: "vid".into(),
+                name: "data".into(),
+                path: "/mnt/data".into(),
+            }],
         };
         s.put_sandbox(&rec).unwrap();
         assert_eq!(s.live_sandboxes().unwrap(), vec![rec.clone()]);

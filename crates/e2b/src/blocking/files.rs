@@ -271,6 +271,15 @@ pub struct FileReader {
 }
 
 impl FileReader {
+    /// A reader of `stream`, driven on `rt`.
+    pub(crate) fn new(stream: ReadStream, rt: Runtime) -> Self {
+        Self {
+            stream: Some(stream),
+            chunk: Bytes::new(),
+            rt,
+        }
+    }
+
     /// The next chunk of the file; `None` at the end.
     ///
     /// # Errors

@@ -31,12 +31,14 @@ mod files;
 mod pty;
 mod sandbox;
 mod template;
+mod volume;
 
 pub use commands::{CommandControl, CommandHandle, Commands};
 pub use files::{FileReader, Filesystem, WatchEvents, WatchHandle};
 pub use pty::Pty;
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxGuard, SandboxPaginator};
 pub use template::Template;
+pub use volume::Volume;
 
 use std::future::Future;
 use std::sync::Mutex;

@@ -135,6 +135,26 @@ impl SandboxBuilder {
         }
     }
 
+    /// Mounts the volume named `volume` at `path`. See
+    /// [`crate::SandboxBuilder::volume_mount`].
+    ///
+    /// ```no_run
+    /// # fn main() -> e2b::Result<()> {
+    /// let config = e2b::ConnectionConfig::from_env()?;
+    /// let volume = e2b::blocking::Volume::create(&config, "cache")?;
+    /// let sandbox = e2b::blocking::Sandbox::builder()
+    ///     .config(config)
+    ///     .volume_mount(volume.name(), "/mnt/cache")
+    ///     .create()?;
+    /// # let _ = sandbox;
+    /// # Ok(()) }
+    /// ```
+    pub fn volume_mount(self, volume: impl AsRef<str>, path: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.volume_mount(volume, path),
+        }
+    }
+
     /// Creates the sandbox. See [`crate::SandboxBuilder::create`].
     ///
     /// # Errors

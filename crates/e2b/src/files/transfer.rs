@@ -95,6 +95,13 @@ impl Stream for ReadStream {
 }
 
 impl ReadStream {
+    /// A stream of `chunks`.
+    pub(crate) fn new(chunks: impl Stream<Item = Result<Bytes>> + Send + 'static) -> Self {
+        Self {
+            inner: Box::pin(chunks),
+        }
+    }
+
     /// The stream as an [`AsyncRead`], for `tokio::io::copy` and friends.
     pub fn into_async_read(self) -> impl AsyncRead + Send {
         tokio_util::io::StreamReader::new(self.map_err(std::io::Error::other))

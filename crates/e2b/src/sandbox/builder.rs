@@ -28,6 +28,7 @@ pub struct SandboxBuilder {
     network: Option<NetworkConfig>,
     on_timeout: OnTimeout,
     auto_resume: bool,
+    volume_mounts: Vec<types::SandboxVolumeMount>,
     config: Option<ConnectionConfig>,
     overrides: Vec<Override>,
 }
@@ -53,6 +54,7 @@ impl Default for SandboxBuilder {
             network: None,
             on_timeout: OnTimeout::Kill,
             auto_resume: false,
+            volume_mounts: Vec::new(),
             config: None,
             overrides: Vec::new(),
         }
@@ -159,6 +161,28 @@ impl SandboxBuilder {
     pub fn lifecycle(mut self, on_timeout: OnTimeout, auto_resume: bool) -> Self {
         self.on_timeout = on_timeout;
         self.auto_resume = auto_resume;
+        self
+    }
+
+    /// Mounts the volume named `volume` (read-write, writable by `user`) at the absolute
+    /// `path` inside the sandbox; repeat for more. Several sandboxes may mount one volume.
+    ///
+    /// ```no_run
+    /// # async fn demo(config: e2b::ConnectionConfig) -> e2b::Result<()> {
+    /// let volume = e2b::Volume::create(&config, "cache").await?;
+    /// let sandbox = e2b::Sandbox::builder()
+    ///     .config(config)
+    ///     .volume_mount(volume.name(), "/mnt/cache")
+    ///     .create()
+    ///     .await?;
+    /// # let _ = sandbox;
+    /// # Ok(()) }
+    /// ```
+    pub fn volume_mount(mut self, volume: impl AsRef<str>, path: impl Into<String>) -> Self {
+        self.volume_mounts.push(types::SandboxVolumeMount {
+            name: volume.as_ref().to_owned(),
+            path: path.into(),
+        });
         self
     }
 
@@ -288,7 +312,7 @@ impl SandboxBuilder {
             network,
             template_id: self.template,
             timeout,
-            volume_mounts: Vec::new(),
+            volume_mounts: self.volume_mounts,
         };
         let key = idempotency_key();
         let send = || {

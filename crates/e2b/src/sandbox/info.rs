@@ -47,6 +47,8 @@ pub struct SandboxInfo {
     /// Its lifecycle policy, when the API reports one (`GET /sandboxes/{id}` does;
     /// listings do not).
     pub lifecycle: Option<SandboxLifecycle>,
+    /// The volumes mounted into it.
+    pub volume_mounts: Vec<crate::volume::VolumeMount>,
 }
 
 impl SandboxInfo {
@@ -70,6 +72,11 @@ impl SandboxInfo {
             allow_internet_access: d.allow_internet_access,
             network: d.network.map(NetworkInfo::from_api),
             lifecycle: d.lifecycle.map(SandboxLifecycle::from_api),
+            volume_mounts: d
+                .volume_mounts
+                .into_iter()
+                .map(crate::volume::VolumeMount::from_api)
+                .collect(),
         }
     }
 
@@ -90,6 +97,11 @@ impl SandboxInfo {
             allow_internet_access: None,
             network: None,
             lifecycle: None,
+            volume_mounts: d
+                .volume_mounts
+                .into_iter()
+                .map(crate::volume::VolumeMount::from_api)
+                .collect(),
         }
     }
 }

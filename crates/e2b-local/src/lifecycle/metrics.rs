@@ -21,6 +21,9 @@ use crate::state::SandboxState;
 /// Time between two samples of a running sandbox.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often the sampler looks for sandboxes due for a sample.
+const SAMPLER_TICK: Duration = Duration::from_millis(250);
+
 /// Samples kept per sandbox: one hour at [`SAMPLE_INTERVAL`].
 pub const HISTORY_SAMPLES: usize = 720;
 
@@ -57,6 +60,11 @@ impl History {
             s.pop_front();
         }
         s.push_back(sample);
+    }
+
+    /// When sandbox `id` was last sampled.
+    fn last(&self, id: &str) -> Option<DateTime<Utc>> {
+        lock(&self.series).get(id)?.back().map(|m| m.at)
     }
 
     /// Forgets sandbox `id`'s series (at kill).
@@ -155,15 +163,22 @@ impl Manager {
         }
     }
 
-    /// The sampler: every [`SAMPLE_INTERVAL`], records a sample of each running sandbox.
+    /// The sampler: records a sample of each running sandbox [`SAMPLE_INTERVAL`] after its
+    /// previous one (checked every [`SAMPLER_TICK`], so each sandbox's series keeps its own
+    /// cadence from its create or resume).
     pub(crate) async fn run_sampler(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(SAMPLE_INTERVAL) => {}
+                () = tokio::time::sleep(SAMPLER_TICK) => {}
             }
+            let due = Utc::now() - SAMPLE_INTERVAL;
             for live in self.all() {
-                if live.record().state == SandboxState::Running {
+                let (running, id) = {
+                    let rec = lock(&live.rec);
+                    (rec.state == SandboxState::Running, rec.id.clone())
+                };
+                if running && self.history.last(&id).is_none_or(|at| at <= due) {
                     self.record_sample(&live).await;
                 }
             }

@@ -305,6 +305,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 )
                 .try_init();
             runtime.block_on(async move {
+                // Before the server listens: a SIGTERM that comes while start-up is still
+                // printing must stop it cleanly, not kill it (the default action).
+                let stop = match crate::server::stop_signals() {
+                    Ok(stop) => stop,
+                    Err(e) => return fail("serve", &e),
+                };
                 let mut b = Server::builder()
                     .listen(listen.clone())
                     .cgroup_parent(cgroup_parent)
@@ -406,7 +412,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
                 let _ = out.flush();
                 drop(out);
-                server.run_until_signal().await;
+                stop.await;
+                server.shutdown().await;
                 ExitCode::SUCCESS
             })
         }

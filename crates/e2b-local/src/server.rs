@@ -546,18 +546,29 @@ impl RunningServer {
 
     /// Serves until ctrl-c or SIGTERM, then shuts down like [`shutdown`](Self::shutdown).
     pub async fn run_until_signal(self) {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+        if let Ok(stop) = stop_signals() {
+            stop.await;
+        } else {
+            std::future::pending::<()>().await;
         }
         self.shutdown().await;
     }
+}
+
+/// Registers for SIGINT and SIGTERM now (from then on neither kills the process) and
+/// resolves at the first of them.
+///
+/// # Errors
+///
+/// Registering a signal handler failed.
+pub(crate) fn stop_signals() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

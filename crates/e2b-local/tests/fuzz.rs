@@ -976,3 +976,162 @@ fn build_requests_are_refused_with_4xx_or_run_to_an_end() {
         },
     );
 }
+
+/// A path for the volume content API: ordinary, traversing (`..`, absolute host paths,
+/// escaped), odd (NUL, long, empty), each naming a file only this test writes.
+fn volume_path() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        4 => "[a-z]{1,6}",
+        2 => Just("..".to_owned()),
+        1 => Just(".".to_owned()),
+        1 => Just("%2e%2e".to_owned()),
+        1 => Just("%00".to_owned()),
+        1 => Just("".to_owned()),
+        1 => "[a-z]{300}",
+        1 => Just("tmp".to_owned()),
+        1 => Just("etc".to_owned()),
+    ];
+    (any::<bool>(), proptest::collection::vec(segment, 0..5)).prop_map(|(absolute, parts)| {
+        let joined = parts.join("/");
+        let lead = if absolute { "/" } else { "" };
+        format!("{lead}{joined}/{FUZZ_MARK}")
+    })
+}
+
+/// The file name every write of the volume fuzz ends in: found anywhere outside the
+/// volume, it escaped.
+const FUZZ_MARK: &str = "e2b-volume-fuzz-mark";
+
+/// Every file named [`FUZZ_MARK`] under `dir`, at most `depth` levels down (not following
+/// links), but not under `skip`.
+fn marks_under(
+    dir: &std::path::Path,
+    depth: usize,
+    skip: &std::path::Path,
+) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), depth)];
+    while let Some((d, left)) = todo.pop() {
+        if d == skip {
+            continue;
+        }
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && left > 0 => todo.push((path, left - 1)),
+                _ if entry.file_name() == FUZZ_MARK => found.push(path),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+#[test]
+#[ignore = "needs root: volumes are ext4 images on loop devices"]
+fn the_volume_content_api_answers_garbage_with_4xx_and_writes_only_inside_the_volume() {
+    let target = Target::start();
+    let reply = target.json(&Method::POST, "/volumes", &json!({"name": "fuzz"}));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let volume: Value = serde_json::from_slice(&reply.body).unwrap();
+    let (id, token) = (
+        volume["volumeID"].as_str().unwrap().to_owned(),
+        volume["token"].as_str().unwrap().to_owned(),
+    );
+    let endpoint = prop_oneof![
+        Just((Method::GET, "dir")),
+        Just((Method::POST, "dir")),
+        Just((Method::GET, "path")),
+        Just((Method::PATCH, "path")),
+        Just((Method::DELETE, "path")),
+        Just((Method::GET, "file")),
+        Just((Method::PUT, "file")),
+    ];
+    let extra = proptest::collection::vec(
+        (
+            prop_oneof![
+                Just("depth"),
+                Just("uid"),
+                Just("gid"),
+                Just("mode"),
+                Just("force"),
+                Just("other")
+            ],
+            prop_oneof!["-?[0-9]{0,12}", "(true|false|yes)", "[a-z%]{0,6}"],
+        ),
+        0..3,
+    );
+    let auth = prop_oneof![
+        6 => Just(Some(format!("Bearer {token}"))),
+        1 => Just(None),
+        1 => Just(Some("Bearer wrong".to_owned())),
+        1 => Just(Some(token.clone())),
+    ];
+    let strategy = (
+        endpoint,
+        volume_path(),
+        extra,
+        auth,
+        proptest::collection::vec(any::<u8>(), 0..32),
+    );
+    let data_dir = target.server().dir.path().to_path_buf();
+    fuzz(
+        &target,
+        300,
+        strategy,
+        |target, ((method, kind), path, extra, auth, body)| {
+            let mut query = format!("path={path}");
+            for (k, v) in extra {
+                query.push_str(&format!("&{k}={v}"));
+            }
+            let mut headers = vec![("content-type", b"application/octet-stream".to_vec())];
+            if let Some(a) = auth {
+                headers.push(("authorization", a.into_bytes()));
+            }
+            let reply = target.send(
+                &method,
+                &format!("/volumecontent/{id}/{kind}?{query}"),
+                &headers,
+                body,
+            );
+            prop_assert!(
+                reply.status < 500 || reply.status == 507,
+                "server error for client input: {} {}",
+                reply.status,
+                reply.text()
+            );
+            if reply.status >= 400 {
+                // The content API's errors carry the status as a string, as E2B's SDKs read it.
+                let body: Value = serde_json::from_slice(&reply.body).map_err(|e| {
+                    TestCaseError::fail(format!("HTTP {} body is not JSON ({e})", reply.status))
+                })?;
+                prop_assert_eq!(
+                    &body["code"],
+                    &Value::from(reply.status.to_string()),
+                    "{}",
+                    body
+                );
+                prop_assert!(
+                    body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{}",
+                    body
+                );
+            }
+            // Nothing written outside the volume's own filesystem: a path of at most 4
+            // directories before the mark that climbed out of it would land at most 4 levels
+            // up and 3 down.
+            let volume_root = data_dir.join("volumes").join(&id).join("disk");
+            let escaped: Vec<_> = volume_root
+                .ancestors()
+                .skip(1)
+                .take(4)
+                .flat_map(|d| marks_under(d, 3, &volume_root))
+                .collect();
+            prop_assert!(
+                escaped.is_empty(),
+                "written outside the volume: {escaped:?}"
+            );
+            Ok(())
+        },
+    );
+}

@@ -184,6 +184,10 @@ fn fail(path: &VolumePath, e: Errno) -> FsError {
         Errno::NOTDIR => FsError::NotADirectory(p),
         Errno::EXIST | Errno::NOTEMPTY => FsError::Exists(p),
         Errno::NOSPC | Errno::DQUOT => FsError::NoSpace(p),
+        // Client input the filesystem refuses, not a server failure.
+        Errno::NAMETOOLONG => FsError::Invalid(p, "a name is longer than 255 bytes"),
+        Errno::ISDIR => FsError::NotAFile(p),
+        Errno::INVAL => FsError::Invalid(p, "the filesystem refuses it"),
         e => FsError::Io(p, e.into()),
     }
 }

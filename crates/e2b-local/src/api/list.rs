@@ -244,6 +244,7 @@ mod tests {
             allow_internet_access: None,
             network: None,
             envd_version: "0.6.13".into(),
+            layers: Vec::new(),
         };
         let (ns, id) = decode_cursor(&encode_cursor(&rec)).unwrap();
         assert_eq!(id, "iabc");

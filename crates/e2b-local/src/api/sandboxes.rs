@@ -115,6 +115,7 @@ fn create_params(
         allow_internet_access,
         network,
         rules,
+        layers: Vec::new(),
     })
 }
 

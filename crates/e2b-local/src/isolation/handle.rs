@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::disk::{self, Disks};
+use super::capture;
 use super::spawn::layer_name;
 use super::{
     CgroupStats, EXEC_ROLE, Error, ExecOptions, Executable, KILL_TIMEOUT, ProgramSpec, Result,
@@ -347,6 +348,53 @@ impl SandboxHandle {
             std::fs::rename(&upper, &to).map_err(|e| Error::SaveUpper(upper, e))?;
         }
         Ok(())
+    }
+
+    /// Copies the upper directory of each overlay in `targets` into `layer_dir` (as
+    /// [`Layers::part`](crate::template::layers::Layers::part) names it) with every process
+    /// of the sandbox frozen meanwhile, so the copy is one moment's files: what the sandbox
+    /// changed, as a layer for new sandboxes to stack, while it lives on. A paused sandbox
+    /// stays frozen; a running one is thawed afterwards, also when the copy failed. Returns
+    /// what was copied and how long the capture kept the sandbox frozen (zero when it was
+    /// paused).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRunning`] after kill, the cgroup's freeze and thaw errors,
+    /// [`Error::Capture`] (what was copied stays in `layer_dir` for the caller to remove).
+    pub fn capture_uppers(
+        &self,
+        targets: &[PathBuf],
+        layer_dir: &Path,
+    ) -> Result<(capture::CopyStats, Duration)> {
+        let st = self.lock();
+        if st.killed {
+            return Err(Error::NotRunning(self.id.clone()));
+        }
+        // The state lock is held throughout, so a pause or resume waits for the capture.
+        let paused = st.frozen;
+        let start = std::time::Instant::now();
+        if !paused {
+            self.cgroup.freeze()?;
+        }
+        let mut stats = capture::CopyStats::default();
+        let copied = targets.iter().try_for_each(|target| {
+            let upper = self.layer_upper_dir(target);
+            let to = crate::template::layers::Layers::part(layer_dir, target);
+            let s = capture::copy_upper(&upper, &to).map_err(|e| Error::Capture(to, e))?;
+            stats.entries += s.entries;
+            stats.bytes += s.bytes;
+            Ok(())
+        });
+        let frozen = if paused {
+            Duration::ZERO
+        } else {
+            let thawed = self.cgroup.thaw();
+            let frozen = start.elapsed();
+            thawed?;
+            frozen
+        };
+        copied.map(|()| (stats, frozen))
     }
 
     /// Kills every process of the sandbox and removes everything it had: processes (SIGKILL

@@ -24,6 +24,7 @@
 //! ```
 #![allow(unsafe_code)]
 
+pub mod capture;
 pub mod caps;
 pub mod cgroup;
 pub mod disk;

@@ -11,10 +11,13 @@ pub(crate) use builds::{BuildRequest, RawStepOwned};
 mod capacity;
 mod error;
 mod evict;
+mod fork;
 mod ids;
 mod live;
 mod logs;
 mod recover;
+mod snapshots;
+pub(crate) use snapshots::{SnapshotEntry, SnapshotQuery};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -96,6 +99,8 @@ pub(crate) struct CreateParams {
     pub(crate) network: Option<NetworkRequest>,
     /// Both, validated.
     pub(crate) rules: EgressRules,
+    /// Captured layers over the template's (a fork's; empty for a plain create).
+    pub(crate) layers: Vec<String>,
 }
 
 /// The sandbox manager shared by handlers, the router and the evictor.
@@ -177,7 +182,9 @@ impl Manager {
         store.fail_unfinished_builds()?;
         // No build runs yet: every layer no stored build uses is a deleted template's or a
         // crashed build's.
-        let removed = layers.collect(&builds::referenced_layers(&store.builds()?));
+        let mut keep = builds::referenced_layers(&store.builds()?);
+        keep.extend(store.live_sandboxes()?.into_iter().flat_map(|r| r.layers));
+        let removed = layers.collect(&keep);
         if removed > 0 {
             tracing::info!(removed, "removed unused template layers");
         }
@@ -660,7 +667,7 @@ impl Manager {
                 action: "autoPause".to_owned(),
             });
         }
-        let template = self.template(&p.template)?;
+        let template = self.template_with_layers(&p.template, &p.layers)?;
         let slot = self.admit()?;
         let id = new_sandbox_id();
         let token = p.secure.then(|| access_token(&self.secret, &id));
@@ -689,6 +696,7 @@ impl Manager {
             allow_internet_access: p.allow_internet_access,
             network: p.network,
             envd_version: booted.envd_version.clone(),
+            layers: p.layers,
         };
         if let Err(e) = self.store.put_sandbox(&rec) {
             self.discard(booted).await;
@@ -751,6 +759,9 @@ impl Manager {
         *lock(&live.rec) = rec.clone();
         let _ = self.store.put_sandbox(&rec);
         live.log.close();
+        if !rec.layers.is_empty() {
+            self.release_captures();
+        }
         res.map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))
     }
 

@@ -158,7 +158,7 @@ impl Manager {
         rec: &SandboxRecord,
         files: PathBuf,
     ) -> Result<(), LifecycleError> {
-        let template = self.template(&rec.template)?;
+        let template = self.template_with_layers(&rec.template, &rec.layers)?;
         let token = rec.secure.then(|| access_token(&self.secret, &rec.id));
         // Validated at create; a record that no longer validates restores without rules
         // only if it had none.

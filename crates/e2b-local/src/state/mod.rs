@@ -126,6 +126,10 @@ pub struct SandboxRecord {
     pub network: Option<crate::network::rules::NetworkRequest>,
     /// envd's version, from `/init`'s `X-Envd-Version`.
     pub envd_version: String,
+    /// Captured layers stacked over the template's, bottom first: a fork's (its source's
+    /// files at the fork, and its source's own captured layers below).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 /// A template registered with `template add` (the default `base` is implicit).
@@ -410,6 +414,7 @@ mod tests {
             allow_internet_access: Some(true),
             network: None,
             envd_version: "0.6.13".into(),
+            layers: Vec::new(),
         };
         s.put_sandbox(&rec).unwrap();
         assert_eq!(s.live_sandboxes().unwrap(), vec![rec.clone()]);

@@ -68,10 +68,7 @@ pub(super) async fn fork(
     let mut response = (StatusCode::CREATED, Json(results)).into_response();
     let h = response.headers_mut();
     h.insert(FORK_SCOPE_HEADER, HeaderValue::from_static(FORK_SCOPE));
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{:.1}",
-        frozen.as_secs_f64() * 1e3
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.1}", frozen.as_secs_f64() * 1e3)) {
         h.insert(FROZEN_MS_HEADER, v);
     }
     Ok(response)

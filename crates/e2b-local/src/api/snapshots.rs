@@ -69,7 +69,11 @@ pub(super) async fn list(
             }
         },
     };
-    let non_empty = |k| query_get(&q, k).filter(|v| !v.is_empty()).map(str::to_owned);
+    let non_empty = |k| {
+        query_get(&q, k)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
     let page = m.snapshots(&SnapshotQuery {
         sandbox_id: non_empty("sandboxID"),
         name: non_empty("name"),

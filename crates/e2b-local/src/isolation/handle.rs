@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::disk::{self, Disks};
 use super::capture;
+use super::disk::{self, Disks};
 use super::spawn::layer_name;
 use super::{
     CgroupStats, EXEC_ROLE, Error, ExecOptions, Executable, KILL_TIMEOUT, ProgramSpec, Result,

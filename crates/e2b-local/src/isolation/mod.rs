@@ -24,8 +24,8 @@
 //! ```
 #![allow(unsafe_code)]
 
-pub mod capture;
 pub mod caps;
+pub mod capture;
 pub mod cgroup;
 pub mod disk;
 mod error;

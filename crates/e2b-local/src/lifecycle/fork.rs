@@ -107,7 +107,8 @@ impl Manager {
         let (stats, frozen) = match copied {
             Ok(done) => done,
             Err(e) => {
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&partial)).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&partial)).await;
                 return Err(match e {
                     crate::isolation::Error::NotRunning(_) => LifecycleError::not_found(&id),
                     e => LifecycleError::internal(format!("capturing sandbox {id}'s files"), e),

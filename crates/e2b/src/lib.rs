@@ -33,9 +33,10 @@ pub use files::{
 };
 pub use pty::{Pty, PtyOptions, PtySize};
 pub use sandbox::{
-    ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,
-    NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate, Sandbox, SandboxBuilder,
-    SandboxGuard, SandboxInfo, SandboxMetrics, SandboxPaginator, SandboxQuery, SandboxState,
+    ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, ForkOptions,
+    MAX_FORK_COUNT, NetworkConfig, NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate,
+    Sandbox, SandboxBuilder, SandboxGuard, SandboxInfo, SandboxMetrics, SandboxPaginator,
+    SandboxQuery, SandboxState, SnapshotInfo, SnapshotPaginator, SnapshotQuery,
     TRAFFIC_ACCESS_TOKEN_HEADER,
 };
 pub use template::{BuildInfo, BuildOptions, LogEntry, ReadyCmd, Template};

@@ -30,12 +30,14 @@ mod commands;
 mod files;
 mod pty;
 mod sandbox;
+mod snapshot;
 mod template;
 
 pub use commands::{CommandControl, CommandHandle, Commands};
 pub use files::{FileReader, Filesystem, WatchEvents, WatchHandle};
 pub use pty::Pty;
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxGuard, SandboxPaginator};
+pub use snapshot::SnapshotPaginator;
 pub use template::Template;
 
 use std::future::Future;

@@ -351,12 +351,12 @@ impl SandboxHandle {
     }
 
     /// Copies the upper directory of each overlay in `targets` into `layer_dir` (as
-    /// [`Layers::part`](crate::template::layers::Layers::part) names it) with every process
-    /// of the sandbox frozen meanwhile, so the copy is one moment's files: what the sandbox
-    /// changed, as a layer for new sandboxes to stack, while it lives on. A paused sandbox
-    /// stays frozen; a running one is thawed afterwards, also when the copy failed. Returns
-    /// what was copied and how long the capture kept the sandbox frozen (zero when it was
-    /// paused).
+    /// [`Layers::part`](crate::template::layers::Layers::part) names it) as one moment's
+    /// files: what the sandbox changed, as a layer for new sandboxes to stack, while it
+    /// lives on. A running sandbox is copied while it runs, then frozen while what changed
+    /// meanwhile is copied again ([`capture::sync_upper`]) and thawed, also when that
+    /// failed; a paused one is copied once and stays frozen. Returns what was copied and
+    /// how long the sandbox was frozen for it (zero when it was paused).
     ///
     /// # Errors
     ///
@@ -367,34 +367,59 @@ impl SandboxHandle {
         targets: &[PathBuf],
         layer_dir: &Path,
     ) -> Result<(capture::CopyStats, Duration)> {
+        let parts: Vec<(PathBuf, PathBuf)> = targets
+            .iter()
+            .map(|t| {
+                let to = crate::template::layers::Layers::part(layer_dir, t);
+                (self.layer_upper_dir(t), to)
+            })
+            .collect();
+        let mut stats = capture::CopyStats::default();
+        let mut stamps = capture::Stamps::default();
+        let mut copy_all = |stamps: &mut capture::Stamps| {
+            parts.iter().try_for_each(|(upper, to)| {
+                let s = capture::copy_upper(upper, to, stamps)
+                    .map_err(|e| Error::Capture(to.clone(), e))?;
+                stats.add(s);
+                Ok(())
+            })
+        };
+        {
+            // Paused: one copy, under the state lock so that no resume comes in between.
+            let st = self.lock();
+            if st.killed {
+                return Err(Error::NotRunning(self.id.clone()));
+            }
+            if st.frozen {
+                copy_all(&mut stamps)?;
+                return Ok((stats, Duration::ZERO));
+            }
+        }
+        copy_all(&mut stamps)?;
+        // From here the state lock is held, so a pause, resume or kill waits for the
+        // capture; a sandbox paused meanwhile is synced without a freeze of its own.
         let st = self.lock();
         if st.killed {
             return Err(Error::NotRunning(self.id.clone()));
         }
-        // The state lock is held throughout, so a pause or resume waits for the capture.
         let paused = st.frozen;
         let start = std::time::Instant::now();
         if !paused {
             self.cgroup.freeze()?;
         }
-        let mut stats = capture::CopyStats::default();
-        let copied = targets.iter().try_for_each(|target| {
-            let upper = self.layer_upper_dir(target);
-            let to = crate::template::layers::Layers::part(layer_dir, target);
-            let s = capture::copy_upper(&upper, &to).map_err(|e| Error::Capture(to, e))?;
-            stats.entries += s.entries;
-            stats.bytes += s.bytes;
+        let synced = parts.iter().try_for_each(|(upper, to)| {
+            let s = capture::sync_upper(upper, to, &stamps)
+                .map_err(|e| Error::Capture(to.clone(), e))?;
+            stats.add(s);
             Ok(())
         });
-        let frozen = if paused {
-            Duration::ZERO
-        } else {
-            let thawed = self.cgroup.thaw();
-            let frozen = start.elapsed();
-            thawed?;
-            frozen
-        };
-        copied.map(|()| (stats, frozen))
+        if paused {
+            return synced.map(|()| (stats, Duration::ZERO));
+        }
+        let thawed = self.cgroup.thaw();
+        let frozen = start.elapsed();
+        thawed?;
+        synced.map(|()| (stats, frozen))
     }
 
     /// Kills every process of the sandbox and removes everything it had: processes (SIGKILL

@@ -340,3 +340,104 @@ async fn a_capture_that_fills_the_disk_leaves_the_source_running_and_nothing_mad
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: sandboxes (namespaces, mounts, cgroups)"]
+async fn a_paused_fork_outlives_a_crash_with_its_files() {
+    // A real `e2b-local serve`, SIGKILLed with a paused fork: the next run restores it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_e2b-local"))
+        .args(["serve", "--network", "none"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--cgroup-parent", support::CGROUP_PARENT, "--data-dir"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let key = e2b_local::state::Store::open(&path)
+        .unwrap()
+        .api_key()
+        .unwrap();
+    let http = support::http();
+    let call = |p: String, body: Value| {
+        http.post(format!("{url}{p}"))
+            .header("x-api-key", &key)
+            .json(&body)
+            .send()
+    };
+    let write = |id: String, token: String, file: &'static str, body: &'static str| {
+        http.post(format!("{url}/files?path={file}"))
+            .header("E2b-Sandbox-Id", id)
+            .header("E2b-Sandbox-Port", "49983")
+            .header("X-Access-Token", token)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let src: Value = loop {
+        if let Ok(r) = call("/sandboxes".into(), json!({"templateID": "base"})).await {
+            assert_eq!(r.status(), StatusCode::CREATED);
+            break r.json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not listen");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (src_id, src_token) = (
+        src["sandboxID"].as_str().unwrap().to_owned(),
+        src["envdAccessToken"].as_str().unwrap().to_owned(),
+    );
+    let r = write(src_id.clone(), src_token, "/home/user/f", "from-source")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = call(format!("/sandboxes/{src_id}/fork"), json!({"timeout": 600}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let results: Value = r.json().await.unwrap();
+    let (id, token) = forked(&results[0]);
+    let r = write(id.clone(), token, "/home/user/g", "from-fork")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = call(format!("/sandboxes/{id}/pause"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+
+    // The running source is reclaimed; the paused fork is restored on its captured layer.
+    let t = start_with(dir, |b| b).await;
+    t.server().manager().recovered().await;
+    assert_eq!(
+        t.get(&format!("/sandboxes/{src_id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.get(&format!("/sandboxes/{id}")).await.json()["state"],
+        "paused"
+    );
+    assert_eq!(layer_count(&t), 1);
+    let r = t
+        .post(&format!("/sandboxes/{id}/connect"), r#"{"timeout":60}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let token = r.json()["envdAccessToken"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stdout_of(&t, &id, &token, "cat /home/user/f /home/user/g").await,
+        "from-sourcefrom-fork"
+    );
+    t.kill(&id).await;
+    assert_eq!(layer_count(&t), 0);
+    t.shutdown().await;
+}

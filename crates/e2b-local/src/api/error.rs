@@ -152,6 +152,11 @@ mod tests {
                 "timeout of 90000 s exceeds the maximum sandbox lifetime of 86400 s",
             ),
             (
+                LifecycleError::InvalidArgument("count must be between 1 and 100 (got 0)".into()),
+                StatusCode::BAD_REQUEST,
+                "count must be between 1 and 100 (got 0)",
+            ),
+            (
                 LifecycleError::TooManySandboxes { max: 2 },
                 StatusCode::TOO_MANY_REQUESTS,
                 "you have reached the maximum number of concurrent E2B sandboxes (2) (e2b-local serve --max-sandboxes)",

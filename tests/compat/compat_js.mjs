@@ -695,6 +695,56 @@ check('network_header_rule_reaches_the_server_not_the_sandbox', async () => {
   })
 })
 
+// --- fork and snapshots ------------------------------------------------------------------
+
+check('fork_sees_the_files_diverges_and_leaves_the_source', () =>
+  withSandbox({ timeoutMs: 300_000 }, async (sbx) => {
+    await sbx.files.write('/home/user/state.txt', 'prepared')
+    const before = await sbx.getInfo()
+    const forks = await sbx.fork({ count: 2, timeoutMs: 120_000 })
+    assert.equal(forks.length, 2)
+    try {
+      for (const [i, fork] of forks.entries()) {
+        assert.ok(fork instanceof Sandbox, String(fork))
+        assert.notEqual(fork.sandboxId, sbx.sandboxId)
+        assert.equal(await fork.files.read('/home/user/state.txt'), 'prepared')
+        await fork.files.write('/home/user/state.txt', `fork ${i}`)
+      }
+      assert.equal((await forks[0].commands.run('cat /home/user/state.txt')).stdout, 'fork 0')
+      assert.equal(await forks[1].files.read('/home/user/state.txt'), 'fork 1')
+      assert.equal(await sbx.files.read('/home/user/state.txt'), 'prepared')
+      const after = await sbx.getInfo()
+      assert.equal(after.sandboxId, before.sandboxId)
+      assert.equal(after.endAt.getTime(), before.endAt.getTime())
+      assert.equal(after.state, 'running')
+    } finally {
+      for (const fork of forks) if (fork instanceof Sandbox) await fork.kill()
+    }
+    await assert.rejects(sbx.fork({ count: 0 }), /count must be/)
+    await sbx.kill()
+    await assert.rejects(Sandbox.fork(sbx.sandboxId), SandboxNotFoundError)
+  })
+)
+
+check('snapshot_create_start_list_delete', () =>
+  withSandbox({}, async (sbx) => {
+    const name = `compat-snap-${LABEL}-${TAG}`.replaceAll('.', '-')
+    await sbx.files.write('/home/user/snap.txt', 'snapped')
+    const info = await sbx.createSnapshot({ name })
+    assert.deepEqual(info, { snapshotId: `${name}:default`, names: [`${name}:default`] })
+    await withSandbox({ template: info.snapshotId }, async (copy) =>
+      assert.equal(await copy.files.read('/home/user/snap.txt'), 'snapped')
+    )
+    const mine = await sbx.listSnapshots().nextItems()
+    assert.deepEqual(mine.map((s) => s.snapshotId), [info.snapshotId])
+    const named = await Sandbox.listSnapshots({ name }).nextItems()
+    assert.deepEqual(named.map((s) => s.snapshotId), [info.snapshotId])
+    assert.equal(await Sandbox.deleteSnapshot(info.snapshotId), true)
+    assert.equal(await Sandbox.deleteSnapshot(info.snapshotId), false)
+    assert.deepEqual(await sbx.listSnapshots().nextItems(), [])
+  })
+)
+
 // --- templates -----------------------------------------------------------------------
 
 check('template_build_copy_env_run_start_ready', async () => {

@@ -901,6 +901,85 @@ def network_header_rule_reaches_the_server_not_the_sandbox():
         sbx.kill()
 
 
+# --- fork and snapshots ------------------------------------------------------------------
+
+
+def fork_api():
+    """Whether this SDK version has fork and snapshots."""
+    return hasattr(Sandbox, "fork") and hasattr(Sandbox, "create_snapshot")
+
+
+@check
+def fork_sees_the_files_diverges_and_leaves_the_source():
+    if not fork_api():
+        return SKIP
+    sbx = new_sandbox(timeout=300)
+    try:
+        sbx.files.write("/home/user/state.txt", "prepared")
+        before = sbx.get_info()
+        forks = sbx.fork(count=2, timeout=120)
+        assert len(forks) == 2, forks
+        try:
+            for i, fork in enumerate(forks):
+                assert isinstance(fork, Sandbox), fork
+                assert fork.sandbox_id != sbx.sandbox_id
+                assert fork.files.read("/home/user/state.txt") == "prepared"
+                fork.files.write("/home/user/state.txt", f"fork {i}")
+            assert forks[0].commands.run("cat /home/user/state.txt").stdout == "fork 0"
+            assert forks[1].files.read("/home/user/state.txt") == "fork 1"
+            assert sbx.files.read("/home/user/state.txt") == "prepared"
+            after = sbx.get_info()
+            assert after.sandbox_id == before.sandbox_id and after.end_at == before.end_at, (before, after)
+            assert after.state == SandboxState.RUNNING, after.state
+        finally:
+            for fork in forks:
+                if isinstance(fork, Sandbox):
+                    fork.kill()
+        try:
+            sbx.fork(count=0)
+        except Exception as e:  # noqa: BLE001 - the SDK or the server refuses it
+            assert "count must be" in str(e), str(e)
+        else:
+            raise AssertionError("a fork count of 0 must be refused")
+    finally:
+        sbx.kill()
+    from e2b.exceptions import NotFoundException
+
+    try:
+        Sandbox.fork(sbx.sandbox_id)
+    except NotFoundException as e:
+        assert sbx.sandbox_id in str(e), str(e)
+    else:
+        raise AssertionError("forking a killed sandbox must raise SandboxNotFoundException")
+
+
+@check
+def snapshot_create_start_list_delete():
+    if not fork_api():
+        return SKIP
+    sbx = new_sandbox()
+    name = f"compat-snap-{LABEL}-{TAG}".replace("_", "-").replace(".", "-")
+    try:
+        sbx.files.write("/home/user/snap.txt", "snapped")
+        info = sbx.create_snapshot(name=name)
+        assert info.snapshot_id == f"{name}:default", info
+        assert list(info.names) == [f"{name}:default"], info
+        copy = new_sandbox(template=info.snapshot_id)
+        try:
+            assert copy.files.read("/home/user/snap.txt") == "snapped"
+        finally:
+            copy.kill()
+        mine = sbx.list_snapshots().next_items()
+        assert [s.snapshot_id for s in mine] == [info.snapshot_id], mine
+        named = Sandbox.list_snapshots(name=name).next_items()
+        assert [s.snapshot_id for s in named] == [info.snapshot_id], named
+        assert Sandbox.delete_snapshot(info.snapshot_id) is True
+        assert Sandbox.delete_snapshot(info.snapshot_id) is False
+        assert sbx.list_snapshots().next_items() == []
+    finally:
+        sbx.kill()
+
+
 # --- templates -------------------------------------------------------------------------
 
 

@@ -57,6 +57,17 @@ impl Api {
         path: &str,
         body: &str,
     ) -> Result<(u16, Bytes), String> {
+        let (status, _, body) = self.call_with_headers(method, path, body).await?;
+        Ok((status, body))
+    }
+
+    /// [`Api::call`], with the response's headers.
+    pub async fn call_with_headers(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, http::HeaderMap, Bytes), String> {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
@@ -66,13 +77,14 @@ impl Api {
             .map_err(|e| e.to_string())?;
         let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok((status, body))
+        Ok((status, headers, body))
     }
 
     /// `POST /sandboxes` (template `base`) until 201.

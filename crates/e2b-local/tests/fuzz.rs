@@ -470,6 +470,9 @@ fn endpoint(live: &str) -> impl Strategy<Value = (Method, String, bool)> {
         with_id(Method::POST, "/sandboxes/{id}/refreshes", true),
         with_id(Method::PUT, "/sandboxes/{id}/network", true),
         Just((Method::PUT, format!("/sandboxes/{live}/network"), true)),
+        with_id(Method::POST, "/sandboxes/{id}/fork", true),
+        with_id(Method::POST, "/sandboxes/{id}/snapshots", true),
+        Just((Method::GET, "/snapshots".to_owned(), false)),
         with_id(Method::GET, "/templates/{id}", false),
         // Never `base`: the ids are 21 characters or malformed.
         with_id(Method::DELETE, "/templates/{id}", false),

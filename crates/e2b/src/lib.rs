@@ -34,10 +34,11 @@ pub use files::{
 };
 pub use pty::{Pty, PtyOptions, PtySize};
 pub use sandbox::{
-    ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,
-    NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate, OnTimeout, PauseMode, Sandbox,
-    SandboxBuilder, SandboxGuard, SandboxInfo, SandboxLifecycle, SandboxMetrics, SandboxPaginator,
-    SandboxQuery, SandboxState, TRAFFIC_ACCESS_TOKEN_HEADER,
+    ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, ForkOptions,
+    MAX_FORK_COUNT, NetworkConfig, NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate,
+    OnTimeout, PauseMode, Sandbox, SandboxBuilder, SandboxGuard, SandboxInfo, SandboxLifecycle,
+    SandboxMetrics, SandboxPaginator, SandboxQuery, SandboxState, SnapshotInfo, SnapshotPaginator,
+    SnapshotQuery, TRAFFIC_ACCESS_TOKEN_HEADER,
 };
 pub use template::{BuildInfo, BuildOptions, LogEntry, ReadyCmd, Template};
 pub use volume::{

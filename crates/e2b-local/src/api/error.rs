@@ -59,7 +59,9 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::SandboxNotFound { .. }
             | LifecycleError::TemplateNotFound { .. }
             | LifecycleError::BuildNotFound { .. } => StatusCode::NOT_FOUND,
-            LifecycleError::InvalidBuild(_) => StatusCode::BAD_REQUEST,
+            LifecycleError::InvalidBuild(_) | LifecycleError::InvalidArgument(_) => {
+                StatusCode::BAD_REQUEST
+            }
             LifecycleError::BuildConflict(_) => StatusCode::CONFLICT,
             LifecycleError::AlreadyPaused { .. }
             | LifecycleError::AlreadyRunning { .. }
@@ -93,7 +95,7 @@ impl ApiError {
         serde_json::to_vec(&self.wire()).unwrap_or_default()
     }
 
-    fn wire(&self) -> e2b_api::types::Error {
+    pub(super) fn wire(&self) -> e2b_api::types::Error {
         e2b_api::types::Error {
             code: i32::from(self.status.as_u16()),
             error_code: None,
@@ -149,6 +151,11 @@ mod tests {
                 },
                 StatusCode::BAD_REQUEST,
                 "timeout of 90000 s exceeds the maximum sandbox lifetime of 86400 s",
+            ),
+            (
+                LifecycleError::InvalidArgument("count must be between 1 and 100 (got 0)".into()),
+                StatusCode::BAD_REQUEST,
+                "count must be between 1 and 100 (got 0)",
             ),
             (
                 LifecycleError::TooManySandboxes { max: 2 },

@@ -248,6 +248,7 @@ mod tests {
             network: None,
             envd_version: "0.6.13".into(),
             volume_mounts: Vec::new(),
+            layers: Vec::new(),
         };
         let (ns, id) = decode_cursor(&encode_cursor(&rec)).unwrap();
         assert_eq!(id, "iabc");

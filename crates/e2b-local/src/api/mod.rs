@@ -13,12 +13,14 @@ mod auth;
 mod bodies;
 mod builds;
 pub mod error;
+mod fork;
 mod list;
 mod logs;
 mod metrics;
 mod network;
 mod request;
 mod sandboxes;
+mod snapshots;
 mod templates;
 mod volume_content;
 mod volumes;
@@ -59,6 +61,9 @@ pub fn router(m: AppState) -> Router {
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
         .route("/sandboxes/{id}/network", put(network::update_network))
+        .route("/sandboxes/{id}/fork", post(fork::fork))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/snapshots", get(snapshots::list))
         .route("/templates", get(templates::templates))
         .route("/v2/templates", get(templates::templates))
         .route("/v3/templates", post(builds::request_build))

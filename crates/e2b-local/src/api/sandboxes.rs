@@ -139,6 +139,7 @@ fn create_params(
         network,
         rules,
         volume_mounts,
+        layers: Vec::new(),
     })
 }
 

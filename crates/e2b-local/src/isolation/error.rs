@@ -66,6 +66,10 @@ pub enum Error {
     /// Moving a sandbox's upper directory aside (to keep a paused sandbox's files) failed.
     #[error("save the upper directory {0}: {1}")]
     SaveUpper(PathBuf, #[source] io::Error),
+    /// Copying a live sandbox's upper directory into a layer (a fork's or snapshot's
+    /// capture) failed; the message names the entry.
+    #[error("copy the sandbox's files to {0}: {1}")]
+    Capture(PathBuf, #[source] io::Error),
     /// Unmounting a sandbox's disk failed.
     #[error("unmount the sandbox disk at {0}: {1}")]
     UnmountDisk(PathBuf, #[source] io::Error),

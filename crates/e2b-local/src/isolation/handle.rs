@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::capture;
 use super::disk::{self, Disks};
 use super::spawn::layer_name;
 use super::{
@@ -347,6 +348,78 @@ impl SandboxHandle {
             std::fs::rename(&upper, &to).map_err(|e| Error::SaveUpper(upper, e))?;
         }
         Ok(())
+    }
+
+    /// Copies the upper directory of each overlay in `targets` into `layer_dir` (as
+    /// [`Layers::part`](crate::template::layers::Layers::part) names it) as one moment's
+    /// files: what the sandbox changed, as a layer for new sandboxes to stack, while it
+    /// lives on. A running sandbox is copied while it runs, then frozen while what changed
+    /// meanwhile is copied again ([`capture::sync_upper`]) and thawed, also when that
+    /// failed; a paused one is copied once and stays frozen. Returns what was copied and
+    /// how long the sandbox was frozen for it (zero when it was paused).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRunning`] after kill, the cgroup's freeze and thaw errors,
+    /// [`Error::Capture`] (what was copied stays in `layer_dir` for the caller to remove).
+    pub fn capture_uppers(
+        &self,
+        targets: &[PathBuf],
+        layer_dir: &Path,
+    ) -> Result<(capture::CopyStats, Duration)> {
+        let parts: Vec<(PathBuf, PathBuf)> = targets
+            .iter()
+            .map(|t| {
+                let to = crate::template::layers::Layers::part(layer_dir, t);
+                (self.layer_upper_dir(t), to)
+            })
+            .collect();
+        let mut stats = capture::CopyStats::default();
+        let mut stamps = capture::Stamps::default();
+        let mut copy_all = |stamps: &mut capture::Stamps| {
+            parts.iter().try_for_each(|(upper, to)| {
+                let s = capture::copy_upper(upper, to, stamps)
+                    .map_err(|e| Error::Capture(to.clone(), e))?;
+                stats.add(s);
+                Ok(())
+            })
+        };
+        {
+            // Paused: one copy, under the state lock so that no resume comes in between.
+            let st = self.lock();
+            if st.killed {
+                return Err(Error::NotRunning(self.id.clone()));
+            }
+            if st.frozen {
+                copy_all(&mut stamps)?;
+                return Ok((stats, Duration::ZERO));
+            }
+        }
+        copy_all(&mut stamps)?;
+        // From here the state lock is held, so a pause, resume or kill waits for the
+        // capture; a sandbox paused meanwhile is synced without a freeze of its own.
+        let st = self.lock();
+        if st.killed {
+            return Err(Error::NotRunning(self.id.clone()));
+        }
+        let paused = st.frozen;
+        let start = std::time::Instant::now();
+        if !paused {
+            self.cgroup.freeze()?;
+        }
+        let synced = parts.iter().try_for_each(|(upper, to)| {
+            let s = capture::sync_upper(upper, to, &stamps)
+                .map_err(|e| Error::Capture(to.clone(), e))?;
+            stats.add(s);
+            Ok(())
+        });
+        if paused {
+            return synced.map(|()| (stats, Duration::ZERO));
+        }
+        let thawed = self.cgroup.thaw();
+        let frozen = start.elapsed();
+        thawed?;
+        synced.map(|()| (stats, frozen))
     }
 
     /// Kills every process of the sandbox and removes everything it had: processes (SIGKILL

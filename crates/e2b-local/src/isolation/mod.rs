@@ -25,6 +25,7 @@
 #![allow(unsafe_code)]
 
 pub mod caps;
+pub mod capture;
 pub mod cgroup;
 pub mod disk;
 mod error;

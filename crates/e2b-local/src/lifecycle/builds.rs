@@ -205,21 +205,9 @@ impl Manager {
             check_tag(t)?;
         }
         let _naming = lock(&self.builds.naming);
-        let now = Utc::now();
         let mut t = match self.built_template(name)? {
             Some(t) => t,
-            None => BuiltTemplate {
-                id: super::ids::new_template_id(),
-                name: name.to_owned(),
-                created_at: now,
-                updated_at: now,
-                public: false,
-                cpu_count: None,
-                memory_mb: None,
-                tags: BTreeMap::new(),
-                spawn_count: 0,
-                last_spawned_at: None,
-            },
+            None => new_template(name),
         };
         if cpu_count.is_some() {
             t.cpu_count = cpu_count;
@@ -228,18 +216,7 @@ impl Manager {
             t.memory_mb = memory_mb;
         }
         self.store.put_built_template(&t)?;
-        let b = BuildRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            template_id: t.id.clone(),
-            status: BuildStatus::Waiting,
-            created_at: now,
-            finished_at: None,
-            tags,
-            base_build: None,
-            reason: None,
-            image: None,
-            logs: Vec::new(),
-        };
+        let b = new_build(&t.id, tags);
         self.store.put_build(&b)?;
         Ok((t, b))
     }
@@ -318,7 +295,7 @@ impl Manager {
         })
     }
 
-    fn base_of(&self, reference: &str) -> Result<BaseOf, LifecycleError> {
+    pub(super) fn base_of(&self, reference: &str) -> Result<BaseOf, LifecycleError> {
         if let Some((_, b, image)) = self.tagged_build(reference)? {
             return Ok(BaseOf {
                 key: format!("build:{}", b.id),
@@ -431,15 +408,26 @@ impl Manager {
         Ok(t)
     }
 
-    /// Deletes a built template: its builds, and the layers no other build uses. Refused
-    /// while another template's ready build stands on it.
+    /// Deletes a built template (by name or id, optionally tag-qualified as a snapshot's
+    /// id is): its builds, and the layers no other build uses. Refused while another
+    /// template's ready build stands on it.
     ///
     /// # Errors
     ///
     /// `TemplateNotFound`, `BuildConflict` naming the templates built on it, `Store`.
-    pub(crate) fn delete_built_template(&self, name: &str) -> Result<(), LifecycleError> {
+    pub(crate) fn delete_built_template(&self, reference: &str) -> Result<(), LifecycleError> {
         let _naming = lock(&self.builds.naming);
+        // A tag-qualified reference (a snapshot's id, `name:default`) names its template.
+        let (name, tag) = match reference.split_once(':') {
+            Some((name, tag)) => (name, Some(tag)),
+            None => (reference, None),
+        };
         let t = self.existing_template(name)?;
+        if let Some(tag) = tag.filter(|tag| !t.tags.contains_key(*tag)) {
+            return Err(LifecycleError::TemplateNotFound {
+                name: format!("{name}:{tag}"),
+            });
+        }
         let builds = self.store.builds()?;
         let ours: HashSet<&str> = builds
             .iter()
@@ -486,6 +474,7 @@ impl Manager {
     pub(crate) fn collect_layers(&self) -> Result<usize, LifecycleError> {
         let mut keep = referenced_layers(&self.store.builds()?);
         keep.extend(lock(&self.builds.pinned).values().flatten().cloned());
+        keep.extend(self.records().into_iter().flat_map(|r| r.layers));
         Ok(self.layers.collect(&keep))
     }
 
@@ -522,8 +511,42 @@ fn image_base(source: ImageSource) -> BaseOf {
     }
 }
 
+/// A new template named `name` (with a fresh id), not stored yet.
+pub(super) fn new_template(name: &str) -> BuiltTemplate {
+    let now = Utc::now();
+    BuiltTemplate {
+        id: super::ids::new_template_id(),
+        name: name.to_owned(),
+        created_at: now,
+        updated_at: now,
+        public: false,
+        cpu_count: None,
+        memory_mb: None,
+        tags: BTreeMap::new(),
+        spawn_count: 0,
+        last_spawned_at: None,
+    }
+}
+
+/// A new waiting build of template `template_id` that gets `tags`, not stored yet.
+pub(super) fn new_build(template_id: &str, tags: Vec<String>) -> BuildRecord {
+    BuildRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        template_id: template_id.to_owned(),
+        status: BuildStatus::Waiting,
+        created_at: Utc::now(),
+        finished_at: None,
+        tags,
+        base_build: None,
+        source_sandbox: None,
+        reason: None,
+        image: None,
+        logs: Vec::new(),
+    }
+}
+
 /// Template names: 1 to 64 characters of `[a-z0-9._-]`, not a built-in template's.
-fn check_name(name: &str) -> Result<(), LifecycleError> {
+pub(super) fn check_name(name: &str) -> Result<(), LifecycleError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -105,6 +105,10 @@ pub enum LifecycleError {
         /// The sandbox id.
         id: String,
     },
+    /// A request's value is out of range (a fork count, a snapshot name); the message
+    /// names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// A template build request or template operation was malformed; the message names the
     /// field, step or value.
     #[error("{0}")]

@@ -11,12 +11,15 @@ pub(crate) use builds::{BuildRequest, RawStepOwned};
 mod capacity;
 mod error;
 mod evict;
+mod fork;
 mod ids;
 mod live;
 mod logs;
 mod metrics;
 mod recover;
+mod snapshots;
 mod volumes;
+pub(crate) use snapshots::{SnapshotEntry, SnapshotQuery};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -111,6 +114,8 @@ pub(crate) struct CreateParams {
     pub(crate) rules: EgressRules,
     /// `volumeMounts`, checked.
     pub(crate) volume_mounts: Vec<crate::state::VolumeMount>,
+    /// Captured layers over the template's (a fork's; empty for a plain create).
+    pub(crate) layers: Vec<String>,
 }
 
 /// The sandbox manager shared by handlers, the router and the evictor.
@@ -201,7 +206,9 @@ impl Manager {
         store.fail_unfinished_builds()?;
         // No build runs yet: every layer no stored build uses is a deleted template's or a
         // crashed build's.
-        let removed = layers.collect(&builds::referenced_layers(&store.builds()?));
+        let mut keep = builds::referenced_layers(&store.builds()?);
+        keep.extend(store.live_sandboxes()?.into_iter().flat_map(|r| r.layers));
+        let removed = layers.collect(&keep);
         if removed > 0 {
             tracing::info!(removed, "removed unused template layers");
         }
@@ -706,7 +713,7 @@ impl Manager {
                 action: "autoPause".to_owned(),
             });
         }
-        let mut template = self.template(&p.template)?;
+        let mut template = self.template_with_layers(&p.template, &p.layers)?;
         let (_volumes, binds) = self.hold_volumes(&p.volume_mounts)?;
         template.binds = binds;
         let slot = self.admit()?;
@@ -741,6 +748,7 @@ impl Manager {
             network: p.network,
             envd_version: booted.envd_version.clone(),
             volume_mounts: p.volume_mounts,
+            layers: p.layers,
         };
         if let Err(e) = self.store.put_sandbox(&rec) {
             self.discard(booted).await;
@@ -806,6 +814,9 @@ impl Manager {
         let _ = self.store.put_sandbox(&rec);
         live.log.close();
         self.history.forget(id);
+        if !rec.layers.is_empty() {
+            self.release_captures();
+        }
         res.map_err(|e| LifecycleError::internal(format!("killing sandbox {id}"), e))
     }
 

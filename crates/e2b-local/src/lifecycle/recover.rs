@@ -247,7 +247,7 @@ impl Manager {
         rec: &SandboxRecord,
         files: PathBuf,
     ) -> Result<(), LifecycleError> {
-        let mut template = self.template(&rec.template)?;
+        let mut template = self.template_with_layers(&rec.template, &rec.layers)?;
         template.binds = self.volume_binds(&rec.volume_mounts);
         let token = rec.secure.then(|| access_token(&self.secret, &rec.id));
         // Validated at create; a record that no longer validates restores without rules

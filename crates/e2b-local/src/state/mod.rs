@@ -139,6 +139,10 @@ pub struct SandboxRecord {
     pub network: Option<crate::network::rules::NetworkRequest>,
     /// envd's version, from `/init`'s `X-Envd-Version`.
     pub envd_version: String,
+    /// Captured layers stacked over the template's, bottom first: a fork's (its source's
+    /// files at the fork, and its source's own captured layers below).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
     /// Volumes bind-mounted into it (`volumeMounts`), mounted again when it is restored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
@@ -458,6 +462,7 @@ mod tests {
                 name: "data".into(),
                 path: "/mnt/data".into(),
             }],
+            layers: Vec::new(),
         };
         s.put_sandbox(&rec).unwrap();
         assert_eq!(s.live_sandboxes().unwrap(), vec![rec.clone()]);

@@ -113,6 +113,10 @@ pub struct BuildRecord {
     /// The build of another template it stands on (`fromTemplate` of a built template).
     #[serde(default)]
     pub base_build: Option<String>,
+    /// The sandbox it was captured from, when it is a snapshot (`POST
+    /// /sandboxes/{id}/snapshots`) rather than a build of steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sandbox: Option<String>,
     /// Why it failed.
     pub reason: Option<BuildFailure>,
     /// What it made, once ready.

@@ -165,25 +165,49 @@ pub fn envelope(msg: &Value) -> Vec<u8> {
 
 /// Starts `bash -c cmd` through envd's Start RPC and returns the streaming response.
 pub async fn start_process(t: &TestServer, id: &str, token: &str, cmd: &str) -> reqwest::Response {
+    start_process_as(t, id, token, cmd, None).await
+}
+
+/// [`start_process`] as `user` (envd's Basic authorization), the default user when `None`.
+pub async fn start_process_as(
+    t: &TestServer,
+    id: &str,
+    token: &str,
+    cmd: &str,
+    user: Option<&str>,
+) -> reqwest::Response {
+    use base64::Engine as _;
     let body = envelope(&serde_json::json!({
         "process": {"cmd": "/bin/bash", "args": ["-c", cmd]}
     }));
-    let resp = t
+    let mut req = t
         .envd(Method::POST, id, "/process.Process/Start")
         .header("X-Access-Token", token)
-        .header("content-type", "application/connect+json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .header("content-type", "application/connect+json");
+    if let Some(user) = user {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
+        req = req.header("Authorization", format!("Basic {basic}"));
+    }
+    let resp = req.body(body).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     resp
 }
 
 /// Runs `bash -c cmd` in sandbox `id` through envd's Start RPC and returns its whole stdout.
 pub async fn stdout_of(t: &TestServer, id: &str, token: &str, cmd: &str) -> String {
+    stdout_as(t, id, token, cmd, None).await
+}
+
+/// [`stdout_of`] as `user` (the default user when `None`).
+pub async fn stdout_as(
+    t: &TestServer,
+    id: &str,
+    token: &str,
+    cmd: &str,
+    user: Option<&str>,
+) -> String {
     use base64::Engine as _;
-    let mut resp = start_process(t, id, token, cmd).await;
+    let mut resp = start_process_as(t, id, token, cmd, user).await;
     let mut raw = Vec::new();
     while let Some(c) = resp.chunk().await.unwrap() {
         raw.extend_from_slice(&c);

@@ -30,6 +30,7 @@ mod commands;
 mod files;
 mod pty;
 mod sandbox;
+mod snapshot;
 mod template;
 mod volume;
 
@@ -37,6 +38,7 @@ pub use commands::{CommandControl, CommandHandle, Commands};
 pub use files::{FileReader, Filesystem, WatchEvents, WatchHandle};
 pub use pty::Pty;
 pub use sandbox::{Sandbox, SandboxBuilder, SandboxGuard, SandboxPaginator};
+pub use snapshot::SnapshotPaginator;
 pub use template::Template;
 pub use volume::Volume;
 

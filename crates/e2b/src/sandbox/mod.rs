@@ -7,6 +7,7 @@ mod info;
 mod lifecycle;
 mod list;
 mod network;
+mod snapshot;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use network::{
     ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,
     NetworkInfo, NetworkRule, NetworkTransform, NetworkUpdate, TRAFFIC_ACCESS_TOKEN_HEADER,
 };
+pub use snapshot::{ForkOptions, MAX_FORK_COUNT, SnapshotInfo, SnapshotPaginator, SnapshotQuery};
 
 /// A sandbox's lifetime unless set: 300 s.
 pub const DEFAULT_SANDBOX_TIMEOUT: Duration = Duration::from_secs(300);

@@ -26,6 +26,8 @@ use serde_json::Value;
 const TEMPLATE: &str = "code-interpreter-v1";
 const CGROUP_PARENT: &str = "e2b-local-code-interpreter-bench";
 const PORT: u16 = code_interpreter_server::DEFAULT_PORT;
+/// Sandbox addresses of this benchmark's server.
+const NETWORK_POOL: &str = "10.223.0.0/16";
 
 fn main() -> ExitCode {
     if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
@@ -104,8 +106,14 @@ async fn run(rounds: usize) -> Result<(), String> {
         .data_dir(&dir)
         .listen("127.0.0.1:0")
         .cgroup_parent(CGROUP_PARENT)
-        // The template's build steps install from PyPI.
-        .network(e2b_local::network::NetworkOptions::from_host().map_err(|e| e.to_string())?)
+        // The template's build steps install from PyPI. A pool of its own, so another
+        // e2b-local on this host (default pool) does not collide with it.
+        .network(e2b_local::network::NetworkOptions {
+            pool: NETWORK_POOL
+                .parse()
+                .map_err(|e| format!("{NETWORK_POOL}: {e}"))?,
+            ..e2b_local::network::NetworkOptions::from_host().map_err(|e| e.to_string())?
+        })
         .start()
         .await
         .map_err(|e| e.to_string())?;

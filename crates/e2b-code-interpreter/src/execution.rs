@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::charts::Chart;
-use crate::wire::{ContextJson, ErrorJson, OutputJson, ResultJson};
+use crate::wire::{ContextJson, ErrorJson, OutputJson, ResultJson, Timestamp};
 
 /// A rich result of a run: the value of the cell's last expression
 /// ([`is_main_result`](Self::is_main_result)) or the data of a display call (a matplotlib
@@ -256,8 +256,8 @@ impl std::fmt::Display for ExecutionError {
 pub struct OutputMessage {
     /// The text.
     pub line: String,
-    /// When it was written, in nanoseconds since the Unix epoch (the server's clock; the
-    /// client's when the server sent none).
+    /// When it was written, in nanoseconds since the Unix epoch: the server's date, or the
+    /// client's clock when the server sent none (or one that is not a date).
     pub timestamp: i64,
     /// Whether it came from standard error.
     pub error: bool,
@@ -265,11 +265,15 @@ pub struct OutputMessage {
 
 impl OutputMessage {
     pub(crate) fn from_wire(wire: OutputJson, error: bool) -> Self {
-        let timestamp = wire.timestamp.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        });
+        let timestamp = wire
+            .timestamp
+            .as_ref()
+            .and_then(Timestamp::nanos)
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            });
         OutputMessage {
             line: wire.text,
             timestamp,

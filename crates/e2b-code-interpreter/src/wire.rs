@@ -87,9 +87,38 @@ pub enum Event {
 pub struct OutputJson {
     /// The text.
     pub text: String,
-    /// When it was written, in nanoseconds since the Unix epoch (absent from some servers).
+    /// When it was written (absent from some servers).
     #[serde(default)]
-    pub timestamp: Option<i64>,
+    pub timestamp: Option<Timestamp>,
+}
+
+/// When output was written: E2B's server sends the Jupyter message's date (RFC 3339 text);
+/// the Python SDK documents nanoseconds since the Unix epoch. Both are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Timestamp {
+    /// Nanoseconds since the Unix epoch.
+    Nanos(i64),
+    /// A date as text, e.g. `2026-01-01T00:00:00.000001Z`.
+    Text(String),
+}
+
+impl Timestamp {
+    /// Nanoseconds since the Unix epoch; `None` for text that is not an RFC 3339 date (or a
+    /// date without an offset, taken as UTC) in the range of an `i64`.
+    pub fn nanos(&self) -> Option<i64> {
+        match self {
+            Timestamp::Nanos(n) => Some(*n),
+            Timestamp::Text(text) => chrono::DateTime::parse_from_rfc3339(text)
+                .map(|d| d.to_utc())
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                        .map(|d| d.and_utc())
+                })
+                .ok()
+                .and_then(|d| d.timestamp_nanos_opt()),
+        }
+    }
 }
 
 /// An `error` line.
@@ -130,10 +159,10 @@ impl Event {
     /// Parses one line of `/execute`'s answer (without its newline).
     ///
     /// ```
-    /// use e2b_code_interpreter::wire::{Event, OutputJson};
+    /// use e2b_code_interpreter::wire::{Event, OutputJson, Timestamp};
     ///
     /// let event = Event::parse(r#"{"type":"stdout","text":"hi\n","timestamp":1}"#).unwrap();
-    /// assert_eq!(event, Event::Stdout(OutputJson { text: "hi\n".into(), timestamp: Some(1) }));
+    /// assert_eq!(event, Event::Stdout(OutputJson { text: "hi\n".into(), timestamp: Some(Timestamp::Nanos(1)) }));
     /// ```
     ///
     /// # Errors

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2b_code_interpreter::charts::{Chart, ChartType, ChartValue, ScaleType};
-use e2b_code_interpreter::wire::{ErrorJson, Event, OutputJson};
+use e2b_code_interpreter::wire::{ErrorJson, Event, OutputJson, Timestamp};
 use e2b_code_interpreter::{
     CreateCodeContextOptions, Execution, ExecutionError, Logs, RunCodeOptions, Sandbox,
 };
@@ -51,14 +51,14 @@ fn every_event_kind_parses() {
         events[0],
         Event::Stdout(OutputJson {
             text: "hello\n".into(),
-            timestamp: Some(1_732_960_000_000_000_000)
+            timestamp: Some(Timestamp::Nanos(1_732_960_000_000_000_000))
         })
     );
     assert_eq!(
         events[1],
         Event::Stderr(OutputJson {
             text: "warning: careful\n".into(),
-            timestamp: Some(1_732_960_000_000_000_001)
+            timestamp: Some(Timestamp::Text("2024-11-30T09:46:40.000001Z".into()))
         })
     );
     assert_eq!(events[2], Event::Other("keepalive".into()));
@@ -86,6 +86,16 @@ fn every_event_kind_parses() {
     );
     assert_eq!(events[8], Event::NumberOfExecutions { execution_count: 7 });
     assert_eq!(events[9], Event::EndOfExecution);
+    assert_eq!(
+        Timestamp::Text("2024-11-30T10:46:40.5+01:00".into()).nanos(),
+        Some(1_732_960_000_500_000_000)
+    );
+    assert_eq!(
+        Timestamp::Text("2024-11-30T09:46:40.25".into()).nanos(),
+        Some(1_732_960_000_250_000_000),
+        "no offset: UTC"
+    );
+    assert_eq!(Timestamp::Text("yesterday".into()).nanos(), None);
     // A server that sends no timestamp (the JS SDK makes its own).
     assert_eq!(
         Event::parse(r#"{"type":"stdout","text":"x"}"#).unwrap(),
@@ -355,7 +365,7 @@ fn charts_are_typed() {
 #[derive(Debug, PartialEq)]
 enum Seen {
     Stdout(String, i64),
-    Stderr(String),
+    Stderr(String, i64),
     Result(bool),
     Error(String),
 }
@@ -386,7 +396,7 @@ async fn run_code_sends_the_official_request_and_folds_the_stream_in_order() {
                 })
                 .on_stderr(move |m| {
                     assert!(m.error);
-                    s2.lock().unwrap().push(Seen::Stderr(m.line));
+                    s2.lock().unwrap().push(Seen::Stderr(m.line, m.timestamp));
                 })
                 .on_result(move |r| s3.lock().unwrap().push(Seen::Result(r.is_main_result)))
                 .on_error(move |e| s4.lock().unwrap().push(Seen::Error(e.name))),
@@ -397,7 +407,7 @@ async fn run_code_sends_the_official_request_and_folds_the_stream_in_order() {
         *seen.lock().unwrap(),
         [
             Seen::Stdout("hello\n".into(), 1_732_960_000_000_000_000),
-            Seen::Stderr("warning: careful\n".into()),
+            Seen::Stderr("warning: careful\n".into(), 1_732_960_000_000_001_000),
             Seen::Result(false),
             Seen::Stdout("world\n".into(), 1_732_960_000_000_000_002),
             Seen::Result(true),

@@ -42,7 +42,10 @@ fn run_code_and_contexts() {
         .create_code_context(CreateCodeContextOptions::new())
         .unwrap();
     assert_eq!(context.id, "c1");
-    assert_eq!(sandbox.list_code_contexts().unwrap(), [context.clone()]);
+    assert_eq!(
+        sandbox.list_code_contexts().unwrap(),
+        std::slice::from_ref(&context)
+    );
     sandbox.restart_code_context(&context).unwrap();
     let err = sandbox.remove_code_context(&context).unwrap_err();
     assert!(err.is_not_found());

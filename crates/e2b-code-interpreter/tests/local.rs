@@ -76,7 +76,7 @@ mod code_interpreter_v1 {
             )
             .await
             .unwrap();
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         let lines: Vec<(&str, bool)> = seen.iter().map(|(l, e, _)| (l.as_str(), *e)).collect();
         assert_eq!(
             lines,

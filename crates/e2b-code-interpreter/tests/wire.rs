@@ -270,7 +270,7 @@ fn charts_are_typed() {
     assert_eq!(line.elements[1].label, "cos(x)");
     assert_eq!(
         line.elements[1].points[1],
-        (ChartValue::Number(3.14159), ChartValue::Number(-1.0))
+        (ChartValue::Number(3.25), ChartValue::Number(-1.0))
     );
 
     let Chart::Line(dates) = chart("line_datetime") else {

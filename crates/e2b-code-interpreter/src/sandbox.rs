@@ -242,6 +242,8 @@ impl Sandbox {
                         run.line(&line[..newline], &mut handlers)?;
                     }
                 }
+                // A connection lost after the last event loses nothing.
+                Some(Err(_)) if run.ended => break,
                 Some(Err(e)) => return Err(self.transport_error("POST /execute", e).await),
                 None => break,
             }

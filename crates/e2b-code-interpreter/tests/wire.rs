@@ -746,3 +746,58 @@ async fn urls_follow_the_configuration() {
     assert_eq!(debug.sandbox_id(), "debug_sandbox_id");
     assert_eq!(debug.sandbox().get_host(49999), "localhost:49999");
 }
+
+#[tokio::test]
+async fn a_secured_sandbox_sends_its_tokens_as_the_official_sdks_do() {
+    let created = json!({
+        "sandboxID": "isb1", "clientID": "local", "templateID": "code-interpreter-v1",
+        "envdVersion": "0.4.0", "envdAccessToken": "envd-secret",
+        "trafficAccessToken": "traffic-secret", "domain": null
+    });
+    let server = FakeServer::start([
+        Reply::status(201, created.to_string()),
+        Reply::ok(ndjson(&[end()])),
+        Reply::ok(json!({"id": "c", "language": "python", "cwd": "/home/user"}).to_string()),
+        Reply::ok("[]"),
+        Reply::ok(""),
+        Reply::ok(""),
+    ]);
+    let config = e2b::ConnectionConfig::new()
+        .with_api_url(&server.base)
+        .with_sandbox_url(&server.base)
+        .with_api_key("e2b_test_key");
+    let sandbox = Sandbox::builder().config(config).create().await.unwrap();
+    assert_eq!(sandbox.sandbox_id(), "isb1");
+    sandbox.run_code("1", RunCodeOptions::new()).await.unwrap();
+    sandbox
+        .create_code_context(CreateCodeContextOptions::new())
+        .await
+        .unwrap();
+    sandbox.list_code_contexts().await.unwrap();
+    sandbox.restart_code_context("c").await.unwrap();
+    sandbox.remove_code_context("c").await.unwrap();
+
+    let requests = server.requests();
+    assert_eq!(requests[0].path, "/v2/sandboxes");
+    assert_eq!(requests[0].json()["templateID"], "code-interpreter-v1");
+    for request in &requests[1..] {
+        assert_eq!(request.header("e2b-sandbox-id"), Some("isb1"));
+        assert_eq!(request.header("e2b-sandbox-port"), Some("49999"));
+        assert_eq!(
+            request.header("e2b-traffic-access-token"),
+            Some("traffic-secret")
+        );
+        assert_eq!(
+            request.header("x-api-key"),
+            None,
+            "the API key stays with the control plane"
+        );
+    }
+    // envd's token goes with /execute only, as the official SDKs send it.
+    assert_eq!(requests[1].path, "/execute");
+    assert_eq!(requests[1].header("x-access-token"), Some("envd-secret"));
+    for request in &requests[2..] {
+        assert_eq!(request.header("x-access-token"), None, "{}", request.path);
+    }
+    assert!(!format!("{sandbox:?}").contains("secret"));
+}

@@ -22,7 +22,8 @@ use crate::wire::{ContextJson, ErrorJson, OutputJson, ResultJson, Timestamp};
 /// let execution = sandbox.run_code("import pandas as pd; pd.DataFrame({'a': [1, 2]})", RunCodeOptions::new()).await?;
 /// let result = &execution.results[0];
 /// assert!(result.is_main_result);
-/// assert_eq!(result.formats(), ["text", "html", "data"]);
+/// println!("{:?}", result.formats()); // ["text", "html", ...]
+/// let table = result.html.as_deref().unwrap_or_default();
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]

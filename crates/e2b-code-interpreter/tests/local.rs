@@ -7,6 +7,13 @@
 //! cargo test -p e2b-code-interpreter --all-features --test local -- --ignored
 //! ```
 //!
+//! With `E2B_API_URL` (or `E2B_API_KEY`) set they use that server instead, e.g. an
+//! `e2b-local serve` whose data directory keeps the built template across runs:
+//!
+//! ```sh
+//! eval "$(e2b-local serve --data-dir /var/tmp/e2b-local | grep ^export)"   # in another shell
+//! ```
+//!
 //! `scripts/test` runs them when the registries answer. The tests sit in the module
 //! `code_interpreter_v1`, so that a run of every ignored test can leave them out with
 //! `--skip code_interpreter_v1`.
@@ -16,20 +23,17 @@ mod code_interpreter_v1 {
     use std::time::{Duration, Instant};
 
     use e2b::RunOptions;
-    use e2b::local::LocalServer;
     use e2b_code_interpreter::{CreateCodeContextOptions, RunCodeOptions, Sandbox};
 
     /// How long the first create may wait for the template to build.
     const BUILD_WAIT: Duration = Duration::from_secs(45 * 60);
 
-    /// A `code-interpreter-v1` sandbox on the process-wide embedded host, waiting out the
-    /// template's build (503s).
+    /// A `code-interpreter-v1` sandbox on the environment's server or the process-wide
+    /// embedded host, waiting out the template's build (503s).
     async fn sandbox() -> Sandbox {
-        let config = LocalServer::shared().expect("local server").config();
         let started = Instant::now();
         loop {
             match Sandbox::builder()
-                .config(config.clone())
                 .timeout(Duration::from_secs(600))
                 .create()
                 .await
@@ -417,13 +421,9 @@ mod code_interpreter_v1 {
     #[test]
     #[ignore = "needs root and the code-interpreter-v1 template (Debian's archive, PyPI)"]
     fn the_blocking_twin_runs_code() {
-        let config = LocalServer::shared().expect("local server").config();
         let started = Instant::now();
         let sandbox = loop {
-            match e2b_code_interpreter::blocking::Sandbox::builder()
-                .config(config.clone())
-                .create()
-            {
+            match e2b_code_interpreter::blocking::Sandbox::builder().create() {
                 Ok(sandbox) => break sandbox,
                 Err(e) if e.http_status() == Some(503) && started.elapsed() < BUILD_WAIT => {
                     std::thread::sleep(Duration::from_secs(5));

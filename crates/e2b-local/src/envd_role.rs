@@ -18,15 +18,19 @@ pub const SANDBOX_ID_ENV: &str = "E2B_SANDBOX_ID";
 /// Environment variable carrying the template id into the envd role.
 pub const TEMPLATE_ID_ENV: &str = "E2B_TEMPLATE_ID";
 
-/// Runs the runtime's helper roles (argv\[1\]) or the envd role ([`ROLE_ENV`]) when requested
-/// and returns their exit code; `None` for a normal start. Call it first thing in `main`,
-/// before any thread is started.
+/// Runs the runtime's helper roles (argv\[1\]), or the envd or code-interpreter role
+/// ([`ROLE_ENV`]) when requested and returns their exit code; `None` for a normal start. Call
+/// it first thing in `main`, before any thread is started.
 pub fn run_role_if_requested() -> Option<ExitCode> {
     if let Some(code) = crate::isolation::run_helper_if_requested() {
         return Some(ExitCode::from(u8::try_from(code).unwrap_or(1)));
     }
-    if std::env::var_os(ROLE_ENV).is_some_and(|v| v == ENVD_ROLE) {
+    let role = std::env::var_os(ROLE_ENV)?;
+    if role == ENVD_ROLE {
         return Some(run_envd());
+    }
+    if role == crate::code_interpreter_role::CODE_INTERPRETER_ROLE {
+        return Some(crate::code_interpreter_role::run_code_interpreter());
     }
     None
 }
@@ -64,6 +68,7 @@ pub fn run_envd() -> ExitCode {
             Err(e) => return fail("bind", &format!("{addr}: {e}")),
         };
         tracing::info!(%addr, version = envd::ENVD_VERSION, "envd started");
+        crate::code_interpreter_role::start_if_marked();
         // Normally inherited from the helper already; logged once when the host denies it.
         envd::process::protect_from_oom();
         // TCP_NODELAY: streamed process events are small writes that would otherwise wait
@@ -90,11 +95,11 @@ fn embed_role_hook() {
     if let Some(code) = crate::isolation::run_helper_if_requested() {
         std::process::exit(code);
     }
-    if std::env::var_os(ROLE_ENV).is_some_and(|v| v == ENVD_ROLE) {
-        std::process::exit(if run_envd() == ExitCode::SUCCESS {
-            0
-        } else {
-            1
+    if std::env::var_os(ROLE_ENV).is_some() {
+        std::process::exit(match run_role_if_requested() {
+            Some(ExitCode::SUCCESS) => 0,
+            Some(_) => 1,
+            None => return,
         });
     }
 }

@@ -5,6 +5,8 @@ pub mod api;
 #[cfg(target_os = "linux")]
 pub mod cli;
 #[cfg(target_os = "linux")]
+pub mod code_interpreter_role;
+#[cfg(target_os = "linux")]
 mod envd_client;
 #[cfg(target_os = "linux")]
 pub mod envd_role;

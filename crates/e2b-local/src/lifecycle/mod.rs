@@ -9,6 +9,7 @@ mod builds;
 pub use builds::collect_layers_offline;
 pub(crate) use builds::{BuildRequest, RawStepOwned};
 mod capacity;
+mod code_interpreter;
 mod error;
 mod evict;
 mod ids;
@@ -112,6 +113,8 @@ pub struct Manager {
     evict: Notify,
     base: Mutex<Option<Template>>,
     debian: Arc<Mutex<Debian>>,
+    /// The built-in `code-interpreter-v1`'s first build.
+    code_interpreter: Mutex<code_interpreter::CodeInterpreterBuild>,
     logs_dir: PathBuf,
     idempotency: Mutex<HashMap<String, (String, Instant)>>,
     /// Creates admitted and not yet live or failed: they hold a slot of the capacity.
@@ -192,6 +195,7 @@ impl Manager {
             evict: Notify::new(),
             base: Mutex::new(None),
             debian: Arc::new(Mutex::new(Debian::Idle)),
+            code_interpreter: Mutex::new(code_interpreter::CodeInterpreterBuild::Idle),
             logs_dir,
             idempotency: Mutex::new(HashMap::new()),
             creating: Mutex::new(0),
@@ -659,6 +663,9 @@ impl Manager {
             return Err(LifecycleError::FreezerUnavailable {
                 action: "autoPause".to_owned(),
             });
+        }
+        if p.template == crate::template::code_interpreter::NAME {
+            self.ensure_code_interpreter()?;
         }
         let template = self.template(&p.template)?;
         let slot = self.admit()?;

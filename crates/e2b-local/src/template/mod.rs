@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod code_interpreter;
 pub mod debian;
 pub mod layers;
 pub mod oci;

@@ -295,7 +295,7 @@ if [ -n "$CI_TEMPLATE" ]; then
       "$CACHE/ci-py-$CI_PY_VERSION/bin/python" "$HERE/ci_py.py"
   fi
   if [ -d "$ci_js/node_modules/@e2b/code-interpreter" ]; then
-    run_sdk "js @e2b/code-interpreter@$CI_JS_VERSION" nsenter --net="/run/netns/$UPNS" \
+    run_sdk "js code-interpreter@$CI_JS_VERSION" nsenter --net="/run/netns/$UPNS" \
       node "$HERE/ci_js.mjs" "$ci_js/node_modules/@e2b/code-interpreter/dist/index.mjs"
   fi
 fi

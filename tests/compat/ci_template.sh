@@ -33,7 +33,18 @@ stop() {
 }
 trap stop EXIT
 
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" >"$DATA/ci-build.out" 2>"$DATA/ci-build.err" &
+# Other e2b-local servers may run in the host's namespace: a sandbox address pool none of
+# their routes is in.
+POOL=""
+for n in $(seq 230 250); do
+  if ! ip -4 route show | grep -q "^10\.$n\."; then
+    POOL="10.$n.0.0/16"
+    break
+  fi
+done
+[ -n "$POOL" ] || { echo "no free sandbox address pool in 10.230-250.0.0/16"; exit 1; }
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --network-pool "$POOL" \
+  >"$DATA/ci-build.out" 2>"$DATA/ci-build.err" &
 PID=$!
 for _ in $(seq 1 300); do
   grep -q '^export E2B_DOMAIN=' "$DATA/ci-build.out" 2>/dev/null && break

@@ -150,6 +150,36 @@ impl Api {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// One request to port `port` of sandbox `sb` through the router (`E2b-Sandbox-Id`,
+    /// `E2b-Sandbox-Port`, the access token); returns the status and the whole body.
+    pub async fn port_call(
+        &self,
+        sb: &Created,
+        port: u16,
+        method: http::Method,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, Bytes), String> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header(headers::SANDBOX_ID, &sb.id)
+            .header(headers::SANDBOX_PORT, port)
+            .header(headers::ACCESS_TOKEN, &sb.token)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| e.to_string())?;
+        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    }
+
     /// [`Api::run`], failing unless the stream contains `stdout_b64` (the expected output,
     /// base64-encoded as envd sends it).
     pub async fn run_expecting(
@@ -182,6 +212,29 @@ pub fn report(name: &str, v: &mut [Duration]) {
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
     );
+}
+
+/// Memory charged to sandbox `id`'s cgroup under the cgroup parent `parent` (v1
+/// `memory.usage_in_bytes`, v2 `memory.current`).
+pub fn cgroup_memory(parent: &str, id: &str) -> Option<u64> {
+    for (root, file) in [
+        (
+            format!("/sys/fs/cgroup/memory/{parent}"),
+            "memory.usage_in_bytes",
+        ),
+        (format!("/sys/fs/cgroup/{parent}"), "memory.current"),
+    ] {
+        let Ok(dir) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            if entry.file_name().to_string_lossy().contains(id) {
+                let text = std::fs::read_to_string(entry.path().join(file)).ok()?;
+                return text.trim().parse().ok();
+            }
+        }
+    }
+    None
 }
 
 /// The host's `MemAvailable`, in bytes.

@@ -372,26 +372,6 @@ fn mem_available_kib() -> Result<u64> {
         .context("no MemAvailable in /proc/meminfo")
 }
 
-/// Memory charged to a sandbox's cgroup (v1 `memory.usage_in_bytes`, v2 `memory.current`),
-/// found by its id under e2b-local's default cgroup parent.
-fn cgroup_memory(sandbox_id: &str) -> Option<u64> {
-    for (root, file) in [
-        ("/sys/fs/cgroup/memory/e2b-local", "memory.usage_in_bytes"),
-        ("/sys/fs/cgroup/e2b-local", "memory.current"),
-    ] {
-        let Ok(dir) = std::fs::read_dir(root) else {
-            continue;
-        };
-        for entry in dir.flatten() {
-            if entry.file_name().to_string_lossy().contains(sandbox_id) {
-                let text = std::fs::read_to_string(entry.path().join(file)).ok()?;
-                return text.trim().parse().ok();
-            }
-        }
-    }
-    None
-}
-
 /// Memory per idle sandbox in MiB with `count` alive: (charged to its cgroup, averaged; the
 /// host's `MemAvailable` drop divided by `count`).
 async fn idle_memory(config: &ConnectionConfig, count: usize) -> Result<(Option<f64>, f64)> {
@@ -407,7 +387,7 @@ async fn idle_memory(config: &ConnectionConfig, count: usize) -> Result<(Option<
     let after = mem_available_kib()?;
     let charged: Option<Vec<u64>> = alive
         .iter()
-        .map(|s| cgroup_memory(s.sandbox_id()))
+        .map(|s| bench::local_api::cgroup_memory("e2b-local", s.sandbox_id()))
         .collect();
     for sbx in alive {
         sbx.kill().await?;

@@ -6,7 +6,7 @@ mod envd;
 pub mod events;
 mod kernel;
 pub mod kernelspec;
-mod wire;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;

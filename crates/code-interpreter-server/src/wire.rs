@@ -1,13 +1,14 @@
 //! The Jupyter messaging protocol's wire form (version 5.3) over ZeroMQ multipart messages:
 //! `<IDS|MSG>`, the HMAC-SHA256 signature (hex), then the header, parent header, metadata and
-//! content as JSON frames.
+//! content as JSON frames; and [`ShellClient`], the bare request/reply a benchmark measures
+//! the server against.
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
-use zeromq::ZmqMessage;
+use zeromq::{DealerSocket, Socket as _, SocketRecv as _, SocketSend as _, ZmqMessage};
 
 /// The frame separating routing identities from the signed message.
 const DELIMITER: &[u8] = b"<IDS|MSG>";
@@ -157,6 +158,91 @@ impl Signer {
             parent_msg_id: parent.msg_id,
             content: json("content", content)?,
         })
+    }
+}
+
+/// A bare client of a running kernel's shell channel: `execute_request` → `execute_reply`,
+/// nothing else (no IOPub, no events). The floor under the server's `/execute`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), String> {
+/// use std::path::Path;
+/// let mut shell = code_interpreter_server::wire::ShellClient::connect(
+///     Path::new("/"),
+///     Path::new("/tmp/e2b-code-interpreter/k0/connection.json"),
+/// )
+/// .await?;
+/// let reply = shell.execute("1+1").await?;
+/// assert_eq!(reply["status"], "ok");
+/// # Ok(()) }
+/// ```
+pub struct ShellClient {
+    shell: DealerSocket,
+    signer: Signer,
+    session: String,
+}
+
+impl ShellClient {
+    /// Connects to the kernel of `connection_file`, both it and the kernel's IPC sockets
+    /// taken under `root` (e.g. `/proc/<pid>/root` for a kernel in a sandbox).
+    ///
+    /// # Errors
+    ///
+    /// The connection file unreadable or not an IPC one, or the socket refusing.
+    pub async fn connect(
+        root: &std::path::Path,
+        connection_file: &std::path::Path,
+    ) -> Result<Self, String> {
+        let under = |p: &str| root.join(p.trim_start_matches('/'));
+        let file = under(&connection_file.to_string_lossy());
+        let info: Value = serde_json::from_slice(
+            &std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?,
+        )
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+        if info["transport"] != "ipc" {
+            return Err(format!(
+                "{}: transport {} (only ipc is spoken here)",
+                file.display(),
+                info["transport"]
+            ));
+        }
+        let ip = info["ip"].as_str().unwrap_or_default();
+        let socket = format!("ipc://{}-{}", under(ip).display(), info["shell_port"]);
+        let mut shell = DealerSocket::new();
+        shell
+            .connect(&socket)
+            .await
+            .map_err(|e| format!("{socket}: {e}"))?;
+        Ok(Self {
+            shell,
+            signer: Signer::new(info["key"].as_str().unwrap_or_default()),
+            session: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// Runs `code` and returns the `execute_reply`'s content.
+    ///
+    /// # Errors
+    ///
+    /// The socket failing.
+    pub async fn execute(&mut self, code: &str) -> Result<Value, String> {
+        let content = serde_json::json!({
+            "code": code, "silent": false, "store_history": true,
+            "user_expressions": {}, "allow_stdin": false, "stop_on_error": true,
+        });
+        let (msg_id, request) = self
+            .signer
+            .request(&self.session, "execute_request", &content);
+        self.shell.send(request).await.map_err(|e| e.to_string())?;
+        loop {
+            let reply = self.shell.recv().await.map_err(|e| e.to_string())?;
+            if let Ok(m) = self.signer.decode(reply)
+                && m.parent_msg_id.as_deref() == Some(msg_id.as_str())
+                && m.header.msg_type == "execute_reply"
+            {
+                return Ok(m.content);
+            }
+        }
     }
 }
 

@@ -2,12 +2,13 @@
 //! sandbox as E2B's code-interpreter server on port [`code_interpreter_server::DEFAULT_PORT`]
 //! (49999), with [`ROLE_ENV`]`=`[`CODE_INTERPRETER_ROLE`].
 //!
-//! envd starts it (from [`crate::envd_role`]) when the sandbox's root has [`MARKER`], which
-//! the `code-interpreter-v1` template (and so every template built from it) carries. It
-//! starts while the create is still applying `/init`, and starts the default Python
-//! context's kernel at once, so the kernel's start-up is off the create path and the first
-//! `/execute` usually finds it warm. Kernels run as `user`, in `/home/user`; the sandbox's
-//! env vars come from envd's `/envs` as in E2B.
+//! envd starts it, before envd itself listens, when the sandbox's root has [`MARKER`],
+//! which the `code-interpreter-v1` template (and so every template built from it) carries,
+//! and waits until it listens (tens of milliseconds), so a create never returns a sandbox
+//! whose 49999 is closed. The server starts the default Python context's kernel at once, in
+//! the background: the kernel's start-up is off the create path and the first `/execute`
+//! finds it warm or waits only for the rest of it. Kernels run as `user`, in `/home/user`;
+//! the sandbox's env vars come from envd's `/envs` as in E2B.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,10 +87,15 @@ pub fn run_code_interpreter() -> ExitCode {
     })
 }
 
-/// Called by envd: when the sandbox is a code-interpreter one ([`MARKER`]), runs this
-/// executable as the code-interpreter role and starts it again (after a second) should it
-/// exit.
-pub(crate) fn start_if_marked() {
+/// How long envd waits for the code-interpreter server to listen before serving anyway.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Called by envd before it listens: when the sandbox is a code-interpreter one
+/// ([`MARKER`]), runs this executable as the code-interpreter role (again, a second after
+/// it should exit) and waits until port 49999 accepts, so that a create, which returns once
+/// envd answers, never hands out a sandbox whose 49999 is not open yet. The kernel's own
+/// start-up is not waited for.
+pub(crate) async fn start_if_marked() {
     if !std::path::Path::new(MARKER).is_file() {
         return;
     }
@@ -113,4 +119,13 @@ pub(crate) fn start_if_marked() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+    let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+    let addr = ("127.0.0.1", code_interpreter_server::DEFAULT_PORT);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!("the code-interpreter server is not listening after {LISTEN_WAIT:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

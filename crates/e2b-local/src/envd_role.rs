@@ -62,13 +62,14 @@ pub fn run_envd() -> ExitCode {
         ..envd::Config::default()
     };
     runtime.block_on(async move {
+        // Before envd listens: a create returns once envd answers.
+        crate::code_interpreter_role::start_if_marked().await;
         let addr = std::net::SocketAddr::new(config.listen, config.port);
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => return fail("bind", &format!("{addr}: {e}")),
         };
         tracing::info!(%addr, version = envd::ENVD_VERSION, "envd started");
-        crate::code_interpreter_role::start_if_marked();
         // Normally inherited from the helper already; logged once when the host denies it.
         envd::process::protect_from_oom();
         // TCP_NODELAY: streamed process events are small writes that would otherwise wait

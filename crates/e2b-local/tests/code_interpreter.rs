@@ -16,6 +16,11 @@ use support::{TestServer, err, start_with};
 
 const TEMPLATE: &str = "code-interpreter-v1";
 
+/// The host's networking for sandboxes: the template's build steps install from PyPI.
+fn with_network(b: e2b_local::ServerBuilder) -> e2b_local::ServerBuilder {
+    b.network(e2b_local::network::NetworkOptions::from_host().unwrap())
+}
+
 /// Whether pip reaches PyPI (the template's packages come from there).
 fn pypi_reachable() -> bool {
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +123,7 @@ async fn code_interpreter_template_is_built_on_first_use_and_serves_run_code() {
         );
         return;
     }
-    let t = start_with(tempfile::tempdir().unwrap(), |b| b).await;
+    let t = start_with(tempfile::tempdir().unwrap(), with_network).await;
     let body =
         r#"{"templateID":"code-interpreter-v1","timeout":600,"envVars":{"FROM_CREATE":"yes"}}"#;
     let first = t.post("/sandboxes", body).await;
@@ -231,7 +236,7 @@ async fn code_interpreter_template_is_built_on_first_use_and_serves_run_code() {
     // The built template is kept: a restarted server creates from it at once.
     let TestServer { server, dir, .. } = t;
     server.unwrap().shutdown().await;
-    let t = start_with(dir, |b| b).await;
+    let t = start_with(dir, with_network).await;
     let r = t.post("/sandboxes", body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let sb = r.json();

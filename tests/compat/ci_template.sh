@@ -14,6 +14,7 @@ BIN="$1"
 DATA="$2"
 TEMPLATE="code-interpreter-v1"
 BUILD_TIMEOUT="${E2B_COMPAT_CI_BUILD_TIMEOUT:-3000}"
+mkdir -p "$DATA"
 
 for url in https://deb.debian.org/debian/dists/bookworm/Release https://pypi.org/simple/pip/; do
   if ! curl -sfL -m 30 -o /dev/null "$url"; then

@@ -275,17 +275,6 @@ async def run_all(kind, label):
     sbx = None
     try:
         sbx = await new_sandbox(kind)
-        # e2b-local answers the create before the server listens on 49999 (a known gap,
-        # COMPATIBILITY.md): wait for it, so that the checks check the code interpreter.
-        deadline = time.time() + 60
-        while True:
-            try:
-                await call(sbx.list_code_contexts)
-                break
-            except Exception as e:
-                if "port is not open" not in str(e) or time.time() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
     except Exception:
         print(f"FAIL {label} create")
         traceback.print_exc(file=sys.stdout)

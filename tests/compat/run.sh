@@ -2,6 +2,10 @@
 # Compatibility suite: E2B's official SDKs, unchanged from PyPI / npm, against `e2b-local serve`.
 #
 #   Python e2b==2.63.0 and e2b==2.45.1 (one venv each), JS e2b@2.51.0 (npm, Node >= 18)
+#   Code interpreter: Python e2b-code-interpreter==2.11.5 (sync and async), JS
+#   @e2b/code-interpreter@2.8.0 (ci_py.py, ci_js.mjs), against code-interpreter-v1 sandboxes;
+#   that template is built first in the host's namespace (ci_template.sh), or those checks are
+#   skipped, saying so, when Debian's archive or PyPI does not answer.
 #
 # Needs root (sandboxes, network namespaces), iproute2, nsenter, nftables and conntrack, and
 # the PyPI / npm registries on the first run (the venvs and node_modules are cached under
@@ -26,6 +30,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 CACHE="${E2B_COMPAT_CACHE:-$ROOT/target/compat}"
 PY_VERSIONS=("2.63.0" "2.45.1")
 JS_VERSION="2.51.0"
+CI_PY_VERSION="2.11.5"
+CI_JS_VERSION="2.8.0"
 SUITE_TIMEOUT="${E2B_COMPAT_TIMEOUT:-600}"
 mkdir -p "$CACHE"
 
@@ -153,6 +159,16 @@ if ! [ "$(node -p "require('$js/node_modules/e2b/package.json').version" 2>/dev/
   (cd "$js" && timeout 600 npm install -q --no-audit --no-fund "e2b@$JS_VERSION" >/dev/null) ||
     setup_failed "could not npm install e2b@$JS_VERSION into $js"
 fi
+"$HERE/ci-sdk-venv.sh" "$CI_PY_VERSION" "$CACHE/ci-py-$CI_PY_VERSION" ||
+  setup_failed "could not install e2b-code-interpreter==$CI_PY_VERSION into $CACHE/ci-py-$CI_PY_VERSION"
+ci_js="$CACHE/ci-js"
+if ! [ "$(node -p "require('$ci_js/node_modules/@e2b/code-interpreter/package.json').version" 2>/dev/null)" = "$CI_JS_VERSION" ]; then
+  rm -rf "$ci_js"
+  mkdir -p "$ci_js"
+  printf '{"name":"e2b-compat-ci","private":true,"type":"module"}\n' >"$ci_js/package.json"
+  (cd "$ci_js" && timeout 600 npm install -q --no-audit --no-fund "@e2b/code-interpreter@$CI_JS_VERSION" "e2b@$JS_VERSION" >/dev/null) ||
+    setup_failed "could not npm install @e2b/code-interpreter@$CI_JS_VERSION into $ci_js"
+fi
 
 # --- the server --------------------------------------------------------------------------
 if ! (cd "$ROOT" && timeout 1800 cargo build -q -p e2b-local --bin e2b-local); then
@@ -161,6 +177,16 @@ if ! (cd "$ROOT" && timeout 1800 cargo build -q -p e2b-local --bin e2b-local); t
 fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/e2b-local"
 DATA="$(mktemp -d /tmp/e2b-compat.XXXXXX)"
+
+# --- the code interpreter's template, in the host's namespace (see ci_template.sh) -------
+CI_TEMPLATE=""
+ci_status=0
+"$HERE/ci_template.sh" "$BIN" "$DATA" || ci_status=$?
+case "$ci_status" in
+  0) CI_TEMPLATE=built ;;
+  2) echo "# the code interpreter's checks are skipped: its template could not be built here" ;;
+  *) setup_failed "building the code-interpreter-v1 template (host namespace) failed" ;;
+esac
 
 # --- the fake internet (see the header) --------------------------------------------------
 # Enter a namespace with nsenter --net only: `ip netns exec` remounts /sys, which hides the
@@ -262,6 +288,17 @@ for v in "${PY_VERSIONS[@]}"; do
 done
 if [ -d "$js/node_modules/e2b" ]; then
   run_sdk "js e2b@$JS_VERSION" nsenter --net="/run/netns/$UPNS" node "$HERE/compat_js.mjs" "$js/node_modules/e2b/dist/index.mjs"
+fi
+
+if [ -n "$CI_TEMPLATE" ]; then
+  if [ -x "$CACHE/ci-py-$CI_PY_VERSION/bin/python" ]; then
+    run_sdk "python e2b-code-interpreter==$CI_PY_VERSION" nsenter --net="/run/netns/$UPNS" \
+      "$CACHE/ci-py-$CI_PY_VERSION/bin/python" "$HERE/ci_py.py"
+  fi
+  if [ -d "$ci_js/node_modules/@e2b/code-interpreter" ]; then
+    run_sdk "js code-interpreter@$CI_JS_VERSION" nsenter --net="/run/netns/$UPNS" \
+      node "$HERE/ci_js.mjs" "$ci_js/node_modules/@e2b/code-interpreter/dist/index.mjs"
+  fi
 fi
 
 if [ "$total_fail" -ne 0 ]; then

@@ -24,7 +24,17 @@ pub struct Context {
 }
 
 impl Context {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    /// A context with only a message, for crates built on this one that classify their own
+    /// failures (e2b-code-interpreter): `Error::Timeout(Context::new("..."))`.
+    ///
+    /// ```
+    /// use e2b::error::{Context, Error};
+    ///
+    /// let err = Error::NotFound(Context::new("context 'x' not found").status(404));
+    /// assert!(err.is_not_found());
+    /// assert_eq!(err.http_status(), Some(404));
+    /// ```
+    pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             http_status: None,
@@ -33,7 +43,8 @@ impl Context {
         }
     }
 
-    pub(crate) fn status(mut self, status: u16) -> Self {
+    /// The HTTP status the error arrived with.
+    pub fn status(mut self, status: u16) -> Self {
         self.http_status = Some(status);
         self
     }
@@ -43,7 +54,9 @@ impl Context {
         self
     }
 
-    pub(crate) fn source(
+    /// The error that caused this one (shown by `Debug` with its `Display`, never its
+    /// `Debug`, so that URLs with signatures stay out).
+    pub fn source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {

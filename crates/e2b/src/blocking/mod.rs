@@ -112,6 +112,35 @@ impl Runtime {
     }
 }
 
+/// Runs `future` on the runtime thread that serves every blocking sandbox, and parks this
+/// thread until it is done. For crates that build blocking twins over this one (as
+/// e2b-code-interpreter does): their async calls then share the sandboxes' runtime and
+/// connection pools.
+///
+/// ```no_run
+/// # fn main() -> e2b::Result<()> {
+/// let sandbox = e2b::blocking::Sandbox::create()?;
+/// let async_sandbox = sandbox.as_async().clone();
+/// let running = e2b::blocking::block_on(async move { async_sandbox.is_running().await })?;
+/// assert!(running);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The future's error, or [`Error::Sandbox`] when the runtime thread cannot start.
+///
+/// # Panics
+///
+/// Inside an async runtime (see the module docs).
+pub fn block_on<F, T>(future: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    Runtime::shared()?.run(future)
+}
+
 /// Starts the runtime thread, which runs for the rest of the process.
 fn start_thread() -> Result<tokio::runtime::Handle> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);

@@ -193,6 +193,12 @@ impl Sandbox {
         self.inner.traffic_access_token.as_deref()
     }
 
+    /// The token envd and the sandbox's own servers (the code interpreter on port 49999)
+    /// require in `X-Access-Token`, if the sandbox is secured. A secret: never log it.
+    pub fn envd_access_token(&self) -> Option<&str> {
+        self.inner.envd.access_token.as_deref()
+    }
+
     /// The configuration the sandbox was reached with.
     pub fn connection_config(&self) -> &ConnectionConfig {
         &self.inner.config

@@ -101,9 +101,12 @@ pub(crate) async fn start_if_marked() {
     }
     tokio::spawn(async {
         loop {
-            // `/proc/self/exe` reaches our executable even though it is outside the
-            // sandbox's root.
-            let child = tokio::process::Command::new("/proc/self/exe")
+            // Our executable, outside the sandbox's root: by `/proc/self/exe`, or through
+            // the host's loader as envd itself was started.
+            let (program, args) =
+                crate::isolation::host_runtime::self_invocation("e2b-code-interpreter");
+            let child = tokio::process::Command::new(program)
+                .args(args)
                 .env_clear()
                 .env(ROLE_ENV, CODE_INTERPRETER_ROLE)
                 .stdin(std::process::Stdio::null())

@@ -333,6 +333,20 @@ fn exec_program(p: &Prepared) -> Error {
             ) else {
                 return Error::NulByte(super::host_runtime::IN_SANDBOX.to_owned());
             };
+            // The program's own executable, for running it again (`self_invocation`).
+            let Ok(fd_env) = CString::new(format!(
+                "{}={}",
+                super::host_runtime::EXE_FD_ENV,
+                fd.as_raw_fd()
+            )) else {
+                return Error::NulByte(super::host_runtime::EXE_FD_ENV.to_owned());
+            };
+            let envp: Vec<*const libc::c_char> = p
+                .envp
+                .iter()
+                .map(|a| a.as_ptr())
+                .chain([fd_env.as_ptr(), std::ptr::null()])
+                .collect();
             let mut args: Vec<*const libc::c_char> = vec![
                 argv0.as_ptr(),
                 c"--inhibit-cache".as_ptr(),

@@ -20,6 +20,39 @@ use super::{Error, Result};
 /// Where a sandbox sees the host's loader and libraries.
 pub const IN_SANDBOX: &str = "/dev/.e2b-runtime";
 
+/// Environment variable giving a program started through the host's loader the descriptor
+/// of its own executable (its `/proc/self/exe` is the loader): [`self_invocation`].
+pub const EXE_FD_ENV: &str = "E2B_LOCAL_EXE_FD";
+
+/// How a program run from the server's executable inside a sandbox runs that executable
+/// again (envd starting another role): the program and the arguments that come before the
+/// role's own. Through the host's loader when this process was started through it.
+pub fn self_invocation(argv0: &str) -> (String, Vec<String>) {
+    let fd = std::env::var(EXE_FD_ENV)
+        .ok()
+        .filter(|f| f.parse::<u32>().is_ok());
+    let loader = std::fs::read_dir(IN_SANDBOX).ok().and_then(|d| {
+        d.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-"))
+        })
+    });
+    match (fd, loader) {
+        (Some(fd), Some(loader)) => (
+            loader.to_string_lossy().into_owned(),
+            vec![
+                "--inhibit-cache".into(),
+                "--library-path".into(),
+                IN_SANDBOX.into(),
+                "--argv0".into(),
+                argv0.into(),
+                format!("/proc/self/fd/{fd}"),
+            ],
+        ),
+        _ => ("/proc/self/exe".into(), Vec::new()),
+    }
+}
+
 /// The host's loader and libraries, copied for sandboxes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRuntime {

@@ -16,12 +16,15 @@ TEMPLATE="code-interpreter-v1"
 BUILD_TIMEOUT="${E2B_COMPAT_CI_BUILD_TIMEOUT:-3000}"
 mkdir -p "$DATA"
 
-for url in https://deb.debian.org/debian/dists/bookworm/Release https://pypi.org/simple/pip/; do
-  if ! curl -sfL -m 30 -o /dev/null "$url"; then
-    echo "skipped: $url did not answer; the $TEMPLATE template cannot be built"
-    exit 2
-  fi
-done
+# Asked through their ordinary clients (apt, pip), as scripts/test does.
+if ! timeout 120 apt-get update -qq >/dev/null 2>&1; then
+  echo "skipped: Debian's package archive did not answer; the $TEMPLATE template cannot be built"
+  exit 2
+fi
+if ! timeout 120 python3 -m pip download --no-deps --quiet -d "$(mktemp -d)" e2b-charts==1.0.0 >/dev/null 2>&1; then
+  echo "skipped: PyPI did not answer; the $TEMPLATE template cannot be built"
+  exit 2
+fi
 
 PID=""
 stop() {

@@ -335,6 +335,44 @@ root_test! {
         assert!(text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
     }
 
+    fn sandboxes_are_cloned_from_a_namespace_that_holds_no_sandboxs_disk() {
+        let env = env(CG);
+        let a = sleeper(env, "iso-spawn-ns-a");
+        let b = sleeper(env, "iso-spawn-ns-b");
+        let disk = |sb: &common::Guard| sb.dir().join("disk").display().to_string();
+        let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        assert!(host.contains(&format!(" {} ", disk(&a))), "{host}");
+        // The runtime holds the namespace by a descriptor of this process.
+        let own = std::fs::read_link("/proc/self/ns/mnt").unwrap_or_default();
+        let held: Vec<std::path::PathBuf> = std::fs::read_dir("/proc/self/fd")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                std::fs::read_link(p).is_ok_and(|l| l != own && l.to_string_lossy().starts_with("mnt:["))
+            })
+            .collect();
+        assert_eq!(held.len(), 1, "{held:?}");
+        let path = format!("/proc/{}/fd/{}", std::process::id(), held[0].file_name().unwrap_or_default().to_string_lossy());
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--mount={path}"))
+            .args(["cat", "/proc/self/mountinfo"])
+            .output()
+            .unwrap_or_else(|e| panic!("nsenter: {e}"));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let spawn_ns = text(&out.stdout);
+        let sandboxes = format!("{}/", env.dir.join("sandboxes").display());
+        assert!(!spawn_ns.contains(&sandboxes), "{spawn_ns}");
+        assert!(spawn_ns.lines().count() < host.lines().count(), "{spawn_ns}");
+        // Both still have their own disk: what each writes lands in its own upper directory.
+        for (sb, word) in [(&a, "a"), (&b, "b")] {
+            let out = sh(sb, &format!("echo {word} > /home/user/who"), &ExecOptions::user());
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert_eq!(std::fs::read_to_string(sb.upper_dir().join("home/user/who")).unwrap_or_default(), format!("{word}\n"));
+        }
+    }
+
     fn a_sandbox_writing_past_its_disk_budget_gets_enospc_and_the_host_holds_at_most_the_budget() {
         let env = env(CG);
         let budget: u64 = 32 << 20;

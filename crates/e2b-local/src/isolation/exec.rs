@@ -86,6 +86,10 @@ pub struct InitConfig {
     /// Make the init and the program the OOM killer's last choice (`oom_score_adj` -1000;
     /// needs `CAP_SYS_RESOURCE` on the host, see `Runtime::unavailable`).
     pub oom_protected: bool,
+    /// The mount namespace to clone the sandbox's from ([`spawn_ns`](super::spawn_ns)),
+    /// as a path to open; `None`: the helper's own (the host's).
+    #[serde(default)]
+    pub spawn_ns: Option<PathBuf>,
 }
 
 /// Config of the `__sandbox-exec` helper.
@@ -107,6 +111,8 @@ pub fn run_helper_if_requested() -> Option<i32> {
         Some(init_helper())
     } else if role == OsStr::new(EXEC_ROLE) {
         Some(exec_helper())
+    } else if role == OsStr::new(super::spawn_ns::SPAWN_NS_ROLE) {
+        Some(super::spawn_ns::spawn_ns_helper())
     } else {
         None
     }
@@ -431,7 +437,9 @@ fn exit_now(code: i32) -> ! {
 /// 4. with `oom_protected`, set `oom_score_adj` to -1000, inherited by the init and the
 ///    program; prepare the exec (open a host executable `O_PATH`, compile seccomp, build
 ///    argv/env);
-/// 5. `clone` with new pid, mount, net, uts, ipc and cgroup namespaces and `CLONE_PARENT`;
+/// 5. with `spawn_ns`, take detached copies of the sandbox's disk and volume mounts and join
+///    that mount namespace (it holds no other sandbox's disk, so cloning it is cheap);
+/// 6. `clone` with new pid, mount, net, uts, ipc and cgroup namespaces and `CLONE_PARENT`;
 ///    report the child's pid and exit. The child (pid 1 of the sandbox) continues in
 ///    [`sandbox_init`].
 fn init_helper() -> i32 {
@@ -468,6 +476,18 @@ fn init_helper() -> i32 {
             return 1;
         }
     };
+    let mut carried = match cfg.spawn_ns.as_deref().map(|ns| {
+        let carried = mounts::carry(&cfg.rootfs)?;
+        namespaces::enter_mount_ns(ns)?;
+        Ok::<_, Error>(carried)
+    }) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            report(&mut status, &format!("ERR {e}\n"));
+            return 1;
+        }
+    };
     let flags = namespaces::sandbox_clone_flags().bits() as libc::c_ulong
         | libc::CLONE_PARENT as libc::c_ulong;
     match clone_fork(flags) {
@@ -480,7 +500,7 @@ fn init_helper() -> i32 {
             0
         }
         Ok(None) => {
-            let e = sandbox_init(&cfg, &mut prepared, &mut status);
+            let e = sandbox_init(&cfg, &mut prepared, carried.as_mut(), &mut status);
             report(&mut status, &format!("ERR {e}\n"));
             exit_now(1)
         }
@@ -500,8 +520,8 @@ fn protect_from_oom(enabled: bool) -> Result<()> {
 
 /// pid 1 of a new sandbox. Steps, in order (each one's failure is reported and ends it):
 ///
-/// 1. make the mount tree private; re-open a host executable through a read-only bind
-///    mount (so `/proc/<pid>/exe` can never be opened for writing);
+/// 1. make the mount tree private; attach the carried disk; re-open a host executable
+///    through a read-only bind mount (so `/proc/<pid>/exe` can never be opened for writing);
 /// 2. mount the layer overlays, `/tmp`, `/dev`, `/proc` (masked), then the bind mounts
 ///    (volumes);
 /// 3. set the hostname, bring loopback up;
@@ -510,9 +530,17 @@ fn protect_from_oom(enabled: bool) -> Result<()> {
 /// 6. drop the capability bounding set;
 /// 7. with a reaper: block signals, fork the program, and reap until it exits; without:
 ///    exec the program as pid 1.
-fn sandbox_init(cfg: &InitConfig, p: &mut Prepared, status: &mut File) -> Error {
+fn sandbox_init(
+    cfg: &InitConfig,
+    p: &mut Prepared,
+    mut carried: Option<&mut mounts::Carried>,
+    status: &mut File,
+) -> Error {
     let mut steps = || -> Result<()> {
         mounts::make_private()?;
+        if let Some(c) = carried.as_deref_mut() {
+            mounts::attach_disk(&cfg.rootfs, c)?;
+        }
         if let Some(fd) = p.exe_fd.as_ref()
             && let Some(ro) = mounts::read_only_exe(&cfg.rootfs, fd.as_fd())?
         {
@@ -522,7 +550,7 @@ fn sandbox_init(cfg: &InitConfig, p: &mut Prepared, status: &mut File) -> Error 
         mounts::mount_tmp(&cfg.rootfs)?;
         mounts::mount_dev(&cfg.rootfs)?;
         mounts::mount_proc(&cfg.rootfs)?;
-        mounts::mount_binds(&cfg.rootfs)?;
+        mounts::mount_binds(&cfg.rootfs, carried.as_deref_mut())?;
         namespaces::set_hostname(&cfg.hostname)?;
         namespaces::loopback_up()?;
         mounts::pivot(&cfg.rootfs.rootfs)?;

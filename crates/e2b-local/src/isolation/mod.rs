@@ -39,6 +39,7 @@ mod handle;
 pub mod host_runtime;
 mod runtime;
 mod spawn;
+mod spawn_ns;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -49,6 +49,75 @@ pub struct RootfsPlan {
     /// Host directories bind-mounted read-write into the sandbox (volumes), in order.
     #[serde(default)]
     pub binds: Vec<BindMount>,
+    /// The sandbox's disk (`sandboxes/<id>/disk`, a mount on the host), carried into the
+    /// sandbox's namespace when it is cloned from the runtime's spawn namespace, where it
+    /// is not mounted (see [`Carried`]). `None`: the disk is visible where the sandbox is
+    /// cloned from.
+    #[serde(default)]
+    pub disk: Option<PathBuf>,
+}
+
+/// Detached copies of the host mounts a sandbox needs (`open_tree(OPEN_TREE_CLONE)`), taken
+/// by the helper in the host's mount namespace before it joins the spawn namespace
+/// ([`spawn_ns`](super::spawn_ns)), and attached in the sandbox's own namespace: its disk at
+/// the same path ([`attach_disk`]) and its volumes at their targets ([`mount_binds`]).
+#[derive(Debug)]
+pub struct Carried {
+    /// The disk, for [`RootfsPlan::disk`].
+    disk: Option<OwnedFd>,
+    /// One per [`RootfsPlan::binds`], in order.
+    binds: Vec<OwnedFd>,
+}
+
+/// A detached copy of the mount at `path` (flags such as `nosuid,nodev` included).
+fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
+    use rustix::mount::{OpenTreeFlags, open_tree};
+    open_tree(
+        rustix::fs::CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Host side of the helper, in the host's namespace: detached copies of the plan's disk and
+/// volumes.
+///
+/// # Errors
+///
+/// [`Error::MountDisk`] or [`Error::BindMount`] naming the mount.
+pub fn carry(plan: &RootfsPlan) -> Result<Carried> {
+    let disk = match &plan.disk {
+        Some(d) => Some(clone_tree(d).map_err(|e| Error::MountDisk(d.clone(), e))?),
+        None => None,
+    };
+    let binds = plan
+        .binds
+        .iter()
+        .map(|b| clone_tree(&b.source).map_err(|e| Error::BindMount(b.target.clone(), e)))
+        .collect::<Result<_>>()?;
+    Ok(Carried { disk, binds })
+}
+
+/// Step 1b, in the sandbox's namespace: attaches the carried disk at [`RootfsPlan::disk`],
+/// where the layers' upper and work directories are found.
+///
+/// # Errors
+///
+/// [`Error::MountDisk`].
+pub fn attach_disk(plan: &RootfsPlan, carried: &mut Carried) -> Result<()> {
+    use rustix::mount::{MoveMountFlags, move_mount};
+    let (Some(path), Some(tree)) = (&plan.disk, carried.disk.take()) else {
+        return Ok(());
+    };
+    move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        path,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| Error::MountDisk(path.clone(), e.into()))
 }
 
 /// A host directory bind-mounted into the sandbox (a volume's mount point).
@@ -460,9 +529,10 @@ fn kept_flags(path: &Path) -> MsFlags {
 /// # Errors
 ///
 /// [`Error::BindMount`] naming the target.
-pub fn mount_binds(plan: &RootfsPlan) -> Result<()> {
+pub fn mount_binds(plan: &RootfsPlan, carried: Option<&mut Carried>) -> Result<()> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    use rustix::mount::{MoveMountFlags, move_mount};
+    let mut carried = carried.map(|c| std::mem::take(&mut c.binds).into_iter());
     for b in &plan.binds {
         let fail = |e: io::Error| Error::BindMount(b.target.clone(), e);
         let mut dir = rustix::fs::open(
@@ -486,12 +556,10 @@ pub fn mount_binds(plan: &RootfsPlan) -> Result<()> {
             )
             .map_err(|e| fail(e.into()))?;
         }
-        let tree = open_tree(
-            rustix::fs::CWD,
-            &b.source,
-            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
-        )
-        .map_err(|e| fail(e.into()))?;
+        let tree = match carried.as_mut().and_then(Iterator::next) {
+            Some(tree) => tree,
+            None => clone_tree(&b.source).map_err(fail)?,
+        };
         move_mount(
             &tree,
             "",

@@ -54,6 +54,17 @@ pub fn join(name: &'static str, fd: BorrowedFd<'_>, flags: CloneFlags) -> Result
     nix::sched::setns(fd, flags).map_err(|e| Error::SetNs(name, io::Error::from(e)))
 }
 
+/// Joins the mount namespace behind the file at `path` (a single-threaded process only).
+/// The process's root and working directory become that namespace's root.
+///
+/// # Errors
+///
+/// [`Error::OpenNamespace`] or [`Error::SetNs`].
+pub fn enter_mount_ns(path: &std::path::Path) -> Result<()> {
+    let fd = std::fs::File::open(path).map_err(|e| Error::OpenNamespace(path.to_path_buf(), e))?;
+    join("mnt", fd.as_fd(), CloneFlags::CLONE_NEWNS)
+}
+
 /// Sets the UTS hostname of the current namespace.
 ///
 /// # Errors

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::disk::{self, Disks};
 use super::handle::State;
 use super::spawn::pidfd_open;
+use super::spawn_ns::SpawnNamespace;
 use super::{
     CgroupConfig, CgroupVersion, Error, KILL_TIMEOUT, Limits, NoCgroup, Result, SandboxCgroup,
     SandboxCgroupImpl, SandboxHandle, cgroup, mounts, namespaces, rootless,
@@ -63,6 +64,9 @@ pub struct Runtime {
     /// The helper executable's loader and libraries, for sandboxes
     /// ([`host_runtime`](super::host_runtime)).
     pub(super) host_runtime: Option<super::host_runtime::HostRuntime>,
+    /// The mount namespace sandboxes are cloned from, without the other sandboxes' disks
+    /// (`None` in rootless mode, or when it could not be made: then the host's).
+    pub(super) spawn_ns: Option<SpawnNamespace>,
 }
 
 /// A feature this runtime cannot offer on this host, and why: see [`Runtime::unavailable`].
@@ -104,7 +108,12 @@ impl Runtime {
     /// # Errors
     ///
     /// [`Error::CreateDir`].
-    pub fn new(config: RuntimeConfig) -> Result<Self> {
+    pub fn new(mut config: RuntimeConfig) -> Result<Self> {
+        // Absolute: the helper joins another mount namespace, which resets its working
+        // directory to that namespace's root.
+        if let Ok(abs) = std::path::absolute(&config.data_dir) {
+            config.data_dir = abs;
+        }
         // Private whatever the umask and however the directory was made: it holds every
         // sandbox's files and the server's secrets, and only the server's user may reach them.
         crate::state::create_private_dir(&config.data_dir)
@@ -154,6 +163,18 @@ impl Runtime {
                 tracing::warn!("copying the host's loader for sandboxes: {e}");
                 None
             });
+        // After `Disks::open`, which removes an earlier run's ready disks: whatever disks are
+        // mounted now or later stay out of the namespace.
+        let spawn_ns = (!config.rootless && nix::unistd::geteuid().is_root())
+            .then(|| SpawnNamespace::new(&config.helper_exe, &config.data_dir))
+            .and_then(|made| {
+                made.inspect_err(|e| {
+                    tracing::warn!(
+                        "making the mount namespace sandboxes are cloned from: {e}; they are cloned from the host's, which costs O(sandboxes alive) per create"
+                    );
+                })
+                .ok()
+            });
         Ok(Runtime {
             config,
             no_cgroup,
@@ -161,6 +182,7 @@ impl Runtime {
             disks,
             disk_worker: Mutex::new(disk_worker),
             host_runtime,
+            spawn_ns,
         })
     }
 

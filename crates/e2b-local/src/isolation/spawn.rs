@@ -96,7 +96,7 @@ impl Runtime {
         let cgroup = self.new_cgroup(&spec.id, &spec.limits)?;
         let cgroup = &*partial.cgroup.insert(cgroup);
 
-        let config = self.init_config(spec, hostname, layers);
+        let config = self.init_config(spec, hostname, layers, &disk);
         let pid = self.run_init_helper(&config, cgroup)?;
 
         let (pidfd, netns) = open_init(pid).inspect_err(|_| reap_failed_init(pid, cgroup))?;
@@ -166,7 +166,12 @@ impl Runtime {
         spec: &SandboxSpec<'_>,
         hostname: String,
         layers: Vec<mounts::LayerPlan>,
+        disk: &Path,
     ) -> exec::InitConfig {
+        let spawn_ns = self
+            .spawn_ns
+            .as_ref()
+            .map(super::spawn_ns::SpawnNamespace::path);
         exec::InitConfig {
             hostname,
             rootfs: mounts::RootfsPlan {
@@ -181,6 +186,7 @@ impl Runtime {
                 exe_mount: self.config.data_dir.join("exe"),
                 host_runtime: self.host_runtime.clone(),
                 binds: spec.binds.clone(),
+                disk: spawn_ns.is_some().then(|| disk.to_path_buf()),
             },
             program: ProgramSpec {
                 exe: spec.init.exe.clone(),
@@ -194,6 +200,7 @@ impl Runtime {
             no_new_privs: spec.no_new_privs,
             reaper: spec.init.reaper,
             oom_protected: self.oom_protection,
+            spawn_ns,
         }
     }
 

@@ -154,6 +154,22 @@ pub(super) fn over_capacity(
     None
 }
 
+/// How many descriptors this process has open. Linux 6.2 and later report it as the size
+/// of `/proc/self/fd`, in O(1); listing the directory instead costs O(descriptors), 7% of
+/// the CPU of creates with 1,000 sandboxes alive (4,000 descriptors), measured with `perf`.
+/// Older kernels report 0 there, and the directory is listed.
+fn open_fds() -> u64 {
+    open_fds_in(Path::new("/proc/self/fd"))
+}
+
+/// The number of entries of a `/proc/<pid>/fd` directory.
+fn open_fds_in(fd_dir: &Path) -> u64 {
+    match std::fs::metadata(fd_dir) {
+        Ok(m) if m.len() > 0 => m.len(),
+        _ => std::fs::read_dir(fd_dir).map_or(0, |d| d.count() as u64),
+    }
+}
+
 /// What the host has left, read when a create is admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct HostUsage {
@@ -172,7 +188,7 @@ pub(super) struct HostUsage {
 impl HostUsage {
     /// Reads this process's and the host's usage (`data_dir` names the filesystem).
     pub(super) fn read(data_dir: &Path) -> Self {
-        let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        let open = open_fds();
         let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(u64::MAX, |(soft, _)| soft);
         // The fourth field of /proc/loadavg is `running/total` scheduling entities (tasks).
@@ -296,6 +312,26 @@ mod tests {
         pids: Some(1024),
         disk_bytes: None,
     };
+
+    #[test]
+    fn open_descriptors_are_counted_exactly() {
+        // A child whose descriptors stay put: stdin, stdout, stderr and whatever the test
+        // harness left inheritable (cargo's jobserver pipe).
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("sleep: {e}"));
+        let dir = std::path::PathBuf::from(format!("/proc/{}/fd", child.id()));
+        let counted = open_fds_in(&dir);
+        let listed = std::fs::read_dir(&dir).map_or(0, |d| d.count() as u64);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(counted >= 3, "{counted} descriptors counted");
+        assert_eq!(counted, listed);
+    }
 
     #[test]
     fn admission_counts_sandboxes_and_committed_memory() {

@@ -685,9 +685,60 @@ async fn bad_volume_mounts_get_400_naming_the_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: sandboxes and volumes"]
+async fn an_upload_cut_off_part_way_leaves_the_old_file_and_nothing_else() {
+    use tokio::io::AsyncWriteExt as _;
+    let t = start_with(tempfile::tempdir().unwrap(), |b| b.volume_mib(32)).await;
+    let (id, token) = create_volume(&t, "cut").await;
+    let (s, body) = write(&t, &id, &token, "/keep", b"v1".to_vec()).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    // A client that promises 1 MB, sends 100 bytes and goes away.
+    let addr = t.url.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /volumecontent/{id}/file?path=/keep HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&[b'x'; 100]).await.unwrap();
+    conn.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(conn);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        read(&t, &id, &token, "/keep").await,
+        (StatusCode::OK, b"v1".to_vec())
+    );
+    let (s, listed) = send(content(
+        &t.http,
+        &t.url,
+        Method::GET,
+        &id,
+        "dir",
+        &token,
+        &[("path", "/"), ("depth", "1")],
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(".e2b-write")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"keep"), "{names:?}");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: sandboxes and volumes"]
 async fn a_full_volume_gives_enospc_and_507_and_is_usable_again_after_a_delete() {
     let t = start_with(tempfile::tempdir().unwrap(), |b| b.volume_mib(32)).await;
     let (id, token) = create_volume(&t, "small").await;
+    let (s, body) = write(&t, &id, &token, "/keep", b"v1".to_vec()).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
     let (sb, st) = sandbox_with(&t, json!([{"name": "small", "path": "/data"}])).await;
     let out = stdout_of(&t, &sb, &st, "dd if=/dev/zero of=/data/big bs=1M count=64 2>&1 | grep -o 'No space left on device' | head -1; df -m /data | tail -1 | awk '{print $2}'").await;
     let mut lines = out.lines();
@@ -714,6 +765,19 @@ async fn a_full_volume_gives_enospc_and_507_and_is_usable_again_after_a_delete()
     ))
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // An overwrite that does not fit leaves the old file as it was.
+    let (s, body) = write(&t, &id, &token, "/keep", vec![7u8; 8 << 20]).await;
+    assert_eq!(
+        (s, body),
+        (
+            StatusCode::INSUFFICIENT_STORAGE,
+            content_err(507, "not enough space in the volume to write '/keep'")
+        )
+    );
+    assert_eq!(
+        read(&t, &id, &token, "/keep").await,
+        (StatusCode::OK, b"v1".to_vec())
+    );
     // The sandbox's host disk is untouched: its own writes still work.
     assert_eq!(
         stdout_of(&t, &sb, &st, "echo ok > /home/user/ok && cat /home/user/ok").await,

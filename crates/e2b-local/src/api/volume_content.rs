@@ -249,8 +249,9 @@ pub(super) async fn read_file(
 }
 
 /// `PUT /volumecontent/{volumeID}/file?path=&uid=&gid=&mode=&force=`: the body becomes the
-/// whole file (streamed to disk, synced), 201 with its stat. A write that fails (the volume
-/// full: 507) leaves no partial file.
+/// whole file (streamed to a new unnamed file, synced, then renamed over the old one), 201
+/// with its stat. A write that fails (the volume full: 507) or a body cut off leaves the old
+/// file as it was.
 pub(super) async fn write_file(
     State(m): State<AppState>,
     Path(id): Path<String>,
@@ -260,13 +261,16 @@ pub(super) async fn write_file(
 ) -> Result<(StatusCode, Json<types::VolumeEntryStat>)> {
     let files = std::sync::Arc::new(authorize(&m, &id, &headers)?);
     let (path, attrs, force) = (path_of(&q)?, attrs_of(&q)?, force_of(&q)?);
-    let file = {
+    let pending = {
         let (files, path) = (files.clone(), path.clone());
         blocking(move || files.open_write(&path, attrs, force)).await?
     };
-    let mut file = tokio::fs::File::from_std(file);
+    let mut file =
+        tokio::fs::File::from_std(pending.file.try_clone().map_err(|e| io_error(&path, e))?);
     let written: std::result::Result<(), ContentError> = async {
-        let mut stream = body.into_data_stream();
+        // Refused part-way (507), the rest of the body is read and dropped, so the client
+        // gets the answer rather than a broken pipe.
+        let mut stream = Body::new(crate::router::DrainOnDrop::new(body)).into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
                 .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
@@ -279,13 +283,14 @@ pub(super) async fn write_file(
     }
     .await;
     drop(file);
-    if let Err(e) = written {
-        let (files, path) = (files.clone(), path.clone());
-        let _ = tokio::task::spawn_blocking(move || files.discard(&path)).await;
-        return Err(e);
-    }
-    let entry = blocking(move || files.stat(&path)).await?;
-    Ok((StatusCode::CREATED, Json(stat(entry))))
+    // Dropped uncommitted on failure: the new file goes, the old one stays.
+    written?;
+    blocking(move || {
+        pending.commit()?;
+        files.stat(&path)
+    })
+    .await
+    .map(|entry| (StatusCode::CREATED, Json(stat(entry))))
 }
 
 /// A write's I/O error: `ENOSPC`/`EDQUOT` is the volume being full.

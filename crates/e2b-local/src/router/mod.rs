@@ -717,14 +717,15 @@ const DRAIN_TIME: Duration = Duration::from_secs(30);
 /// (the sandbox answered early, e.g. 400 to an upload, and closed), the rest is read and
 /// discarded in the background for up to [`DRAIN_TIME`]: hyper would otherwise close the
 /// client's connection under the upload, and a client still writing its body fails with a
-/// broken pipe instead of reading the answer.
-struct DrainOnDrop {
+/// broken pipe instead of reading the answer. The volume content API's uploads use it too,
+/// for an upload refused part-way (507).
+pub(crate) struct DrainOnDrop {
     inner: Option<Body>,
     ended: bool,
 }
 
 impl DrainOnDrop {
-    fn new(body: Body) -> Self {
+    pub(crate) fn new(body: Body) -> Self {
         DrainOnDrop {
             inner: Some(body),
             ended: false,

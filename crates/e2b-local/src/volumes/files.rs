@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
@@ -568,52 +568,94 @@ impl VolumeFiles {
         regular(fd, path)
     }
 
-    /// Opens the file at `path` for writing from its start, truncated: made when missing
-    /// (with `force`, its missing parent directories too), with `attrs` or the defaults;
-    /// an existing one keeps its owner and mode unless `attrs` names them.
+    /// Starts writing the whole file at `path`: the content goes to a new unnamed file in
+    /// the same directory (`O_TMPFILE`), which replaces the file only at
+    /// [`PendingWrite::commit`]. A write that fails or is cut off leaves the old file as it
+    /// was and nothing new. The new file gets `attrs`, else the old file's owner and mode,
+    /// else the defaults. Missing parent directories are made with `force`. Over a link
+    /// (to a file inside the volume) the linked file is rewritten in place, as before.
     ///
     /// # Errors
     ///
-    /// [`FsError`] naming the path.
+    /// [`FsError`] naming the path: `NotAFile` when a directory or anything but a regular
+    /// file or a link is there.
     pub fn open_write(
         &self,
         path: &VolumePath,
         attrs: Attrs,
         force: bool,
-    ) -> Result<File, FsError> {
+    ) -> Result<PendingWrite, FsError> {
         check_attrs(attrs)?;
         let Some((parent, name)) = path.split_last() else {
             return Err(FsError::NotAFile(path.given.clone()));
         };
         let dir = self.parent_for_change(path, parent, force, attrs)?;
-        let open = |flags: OFlags| {
-            // openat2 refuses a mode without O_CREAT.
-            let mode = if flags.contains(OFlags::CREATE) {
-                Mode::from_raw_mode(0o600)
-            } else {
-                Mode::empty()
-            };
-            rustix::fs::openat2(
-                &dir,
-                name,
-                flags | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
-                mode,
-                beneath(),
-            )
+        let old = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(fail(path, e)),
         };
-        let (fd, made) = match open(OFlags::CREATE | OFlags::EXCL) {
-            Ok(fd) => (fd, true),
-            Err(Errno::EXIST) => (
-                open(OFlags::empty()).map_err(|e| wrong_kind(path, e))?,
-                false,
-            ),
-            Err(e) => return Err(wrong_kind(path, e)),
-        };
-        if made {
-            self.apply(&fd, path, attrs, DEFAULT_FILE_MODE)?;
+        let kind = old.as_ref().map(|st| FileType::from_raw_mode(st.st_mode));
+        if kind == Some(FileType::Symlink) {
+            return self.open_in_place(path, &dir, name, attrs);
         }
+        if kind.is_some() && kind != Some(FileType::RegularFile) {
+            return Err(FsError::NotAFile(path.given.clone()));
+        }
+        // A descriptor that can write to the directory (`dir` may be `O_PATH`).
+        let dir = rustix::fs::openat2(
+            &dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )
+        .map_err(|e| fail(path, e))?;
+        let fd = rustix::fs::openat2(
+            &dir,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+            beneath(),
+        )
+        .map_err(|e| fail(path, e))?;
+        match &old {
+            None => self.apply(&fd, path, attrs, DEFAULT_FILE_MODE)?,
+            Some(st) => {
+                let u = Uid::from_raw(attrs.uid.unwrap_or(st.st_uid));
+                let g = Gid::from_raw(attrs.gid.unwrap_or(st.st_gid));
+                rustix::fs::fchown(&fd, Some(u), Some(g)).map_err(|e| fail(path, e))?;
+                let mode = attrs.mode.unwrap_or(st.st_mode & 0o7777);
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| fail(path, e))?;
+            }
+        }
+        Ok(PendingWrite {
+            file: File::from(fd),
+            dir: Some(dir),
+            name: name.to_owned(),
+            given: path.given.clone(),
+        })
+    }
+
+    /// The file a link at `name` in `dir` leads to (inside the volume), opened for writing
+    /// and truncated: what [`open_write`](Self::open_write) does over a link.
+    fn open_in_place(
+        &self,
+        path: &VolumePath,
+        dir: &OwnedFd,
+        name: &str,
+        attrs: Attrs,
+    ) -> Result<PendingWrite, FsError> {
+        let fd = rustix::fs::openat2(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+            beneath(),
+        )
+        .map_err(|e| wrong_kind(path, e))?;
         let file = regular(fd, path)?;
-        if !made && attrs != Attrs::default() {
+        if attrs != Attrs::default() {
             let existing = self.stat(path)?;
             let fd = file.as_fd();
             if attrs.uid.is_some() || attrs.gid.is_some() {
@@ -626,17 +668,61 @@ impl VolumeFiles {
         }
         file.set_len(0)
             .map_err(|e| FsError::Io(path.given.clone(), e))?;
-        Ok(file)
+        Ok(PendingWrite {
+            file,
+            dir: None,
+            name: name.to_owned(),
+            given: path.given.clone(),
+        })
     }
+}
 
-    /// Removes the file at `path` after a failed write (best effort), so a volume that
-    /// filled up has its space back.
-    pub fn discard(&self, path: &VolumePath) {
-        if let Some((parent, name)) = path.split_last()
-            && let Ok(dir) = self.open_dir(path, parent, OFlags::PATH)
-        {
-            let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
-        }
+/// A file being written by [`VolumeFiles::open_write`]: write [`file`](Self::file), sync it,
+/// then [`commit`](Self::commit). Dropped uncommitted, it leaves nothing (the unnamed file
+/// goes with its descriptor).
+#[derive(Debug)]
+pub struct PendingWrite {
+    /// Where the content goes.
+    pub file: File,
+    /// The directory to link the new file into (`None`: written in place, over a link).
+    dir: Option<OwnedFd>,
+    /// Its name there.
+    name: String,
+    /// The path as the client gave it, for errors.
+    given: String,
+}
+
+impl PendingWrite {
+    /// Puts the written file in place: links the unnamed file under a temporary name, then
+    /// renames it over the old one (one `rename`, so a reader sees the old file or the new,
+    /// never a part). A crash between the two leaves a `.e2b-write-*` file next to it.
+    ///
+    /// # Errors
+    ///
+    /// [`FsError::NoSpace`] or [`FsError::Io`] naming the path; the old file is unchanged.
+    pub fn commit(self) -> Result<(), FsError> {
+        let Some(dir) = self.dir else {
+            return Ok(());
+        };
+        let io = |e: Errno| match e {
+            Errno::NOSPC | Errno::DQUOT => FsError::NoSpace(self.given.clone()),
+            e => FsError::Io(self.given.clone(), e.into()),
+        };
+        let temp = format!(".e2b-write-{:016x}", rand::random::<u64>());
+        // Through /proc: `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH.
+        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc_path.as_str(),
+            &dir,
+            temp.as_str(),
+            AtFlags::SYMLINK_FOLLOW,
+        )
+        .map_err(io)?;
+        rustix::fs::renameat(&dir, temp.as_str(), &dir, self.name.as_str()).map_err(|e| {
+            let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+            io(e)
+        })
     }
 }
 
@@ -693,6 +779,7 @@ fn remove_at(dir: &OwnedFd, name: &str) -> Result<(), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn p(s: &str) -> VolumePath {
         VolumePath::parse(s).unwrap()
@@ -759,6 +846,49 @@ mod tests {
     }
 
     #[test]
+    fn an_overwrite_replaces_the_file_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("f"), "old content").unwrap();
+        std::fs::set_permissions(root.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink("f", root.join("link")).unwrap();
+        let v = VolumeFiles::open(root).unwrap();
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(root)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        // Cut off part-way (dropped uncommitted): the old file as it was, nothing new.
+        let mut w = v.open_write(&p("/f"), Attrs::default(), false).unwrap();
+        std::io::Write::write_all(&mut w.file, b"partial").unwrap();
+        drop(w);
+        assert_eq!(
+            std::fs::read_to_string(root.join("f")).unwrap(),
+            "old content"
+        );
+        assert_eq!(names(), ["f", "link"]);
+        // Committed: the new content, the old file's mode, no temporary file left.
+        let mut w = v.open_write(&p("/f"), Attrs::default(), false).unwrap();
+        std::io::Write::write_all(&mut w.file, b"new").unwrap();
+        w.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "new");
+        assert_eq!(v.stat(&p("/f")).unwrap().mode, 0o640);
+        assert_eq!(names(), ["f", "link"]);
+        // Over a link, the linked file is rewritten and the link stays a link.
+        let mut w = v.open_write(&p("/link"), Attrs::default(), false).unwrap();
+        std::io::Write::write_all(&mut w.file, b"through the link").unwrap();
+        w.commit().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("f")).unwrap(),
+            "through the link"
+        );
+        assert_eq!(v.stat(&p("/link")).unwrap().kind, EntryKind::Symlink);
+    }
+
+    #[test]
     fn write_list_make_dir_and_remove() {
         let dir = tempfile::tempdir().unwrap();
         let v = VolumeFiles::open(dir.path()).unwrap();
@@ -766,7 +896,7 @@ mod tests {
             v.open_write(&p("/a/b/f"), Attrs::default(), false),
             Err(FsError::NotFound(_))
         ));
-        let mut f = v
+        let mut w = v
             .open_write(
                 &p("/a/b/f"),
                 Attrs {
@@ -776,8 +906,8 @@ mod tests {
                 true,
             )
             .unwrap();
-        std::io::Write::write_all(&mut f, b"hello").unwrap();
-        drop(f);
+        std::io::Write::write_all(&mut w.file, b"hello").unwrap();
+        w.commit().unwrap();
         let st = v.stat(&p("a/b/f")).unwrap();
         assert_eq!(
             (

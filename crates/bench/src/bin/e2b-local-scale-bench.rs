@@ -6,15 +6,17 @@
 //!
 //! Starts an in-process server (this binary is its own helper and envd) with the default
 //! per-sandbox limits and measures, in one run:
-//! * create until 201 with no sandbox alive, p50/p99 over `ROUNDS` (default 50) create+kill
-//!   rounds;
+//! * create until 201 with no sandbox alive, p50/p99 over `ROUNDS` (default 50) creates one
+//!   after another, killed only after the last ("in a row", measured first, while no kill is
+//!   being torn down), and over `ROUNDS` create+kill rounds ("under churn": each create
+//!   follows a kill, whose teardown the kernel finishes in the background);
 //! * `SANDBOXES` (default 1000) idle sandboxes created one after another, reporting every
 //!   tenth of the way: the host's `MemAvailable` drop per sandbox, the memory charged to the
 //!   sandboxes' cgroups per sandbox, and this process's (the server's) RSS, descriptors and
 //!   threads;
-//! * create until 201 with `SANDBOXES` alive, alternating round by round with a second,
-//!   empty server in the same process (so both see the same host), p50/p99 and the ratio to
-//!   the first measurement;
+//! * create until 201 with `SANDBOXES` alive, in a row, then under churn alternating round
+//!   by round with a second, empty server in the same process (so both see the same host);
+//!   p50/p99 and the ratios to the measurements with none alive;
 //! * kill of every sandbox, then a check that nothing is left: no process in the sandboxes'
 //!   cgroups, no cgroup directory, no sandbox directory, and no mount below the data
 //!   directories that was not there before.
@@ -149,6 +151,22 @@ async fn start(dir: &Path, cgroup_parent: &str) -> Result<e2b_local::RunningServ
         .map_err(|e| e.to_string())
 }
 
+/// `count` creates one after another, then kills of all of them once the last is measured,
+/// then a second for the kernel's teardown of those; returns the create latencies.
+async fn create_in_a_row(api: &Api, count: usize) -> Result<Vec<Duration>, String> {
+    let (mut v, mut ids) = (Vec::new(), Vec::new());
+    for _ in 0..count {
+        let t = Instant::now();
+        ids.push(api.create().await?.id);
+        v.push(t.elapsed());
+    }
+    for id in &ids {
+        api.kill(id).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(v)
+}
+
 /// Create until 201 then kill, `rounds` times; returns the create latencies.
 async fn create_rounds(api: &Api, rounds: usize) -> Result<Vec<Duration>, String> {
     let mut v = Vec::new();
@@ -184,8 +202,12 @@ async fn run(n: usize, rounds: usize) -> Result<(), String> {
         server.manager().config().limits,
     );
     create_rounds(&api, 3).await?;
+    // In a row first, while no kill is being torn down (as after the fill below).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut at_zero_in_a_row = create_in_a_row(&api, rounds).await?;
+    report("create until 201, 0 alive, in a row", &mut at_zero_in_a_row);
     let mut at_zero = create_rounds(&api, rounds).await?;
-    report("create until 201, 0 alive", &mut at_zero);
+    report("create until 201, 0 alive, under churn", &mut at_zero);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mem_before = mem_available();
@@ -213,6 +235,7 @@ async fn run(n: usize, rounds: usize) -> Result<(), String> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     progress(&server, ids.len(), mem_before, t);
+    let mut at_n_in_a_row = create_in_a_row(&api, rounds).await?;
 
     // The same host, an empty server: separates what the loaded server does from what
     // the host (kernel) does with many sandboxes.
@@ -226,14 +249,25 @@ async fn run(n: usize, rounds: usize) -> Result<(), String> {
         at_n_ref.extend(create_rounds(&ref_api, 1).await?);
     }
     let alive = ids.len();
-    report(&format!("create until 201, {alive} alive"), &mut at_n);
+    report(
+        &format!("create until 201, {alive} alive, under churn"),
+        &mut at_n,
+    );
     report(
         "create until 201, empty server (alternating)",
         &mut at_n_ref,
     );
+    report(
+        &format!("create until 201, {alive} alive, in a row"),
+        &mut at_n_in_a_row,
+    );
+    let ratio = |n: &mut [Duration], zero: &mut [Duration]| {
+        pct(n, 0.5).as_secs_f64() / pct(zero, 0.5).as_secs_f64().max(1e-9)
+    };
     println!(
-        "create p50 with {alive} alive / with 0 alive: {:.2}x",
-        pct(&mut at_n, 0.5).as_secs_f64() / pct(&mut at_zero, 0.5).as_secs_f64().max(1e-9)
+        "create p50 with {alive} alive / with 0 alive: {:.2}x in a row, {:.2}x under churn",
+        ratio(&mut at_n_in_a_row, &mut at_zero_in_a_row),
+        ratio(&mut at_n, &mut at_zero),
     );
     reference.shutdown().await;
     let (rss, fds, threads) = self_usage();

@@ -539,6 +539,18 @@ fn leftovers(dir: &Path) -> Vec<String> {
             out.push(format!("loop device {:?}: {backing}", entry.file_name()));
         }
     }
+    // Captured layers (forks) and partial ones: the built-in templates' layers are a
+    // kept cache, like the golden images.
+    for e in std::fs::read_dir(dir.join("layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("capture-") || name.starts_with(".partial-") {
+            out.push(format!("layer {}", e.path().display()));
+        }
+    }
     for sub in ["sandboxes", "logs", "paused", "disks/ready", "disks/trash"] {
         for e in std::fs::read_dir(dir.join(sub))
             .into_iter()
@@ -552,7 +564,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 }
 
 /// Crash consistency: `e2b-local serve` is SIGKILLed at a random point of a create, kill,
-/// pause or upload, and restarted. What the client was told holds (an acknowledged kill
+/// pause, upload or fork, and restarted. What the client was told holds (an acknowledged kill
 /// stays killed, an acknowledged pause comes back paused with its files, nothing runs that
 /// the client could reach after a restart), nothing half-made is visible, and once the
 /// server is stopped nothing is left: no process, cgroup, mount or file. Ten rounds, the
@@ -567,7 +579,7 @@ async fn a_crash_at_any_point_loses_nothing_acknowledged_and_leaks_nothing() {
     let mut rng = Rng(seed);
     for round in 0..10 {
         // Each operation in turn, crashed at a random point.
-        let op = ["create", "kill", "pause", "upload"][round % 4];
+        let op = ["create", "kill", "pause", "upload", "fork"][round % 5];
         let delay = Duration::from_millis(rng.below(40));
         let context = format!("round {round} (seed {seed:#x}): {op}, crash after {delay:?}");
         let dir = tempfile::tempdir().unwrap();
@@ -601,6 +613,11 @@ async fn a_crash_at_any_point_loses_nothing_acknowledged_and_leaks_nothing() {
                 .http
                 .post(format!("{}/sandboxes/{}/pause", s.url, id.clone().unwrap()))
                 .header("x-api-key", &s.key),
+            "fork" => s
+                .http
+                .post(format!("{}/sandboxes/{}/fork", s.url, id.clone().unwrap()))
+                .header("x-api-key", &s.key)
+                .json(&json!({"timeout": 60})),
             _ => upload(
                 &s,
                 sb.as_ref().unwrap(),

@@ -88,6 +88,10 @@ impl Manager {
             futures_util::stream::iter(rest)
                 .for_each_concurrent(RECLAIM_CONCURRENCY, |id| this.reclaim(id))
                 .await;
+            // Layers captured for forks and snapshots that only reclaimed sandboxes used
+            // (a crash cut a fork, or killed its forks' server).
+            let collector = this.clone();
+            let _ = tokio::task::spawn_blocking(move || collector.release_captures()).await;
             if n + paused_ids.len() > 0 {
                 tracing::info!(
                     "reclaimed {n} sandboxes of an earlier run, restored {} paused ones",

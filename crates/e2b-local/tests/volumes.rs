@@ -957,6 +957,14 @@ async fn volume_data_survives_kill_restart_and_a_crashed_server() {
     let r = t.call(Method::DELETE, "/volumes/keep", None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     assert!(!path.join("volumes").join(&id).exists());
+    // Nothing holds the deleted volume's image while the server runs on.
+    let held: Vec<String> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|backing| backing.contains(&id))
+        .collect();
+    assert!(held.is_empty(), "{held:?}");
     t.shutdown().await;
 }
 

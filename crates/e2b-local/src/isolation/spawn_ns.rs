@@ -31,8 +31,10 @@ pub(super) const SPAWN_NS_ROLE: &str = "__spawn-ns";
 /// What the helper prints once the namespace is ready.
 const READY: &str = "READY";
 
-/// The data directory's subdirectories whose mounts (sandbox disks, ready disks) stay out.
-const KEPT_OUT: &[&str] = &["sandboxes", "disks"];
+/// The data directory's subdirectories whose mounts (sandbox disks, ready disks, volumes)
+/// stay out: sandboxes get theirs carried in, and a copy held here would keep a deleted
+/// volume's image and loop device busy until the server exits.
+const KEPT_OUT: &[&str] = &["sandboxes", "disks", "volumes"];
 
 /// The namespace, kept alive by a descriptor of this process.
 #[derive(Debug)]
@@ -151,9 +153,10 @@ pub(super) fn spawn_ns_helper() -> i32 {
 }
 
 /// The mount points of `mountinfo` to detach, deepest first (a mount inside another goes
-/// with it anyway): those below `data_dir`'s [`KEPT_OUT`] directories, and the sandbox and
-/// ready disks of other servers' data directories (`…/sandboxes/<id>/disk`,
-/// `…/disks/ready/<n>/disk`), which would otherwise be copied at each create as well.
+/// with it anyway): those below `data_dir`'s [`KEPT_OUT`] directories, and the sandbox,
+/// ready and volume disks of other servers' data directories (`…/sandboxes/<id>/disk`,
+/// `…/disks/ready/<n>/disk`, `…/volumes/<id>/disk`), which would otherwise be copied at
+/// each create as well.
 fn mounts_below(mountinfo: &str, data_dir: &Path) -> Vec<PathBuf> {
     let roots: Vec<PathBuf> = KEPT_OUT.iter().map(|d| data_dir.join(d)).collect();
     let mut points: Vec<PathBuf> = mountinfo
@@ -166,12 +169,16 @@ fn mounts_below(mountinfo: &str, data_dir: &Path) -> Vec<PathBuf> {
     points
 }
 
-/// Whether `point` is where e2b-local mounts a sandbox's or a ready disk:
-/// `…/sandboxes/<id>/disk` or `…/disks/ready/<n>/disk`.
+/// Whether `point` is where e2b-local mounts a sandbox's, a ready or a volume's disk:
+/// `…/sandboxes/<id>/disk`, `…/volumes/<id>/disk` or `…/disks/ready/<n>/disk`.
 fn is_a_servers_disk(point: &Path) -> bool {
     let names: Vec<&std::ffi::OsStr> = point.iter().collect();
     match names.as_slice() {
-        [.., parent, _, last] if *last == "disk" && *parent == "sandboxes" => true,
+        [.., parent, _, last]
+            if *last == "disk" && (*parent == "sandboxes" || *parent == "volumes") =>
+        {
+            true
+        }
         [.., disks, ready, _, last] => *last == "disk" && *ready == "ready" && *disks == "disks",
         _ => false,
     }
@@ -205,7 +212,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sandbox_and_ready_disks_are_detached_deepest_first_and_nothing_else() {
+    fn sandbox_ready_and_volume_disks_are_detached_deepest_first_and_nothing_else() {
         let table = "\
 22 1 8:1 / / rw - ext4 /dev/vda rw
 40 22 7:1 / /d\\040x/sandboxes/a/disk rw,nosuid,nodev - ext4 /dev/loop1 rw
@@ -218,6 +225,9 @@ mod tests {
 47 22 7:6 / /other/disks/ready/9-1/disk rw - ext4 /dev/loop6 rw
 48 22 7:7 / /other/sandboxes/c/diskette rw - ext4 /dev/loop7 rw
 49 22 7:8 / /other/volumes/v/disk rw - ext4 /dev/loop8 rw
+50 22 7:9 / /d\\040x/volumes/w/disk rw - ext4 /dev/loop9 rw
+51 22 7:9 / /other/volumes/v/disk/sub rw - ext4 /dev/loop9 rw
+52 22 0:7 / /srv/data rw - ext4 /dev/vdb rw
 ";
         assert_eq!(
             mounts_below(table, Path::new("/d x")),
@@ -226,7 +236,10 @@ mod tests {
                 "/d x/sandboxes/a/disk/deeper",
                 "/other/disks/ready/9-1/disk",
                 "/d x/sandboxes/a/disk",
+                "/d x/volumes/v/disk",
                 "/other/sandboxes/c/disk",
+                "/other/volumes/v/disk",
+                "/d x/volumes/w/disk",
             ]
             .map(PathBuf::from)
         );

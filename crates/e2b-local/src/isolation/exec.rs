@@ -86,7 +86,7 @@ pub struct InitConfig {
     /// Make the init and the program the OOM killer's last choice (`oom_score_adj` -1000;
     /// needs `CAP_SYS_RESOURCE` on the host, see `Runtime::unavailable`).
     pub oom_protected: bool,
-    /// The mount namespace to clone the sandbox's from ([`spawn_ns`](super::spawn_ns)),
+    /// The mount namespace to clone the sandbox's from (`isolation/spawn_ns.rs`),
     /// as a path to open; `None`: the helper's own (the host's).
     #[serde(default)]
     pub spawn_ns: Option<PathBuf>,

@@ -59,7 +59,7 @@ pub struct RootfsPlan {
 
 /// Detached copies of the host mounts a sandbox needs (`open_tree(OPEN_TREE_CLONE)`), taken
 /// by the helper in the host's mount namespace before it joins the spawn namespace
-/// ([`spawn_ns`](super::spawn_ns)), and attached in the sandbox's own namespace: its disk at
+/// (`isolation/spawn_ns.rs`), and attached in the sandbox's own namespace: its disk at
 /// the same path ([`attach_disk`]) and its volumes at their targets ([`mount_binds`]).
 #[derive(Debug)]
 pub struct Carried {

@@ -17,12 +17,13 @@
 //! template's directories, which are plain directories of the data directory.
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::mount::{MntFlags, MsFlags};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
 
 /// argv\[1\] of the helper that makes the namespace; argv\[2\] is the data directory.
@@ -30,6 +31,9 @@ pub(super) const SPAWN_NS_ROLE: &str = "__spawn-ns";
 
 /// What the helper prints once the namespace is ready.
 const READY: &str = "READY";
+
+/// How long the helper may take to say [`READY`].
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The data directory's subdirectories whose mounts (sandbox disks, ready disks, volumes)
 /// stay out: sandboxes get theirs carried in, and a copy held here would keep a deleted
@@ -44,13 +48,15 @@ pub(super) struct SpawnNamespace {
 
 impl SpawnNamespace {
     /// Makes the namespace with the [`SPAWN_NS_ROLE`] helper: it unshares a mount
-    /// namespace, makes it private, detaches the mounts below `data_dir`'s `sandboxes/` and
-    /// `disks/`, says it is ready and waits; this process opens the namespace and lets the
-    /// helper exit.
+    /// namespace, makes it private, detaches the sandbox, ready and volume disks
+    /// ([`mounts_below`]), says it is ready and waits; this process opens the namespace and
+    /// ends the helper.
     ///
     /// # Errors
     ///
-    /// What failed, as text (the runtime then clones from its own namespace, as before).
+    /// What failed, as text (the runtime then clones from its own namespace, as before),
+    /// including a helper executable that does not serve the role: whatever it printed, or
+    /// nothing within 10 s.
     pub(super) fn new(helper_exe: &Path, data_dir: &Path) -> Result<Self, String> {
         let data_dir = std::fs::canonicalize(data_dir)
             .map_err(|e| format!("resolving {}: {e}", data_dir.display()))?;
@@ -65,13 +71,24 @@ impl SpawnNamespace {
             .map_err(|e| format!("starting {}: {e}", helper_exe.display()))?;
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
+            // A helper executable that does not serve the role (a program embedding the
+            // runtime without its pre-main hook) may never print: wait a bounded time.
+            let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLIN)];
+            let waited = u16::try_from(READY_TIMEOUT.as_millis()).unwrap_or(u16::MAX);
+            if matches!(poll(&mut fds, PollTimeout::from(waited)), Ok(n) if n > 0) {
+                let _ = BufReader::new(out).read_line(&mut line);
+            } else {
+                line = format!("nothing in {} s", READY_TIMEOUT.as_secs());
+            }
         }
         let opened = if line.trim_end() == READY {
             std::fs::File::open(format!("/proc/{}/ns/mnt", child.id()))
                 .map(OwnedFd::from)
                 .map_err(|e| format!("opening the namespace: {e}"))
         } else {
+            // Ended first, so that reading what it said on stderr cannot block.
+            let _ = child.kill();
+            let _ = child.wait();
             let mut err = String::new();
             if let Some(e) = child.stderr.take() {
                 let _ = BufReader::new(e).read_line(&mut err);
@@ -86,7 +103,7 @@ impl SpawnNamespace {
                 }
             ))
         };
-        // Closing its stdin lets the helper exit; the namespace lives on in `fd`.
+        // The namespace lives on in `fd`.
         drop(child.stdin.take());
         let _ = child.kill();
         let _ = child.wait();
@@ -243,6 +260,36 @@ mod tests {
             ]
             .map(PathBuf::from)
         );
+    }
+
+    #[test]
+    fn a_helper_that_does_not_serve_the_role_is_an_error_not_a_hang() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let helper = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("{e}"));
+            p
+        };
+        let err = |exe: PathBuf| match SpawnNamespace::new(&exe, dir.path()) {
+            Ok(_) => panic!("{} made a namespace", exe.display()),
+            Err(e) => e,
+        };
+        assert_eq!(
+            err(helper(
+                "other",
+                "echo 'some other program' >&2; echo usage; exit 3"
+            )),
+            "the __spawn-ns helper said \"usage\": some other program"
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(
+            err(helper("silent", "exec sleep 60")),
+            "the __spawn-ns helper said \"nothing in 10 s\""
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

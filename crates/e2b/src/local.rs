@@ -118,6 +118,8 @@ impl LocalServer {
     }
 
     /// The process-wide server, started on first use and kept for the life of the process.
+    /// It is never stopped: its sandboxes outlive the process until the next embedded server
+    /// on this machine starts, which kills them and removes what they left.
     ///
     /// # Errors
     ///
@@ -159,11 +161,13 @@ impl Drop for LocalServer {
 const DATA_DIR_PREFIX: &str = "e2b-local-embedded-";
 
 /// Removes the data directories of processes that no longer run: the process-wide server
-/// is never dropped, so its directory outlives the process, with its ready sandbox disks
-/// (loop-mounted images) still mounted. Those mounts are the dead server's: they are
-/// detached first (deepest first; a loop device goes with its last mount). A directory
-/// that still has something mounted after that is left alone, so that removal never
-/// reaches into a mounted filesystem.
+/// is never dropped, so its directory outlives the process, with its sandboxes still
+/// running (nothing enforces their timeouts any more) and their disks and the ready ones
+/// (loop-mounted images) still mounted. Each sandbox of the dead server is killed first
+/// (every process of its cgroup; the server's sandboxes are in `e2b-local/<id>`), then
+/// the mounts are detached (deepest first; a loop device goes with its last mount). A
+/// directory that still has something mounted after that is left alone, so that removal
+/// never reaches into a mounted filesystem.
 fn remove_stale_data_dirs() {
     let tmp = std::env::temp_dir();
     let Ok(entries) = std::fs::read_dir(&tmp) else {
@@ -182,6 +186,7 @@ fn remove_stale_data_dirs() {
             continue;
         }
         let path = entry.path();
+        kill_sandboxes_of(&path);
         let prefix = format!("{}/", path.to_string_lossy());
         let mut under: Vec<&str> = mounts
             .lines()
@@ -197,6 +202,27 @@ fn remove_stale_data_dirs() {
         }
     }
 }
+
+/// Kills the sandboxes of the dead server whose data directory is `data_dir`: every process
+/// in each one's cgroup, then the cgroup.
+fn kill_sandboxes_of(data_dir: &std::path::Path) {
+    use e2b_local::isolation::{CgroupConfig, SandboxCgroup as _, SandboxCgroupImpl};
+    let cgroups = CgroupConfig::detect(EMBEDDED_CGROUP_PARENT);
+    let sandboxes = std::fs::read_dir(data_dir.join("sandboxes"));
+    for entry in sandboxes.into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if e2b_local::isolation::validate_id(&id).is_err() {
+            continue;
+        }
+        if let Ok(cgroup) = SandboxCgroupImpl::load(&cgroups, &id) {
+            let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
+            let _ = cgroup.remove();
+        }
+    }
+}
+
+/// The cgroup parent of the embedded server's sandboxes (the server's default).
+const EMBEDDED_CGROUP_PARENT: &str = "e2b-local";
 
 /// The configuration `Sandbox` uses when none was given: the environment's, or — when it
 /// names neither an API key nor an API URL and debug mode is off — the embedded server's,

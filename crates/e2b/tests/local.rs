@@ -363,3 +363,79 @@ async fn network_rules_round_trip_and_private_urls_get_a_traffic_token() {
     assert!(matches!(err, e2b::Error::NotFound(_)), "{err:?}");
     sbx.kill().await.unwrap();
 }
+
+/// Set in the child process of
+/// [`a_dead_processs_sandboxes_are_killed_by_the_next_embedded_server`].
+const ORPHAN_CHILD_ENV: &str = "E2B_TEST_ORPHAN_CHILD";
+
+/// The processes in sandbox `id`'s cgroup under the embedded server's parent (v1 `pids`
+/// hierarchy or v2), or `None` when the cgroup does not exist.
+fn cgroup_procs(id: &str) -> Option<Vec<i32>> {
+    ["/sys/fs/cgroup/pids/e2b-local", "/sys/fs/cgroup/e2b-local"]
+        .iter()
+        .map(|parent| std::path::Path::new(parent).join(id).join("cgroup.procs"))
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|text| text.lines().filter_map(|l| l.parse().ok()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: the local host isolates sandboxes in namespaces"]
+async fn a_dead_processs_sandboxes_are_killed_by_the_next_embedded_server() {
+    let name = "a_dead_processs_sandboxes_are_killed_by_the_next_embedded_server";
+    if std::env::var_os(ORPHAN_CHILD_ENV).is_some() {
+        // The child: a program whose embedded server has a sandbox, ending without stopping
+        // it (as `LocalServer::shared`'s server always does, or a crash).
+        let server = LocalServer::start().unwrap();
+        let sbx = Sandbox::builder()
+            .config(server.config())
+            .timeout(Duration::from_secs(600))
+            .create()
+            .await
+            .unwrap();
+        println!(
+            "ORPHAN {} {}",
+            sbx.sandbox_id(),
+            server.data_dir().display()
+        );
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--ignored", "--nocapture"])
+        .env(ORPHAN_CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ORPHAN "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no ORPHAN line: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let (id, dir) = line.split_once(' ').unwrap();
+    // The sandbox outlived its process.
+    let procs = cgroup_procs(id).unwrap_or_default();
+    assert!(!procs.is_empty(), "sandbox {id} has no process left");
+    // The next embedded server kills it and removes what the dead one left.
+    let next = LocalServer::start().unwrap();
+    assert_eq!(
+        cgroup_procs(id),
+        None,
+        "sandbox {id}'s cgroup is still there"
+    );
+    for pid in procs {
+        // Gone, or a zombie waiting for the host's init to reap it.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        assert!(
+            matches!(state, None | Some('Z')),
+            "process {pid} of sandbox {id} still runs: {stat}"
+        );
+    }
+    assert!(!std::path::Path::new(dir).exists(), "{dir} is still there");
+    drop(next);
+}

@@ -30,30 +30,9 @@ const PORT: u16 = code_interpreter_server::DEFAULT_PORT;
 const NETWORK_POOL: &str = "10.223.0.0/16";
 
 fn main() -> ExitCode {
-    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
-        return code;
-    }
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("code-interpreter-bench: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(rounds)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("code-interpreter-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::local_api::run_main("code-interpreter-bench", || {
+        run(bench::local_api::arg(1, 10))
+    })
 }
 
 /// `/execute` of `code`; fails unless the main result's text is `expected`.

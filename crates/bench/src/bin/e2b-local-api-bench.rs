@@ -34,30 +34,7 @@ use bench::local_api::{Api, mem_available, report};
 const ECHO_HI: &str = "aGkK";
 
 fn main() -> ExitCode {
-    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
-        return code;
-    }
-    let iterations: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("e2b-local-api-bench: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(iterations)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("e2b-local-api-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::local_api::run_main("e2b-local-api-bench", || run(bench::local_api::arg(1, 50)))
 }
 
 /// `E2B_BENCH_ROOTLESS_USER=<user>` (run as root): starts `e2b-local serve` as `user`

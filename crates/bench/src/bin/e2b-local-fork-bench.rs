@@ -25,30 +25,7 @@ use serde_json::{Value, json};
 const WRITTEN_BYTES: u64 = 100 << 20;
 
 fn main() -> ExitCode {
-    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
-        return code;
-    }
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("e2b-local-fork-bench: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(rounds)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("e2b-local-fork-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::local_api::run_main("e2b-local-fork-bench", || run(bench::local_api::arg(1, 20)))
 }
 
 /// `POST /sandboxes/{id}/fork` of one: the fork and how long the source was frozen.

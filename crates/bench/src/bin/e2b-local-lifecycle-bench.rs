@@ -19,30 +19,9 @@ use bench::local_api::{Api, Created, pct, report};
 use serde_json::{Value, json};
 
 fn main() -> ExitCode {
-    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
-        return code;
-    }
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("e2b-local-lifecycle-bench: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(rounds)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("e2b-local-lifecycle-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::local_api::run_main("e2b-local-lifecycle-bench", || {
+        run(bench::local_api::arg(1, 30))
+    })
 }
 
 /// A REST call that must answer `expected`; returns how long it took.

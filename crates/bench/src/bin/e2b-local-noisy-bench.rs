@@ -74,31 +74,11 @@ const WORKLOADS: [(&str, &str); 6] = [
 ];
 
 fn main() -> ExitCode {
-    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
-        return code;
-    }
-    let phase_secs: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
     let only: Vec<String> = std::env::args().skip(2).collect();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("e2b-local-noisy-bench: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(Duration::from_secs(phase_secs), &only)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("e2b-local-noisy-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let phase = Duration::from_secs(bench::local_api::arg(1, 20) as u64);
+    bench::local_api::run_main("e2b-local-noisy-bench", || async move {
+        run(phase, &only).await
+    })
 }
 
 /// B's `echo ok` latencies during one phase, how many failed or timed out, and the host's

@@ -36,33 +36,8 @@ const CGROUP_PARENT: &str = "e2b-local-scale-bench";
 const REFERENCE_CGROUP_PARENT: &str = "e2b-local-scale-bench-ref";
 
 fn main() -> ExitCode {
-    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
-        return code;
-    }
-    let arg = |i: usize, default: usize| {
-        std::env::args()
-            .nth(i)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
-    let (sandboxes, rounds) = (arg(1, 1000), arg(2, 50));
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("e2b-local-scale-bench: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(sandboxes, rounds)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("e2b-local-scale-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    use bench::local_api::arg;
+    bench::local_api::run_main("e2b-local-scale-bench", || run(arg(1, 1000), arg(2, 50)))
 }
 
 const MIB: f64 = 1048576.0;

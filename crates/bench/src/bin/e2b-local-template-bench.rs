@@ -21,30 +21,9 @@ use bench::local_api::{Api, pct, report};
 use serde_json::{Value, json};
 
 fn main() -> ExitCode {
-    if let Some(code) = e2b_local::envd_role::run_role_if_requested() {
-        return code;
-    }
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("e2b-local-template-bench: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(rounds)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("e2b-local-template-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::local_api::run_main("e2b-local-template-bench", || {
+        run(bench::local_api::arg(1, 10))
+    })
 }
 
 /// `POST /v3/templates`: (template id, build id).

@@ -175,3 +175,49 @@ pub(crate) fn wait<T>(rx: tokio::sync::oneshot::Receiver<T>) -> Result<T> {
     rx.blocking_recv()
         .map_err(|_| Error::sandbox("the e2b runtime thread stopped before the call finished"))
 }
+
+/// The next page of a blocking paginator's async one (`None` once it failed or ended), run
+/// on `rt`: shared by [`SandboxPaginator`] and [`SnapshotPaginator`].
+fn next_page<P>(inner: &mut Option<P>, rt: &Runtime) -> Result<Vec<P::Item>>
+where
+    P: crate::sandbox::Pages + 'static,
+    P::Item: 'static,
+{
+    let Some(mut pages) = inner.take() else {
+        return Ok(Vec::new());
+    };
+    let (pages, items) = rt.run_plain(async move {
+        let items = pages.next_page().await;
+        (pages, items)
+    })?;
+    *inner = Some(pages);
+    items
+}
+
+/// The next item of a blocking paginator: from `buffer`, else from the next page; after a
+/// failed page (returned once) the paginator ends.
+fn next_listed<P>(
+    inner: &mut Option<P>,
+    buffer: &mut std::collections::VecDeque<P::Item>,
+    rt: &Runtime,
+) -> Option<Result<P::Item>>
+where
+    P: crate::sandbox::Pages + 'static,
+    P::Item: 'static,
+{
+    loop {
+        if let Some(item) = buffer.pop_front() {
+            return Some(Ok(item));
+        }
+        if !inner.as_ref().is_some_and(crate::sandbox::Pages::more) {
+            return None;
+        }
+        match next_page(inner, rt) {
+            Ok(items) => buffer.extend(items),
+            Err(e) => {
+                *inner = None;
+                return Some(Err(e));
+            }
+        }
+    }
+}

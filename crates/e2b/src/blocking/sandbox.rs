@@ -603,15 +603,7 @@ impl SandboxPaginator {
     ///
     /// As [`crate::SandboxPaginator::next_items`].
     pub fn next_items(&mut self) -> Result<Vec<SandboxInfo>> {
-        let Some(mut pages) = self.inner.take() else {
-            return Ok(Vec::new());
-        };
-        let (pages, items) = self.rt.run_plain(async move {
-            let items = pages.next_items().await;
-            (pages, items)
-        })?;
-        self.inner = Some(pages);
-        items
+        super::next_page(&mut self.inner, &self.rt)
     }
 }
 
@@ -619,20 +611,6 @@ impl Iterator for SandboxPaginator {
     type Item = Result<SandboxInfo>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.buffer.pop_front() {
-                return Some(Ok(item));
-            }
-            if !self.has_next() {
-                return None;
-            }
-            match self.next_items() {
-                Ok(items) => self.buffer.extend(items),
-                Err(e) => {
-                    self.inner = None;
-                    return Some(Err(e));
-                }
-            }
-        }
+        super::next_listed(&mut self.inner, &mut self.buffer, &self.rt)
     }
 }

@@ -191,15 +191,7 @@ impl SnapshotPaginator {
     ///
     /// Inside an async runtime.
     pub fn next_items(&mut self) -> Result<Vec<SnapshotInfo>> {
-        let Some(mut pages) = self.inner.take() else {
-            return Ok(Vec::new());
-        };
-        let (pages, items) = self.rt.run_plain(async move {
-            let items = pages.next_items().await;
-            (pages, items)
-        })?;
-        self.inner = Some(pages);
-        items
+        super::next_page(&mut self.inner, &self.rt)
     }
 }
 
@@ -207,20 +199,6 @@ impl Iterator for SnapshotPaginator {
     type Item = Result<SnapshotInfo>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.buffer.pop_front() {
-                return Some(Ok(item));
-            }
-            if !self.has_next() {
-                return None;
-            }
-            match self.next_items() {
-                Ok(items) => self.buffer.extend(items),
-                Err(e) => {
-                    self.inner = None;
-                    return Some(Err(e));
-                }
-            }
-        }
+        super::next_listed(&mut self.inner, &mut self.buffer, &self.rt)
     }
 }

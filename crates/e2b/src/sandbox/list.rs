@@ -174,12 +174,7 @@ impl SandboxPaginator {
             Ok(r) => r,
             Err(e) => return Err(api_error(e, "listing sandboxes", None).await),
         };
-        let token = response
-            .headers()
-            .get("x-next-token")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
+        let token = next_page_token(response.headers());
         self.has_next = token.is_some();
         self.next_token = token;
         Ok(response
@@ -191,27 +186,63 @@ impl SandboxPaginator {
 
     /// Every sandbox of every remaining page, fetching pages as the stream is read.
     pub fn into_stream(self) -> impl Stream<Item = Result<SandboxInfo>> + Send {
-        futures_util::stream::unfold(
-            (self, VecDeque::new(), false),
-            |(mut pages, mut buffer, failed)| async move {
-                if failed {
+        stream_pages(self)
+    }
+}
+
+/// The next page's token from a list response's `x-next-token` header (`None`: last page).
+pub(crate) fn next_page_token(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("x-next-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// A paginator of a list endpoint ([`SandboxPaginator`], `SnapshotPaginator`), for
+/// [`stream_pages`].
+pub(crate) trait Pages: Send + Sized {
+    /// What a page holds.
+    type Item: Send;
+    /// Whether another page can be fetched.
+    fn more(&self) -> bool;
+    /// The next page.
+    fn next_page(&mut self) -> impl Future<Output = Result<Vec<Self::Item>>> + Send;
+}
+
+impl Pages for SandboxPaginator {
+    type Item = SandboxInfo;
+    fn more(&self) -> bool {
+        self.has_next
+    }
+    fn next_page(&mut self) -> impl Future<Output = Result<Vec<SandboxInfo>>> + Send {
+        self.next_items()
+    }
+}
+
+/// Every item of every remaining page, fetching pages as the stream is read; a failed page
+/// is the stream's last item.
+pub(crate) fn stream_pages<P: Pages>(pages: P) -> impl Stream<Item = Result<P::Item>> + Send {
+    futures_util::stream::unfold(
+        (pages, VecDeque::new(), false),
+        |(mut pages, mut buffer, failed)| async move {
+            if failed {
+                return None;
+            }
+            loop {
+                if let Some(item) = buffer.pop_front() {
+                    return Some((Ok(item), (pages, buffer, false)));
+                }
+                if !pages.more() {
                     return None;
                 }
-                loop {
-                    if let Some(item) = buffer.pop_front() {
-                        return Some((Ok(item), (pages, buffer, false)));
-                    }
-                    if !pages.has_next {
-                        return None;
-                    }
-                    match pages.next_items().await {
-                        Ok(items) => buffer.extend(items),
-                        Err(e) => return Some((Err(e), (pages, buffer, true))),
-                    }
+                match pages.next_page().await {
+                    Ok(items) => buffer.extend(items),
+                    Err(e) => return Some((Err(e), (pages, buffer, true))),
                 }
-            },
-        )
-    }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use api::{api_error, check_id, send_with_retries, timeout_secs};
 pub use builder::SandboxBuilder;
 pub use info::{SandboxInfo, SandboxMetrics, SandboxState};
 pub use lifecycle::{OnTimeout, PauseMode, SandboxLifecycle};
+pub(crate) use list::Pages;
 pub use list::{SandboxPaginator, SandboxQuery};
 pub use network::{
     ALL_TRAFFIC, EgressProxy, EgressProxyInfo, EgressProxyTls, EgressProxyTlsInfo, NetworkConfig,

@@ -2,7 +2,6 @@
 //! [`Sandbox::list_snapshots`] and [`Sandbox::delete_snapshot`], mapped as E2B's Python SDK
 //! 2.63 maps them.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use e2b_api::prelude::*;
@@ -198,12 +197,7 @@ impl SnapshotPaginator {
             Ok(r) => r,
             Err(e) => return Err(api_error(e, "listing snapshots", None).await),
         };
-        let token = response
-            .headers()
-            .get("x-next-token")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
+        let token = super::list::next_page_token(response.headers());
         self.has_next = token.is_some();
         self.next_token = token;
         Ok(response
@@ -215,26 +209,17 @@ impl SnapshotPaginator {
 
     /// Every snapshot of every remaining page, fetching pages as the stream is read.
     pub fn into_stream(self) -> impl Stream<Item = Result<SnapshotInfo>> + Send {
-        futures_util::stream::unfold(
-            (self, VecDeque::new(), false),
-            |(mut pages, mut buffer, failed)| async move {
-                if failed {
-                    return None;
-                }
-                loop {
-                    if let Some(item) = buffer.pop_front() {
-                        return Some((Ok(item), (pages, buffer, false)));
-                    }
-                    if !pages.has_next {
-                        return None;
-                    }
-                    match pages.next_items().await {
-                        Ok(items) => buffer.extend(items),
-                        Err(e) => return Some((Err(e), (pages, buffer, true))),
-                    }
-                }
-            },
-        )
+        super::list::stream_pages(self)
+    }
+}
+
+impl super::list::Pages for SnapshotPaginator {
+    type Item = SnapshotInfo;
+    fn more(&self) -> bool {
+        self.has_next
+    }
+    fn next_page(&mut self) -> impl Future<Output = Result<Vec<SnapshotInfo>>> + Send {
+        self.next_items()
     }
 }
 
